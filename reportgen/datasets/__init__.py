@@ -1,0 +1,1 @@
+"""Data sets that reportgen builds itself."""

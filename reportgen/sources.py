@@ -1,0 +1,196 @@
+"""Image sources: each yields `SourceImage`s in a stable order, resized as training did.
+
+Three sources behind one shape: the project's `synthetic_pets` and the real
+`oxford_iiit_pet` through TensorFlow Datasets, and a folder of image files
+with an optional folder of Oxford-style trimaps.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from reportgen.errors import DatasetUnavailableError, InputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MAX_IMAGE_PIXELS = 80_000_000  # a bigger file is refused rather than decoded into gigabytes
+TFDS_DATASETS = ("synthetic_pets", "oxford_iiit_pet")
+OFFLINE_OPTIONS = (
+    "offline options: --dataset synthetic_pets (built locally), --image-dir FOLDER "
+    "(your own JPEG/PNG files), or --data-dir pointing at an already prepared TFDS folder"
+)
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One input as the model sees it."""
+
+    id: str  # stable, unique within the source; not safe as a file name (see naming.slug)
+    image: np.ndarray  # uint8, input_size x input_size x 3
+    trimap: np.ndarray | None  # uint8, input_size x input_size, 1 pet / 2 background / 3 border
+
+
+def resize_nearest(array: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize to size x size, as the notebook did for images and masks."""
+    if array.shape[0] == size and array.shape[1] == size:
+        return array
+    return np.asarray(Image.fromarray(array).resize((size, size), Image.Resampling.NEAREST))
+
+
+def to_rgb_uint8(image: Image.Image) -> np.ndarray:
+    """Any PIL mode (grayscale, palette, RGBA, 16-bit) to uint8 RGB; alpha is dropped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if wide.max(initial=0) > 255 else 255.0
+        return np.repeat(np.clip(wide / peak * 255.0, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if image.mode == "F":
+        wide = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        span = max(wide.max(initial=0) - wide.min(initial=0), 1e-12)
+        scaled = ((wide - wide.min(initial=0)) / span * 255).astype(np.uint8)
+        return np.repeat(scaled[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _clean_trimap(trimap: np.ndarray, where: str) -> np.ndarray:
+    values = np.unique(trimap)
+    if not np.isin(values, (1, 2, 3)).all():
+        bad = ", ".join(str(v) for v in values[~np.isin(values, (1, 2, 3))][:5])
+        raise InputError(f"trimap {where} has values {bad} outside 1-3 (1 pet, 2 background, 3 border)")
+    return trimap.astype(np.uint8)
+
+
+def _open_image(path: Path) -> Image.Image:
+    """Open and fully decode an image file, turning every way it can fail into an InputError."""
+    name = path.name
+    try:
+        if path.stat().st_size == 0:
+            raise InputError(f"image file {name!r} is empty (0 bytes)")
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise InputError(f"image file {name!r} is {image.width}x{image.height}, "
+                                 f"over the {MAX_IMAGE_PIXELS:,}-pixel limit")
+            image.load()
+            return image
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise InputError(f"cannot read image file {name!r}: {error.__class__.__name__}") from None
+
+
+def image_folder(folder: Path, input_size: int, trimap_dir: Path | None = None) -> list[SourceImage]:
+    """JPEG/PNG files in `folder`, sorted by name; trimaps match by stem (`cat.jpg` -> `cat.png`)."""
+    if not folder.is_dir():
+        raise InputError(f"image folder {str(folder)!r} does not exist or is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"image folder {str(folder)!r} has no JPEG or PNG files")
+    if trimap_dir is not None and not trimap_dir.is_dir():
+        raise InputError(f"trimap folder {str(trimap_dir)!r} does not exist or is not a folder")
+    items = []
+    for path in files:
+        image = _open_image(path)
+        rgb = to_rgb_uint8(image)
+        trimap = None
+        if trimap_dir is not None:
+            trimap_path = trimap_dir / f"{path.stem}.png"
+            if trimap_path.is_file():
+                raw = np.asarray(_open_image(trimap_path))
+                if raw.ndim == 3:
+                    raw = raw[..., 0]
+                if raw.shape[:2] != rgb.shape[:2]:
+                    raise InputError(f"trimap {trimap_path.name!r} is {raw.shape[1]}x{raw.shape[0]} "
+                                     f"but its image is {rgb.shape[1]}x{rgb.shape[0]}")
+                trimap = resize_nearest(_clean_trimap(raw, repr(trimap_path.name)), input_size)
+        items.append(SourceImage(path.name, resize_nearest(rgb, input_size), trimap))
+    return items
+
+
+def _tfds_name(dataset: str, split: str) -> str:
+    if dataset == "synthetic_pets":
+        import reportgen.datasets.synthetic_pets  # noqa: F401  (registers the builder)
+
+        # The report needs only the test split, which the `test` config prepares in seconds.
+        return "synthetic_pets/test" if split.startswith("test") else "synthetic_pets/full"
+    return dataset
+
+
+def tfds_split(dataset: str, split: str, input_size: int, data_dir: str | None = None) -> Iterator[SourceImage]:
+    """Examples of a TFDS split in its stored order, with trimaps."""
+    if dataset not in TFDS_DATASETS:
+        raise InputError(f"unknown data set {dataset!r}; choose one of {', '.join(TFDS_DATASETS)} or use --image-dir")
+    import tensorflow_datasets as tfds
+
+    name = _tfds_name(dataset, split)
+    try:
+        loaded = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
+    except (ConnectionError, OSError) as error:
+        raise DatasetUnavailableError(
+            f"data set {dataset!r} is not prepared here and could not be downloaded "
+            f"({error.__class__.__name__}); {OFFLINE_OPTIONS}") from None
+    except Exception as error:  # TFDS wraps network failures in many types
+        if "download" in str(error).lower() or "connect" in str(error).lower() or "resolve" in str(error).lower():
+            raise DatasetUnavailableError(
+                f"data set {dataset!r} is not prepared here and could not be downloaded; {OFFLINE_OPTIONS}") from None
+        raise
+    for example in tfds.as_numpy(loaded):
+        image = np.asarray(example["image"])
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.shape[-1] == 1:
+            image = np.repeat(image, 3, axis=-1)
+        mask = np.asarray(example["segmentation_mask"])[..., 0]
+        if mask.shape != image.shape[:2]:  # TFDS mock data pairs masks and images of other sizes
+            mask = np.asarray(Image.fromarray(mask).resize(image.shape[1::-1], Image.Resampling.NEAREST))
+        mask = np.clip(mask, 1, 3).astype(np.uint8)
+        file_name = example["file_name"]
+        ident = file_name.decode("utf-8", "replace") if isinstance(file_name, bytes) else str(file_name)
+        yield SourceImage(ident, resize_nearest(image[..., :3].astype(np.uint8), input_size),
+                          resize_nearest(mask, input_size))
+
+
+def select(items: Iterable[SourceImage], count: int, how: str = "first", seed: int = 0,
+           ids: list[str] | None = None, pool_limit: int = 2000) -> list[SourceImage]:
+    """Pick `count` images: the first ones, a seeded random sample, or explicit ids in the given order."""
+    if count < 1:
+        raise InputError(f"--images must be at least 1, got {count}")
+    if ids:
+        wanted = {ident: None for ident in ids}
+        for item in items:
+            if item.id in wanted:
+                wanted[item.id] = item
+        missing = [ident for ident, item in wanted.items() if item is None]
+        if missing:
+            raise InputError(f"image id {missing[0]!r} is not in the source ({len(missing)} missing)")
+        return list(wanted.values())
+    if how == "first":
+        chosen = []
+        for item in items:
+            chosen.append(item)
+            if len(chosen) == count:
+                break
+    elif how == "random":
+        pool = []
+        for item in items:
+            pool.append(item)
+            if len(pool) >= pool_limit:
+                break
+        order = np.random.default_rng(seed).permutation(len(pool))[:count]
+        chosen = [pool[i] for i in sorted(order)]
+    else:
+        raise InputError(f"unknown selection {how!r}; use first, random or --ids")
+    if len(chosen) < count:
+        raise InputError(f"asked for {count} images but the source has only {len(chosen)}")
+    return chosen
+
+
+def natural_key(text: str):
+    """Sort key that orders 'img2' before 'img10'."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
