@@ -129,6 +129,7 @@ def tfds_split(dataset: str, split: str, input_size: int, data_dir: str | None =
     import tensorflow_datasets as tfds
 
     name = _tfds_name(dataset, split)
+    tfds.disable_progress_bar()
     try:
         loaded = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
     except (ConnectionError, OSError) as error:

@@ -88,3 +88,71 @@ def train(config: TrainConfig, run_dir: Path, data_dir: str | None = None, progr
     )
     (run_dir / "wall_time_s.txt").write_text(f"{time.monotonic() - started:.0f}\n")
     return run_dir / "best.keras"
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Segmentation quality on a split."""
+
+    images: int
+    class_iou: tuple[float, float, float]
+    mean_iou: float
+    pixel_accuracy: float
+
+
+def evaluate(model, dataset: str, split: str, data_dir: str | None = None, limit: int | None = None,
+             batch_size: int = 16) -> Metrics:
+    """Per-class IoU over all pixels of the split (confusion summed over images), mean IoU, pixel accuracy."""
+    input_size = int(model.inputs[0].shape[1])
+    confusion = np.zeros((3, 3), np.int64)
+    count = 0
+    batch_images, batch_masks = [], []
+
+    def flush():
+        predicted = np.argmax(model.predict(np.stack(batch_images).astype(np.float32), verbose=0), axis=-1)
+        truth = np.stack(batch_masks)
+        np.add.at(confusion, (truth.ravel(), predicted.ravel()), 1)
+        batch_images.clear()
+        batch_masks.clear()
+
+    for item in sources.tfds_split(dataset, split, input_size, data_dir=data_dir):
+        batch_images.append(item.image)
+        batch_masks.append(np.clip(item.trimap.astype(np.int64) - 1, 0, 2))
+        count += 1
+        if len(batch_images) == batch_size:
+            flush()
+        if limit and count >= limit:
+            break
+    if batch_images:
+        flush()
+    if count == 0:
+        raise InputError(f"the {split!r} split of {dataset!r} has no examples")
+    inter = np.diag(confusion).astype(float)
+    union = confusion.sum(0) + confusion.sum(1) - inter
+    iou = tuple(float(v) for v in np.where(union > 0, inter / np.maximum(union, 1), np.nan))
+    return Metrics(count, iou, float(np.nanmean(iou)), float(inter.sum() / confusion.sum()))
+
+
+def export_float16(model_path: Path, weights_path: Path) -> None:
+    """Store a trained model's weights in float16 (half the bytes) for the float32 model to load.
+
+    A float16-policy twin of the architecture receives the weights and saves them;
+    `load_weights` on the float32 model casts them back on load.
+    """
+    import keras
+
+    from reportgen.models.sd_unet import build_sd_unet
+
+    trained = keras.models.load_model(model_path, compile=False)
+    size = int(trained.inputs[0].shape[1])
+    classes = int(trained.outputs[0].shape[-1])
+    width = trained.get_layer("e1_sa_main_conv1").filters / 32
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float16")
+    try:
+        twin = build_sd_unet(size, classes, width)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    twin.set_weights([w.astype(np.float16) for w in trained.get_weights()])
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    twin.save_weights(weights_path)

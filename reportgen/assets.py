@@ -1,0 +1,137 @@
+"""Pictures of the site: feature grids, top channels, overlays, inputs and masks."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from reportgen import render, stats
+
+TOP_OVERLAYS = 4
+THUMB = 64
+
+
+def layer_dir(slug: str) -> str:
+    return f"img/layers/{slug}"
+
+
+def grid_path(layer_slug: str, image_slug: str) -> str:
+    return f"{layer_dir(layer_slug)}/{image_slug}.webp"
+
+
+def top_path(layer_slug: str, image_slug: str) -> str:
+    return f"{layer_dir(layer_slug)}/{image_slug}-top.webp"
+
+
+def overlay_path(layer_slug: str, image_slug: str) -> str:
+    return f"{layer_dir(layer_slug)}/{image_slug}-overlay.webp"
+
+
+def image_path(image_slug: str, kind: str) -> str:
+    return f"img/images/{image_slug}-{kind}.png"
+
+
+class AssetWriter:
+    """Writes every picture of a build into the staging folder."""
+
+    def __init__(self, root: Path, cmap: str):
+        self.root = root
+        self.cmap = cmap
+        self._rgb_probe: dict[tuple[int, int], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def _write(self, relative: str, data: bytes) -> None:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def layer_pictures(self, result, activations: np.ndarray, records, input_size: int) -> None:
+        """Grid, top channel and overlays for every image; also scores the leave-out probe."""
+        maps_all = activations
+        if maps_all.ndim != 4:
+            maps_all = _as_images(maps_all)
+        score = stats.ProbeScore()
+        folds = min(len(records), stats.MAX_FOLDS)
+        order = result.order
+        top = order[:TOP_OVERLAYS]
+        for i, record in enumerate(records):
+            maps = np.asarray(maps_all[i], np.float32)
+            tiles = render.normalise_channels(maps)[order]
+            grid = render.compose_grid(tiles, result.layout, fill=0)
+            self._write(grid_path(result.slug, record.slug),
+                        render.encode_webp(render.colorize(grid, self.cmap), result.layout.lossless))
+            best = render.colorize(tiles[0], self.cmap)
+            self._write(top_path(result.slug, record.slug), render.encode_webp(render.enlarge(best, THUMB)))
+            strip = np.concatenate(
+                [render.overlay(record.image, render.normalise_channels(maps[..., [c]])[0], self.cmap) for c in top],
+                axis=1)
+            self._write(overlay_path(result.slug, record.slug), render.encode_webp(strip))
+            if maps.ndim == 3 and result.stats.probe_weights:
+                pooled = stats.pool_to(maps[None], stats.POOL_GRID)[0]
+                predicted = stats.probe_predict(result.stats.probe_weights, pooled, i, folds)
+                truth = _mask_on_grid(record, pooled.shape[0], pooled.shape[1])
+                if predicted is not None:
+                    score.add(predicted, truth)
+        result.probe_iou = score.iou()
+        if maps_all.shape[1] > 1:
+            grid_shape = stats.pool_to(np.zeros((1, *maps_all.shape[1:3], 1), np.float32), stats.POOL_GRID).shape[1:3]
+            result.rgb_probe_iou = self.rgb_probe(records, grid_shape)
+
+    def rgb_probe(self, records, grid_shape: tuple[int, int]) -> np.ndarray:
+        """The probe baseline: the same leave-out ridge probe on raw RGB pooled to the layer's grid."""
+        with self._lock:
+            if grid_shape not in self._rgb_probe:
+                self._rgb_probe[grid_shape] = _rgb_probe_iou(records, grid_shape)
+            return self._rgb_probe[grid_shape]
+
+    def image_pictures(self, records) -> None:
+        for record in records:
+            self._write(image_path(record.slug, "input"), render.encode_png(record.image))
+            predicted_trimap = (record.prediction + 1).astype(np.uint8)
+            self._write(image_path(record.slug, "prediction"), render.encode_png(render.trimap_rgb(predicted_trimap)))
+            if record.trimap is not None:
+                self._write(image_path(record.slug, "trimap"), render.encode_png(render.trimap_rgb(record.trimap)))
+                self._write(image_path(record.slug, "error"),
+                            render.encode_png(render.error_rgb(record.trimap, predicted_trimap)))
+
+    def colorbar(self) -> str:
+        relative = f"img/colorbar-{self.cmap}.png"
+        self._write(relative, render.encode_png(render.colorbar(self.cmap)))
+        return relative
+
+
+def _as_images(values: np.ndarray) -> np.ndarray:
+    """1-D conv outputs (N x L x C) as N x C x L strips; 3-D (N x D x H x W x C) as the middle slice."""
+    if values.ndim == 3:
+        return values[:, None, :, :]
+    if values.ndim == 5:
+        return values[:, values.shape[1] // 2]
+    return values.reshape(values.shape[0], 1, 1, -1)
+
+
+def _mask_truth(record) -> np.ndarray:
+    return record.trimap if record.trimap is not None else (record.prediction + 1).astype(np.uint8)
+
+
+def _mask_on_grid(record, height: int, width: int) -> np.ndarray:
+    onehot = stats.mask_onehot(_mask_truth(record)[None], height, width)[0]
+    return onehot.argmax(axis=-1)
+
+
+def _rgb_probe_iou(records, grid_shape) -> np.ndarray:
+    fold_sums: dict = {}
+    masks = np.stack([_mask_truth(r) for r in records])
+    pooled_images = [stats.pool_to(r.image[None].astype(np.float32), max(grid_shape))[0] for r in records]
+    folds = min(len(records), stats.MAX_FOLDS)
+    for i, pooled in enumerate(pooled_images):
+        y = stats.mask_onehot(masks[i:i + 1], *pooled.shape[:2])[0]
+        stats.add_to_fold(fold_sums, i % folds, pooled.reshape(-1, 3), y.reshape(-1, 3))
+    weights = stats.probe_weights(fold_sums)
+    score = stats.ProbeScore()
+    for i, pooled in enumerate(pooled_images):
+        predicted = stats.probe_predict(weights, pooled, i, folds)
+        if predicted is not None:
+            score.add(predicted, _mask_on_grid(records[i], *pooled.shape[:2]))
+    return score.iou()

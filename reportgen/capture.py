@@ -1,0 +1,179 @@
+"""Find a model's conv layers and stream their outputs, batch by batch.
+
+Conv layers are found by type, never by name, in graph order, including those
+inside nested models. One probe model returns all their outputs at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from reportgen.errors import InputError
+
+log = logging.getLogger(__name__)
+
+TAPS = ("conv", "activation")
+
+
+def conv_types():
+    """The conv layer classes reportgen reports on (Keras is imported lazily)."""
+    from keras import layers
+
+    return (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.SeparableConv2D,
+            layers.DepthwiseConv2D, layers.Conv2DTranspose, layers.SeparableConv1D,
+            layers.DepthwiseConv1D, layers.Conv1DTranspose, layers.Conv3DTranspose)
+
+
+def _follower_types():
+    """Layers that belong to a conv block after the conv: normalisation and the nonlinearity."""
+    from keras import layers
+
+    return (layers.GroupNormalization, layers.BatchNormalization, layers.LayerNormalization,
+            layers.Activation, layers.LeakyReLU, layers.ReLU, layers.ELU, layers.PReLU, layers.Softmax)
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One conv layer as the report sees it."""
+
+    index: int  # 1-based, in graph order
+    name: str  # the layer's own name, untrusted text
+    path: tuple[str, ...]  # names of the nested models that hold it, outermost first
+    kind: str  # class name, e.g. Conv2D
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilation: tuple[int, ...]
+    filters: int
+    params: int
+    output_shape: tuple[int, ...]  # without the batch axis
+    tap_name: str  # the layer whose output is captured (the conv itself or its activation)
+
+    @property
+    def qualified_name(self) -> str:
+        return "/".join((*self.path, self.name))
+
+
+def _tuple(value, rank: int) -> tuple[int, ...]:
+    if value is None:
+        return (1,) * rank
+    if isinstance(value, int):
+        return (value,) * rank
+    return tuple(int(v) for v in value)
+
+
+def _walk(model, path=()) -> Iterator[tuple[tuple[str, ...], object]]:
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _walk(layer, (*path, layer.name))
+        else:
+            yield path, layer
+
+
+def _tap_layer(model, conv, tap: str):
+    """The layer to capture for `conv`: itself, or the end of its norm/activation chain."""
+    if tap == "conv":
+        return conv
+    followers = _follower_types()
+    current = conv
+    while True:
+        consumers = [
+            layer for layer in model.layers
+            if any(current.output is t for node in layer._inbound_nodes for t in node.input_tensors)
+        ]
+        if len(consumers) != 1 or not isinstance(consumers[0], followers):
+            return current
+        current = consumers[0]
+
+
+def find_conv_layers(model, tap: str = "conv") -> list[ConvLayer]:
+    """Every conv layer of `model`, in graph order, with what the report needs to know of it."""
+    if tap not in TAPS:
+        raise InputError(f"unknown tap {tap!r}; choose one of {', '.join(TAPS)}")
+    found = []
+    containers = {(): model}
+    import keras
+
+    for path, layer in _walk(model):
+        if not isinstance(layer, conv_types()):
+            continue
+        owner = containers.get(path)
+        if owner is None:
+            owner = model
+            for name in path:
+                owner = owner.get_layer(name)
+            containers[path] = owner
+        rank = len(layer.output.shape) - 2
+        tapped = _tap_layer(owner, layer, tap)
+        filters = getattr(layer, "filters", None) or int(layer.output.shape[-1])
+        found.append(ConvLayer(
+            index=len(found) + 1,
+            name=layer.name,
+            path=path,
+            kind=type(layer).__name__,
+            kernel=_tuple(getattr(layer, "kernel_size", 1), rank),
+            strides=_tuple(getattr(layer, "strides", 1), rank),
+            dilation=_tuple(getattr(layer, "dilation_rate", 1), rank),
+            filters=int(filters),
+            params=int(layer.count_params()),
+            output_shape=tuple(int(d) if d is not None else -1 for d in tapped.output.shape[1:]),
+            tap_name=tapped.name,
+        ))
+    del keras
+    return found
+
+
+def _outer_tensor(model, path: tuple[str, ...], layer_name: str):
+    """The symbolic output of a (possibly nested) layer, expressed in `model`'s own graph."""
+    import keras
+
+    if not path:
+        return model.get_layer(layer_name).output
+    nested = model.get_layer(path[0])
+    inner_output = _inner_output(nested, path[1:], layer_name)
+    # Re-apply the nested model's graph from its input up to the tapped layer, on the
+    # tensor that feeds it in the outer graph, so the probe stays one model.
+    node_inputs = nested._inbound_nodes[-1].input_tensors
+    sub = keras.Model(nested.inputs, inner_output)
+    return sub(node_inputs[0] if len(node_inputs) == 1 else node_inputs)
+
+
+def _inner_output(model, path, layer_name):
+    if not path:
+        return model.get_layer(layer_name).output
+    return _outer_tensor(model, path, layer_name)
+
+
+def probe_model(model, convs: Sequence[ConvLayer]):
+    """One model from the inputs to every tapped conv output."""
+    import keras
+
+    if not convs:
+        raise InputError("the model has no convolution layers to report on")
+    outputs = [_outer_tensor(model, conv.path, conv.tap_name) for conv in convs]
+    return keras.Model(model.inputs, outputs, name="reportgen_probe")
+
+
+def stream_activations(probe, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 4,
+                       ) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """Yield (first image index, one float32 array per conv layer) for each batch."""
+    total = len(images)
+    for start in range(0, total, batch_size):
+        batch = np.stack([np.asarray(img, np.float32) for img in images[start:start + batch_size]])
+        outputs = probe([batch] if len(probe.inputs) == 1 else batch, training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        yield start, [np.asarray(out, dtype=np.float32) for out in outputs]
+
+
+def receptive_fields(model, convs: Sequence[ConvLayer]) -> dict[str, float]:
+    """Receptive field in input pixels per conv layer, from the graph (STATS.md, item 8)."""
+    from reportgen.receptive import receptive_field_map
+
+    fields = receptive_field_map(model)
+    return {conv.qualified_name: fields.get(conv.qualified_name, float("nan")) for conv in convs}

@@ -1,0 +1,128 @@
+"""Charts with matplotlib as SVG, one light and one dark copy of each."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+THEMES = {
+    "light": {"fg": "#1b1b1b", "grid": "#d0d0d0", "shade": ("#e8f0fa", "#f6ecd9", "#e6f3e6")},
+    "dark": {"fg": "#e6e6e6", "grid": "#444444", "shade": ("#1f2a3a", "#3a301f", "#1f3324")},
+}
+SECTIONS = ("encoder", "bottleneck", "decoder")
+
+
+def _section(name: str) -> int | None:
+    if name.startswith(("e", "d")) and name[1:2].isdigit():
+        return 0
+    if name.startswith("daspp"):
+        return 1
+    if name.startswith("u") and name[1:2].isdigit() or name == "head":
+        return 2
+    return None
+
+
+def _svg(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="svg", transparent=True, metadata={"Date": None, "Creator": None})
+    return buffer.getvalue()
+
+
+def _shade(ax, results, theme):
+    sections = [_section(r.conv.name) for r in results]
+    start = 0
+    for i in range(1, len(sections) + 1):
+        if i == len(sections) or sections[i] != sections[start]:
+            if sections[start] is not None:
+                ax.axvspan(start + 0.5, i + 0.5, color=theme["shade"][sections[start]], zorder=0, lw=0)
+            start = i
+    heights = [r.conv.output_shape[0] for r in results]
+    for i in range(1, len(heights)):
+        if heights[i] != heights[i - 1]:
+            ax.axvline(i + 0.5, color=theme["grid"], lw=0.6, ls=":", zorder=1)
+
+
+def write_charts(root: Path, results, rows) -> dict:
+    """Small multiples against conv index, and the channel scatter; returns file names per chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "reportgen"  # deterministic ids in the SVG
+    out = root / "img" / "charts"
+    out.mkdir(parents=True, exist_ok=True)
+    x = np.arange(1, len(results) + 1)
+
+    def band(key):
+        values = np.array([[np.nan if v is None else v for v in row[key]] for row in rows], float)
+        return values[:, 0], values[:, 1], values[:, 2]
+
+    panels = [
+        ("Mask decodability (probe IoU, pet)", [np.array([np.nan if r["probe_iou"]["pet"] is None
+                                                          else r["probe_iou"]["pet"] for r in rows])], None,
+         np.array([np.nan if r["rgb_probe_iou"]["pet"] is None else r["rgb_probe_iou"]["pet"] for r in rows])),
+        ("Linear CKA with the mask", [np.array([np.nan if r["cka_mask"] is None else r["cka_mask"] for r in rows])],
+         None, None),
+        ("Best single-channel IoU, pet", [np.array([np.nan if r["best_channel_iou"]["pet"]["max"] is None else
+                                                    r["best_channel_iou"]["pet"]["max"] for r in rows])],
+         (np.array([np.nan if r["best_channel_iou"]["pet"]["p90"] is None else r["best_channel_iou"]["pet"]["p90"]
+                    for r in rows]), None), None),
+        ("nTV per input pixel (median, 10-90%)", [band("ntv_p10_p50_p90")[1]], band("ntv_p10_p50_p90"), None),
+        ("Effective area fraction (median, 10-90%)", [band("effective_area_p10_p50_p90")[1]],
+         band("effective_area_p10_p50_p90"), None),
+        ("Participation ratio / C", [np.array([np.nan if r["participation_ratio_over_c"] is None
+                                               else r["participation_ratio_over_c"] for r in rows])], None, None),
+    ]
+    files = {}
+    for theme_name, theme in THEMES.items():
+        fig, axes = plt.subplots(3, 2, figsize=(10, 7.5), sharex=True, constrained_layout=True)
+        for ax, (title, lines, spread, baseline) in zip(axes.ravel(), panels):
+            _shade(ax, results, theme)
+            if spread is not None and len(spread) == 3:
+                ax.fill_between(x, spread[0], spread[2], color="#56B4E9", alpha=0.35, lw=0, label="10-90% of channels")
+            elif spread is not None:
+                ax.plot(x, spread[0], color="#56B4E9", lw=1, label="90th percentile channel")
+            for line in lines:
+                ax.plot(x, line, color="#0072B2" if theme_name == "light" else "#56B4E9", lw=1.8, marker="o", ms=2.5)
+            if baseline is not None:
+                ax.plot(x, baseline, color="#D55E00", lw=1, ls="--", label="raw RGB baseline")
+            ax.set_title(title, color=theme["fg"], fontsize=10)
+            ax.tick_params(colors=theme["fg"], labelsize=8)
+            for spine in ax.spines.values():
+                spine.set_color(theme["grid"])
+            ax.grid(True, color=theme["grid"], lw=0.4)
+            if spread is not None or baseline is not None:
+                ax.legend(fontsize=7, frameon=False, labelcolor=theme["fg"])
+        for ax in axes[-1]:
+            ax.set_xlabel("conv layer (graph order); shading: encoder, bottleneck, decoder; dotted: resolution change",
+                          color=theme["fg"], fontsize=8)
+        (out / f"metrics-{theme_name}.svg").write_bytes(_svg(fig))
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+        xs, ys, cs = [], [], []
+        for r, row in zip(results, rows):
+            ntv = np.array([np.nan if v is None else v for v in row["channels"]["ntv"]], float)
+            iou = np.array([np.nan if v is None else v for v in row["channels"]["best_iou_pet"]], float)
+            keep = np.isfinite(ntv) & np.isfinite(iou)
+            xs.append(ntv[keep]); ys.append(iou[keep]); cs.append(np.full(keep.sum(), r.conv.index))
+        xs, ys, cs = (np.concatenate(v) if v else np.array([]) for v in (xs, ys, cs))
+        if xs.size:
+            points = ax.scatter(xs, ys, c=cs, cmap="viridis", s=4, alpha=0.6, rasterized=True, lw=0)
+            ax.set_xscale("log")
+            bar = fig.colorbar(points, ax=ax)
+            bar.set_label("conv layer", color=theme["fg"])
+            bar.ax.tick_params(colors=theme["fg"])
+        ax.set_xlabel("nTV per input pixel (log): high = edges and texture", color=theme["fg"])
+        ax.set_ylabel("best IoU with the pet mask", color=theme["fg"])
+        ax.tick_params(colors=theme["fg"])
+        for spine in ax.spines.values():
+            spine.set_color(theme["grid"])
+        (out / f"channels-{theme_name}.svg").write_bytes(_svg(fig))
+        plt.close(fig)
+    files["metrics"] = "img/charts/metrics"
+    files["channels"] = "img/charts/channels"
+    return files

@@ -1,0 +1,189 @@
+"""The command line: the only place that turns errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from reportgen.errors import ReportgenError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="See and measure what every convolution layer of a CNN does.")
+
+
+def _fail(error: ReportgenError) -> None:
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(code=error.exit_code)
+
+
+def _quiet_libraries() -> None:
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+
+
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="A Keras model file (.keras or legacy .h5).")]
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Weights for the built-in SD-UNet (.weights.h5 or legacy .h5).")]
+InputSizeOpt = Annotated[Optional[int], typer.Option("--input-size", help="Input size for models with a dynamic input, or a non-default SD-UNet size (multiple of 32).")]
+UnsafeOpt = Annotated[bool, typer.Option("--unsafe-load", help="Allow model files with Python code (Lambda layers). Only for files you trust.")]
+
+
+@app.command()
+def build(
+    images: Annotated[int, typer.Option("--images", help="How many images to report on.")] = 10,
+    out: Annotated[Path, typer.Option("--out", help="Output folder; replaced only when the build succeeds.")] = Path("site"),
+    dataset: Annotated[str, typer.Option("--dataset", help="synthetic_pets (built locally) or oxford_iiit_pet (TFDS download).")] = "synthetic_pets",
+    split: Annotated[str, typer.Option("--split", help="Data set split.")] = "test",
+    image_dir: Annotated[Optional[Path], typer.Option("--image-dir", help="A folder of JPEG/PNG files instead of a data set.")] = None,
+    trimap_dir: Annotated[Optional[Path], typer.Option("--trimap-dir", help="Oxford-style trimaps (same stem, .png) for --image-dir.")] = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    input_size: InputSizeOpt = None,
+    select: Annotated[str, typer.Option("--select", help="first (in the source's stable order) or random (seeded).")] = "first",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --select random.")] = 0,
+    ids: Annotated[Optional[list[str]], typer.Option("--id", help="Report on these image ids (repeatable).")] = None,
+    tap: Annotated[str, typer.Option("--tap", help="conv: the conv output itself; activation: after the block's norm and nonlinearity.")] = "conv",
+    cmap: Annotated[str, typer.Option("--cmap", help="Matplotlib colormap for feature maps; gray gives the notebook look.")] = "viridis",
+    data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="TensorFlow Datasets folder (default ~/tensorflow_datasets).")] = None,
+    unsafe_load: UnsafeOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only the summary line.")] = False,
+):
+    """Build the report site: every conv layer, every channel, every selected image."""
+    _quiet_libraries()
+    from reportgen.pipeline import BuildOptions, build as run_build
+
+    if ids:
+        images = len(ids)
+    options = BuildOptions(
+        images=images, dataset=dataset, split=split, image_dir=image_dir, trimap_dir=trimap_dir,
+        model_path=model, weights_path=weights, input_size=input_size, select=select, seed=seed,
+        ids=tuple(ids or ()), tap=tap, cmap=cmap, data_dir=data_dir, unsafe_load=unsafe_load,
+        workers=max(1, min(4, os.cpu_count() or 1)),
+    )
+    try:
+        if quiet or not sys.stderr.isatty():
+            result = run_build(out, options)
+        else:
+            result = _build_with_progress(run_build, out, options)
+    except ReportgenError as error:
+        _fail(error)
+    if result.skipped:
+        typer.echo(f"up to date: {out} ({result.images} images, {result.bytes / 1e6:.1f} MB) in {result.seconds:.1f} s")
+    else:
+        typer.echo(f"built {out}: {result.pages} pages, {result.images} images, "
+                   f"{result.bytes / 1e6:.1f} MB in {result.seconds:.1f} s")
+
+
+def _build_with_progress(run_build, out, options):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("starting", total=1)
+
+        def report(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=max(total, 1))
+
+        return run_build(out, options, report)
+
+
+@app.command()
+def inspect(
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    input_size: InputSizeOpt = None,
+    unsafe_load: UnsafeOpt = False,
+):
+    """List a model's conv layers: index, name, type, kernel, dilation, output shape, parameters, receptive field."""
+    _quiet_libraries()
+    from reportgen import capture, model_io
+
+    try:
+        loaded = model_io.load(model, weights, input_size, unsafe_load)
+        convs = capture.find_conv_layers(loaded.model)
+        if not convs:
+            raise ReportgenError("the model has no convolution layers")
+        fields = capture.receptive_fields(loaded.model, convs)
+    except ReportgenError as error:
+        _fail(error)
+    typer.echo(f"{loaded.description}: {len(convs)} conv layers, {loaded.model.count_params():,} parameters")
+    header = f"{'#':>3}  {'name':<28} {'type':<16} {'kernel':<7} {'dil':<5} {'output':<14} {'params':>10} {'RF px':>7}"
+    typer.echo(header)
+    for c in convs:
+        kernel = "x".join(map(str, c.kernel))
+        shape = "x".join(map(str, c.output_shape))
+        field = fields.get(c.qualified_name, float("nan"))
+        typer.echo(f"{c.index:>3}  {c.qualified_name[:28]:<28} {c.kind:<16} {kernel:<7} {c.dilation[0]:<5} "
+                   f"{shape:<14} {c.params:>10,} {field:>7.0f}")
+
+
+@app.command()
+def train(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Checkpoints, log and best model; an existing run resumes.")] = Path("runs/sd_unet"),
+    dataset: Annotated[str, typer.Option("--dataset", help="synthetic_pets or oxford_iiit_pet.")] = "synthetic_pets",
+    width: Annotated[float, typer.Option("--width", help="Width multiplier of the SD-UNet.")] = 1.0,
+    epochs: Annotated[int, typer.Option("--epochs")] = 30,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    max_examples: Annotated[Optional[int], typer.Option("--max-examples", help="Use only this many training examples.")] = None,
+    validation: Annotated[int, typer.Option("--validation", help="Examples held out from train for validation.")] = 200,
+    data_dir: Annotated[Optional[str], typer.Option("--data-dir")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 1337,
+    export: Annotated[Optional[Path], typer.Option("--export", help="Write the best model's weights here in float16.")] = None,
+):
+    """Train the SD-UNet with the notebook's recipe (rmsprop, cross-entropy, early stopping, best checkpoint)."""
+    _quiet_libraries()
+    from reportgen import training
+
+    config = training.TrainConfig(dataset=dataset, width=width, epochs=epochs, batch_size=batch_size,
+                                  max_train_examples=max_examples, validation_examples=validation, seed=seed)
+    try:
+        best = training.train(config, run_dir, data_dir=data_dir, progress=sys.stdout.isatty())
+        if export is not None:
+            training.export_float16(best, export)
+            typer.echo(f"exported float16 weights to {export}")
+    except ReportgenError as error:
+        _fail(error)
+    typer.echo(f"best model: {best}")
+
+
+@app.command()
+def evaluate(
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    dataset: Annotated[str, typer.Option("--dataset")] = "synthetic_pets",
+    split: Annotated[str, typer.Option("--split")] = "test",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Evaluate on the first N examples only.")] = None,
+    data_dir: Annotated[Optional[str], typer.Option("--data-dir")] = None,
+    unsafe_load: UnsafeOpt = False,
+):
+    """Per-class IoU, mean IoU and pixel accuracy of a model on a split."""
+    _quiet_libraries()
+    from reportgen import model_io, training
+
+    try:
+        loaded = model_io.load(model, weights, None, unsafe_load)
+        metrics = training.evaluate(loaded.model, dataset, split, data_dir=data_dir, limit=limit)
+    except ReportgenError as error:
+        _fail(error)
+    typer.echo(f"{loaded.description} on {dataset}/{split} ({metrics.images} images)")
+    for name, value in zip(training.CLASS_NAMES, metrics.class_iou):
+        typer.echo(f"  IoU {name:<11} {value:.4f}")
+    typer.echo(f"  mean IoU       {metrics.mean_iou:.4f}")
+    typer.echo(f"  pixel accuracy {metrics.pixel_accuracy:.4f}")
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m reportgen`
+    app()

@@ -1,0 +1,128 @@
+"""Load the model to report on: the shipped SD-UNet, a user's model file, or user weights."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import zipfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from reportgen.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS = "sd_unet_synthetic_pets.weights.h5"
+MODEL_CARD = "MODEL_CARD.md"
+MODEL_META = "sd_unet_synthetic_pets.json"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to probe, and what the report says about where it came from."""
+
+    model: object  # keras.Model
+    description: str
+    source_path: str | None
+    checksum: str  # sha256 of the weights or model file; "" for initialised weights
+    trained: bool
+    meta: dict  # the shipped model card's facts, or {}
+
+
+def models_dir() -> Path:
+    return Path(str(resources.files("reportgen.models")))
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{what} file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise InputError(f"{what} path {str(path)!r} is not a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{what} file {str(path)!r} is empty")
+
+
+def _legacy_objects():
+    import keras
+
+    # The notebook's checkpoint came from tf.keras 2 with tensorflow-addons' GroupNormalization.
+    return {"Addons>GroupNormalization": keras.layers.GroupNormalization,
+            "GroupNormalization": keras.layers.GroupNormalization}
+
+
+def load_model_file(path: Path, unsafe: bool = False):
+    """A `.keras` or legacy full-model `.h5`, in safe mode unless `unsafe`."""
+    import keras
+
+    _check_file(path, "model")
+    suffix = path.suffix.lower()
+    if suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise InputError(f"model file {path.name!r} is not a valid .keras archive (truncated or corrupt)")
+    if suffix not in (".keras", ".h5", ".hdf5"):
+        raise InputError(f"model file {path.name!r} must be a .keras or .h5 file")
+    try:
+        return keras.models.load_model(path, custom_objects=_legacy_objects(), compile=False, safe_mode=not unsafe)
+    except ValueError as error:
+        if "safe_mode" in str(error) or "lambda" in str(error).lower():
+            raise InputError(f"model file {path.name!r} contains Python code (a Lambda layer); it is not loaded "
+                             "in safe mode. Pass --unsafe-load only if you trust the file") from None
+        raise InputError(f"cannot load model file {path.name!r}: {_short(error)}") from None
+    except Exception as error:  # h5py, zipfile and deserialisation errors have no common base
+        raise InputError(f"cannot load model file {path.name!r}: {_short(error)}") from None
+
+
+def _short(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return f"{error.__class__.__name__}: {text[:160]}" if text else error.__class__.__name__
+
+
+def load_weights_into(model, path: Path) -> None:
+    """Weights-only files, including the notebook's legacy `.h5`, into the built-in SD-UNet."""
+    _check_file(path, "weights")
+    try:
+        model.load_weights(path)
+    except Exception as error:
+        raise InputError(f"weights file {path.name!r} does not fit this model: {_short(error)}") from None
+
+
+def shipped_meta() -> dict:
+    path = models_dir() / MODEL_META
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load(model_path: Path | None = None, weights_path: Path | None = None, input_size: int | None = None,
+         unsafe: bool = False, width: float = 1.0) -> LoadedModel:
+    """The model the user asked for, or the shipped SD-UNet with its trained weights."""
+    from reportgen.models.sd_unet import build_sd_unet
+
+    if model_path is not None:
+        if weights_path is not None:
+            raise InputError("give --model or --weights, not both (--weights is for the built-in SD-UNet)")
+        model = load_model_file(model_path, unsafe)
+        return LoadedModel(model, f"{model_path.name}", str(model_path), sha256(model_path), True, {})
+    try:
+        model = build_sd_unet(input_size or 160, 3, width)
+    except ValueError as error:
+        raise InputError(f"cannot build the SD-UNet: {error}") from None
+    if weights_path is not None:
+        if weights_path.suffix.lower() in (".keras",):
+            raise InputError("a .keras file is a whole model: pass it with --model")
+        load_weights_into(model, weights_path)
+        return LoadedModel(model, f"SD-UNet with weights {weights_path.name}", str(weights_path),
+                           sha256(weights_path), True, {})
+    shipped = models_dir() / DEFAULT_WEIGHTS
+    if shipped.is_file() and width == 1.0 and (input_size or 160) == 160:
+        load_weights_into(model, shipped)
+        return LoadedModel(model, "SD-UNet trained on synthetic_pets (shipped default)", str(shipped),
+                           sha256(shipped), True, shipped_meta())
+    return LoadedModel(model, "SD-UNet with initialised (untrained) weights", None, "", False, {})

@@ -1,0 +1,165 @@
+"""Feature maps to pictures: grids composed with numpy, encoded by Pillow.
+
+No matplotlib figure per channel: a grid is one array assembled from tiles,
+mapped through a colormap lookup table and written once.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+MIN_TILE = 32  # small maps are enlarged (nearest) so each pixel stays visible
+MAX_TILE = 96  # bigger maps are averaged down 2x: the whole site must stay under 50 MB
+GAP = 2
+WEBP_QUALITY = 70
+DEFAULT_CMAP = "viridis"  # perceptually uniform and colour-blind safe
+
+
+@functools.cache
+def colormap_lut(name: str) -> np.ndarray:
+    """256 x 3 uint8 lookup table from a matplotlib colormap; index 0..255 is value 0..1."""
+    from matplotlib import colormaps
+
+    if name not in colormaps:
+        from reportgen.errors import InputError
+
+        raise InputError(f"unknown colormap {name!r}; try viridis, cividis, magma or gray")
+    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """How the channels of one layer are arranged in its grid pictures."""
+
+    columns: int
+    rows: int
+    tile: int  # edge of one tile in stored pixels
+    scale: int  # the page shows the picture this many times larger (pixelated), so small maps stay visible
+    shrink: int = 1  # integer reduction of the map to the tile
+
+    @property
+    def gap(self) -> int:
+        return GAP if self.scale == 1 else 1
+
+    def height_of(self, rows: int) -> int:
+        return max(1, rows * (self.tile + self.gap) - self.gap)
+
+    @property
+    def height(self) -> int:
+        return self.height_of(self.rows)
+
+    @property
+    def width(self) -> int:
+        return self.columns * (self.tile + self.gap) - self.gap
+
+    @property
+    def lossless(self) -> bool:
+        """Small maps are stored exactly: lossy coding smears their few, enlarged pixels."""
+        return self.tile < 40
+
+    @classmethod
+    def for_layer(cls, height: int, channels: int) -> "GridLayout":
+        columns = min(8 if channels <= 64 else 16, channels)
+        rows = -(-channels // columns)
+        if height > MAX_TILE and height % 2 == 0:
+            return cls(columns=columns, rows=rows, tile=height // 2, scale=1, shrink=2)
+        scale = max(1, -(-MIN_TILE // max(height, 1)))
+        return cls(columns=columns, rows=rows, tile=height, scale=scale)
+
+
+def normalise_channels(maps: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None) -> np.ndarray:
+    """H x W x C float to C x H x W uint8 in 0..255, per channel unless `low`/`high` are given.
+
+    A constant channel (no range) maps to the middle of the colormap, not to 0.
+    """
+    maps = np.nan_to_num(maps.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if low is None:
+        low = maps.min(axis=(0, 1))
+    if high is None:
+        high = maps.max(axis=(0, 1))
+    span = high - low
+    flat = span <= 1e-12
+    scaled = (maps - low) / np.where(flat, 1.0, span)
+    scaled[..., flat] = 0.5
+    return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8).transpose(2, 0, 1)
+
+
+def compose_grid(channels: np.ndarray, layout: GridLayout, fill: int = 0) -> np.ndarray:
+    """C x h x w uint8 tiles to one (rows*tile) x (columns*tile) uint8 array with gaps."""
+    count, h, w = channels.shape
+    if layout.shrink > 1:
+        k = layout.shrink
+        channels = channels[:, :h - h % k, :w - w % k].reshape(count, h // k, k, w // k, k).mean(
+            axis=(2, 4)).round().astype(np.uint8)
+    th, tw = channels.shape[1:]
+    gap = layout.gap
+    cell_h, cell_w = th + gap, tw + gap
+    grid = np.full((layout.rows * cell_h - gap, layout.columns * cell_w - gap), fill, np.uint8)
+    for i in range(count):
+        r, c = divmod(i, layout.columns)
+        grid[r * cell_h:r * cell_h + th, c * cell_w:c * cell_w + tw] = channels[i]
+    return grid
+
+
+def colorize(indices: np.ndarray, cmap: str) -> np.ndarray:
+    return colormap_lut(cmap)[indices]
+
+
+def encode_webp(rgb: np.ndarray, lossless: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    if lossless:
+        Image.fromarray(rgb).save(buffer, format="WEBP", lossless=True, quality=20, method=1)
+    else:
+        Image.fromarray(rgb).save(buffer, format="WEBP", quality=WEBP_QUALITY, method=2)
+    return buffer.getvalue()
+
+
+def encode_png(rgb_or_gray: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb_or_gray).save(buffer, format="PNG", compress_level=6, optimize=False)
+    return buffer.getvalue()
+
+
+TRIMAP_COLORS = np.array([[0, 0, 0], [230, 159, 0], [60, 60, 60], [240, 240, 240]], np.uint8)  # -, pet, bg, border
+
+
+def trimap_rgb(trimap: np.ndarray) -> np.ndarray:
+    """Trimap classes 1..3 as colours: pet orange (Okabe-Ito), background dark grey, border white."""
+    return TRIMAP_COLORS[np.clip(trimap, 0, 3)]
+
+
+def error_rgb(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Where the prediction is wrong: right pixels dimmed grey, pet missed blue, background called pet orange.
+
+    Border pixels of the ground truth are 'not classified' in Oxford's convention and shown light.
+    """
+    out = np.full(truth.shape + (3,), 40, np.uint8)
+    out[truth == 3] = (110, 110, 110)
+    missed = (truth == 1) & (predicted != 1)
+    false_pet = (truth == 2) & (predicted == 1)
+    out[missed] = (0, 114, 178)
+    out[false_pet] = (230, 159, 0)
+    return out
+
+
+def colorbar(cmap: str, width: int = 256, height: int = 12) -> np.ndarray:
+    return np.repeat(colormap_lut(cmap)[None, np.linspace(0, 255, width).astype(int)], height, axis=0)
+
+
+def enlarge(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a small map to size x size for thumbnails."""
+    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.NEAREST))
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, cmap: str, alpha: float = 0.55) -> np.ndarray:
+    """Blend a channel (2-D, 0..255) over the input image, upsampled bilinear to its size."""
+    size = image.shape[:2]
+    heat_img = Image.fromarray(heat).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    coloured = colormap_lut(cmap)[np.asarray(heat_img)]
+    weight = alpha * (np.asarray(heat_img, np.float32)[..., None] / 255.0) ** 0.7
+    return (image * (1 - weight) + coloured * weight).astype(np.uint8)

@@ -1,0 +1,369 @@
+"""The site stage: view models (plain data) -> Jinja templates -> files, swapped in atomically."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from importlib import metadata, resources
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from reportgen import __version__, assets, findings
+from reportgen.errors import OutputError
+from reportgen.stats import CLASSES
+
+SITE_MARKER = ".reportgen-site"
+KEY_FILE = "data/build-key.txt"
+PACKAGES = ("reportgen", "tensorflow-cpu", "keras", "numpy", "pillow", "matplotlib", "jinja2",
+            "tensorflow-datasets", "typer")
+
+
+def fmt(value, digits: int = 3) -> str:
+    """Numbers for people: NaN is 'undefined', never a silent 0."""
+    if value is None:
+        return "undefined"
+    value = float(value)
+    if math.isnan(value):
+        return "undefined"
+    if math.isinf(value):
+        return "whole input"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.{digits}g}"
+
+
+def _json_value(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _environment() -> jinja2.Environment:
+    """The one Jinja environment: autoescape on, undefined variables are errors."""
+    loader = jinja2.FileSystemLoader(str(resources.files("reportgen.templates")))
+    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    return env
+
+
+def check_output(out: Path) -> None:
+    """Refuse an output path that is a file, unwritable, or a folder that is not a reportgen site."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output path {str(out)!r} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / SITE_MARKER).exists():
+        raise OutputError(f"output folder {str(out)!r} is not empty and was not made by reportgen; "
+                          "choose another --out")
+    parent = out.parent if out.parent != Path("") else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create {str(parent)!r}: {error.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder {str(parent)!r} is not writable")
+
+
+def build_key(loaded, options, selected) -> str:
+    """Content hash of everything that decides the site's bytes."""
+    digest = hashlib.sha256()
+    digest.update(f"reportgen {__version__}\n{loaded.description}\n{loaded.checksum}\n".encode())
+    for name, value in sorted(vars(options).items()):
+        if name not in ("workers",):
+            digest.update(f"{name}={value!r}\n".encode())
+    for item in selected:
+        digest.update(item.id.encode("utf-8", "surrogatepass"))
+        digest.update(item.image.tobytes())
+        if item.trimap is not None:
+            digest.update(item.trimap.tobytes())
+    if not loaded.trained:  # initialised weights: the key is the weights themselves
+        for weight in loaded.model.weights:
+            digest.update(np.asarray(weight).tobytes())
+    return digest.hexdigest()
+
+
+def is_up_to_date(out: Path, key: str) -> bool:
+    key_file = out / KEY_FILE
+    return key_file.is_file() and key_file.read_text().strip() == key and (out / "index.html").is_file()
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def swap_in(staging: Path, out: Path) -> None:
+    """Replace `out` with `staging` in two renames; the old site survives until the new one is in place."""
+    (staging / SITE_MARKER).write_text("built by reportgen\n")
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+    try:
+        staging.rename(out)
+    except OSError:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build_time() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    stamp = int(epoch) if epoch and epoch.isdigit() else int(time.time())
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _iou(truth: np.ndarray | None, predicted_trimap: np.ndarray, cls: int = 1) -> float:
+    if truth is None:
+        return float("nan")
+    valid = truth != 3  # Oxford's border is "not classified"
+    a, b = (truth == cls) & valid, (predicted_trimap == cls) & valid
+    union = np.sum(a | b)
+    return float(np.sum(a & b) / union) if union else float("nan")
+
+
+def _layer_row(result, thumb_image_slug: str) -> dict:
+    s = result.stats
+    iou_max, iou_p90, iou_frac = s.iou_summary(0)
+    conv = result.conv
+    return {
+        "index": conv.index,
+        "name": conv.qualified_name,
+        "href": f"layers/{result.slug}.html",
+        "role": result.role,
+        "kind": conv.kind,
+        "shape": "x".join(str(d) for d in conv.output_shape),
+        "channels": conv.output_shape[-1],
+        "rf": fmt(result.receptive_field, 4),
+        "rf_value": _json_value(float(result.receptive_field)),
+        "probe_pet": fmt(result.probe_iou[0]),
+        "cka_mask": fmt(s.cka_mask),
+        "best_iou": fmt(iou_max),
+        "ntv": fmt(s.ntv_median),
+        "area": fmt(_median(s.effective_area)),
+        "participation": fmt(s.participation),
+        "thumb": assets.top_path(result.slug, thumb_image_slug),
+        "sort": {
+            "probe": _sortable(result.probe_iou[0]), "cka": _sortable(s.cka_mask), "iou": _sortable(iou_max),
+            "ntv": _sortable(s.ntv_median), "rf": _sortable(result.receptive_field),
+        },
+    }
+
+
+def _sortable(value) -> str:
+    value = float(value)
+    return "" if not math.isfinite(value) else f"{value:.6g}"
+
+
+def _median(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else float("nan")
+
+
+def stats_records(results, records) -> list[dict]:
+    """Every statistic of every layer, as plain JSON-ready data (the downloadable record)."""
+    rows = []
+    for r in results:
+        s = r.stats
+        rows.append({
+            "index": r.conv.index,
+            "name": r.conv.qualified_name,
+            "type": r.conv.kind,
+            "role": r.role,
+            "output_shape": list(r.conv.output_shape),
+            "stride": _json_value(r.stride),
+            "receptive_field": _json_value(float(r.receptive_field)),
+            "mean": _json_value(s.mean),
+            "std": _json_value(s.std),
+            "near_zero_fraction": _json_value(s.near_zero_fraction),
+            "cka_mask": _json_value(s.cka_mask),
+            "participation_ratio_over_c": _json_value(s.participation),
+            "probe_iou": {c: _json_value(float(v)) for c, v in zip(CLASSES, r.probe_iou)},
+            "rgb_probe_iou": {c: _json_value(float(v)) for c, v in zip(CLASSES, r.rgb_probe_iou)},
+            "ntv_p10_p50_p90": [_json_value(v) for v in s.band(s.ntv)],
+            "effective_area_p10_p50_p90": [_json_value(v) for v in s.band(s.effective_area)],
+            "best_channel_iou": {
+                c: dict(zip(("max", "p90", "fraction_above_0_5"), (_json_value(v) for v in s.iou_summary(k))))
+                for k, c in enumerate(CLASSES)
+            },
+            "channel_ranking": [int(c) for c in r.order],
+            "channels": {
+                "strength": [_json_value(float(v)) for v in s.channel_strength],
+                "ntv": [_json_value(float(v)) for v in s.ntv],
+                "effective_area": [_json_value(float(v)) for v in s.effective_area],
+                "best_iou_pet": [_json_value(float(v)) for v in s.best_iou[0]],
+            },
+        })
+    return rows
+
+
+CSV_FIELDS = ("index", "name", "type", "role", "output_shape", "stride", "receptive_field", "mean", "std",
+              "near_zero_fraction", "cka_mask", "participation_ratio_over_c", "probe_iou_pet", "probe_iou_mean",
+              "rgb_probe_iou_pet", "ntv_median", "effective_area_median", "best_channel_iou_pet_max",
+              "best_channel_iou_pet_p90", "best_channel_iou_pet_fraction_above_0_5")
+
+
+def _csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for row in rows:
+        probe = [v for v in row["probe_iou"].values() if v is not None]
+        writer.writerow([
+            row["index"], row["name"], row["type"], row["role"], "x".join(map(str, row["output_shape"])),
+            row["stride"], row["receptive_field"], row["mean"], row["std"], row["near_zero_fraction"],
+            row["cka_mask"], row["participation_ratio_over_c"], row["probe_iou"]["pet"],
+            sum(probe) / len(probe) if probe else None, row["rgb_probe_iou"]["pet"],
+            row["ntv_p10_p50_p90"][1], row["effective_area_p10_p50_p90"][1],
+            *row["best_channel_iou"]["pet"].values(),
+        ])
+    return buffer.getvalue()
+
+
+def write_site(root: Path, loaded, options, records, results, key: str, input_size: int, colorbar: str) -> int:
+    """Render every page and data file into `root`; returns the number of HTML pages."""
+    from reportgen import charts
+
+    env = _environment()
+    pages = 0
+    stats_rows = stats_records(results, records)
+    chart_files = charts.write_charts(root, results, stats_rows)
+    found = findings.compute(results, records)
+
+    def page(template: str, relative: str, **context) -> None:
+        nonlocal pages
+        depth = relative.count("/")
+        context.setdefault("root", "../" * depth)
+        html = env.get_template(template).render(**context, site=site_context)
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(html, encoding="utf-8")
+        pages += 1
+
+    card = loaded.meta
+    site_context = {
+        "title": "reportgen",
+        "model": loaded.description,
+        "version": __version__,
+        "trained": loaded.trained,
+        "mask_is_prediction": any(r.mask_is_prediction for r in records),
+    }
+    image_views = []
+    for record in records:
+        predicted_trimap = record.prediction + 1
+        image_views.append({
+            "id": record.id,
+            "href": f"images/{record.slug}.html",
+            "input": assets.image_path(record.slug, "input"),
+            "trimap": assets.image_path(record.slug, "trimap") if record.trimap is not None else None,
+            "prediction": assets.image_path(record.slug, "prediction"),
+            "error": assets.image_path(record.slug, "error") if record.trimap is not None else None,
+            "iou": fmt(_iou(record.trimap, predicted_trimap)),
+            "slug": record.slug,
+        })
+    thumb_slug = records[0].slug
+    rows = [_layer_row(r, thumb_slug) for r in results]
+    total_params = int(loaded.model.count_params())
+    model_view = {
+        "description": loaded.description,
+        "parameters": f"{total_params:,}",
+        "conv_layers": len(results),
+        "input": f"{input_size} x {input_size} x 3",
+        "classes": "pet, background, border (Oxford trimap classes 1, 2, 3)",
+        "checksum": loaded.checksum or "none (initialised weights)",
+        "trained_on": card.get("trained_on", "not trained" if not loaded.trained else "unknown"),
+        "metrics": card.get("metrics", {}),
+        "command": card.get("command", ""),
+        "tap": "conv output (before normalisation and activation)" if options.tap == "conv"
+               else "block output after normalisation and activation",
+    }
+    page("index.html", "index.html", model=model_view, images=image_views, layers=rows,
+         charts=chart_files, findings=found, colorbar=colorbar)
+
+    for i, result in enumerate(results):
+        prev_result = results[i - 1] if i > 0 else None
+        next_result = results[i + 1] if i + 1 < len(results) else None
+        s = result.stats
+        shown = min(result.conv.output_shape[-1], result.layout.columns * 2)
+        stat_rows = [
+            ("Receptive field", f"{fmt(result.receptive_field, 4)} input pixels"),
+            ("Stride", f"{fmt(result.stride)} input pixels per map pixel"),
+            ("Mask decodability (probe IoU pet / mean)",
+             f"{fmt(result.probe_iou[0])} / {fmt(np.nanmean(result.probe_iou) if np.isfinite(result.probe_iou).any() else float('nan'))}"
+             f" (RGB baseline {fmt(result.rgb_probe_iou[0])})"),
+            ("Linear CKA with the mask", fmt(s.cka_mask)),
+            ("Best single-channel IoU, pet (max / p90 / share > 0.5)", " / ".join(fmt(v) for v in s.iou_summary(0))),
+            ("Best single-channel IoU, background (max)", fmt(s.iou_summary(1)[0])),
+            ("nTV per input pixel (p10 / median / p90)", " / ".join(fmt(v) for v in s.band(s.ntv))),
+            ("Effective area fraction (p10 / median / p90)", " / ".join(fmt(v) for v in s.band(s.effective_area))),
+            ("Participation ratio / C", fmt(s.participation)),
+            ("Mean / std / near-zero share", f"{fmt(s.mean)} / {fmt(s.std)} / {fmt(s.near_zero_fraction)}"),
+        ]
+        top = [int(c) for c in result.order[:assets.TOP_OVERLAYS]]
+        page("layer.html", f"layers/{result.slug}.html",
+             layer=rows[i], stat_rows=stat_rows, channels=result.conv.output_shape[-1], shown=shown,
+             grid_width=result.layout.width, grid_height=result.layout.height,
+             display_width=result.layout.width * result.layout.scale,
+             visible_height=result.layout.height_of(math.ceil(shown / result.layout.columns)),
+             top_channels=", ".join(str(c) for c in top), colorbar=colorbar,
+             grids=[{"image": v, "grid": assets.grid_path(result.slug, v["slug"]),
+                     "overlay": assets.overlay_path(result.slug, v["slug"])} for v in image_views],
+             prev=rows[i - 1] if prev_result else None, next=rows[i + 1] if next_result else None,
+             columns=result.layout.columns)
+
+    for i, view in enumerate(image_views):
+        strip = [{"layer": row, "src": assets.top_path(r.slug, view["slug"])} for row, r in zip(rows, results)]
+        page("image.html", f"images/{view['slug']}.html", image=view, strip=strip,
+             prev=image_views[i - 1] if i > 0 else None,
+             next=image_views[i + 1] if i + 1 < len(image_views) else None)
+
+    page("about.html", "about.html")
+    page("404.html", "404.html", root="")
+    (root / ".nojekyll").write_text("")
+    static = resources.files("reportgen.templates") / "static"
+    (root / "assets").mkdir(exist_ok=True)
+    for name in ("style.css", "site.js"):
+        (root / "assets" / name).write_bytes((static / name).read_bytes())
+
+    data = root / "data"
+    data.mkdir(exist_ok=True)
+    (data / "stats.json").write_text(json.dumps({"layers": stats_rows}, indent=1, sort_keys=True) + "\n")
+    (data / "layers.csv").write_text(_csv(stats_rows))
+    manifest = {
+        "build_time": _build_time(),
+        "reportgen": __version__,
+        "model": {"description": loaded.description, "sha256": loaded.checksum,
+                  "file": Path(loaded.source_path).name if loaded.source_path else None,
+                  "parameters": total_params, "conv_layers": len(results)},
+        "data": {"dataset": None if options.image_dir else options.dataset,
+                 "image_dir": str(options.image_dir) if options.image_dir else None,
+                 "split": options.split, "image_ids": [r.id for r in records]},
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(options).items())
+                    if k not in ("workers",)},
+        "packages": _versions(),
+        "command_line": " ".join(["reportgen", *sys.argv[1:]]) if sys.argv else "",
+    }
+    (data / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
+    (root / KEY_FILE).write_text(key + "\n")
+    return pages
