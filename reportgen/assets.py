@@ -116,8 +116,7 @@ def _mask_truth(record) -> np.ndarray:
 
 
 def _mask_on_grid(record, height: int, width: int) -> np.ndarray:
-    onehot = stats.mask_onehot(_mask_truth(record)[None], height, width)[0]
-    return onehot.argmax(axis=-1)
+    return stats.grid_truth(_mask_truth(record)[None], height, width)[0]
 
 
 def _rgb_probe_iou(records, grid_shape) -> np.ndarray:

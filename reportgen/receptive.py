@@ -64,17 +64,19 @@ def _propagate(model, seeds, prefix):
         known[id(tensor)] = seed
     sizes: dict[str, float] = {}
     for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue  # inputs are seeded above
         for node in layer._inbound_nodes:
             incoming = [known[id(t)] for t in node.input_tensors if id(t) in known]
-            if not incoming and not isinstance(layer, keras.layers.InputLayer):
+            if not incoming:
                 continue
-            widest = max(incoming, key=lambda f: f.size) if incoming else Field(1.0, 1.0)
+            widest = max(incoming, key=lambda f: f.size)
             if isinstance(layer, keras.Model):
                 inner, outputs = _propagate(layer, [widest] * len(layer.inputs), (*prefix, layer.name))
                 sizes.update(inner)
                 results = outputs
             else:
-                result = widest if isinstance(layer, keras.layers.InputLayer) else layer_field(layer, widest)
+                result = layer_field(layer, widest)
                 results = [result] * len(node.output_tensors)
                 sizes["/".join((*prefix, layer.name))] = result.size
             for tensor, result in zip(node.output_tensors, results):

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_IMAGE_PIXELS = 80_000_000  # a bigger file is refused rather than decoded into gigabytes
 TFDS_DATASETS = ("synthetic_pets", "oxford_iiit_pet")
+DOWNLOAD_HOSTS = {"oxford_iiit_pet": "thor.robots.ox.ac.uk"}  # where TFDS fetches each data set from
 OFFLINE_OPTIONS = (
     "offline options: --dataset synthetic_pets (built locally), --image-dir FOLDER "
     "(your own JPEG/PNG files), or --data-dir pointing at an already prepared TFDS folder"
@@ -130,6 +131,11 @@ def tfds_split(dataset: str, split: str, input_size: int, data_dir: str | None =
 
     name = _tfds_name(dataset, split)
     tfds.disable_progress_bar()
+    if dataset in DOWNLOAD_HOSTS and not _is_prepared(name, data_dir) and not _reachable(DOWNLOAD_HOSTS[dataset]):
+        # TFDS would retry for minutes with backoff; say at once what is wrong and what works offline.
+        raise DatasetUnavailableError(
+            f"data set {dataset!r} is not prepared in the TFDS data folder and its download host "
+            f"{DOWNLOAD_HOSTS[dataset]} cannot be reached; {OFFLINE_OPTIONS}")
     try:
         loaded = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False)
     except (ConnectionError, OSError) as error:
@@ -155,6 +161,25 @@ def tfds_split(dataset: str, split: str, input_size: int, data_dir: str | None =
         ident = file_name.decode("utf-8", "replace") if isinstance(file_name, bytes) else str(file_name)
         yield SourceImage(ident, resize_nearest(image[..., :3].astype(np.uint8), input_size),
                           resize_nearest(mask, input_size))
+
+
+def _is_prepared(name: str, data_dir: str | None) -> bool:
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.builder(name, data_dir=data_dir).is_prepared()
+    except Exception:  # an unknown or broken builder: let tfds.load report it
+        return True
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def select(items: Iterable[SourceImage], count: int, how: str = "first", seed: int = 0,

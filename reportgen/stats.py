@@ -48,6 +48,14 @@ def mask_onehot(trimaps: np.ndarray, height: int, width: int) -> np.ndarray:
     ])
 
 
+def grid_truth(trimaps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Class id per grid pixel where one class covers most of it, else -1 (a tie has no truth)."""
+    fractions = mask_onehot(trimaps, height, width)
+    truth = fractions.argmax(axis=-1)
+    truth[fractions.max(axis=-1) <= 0.5] = -1
+    return truth
+
+
 def cka(cross: np.ndarray, gram_x: np.ndarray, gram_y: np.ndarray) -> float:
     """Linear CKA from centred cross-products: ||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F)."""
     denom = np.linalg.norm(gram_x) * np.linalg.norm(gram_y)
@@ -143,10 +151,10 @@ class LayerAccumulator:
         self.images += n
         self.pixels += n * h * w
         flat = maps.reshape(n, h * w, c)
-        self.total += flat.sum(axis=(0, 1))
+        self.total += flat.sum(axis=(0, 1), dtype=np.float64)
         self.total_sq += (flat.astype(np.float64) ** 2).sum(axis=(0, 1))
         self.near_zero += (np.abs(flat) < NEAR_ZERO).sum(axis=(0, 1))
-        self.spatial_std += flat.std(axis=1).sum(axis=0)
+        self.spatial_std += flat.std(axis=1, dtype=np.float64).sum(axis=0)
 
         centred = np.abs(flat - flat.mean(axis=1, keepdims=True)).mean(axis=1)  # n x C
         grad = np.zeros((n, c), np.float64)
@@ -317,9 +325,11 @@ class ProbeScore:
     union: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
     def add(self, predicted: np.ndarray, truth: np.ndarray) -> None:
+        """Count pixels; truth -1 (no class covers most of the pixel) is left out."""
+        scored = truth >= 0
         for k in range(3):
-            self.inter[k] += np.sum((predicted == k) & (truth == k))
-            self.union[k] += np.sum((predicted == k) | (truth == k))
+            self.inter[k] += np.sum((predicted == k) & (truth == k) & scored)
+            self.union[k] += np.sum(((predicted == k) | (truth == k)) & scored)
 
     def iou(self) -> np.ndarray:
         return np.where(self.union > 0, self.inter / np.where(self.union > 0, self.union, 1), np.nan)

@@ -1,0 +1,35 @@
+# The README's two commands: `make site` and `make test`. Both set everything up first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+SOURCES := pyproject.toml $(shell find reportgen templates models -type f -not -path '*/__pycache__/*')
+
+.PHONY: site test benchmark clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Non-editable on purpose: what we build and test is what `pip install .` gives a user.
+$(VENV)/.installed: $(BIN)/python $(SOURCES)
+	$(BIN)/python -m pip install --quiet ".[test]"
+	touch $@
+
+site: $(VENV)/.installed
+	$(BIN)/reportgen build --images 10
+
+# Browser and validator tests need Chromium and Java; install them where we may (root, apt).
+test-deps:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || true
+	@command -v java >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null); } || true
+
+test: $(VENV)/.installed test-deps
+	$(BIN)/pytest -q tests
+
+benchmark: $(VENV)/.installed
+	$(BIN)/python benchmarks/bench_build.py
+
+clean:
+	rm -rf $(VENV) site build *.egg-info

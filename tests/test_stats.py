@@ -1,0 +1,131 @@
+"""Each statistic against what can be known independently (STATS.md)."""
+
+import numpy as np
+import pytest
+
+from reportgen import stats
+
+
+@pytest.fixture()
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_cka_is_one_for_itself_and_symmetric(rng):
+    x = rng.normal(size=(200, 12))
+    y = rng.normal(size=(200, 5))
+    assert stats.linear_cka(x, x) == pytest.approx(1.0)
+    assert stats.linear_cka(x, y) == pytest.approx(stats.linear_cka(y, x))
+    assert 0.0 <= stats.linear_cka(x, y) <= 1.0
+
+
+def test_cka_is_invariant_to_rotation_and_isotropic_scaling(rng):
+    x = rng.normal(size=(300, 8))
+    y = x @ rng.normal(size=(8, 4)) + 0.5 * rng.normal(size=(300, 4))
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    base = stats.linear_cka(x, y)
+    assert stats.linear_cka(x @ q, y) == pytest.approx(base, rel=1e-9)
+    assert stats.linear_cka(7.5 * x, y) == pytest.approx(base, rel=1e-9)
+
+
+def test_cka_of_a_constant_is_undefined():
+    assert np.isnan(stats.linear_cka(np.ones((50, 3)), np.random.default_rng(1).normal(size=(50, 2))))
+
+
+def _blob_trimaps(n, size, rng):
+    trimaps = np.full((n, size, size), 2, np.uint8)
+    for i in range(n):
+        r = rng.integers(size // 5, size // 3)
+        cy, cx = rng.integers(r, size - r, size=2)
+        yy, xx = np.mgrid[:size, :size]
+        trimaps[i][(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = 1
+    return trimaps
+
+
+def _accumulate(maps, trimaps, stride=1.0):
+    acc = stats.LayerAccumulator(maps.shape[-1], stride)
+    acc.add(maps, trimaps, list(range(len(maps))), len(maps))
+    return acc
+
+
+def _probe_iou(acc, maps, trimaps):
+    final = stats.finalise(acc)
+    score = stats.ProbeScore()
+    folds = min(len(maps), stats.MAX_FOLDS)
+    for i in range(len(maps)):
+        pooled = stats.pool_to(maps[i:i + 1], stats.POOL_GRID)[0]
+        truth = stats.grid_truth(trimaps[i:i + 1], *pooled.shape[:2])[0]
+        score.add(stats.probe_predict(final.probe_weights, pooled, i, folds), truth)
+    return score.iou()
+
+
+def test_probe_scores_the_mask_itself_as_perfect_and_noise_as_chance(rng):
+    trimaps = _blob_trimaps(8, 40, rng)
+    onehot = stats.mask_onehot(trimaps, 40, 40).astype(np.float32)
+    assert _probe_iou(_accumulate(onehot, trimaps), onehot, trimaps)[0] == pytest.approx(1.0)
+    noise = rng.normal(size=(8, 40, 40, 6)).astype(np.float32)
+    assert _probe_iou(_accumulate(noise, trimaps), noise, trimaps)[0] < 0.3
+
+
+def test_uniform_blob_effective_area_equals_its_area():
+    maps = np.zeros((1, 40, 40, 1), np.float32)
+    maps[0, 10:30, 5:25, 0] = 3.0  # 400 of 1600 pixels
+    final = stats.finalise(_accumulate(maps, np.full((1, 40, 40), 2, np.uint8)))
+    assert final.effective_area[0] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("size", [20, 40, 80, 160])
+def test_ntv_ranks_an_edge_map_above_a_blob_at_every_resolution(size):
+    yy, xx = np.mgrid[:size, :size] / size
+    blob = np.exp(-((yy - 0.5) ** 2 + (xx - 0.5) ** 2) / 0.05)
+    edges = np.sin(xx * size * np.pi / 2) * np.sin(yy * size * np.pi / 2)  # period of 4 map pixels
+    maps = np.stack([blob, edges], axis=-1)[None].astype(np.float32)
+    stride = 160 / size
+    final = stats.finalise(_accumulate(maps, np.full((1, 160, 160), 2, np.uint8), stride))
+    assert final.ntv[1] > 3 * final.ntv[0]
+
+
+def test_merge_equals_the_whole(rng):
+    maps = rng.normal(size=(6, 16, 16, 5)).astype(np.float32)
+    trimaps = _blob_trimaps(6, 64, rng)
+    whole = stats.LayerAccumulator(5, 4.0)
+    whole.add(maps, trimaps, list(range(6)), 6)
+    first, second = stats.LayerAccumulator(5, 4.0), stats.LayerAccumulator(5, 4.0)
+    first.add(maps[:2], trimaps[:2], [0, 1], 6)
+    second.add(maps[2:], trimaps[2:], [2, 3, 4, 5], 6)
+    merged = stats.finalise(first.merge(second))
+    direct = stats.finalise(whole)
+    for name in ("mean", "std", "near_zero_fraction", "cka_mask", "participation"):
+        assert getattr(merged, name) == pytest.approx(getattr(direct, name), rel=1e-6, abs=1e-9)
+    for name in ("channel_strength", "ntv", "effective_area", "best_iou"):
+        np.testing.assert_allclose(getattr(merged, name), getattr(direct, name), rtol=1e-6)
+
+
+def test_constant_zero_and_nan_channels_are_undefined_not_zero(rng):
+    maps = rng.normal(size=(3, 16, 16, 4)).astype(np.float32)
+    maps[..., 0] = 2.0
+    maps[..., 1] = 0.0
+    maps[..., 2] = np.nan
+    final = stats.finalise(_accumulate(maps, _blob_trimaps(3, 16, rng)))
+    for channel in (0, 1, 2):
+        assert np.isnan(final.ntv[channel])
+        assert np.isnan(final.best_iou[0, channel])
+    assert np.isnan(final.effective_area[1])
+    assert np.isfinite(final.ntv[3])
+
+
+def test_best_channel_iou_finds_a_mask_channel_in_either_polarity(rng):
+    trimaps = _blob_trimaps(4, 32, rng)
+    pet = (trimaps == 1).astype(np.float32)
+    maps = np.stack([pet, -pet, rng.normal(size=pet.shape)], axis=-1).astype(np.float32)
+    final = stats.finalise(_accumulate(maps, trimaps))
+    assert final.best_iou[0, 0] == pytest.approx(1.0)
+    assert final.best_iou[0, 1] == pytest.approx(1.0)
+    assert final.best_iou[0, 2] < 0.5
+
+
+def test_participation_ratio_of_isotropic_and_rank_one():
+    assert stats.participation_ratio(np.eye(10)) == pytest.approx(10.0)
+    v = np.ones((10, 1))
+    assert stats.participation_ratio(v @ v.T) == pytest.approx(1.0)
+    assert np.isnan(stats.participation_ratio(np.zeros((3, 3))))
