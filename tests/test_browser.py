@@ -1,0 +1,146 @@
+"""The built site in real headless Chromium: every link, every image, no errors, keyboard works."""
+
+import functools
+import http.server
+import shutil
+import threading
+from collections import deque
+from urllib.parse import urldefrag, urljoin, urlparse
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Without these flags Chromium phones home at start-up; the site itself must make no request at all.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert CHROMIUM, "Debian's chromium is required for the browser tests (make test installs it as root)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_root(tiny_site):
+    handler = functools.partial(_QuietHandler, directory=str(tiny_site.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    # Served under a sub-path, as GitHub Pages serves a project site.
+    yield f"http://127.0.0.1:{server.server_address[1]}/{tiny_site.name}/"
+    server.shutdown()
+
+
+def _crawl(browser, start: str):
+    """Visit every internal page reachable from `start`; return problems found and pages seen."""
+    base = urlparse(start)
+    problems, seen = [], set()
+    queue = deque([start])
+    page = browser.new_page()
+    console = []
+    page.on("console", lambda m: console.append(m) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"script error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))
+
+    def on_request(request):
+        parsed = urlparse(request.url)
+        if parsed.scheme not in ("file", "data") and parsed.netloc != base.netloc:
+            problems.append(f"external request: {request.url}")
+
+    page.on("request", on_request)
+    while queue:
+        url = queue.popleft()
+        if url in seen:
+            continue
+        seen.add(url)
+        response = page.goto(url)
+        if response is not None and not response.ok:
+            problems.append(f"{response.status} for {url}")
+            continue
+        page.evaluate("document.querySelectorAll('img').forEach(i => i.loading = 'eager')")
+        page.wait_for_load_state("load")
+        page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=15000)
+        broken = page.evaluate("Array.from(document.images).filter(i => !i.naturalWidth).map(i => i.src)")
+        problems.extend(f"image does not decode: {src}" for src in broken)
+        for href in page.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"):
+            target, _ = urldefrag(href)
+            parsed = urlparse(target)
+            if parsed.scheme in ("http", "https") and parsed.netloc != base.netloc:
+                problems.append(f"external link {href} on {url}")
+            elif target.endswith(".html") and target not in seen:
+                queue.append(target)
+            elif target and not target.endswith(".html"):
+                check = page.context.request.get(target) if parsed.scheme != "file" else None
+                if check is not None and not check.ok:
+                    problems.append(f"broken download {target}")
+    problems.extend(f"console error: {m.text}" for m in console)
+    page.close()
+    return problems, seen
+
+
+@pytest.mark.parametrize("where", ["file", "http"])
+def test_every_link_image_and_script_works(browser, tiny_site, http_root, where):
+    start = (tiny_site / "index.html").as_uri() if where == "file" else urljoin(http_root, "index.html")
+    problems, seen = _crawl(browser, start)
+    assert problems == []
+    pages = {urlparse(u).path.rsplit("/", 2)[-2] + "/" + urlparse(u).path.rsplit("/", 1)[-1] for u in seen}
+    assert sum(p.startswith("layers/") for p in pages) == 51
+    assert sum(p.startswith("images/") for p in pages) == 4
+
+
+def test_arrow_keys_move_between_layers(browser, tiny_site):
+    page = browser.new_page()
+    first = sorted((tiny_site / "layers").glob("*.html"))[0]
+    page.goto(first.as_uri())
+    start_title = page.title()
+    next_href = page.get_attribute('a[data-key="next"]', "href")
+    with page.expect_navigation():
+        page.keyboard.press("ArrowRight" if next_href else "ArrowLeft")  # the first file may be the last layer
+    assert page.title() != start_title
+    moved = page.url
+    with page.expect_navigation():
+        page.keyboard.press("ArrowLeft" if next_href else "ArrowRight")
+    assert page.url.endswith(first.name) and page.url != moved
+    page.close()
+
+
+def test_layer_table_sorts_and_filters(browser, tiny_site):
+    page = browser.new_page()
+    page.goto((tiny_site / "index.html").as_uri())
+    first_cells = "Array.from(document.querySelectorAll('#layer-table tbody tr')).map(r => r.cells[0].textContent)"
+    assert page.evaluate(first_cells)[:3] == ["1", "2", "3"]
+    page.click("#layer-table th:nth-child(1) button")
+    page.click("#layer-table th:nth-child(1) button")
+    assert page.evaluate(first_cells)[0] == "51"
+    page.fill("#layer-filter", "daspp")
+    visible = page.evaluate("Array.from(document.querySelectorAll('#layer-table tbody tr')).filter(r => !r.hidden).length")
+    assert visible == 6
+    assert "6 of 51" in page.text_content("#layer-count")
+    page.close()
+
+
+def test_channel_grids_expand_and_theme_toggles(browser, tiny_site):
+    page = browser.new_page()
+    layer = next(p for p in (tiny_site / "layers").glob("*.html") if "e5_sa_main_conv1" in p.name)
+    page.goto(layer.as_uri())
+    clipped = page.evaluate("document.querySelector('.grid .clip').getBoundingClientRect().height")
+    page.click("button.expand")
+    expanded = page.evaluate("document.querySelector('.grid .clip').getBoundingClientRect().height")
+    assert expanded > clipped
+    assert page.get_attribute("button.expand", "aria-expanded") == "true"
+    page.click("#theme-toggle")
+    assert page.evaluate("document.documentElement.getAttribute('data-theme')") in ("dark", "light")
+    page.close()
