@@ -60,6 +60,8 @@ def build(
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="TensorFlow Datasets folder (default ~/tensorflow_datasets).")] = None,
     unsafe_load: UnsafeOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only the summary line.")] = False,
+    previous: Annotated[Optional[Path], typer.Option("--previous", help="A previous build (site folder or folder with manifest.json and stats.json) to compare with; default: the site already in --out.")] = None,
+    statistics: Annotated[bool, typer.Option("--stats/--no-stats", help="Compute the abstraction statistics (probe, CKA, IoU, nTV...).")] = True,
 ):
     """Build the report site: every conv layer, every channel, every selected image."""
     _quiet_libraries()
@@ -71,7 +73,7 @@ def build(
         images=images, dataset=dataset, split=split, image_dir=image_dir, trimap_dir=trimap_dir,
         model_path=model, weights_path=weights, input_size=input_size, select=select, seed=seed,
         ids=tuple(ids or ()), tap=tap, cmap=cmap, data_dir=data_dir, unsafe_load=unsafe_load,
-        workers=max(1, min(4, os.cpu_count() or 1)),
+        workers=max(1, min(4, os.cpu_count() or 1)), statistics=statistics, previous=previous,
     )
     try:
         if quiet or not sys.stderr.isatty():

@@ -43,6 +43,8 @@ class BuildOptions:
     unsafe_load: bool = False
     data_dir: str | None = None
     workers: int = 2
+    statistics: bool = True  # False: pictures and descriptive numbers only
+    previous: Path | None = None  # a previous build to compare with; default: the site in --out
 
 
 @dataclass
@@ -179,7 +181,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
             for layer, values in enumerate(batch_outputs[:-1]):
                 spill.write(layer, start, values)
                 if values.ndim == 4:
-                    accumulators[layer].add(values, masks, indices, total)
+                    accumulators[layer].add(values, masks, indices, total, measures=options.statistics)
             progress("capturing activations", min(start + len(probs), total), total)
 
         records = [
@@ -216,7 +218,10 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
         colorbar = writer.colorbar()
 
         progress("writing pages", 0, 1)
-        pages = site.write_site(staging, loaded, options, records, results, key, input_size, colorbar)
+        from reportgen import compare
+
+        previous = compare.load_previous(options.previous if options.previous is not None else out)
+        pages = site.write_site(staging, loaded, options, records, results, key, input_size, colorbar, previous)
         site.swap_in(staging, out)
     except KeyboardInterrupt:
         from reportgen.errors import BuildInterrupted

@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from reportgen import __version__, assets, findings
+from reportgen import __version__, assets, compare, findings
 from reportgen.errors import OutputError
 from reportgen.stats import CLASSES
 
@@ -241,7 +241,8 @@ def _csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def write_site(root: Path, loaded, options, records, results, key: str, input_size: int, colorbar: str) -> int:
+def write_site(root: Path, loaded, options, records, results, key: str, input_size: int, colorbar: str,
+               previous: compare.Previous | None = None) -> int:
     """Render every page and data file into `root`; returns the number of HTML pages."""
     from reportgen import charts
 
@@ -262,6 +263,22 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
         pages += 1
 
     card = loaded.meta
+    total_params = int(loaded.model.count_params())
+    manifest = {
+        "build_time": _build_time(),
+        "reportgen": __version__,
+        "model": {"description": loaded.description, "sha256": loaded.checksum,
+                  "file": Path(loaded.source_path).name if loaded.source_path else None,
+                  "parameters": total_params, "conv_layers": len(results)},
+        "data": {"dataset": None if options.image_dir else options.dataset,
+                 "image_dir": str(options.image_dir) if options.image_dir else None,
+                 "split": options.split, "image_ids": [r.id for r in records]},
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(options).items())
+                    if k not in ("workers",)},
+        "packages": _versions(),
+        "command_line": " ".join(["reportgen", *sys.argv[1:]]) if sys.argv else "",
+    }
+    changes = compare.compare(previous, manifest, stats_rows)
     site_context = {
         "title": "reportgen",
         "model": loaded.description,
@@ -284,7 +301,6 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
         })
     thumb_slug = records[0].slug
     rows = [_layer_row(r, thumb_slug) for r in results]
-    total_params = int(loaded.model.count_params())
     model_view = {
         "description": loaded.description,
         "parameters": f"{total_params:,}",
@@ -299,7 +315,8 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
                else "block output after normalisation and activation",
     }
     page("index.html", "index.html", model=model_view, images=image_views, layers=rows,
-         charts=chart_files, findings=found, colorbar=colorbar)
+         charts=chart_files, findings=found, colorbar=colorbar, changes=changes)
+    page("changes.html", "changes.html", changes=changes)
 
     for i, result in enumerate(results):
         prev_result = results[i - 1] if i > 0 else None
@@ -350,20 +367,9 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
     data.mkdir(exist_ok=True)
     (data / "stats.json").write_text(json.dumps({"layers": stats_rows}, indent=1, sort_keys=True) + "\n")
     (data / "layers.csv").write_text(_csv(stats_rows))
-    manifest = {
-        "build_time": _build_time(),
-        "reportgen": __version__,
-        "model": {"description": loaded.description, "sha256": loaded.checksum,
-                  "file": Path(loaded.source_path).name if loaded.source_path else None,
-                  "parameters": total_params, "conv_layers": len(results)},
-        "data": {"dataset": None if options.image_dir else options.dataset,
-                 "image_dir": str(options.image_dir) if options.image_dir else None,
-                 "split": options.split, "image_ids": [r.id for r in records]},
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(options).items())
-                    if k not in ("workers",)},
-        "packages": _versions(),
-        "command_line": " ".join(["reportgen", *sys.argv[1:]]) if sys.argv else "",
-    }
+    (data / "changes.json").write_text(json.dumps(
+        {"first_build": changes.first_build, "summary": changes.summary, "layers": changes.rows},
+        indent=1, sort_keys=True) + "\n")
     (data / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
     (root / KEY_FILE).write_text(key + "\n")
     return pages

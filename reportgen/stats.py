@@ -144,8 +144,12 @@ class LayerAccumulator:
             self.inter = np.zeros((2, 3, c), np.float64)
             self.union = np.zeros((2, 3, c), np.float64)
 
-    def add(self, maps: np.ndarray, masks: np.ndarray, image_indices: list[int], total_images: int) -> None:
-        """Accumulate N x H x W x C activations with N x S x S trimaps (1..3)."""
+    def add(self, maps: np.ndarray, masks: np.ndarray, image_indices: list[int], total_images: int,
+            measures: bool = True) -> None:
+        """Accumulate N x H x W x C activations with N x S x S trimaps (1..3).
+
+        With `measures` False only the descriptive sums and the ranking strength are kept.
+        """
         maps = np.nan_to_num(maps.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         n, h, w, c = maps.shape
         self.images += n
@@ -155,6 +159,8 @@ class LayerAccumulator:
         self.total_sq += (flat.astype(np.float64) ** 2).sum(axis=(0, 1))
         self.near_zero += (np.abs(flat) < NEAR_ZERO).sum(axis=(0, 1))
         self.spatial_std += flat.std(axis=1, dtype=np.float64).sum(axis=0)
+        if not measures:
+            return
 
         centred = np.abs(flat - flat.mean(axis=1, keepdims=True)).mean(axis=1)  # n x C
         grad = np.zeros((n, c), np.float64)

@@ -1,0 +1,108 @@
+"""Build-to-build comparison: what changed in the model, the images and the statistics.
+
+The previous build is a folder holding `manifest.json` and `stats.json` (a previous site, its
+`data/` folder, or files a CI job downloaded from the live site or the last artifact).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The per-layer numbers whose change a reader of a retrained model cares about.
+TRACKED = (
+    ("probe IoU (pet)", lambda row: row["probe_iou"]["pet"]),
+    ("CKA with mask", lambda row: row["cka_mask"]),
+    ("best channel IoU (pet)", lambda row: row["best_channel_iou"]["pet"]["max"]),
+    ("median nTV", lambda row: row["ntv_p10_p50_p90"][1]),
+)
+NOTABLE = 0.05  # absolute change worth a reader's attention
+
+
+@dataclass(frozen=True)
+class Previous:
+    manifest: dict
+    stats: dict
+
+
+@dataclass
+class Comparison:
+    """Plain data for the site: a summary, and one row per layer present in both builds."""
+
+    first_build: bool
+    summary: list[str] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+    notable: int = 0
+
+
+def load_previous(path: Path | None) -> Previous | None:
+    """Read a previous build's manifest and statistics; None when there is none or it is unreadable."""
+    if path is None:
+        return None
+    for folder in (path / "data", path):
+        manifest, stats = folder / "manifest.json", folder / "stats.json"
+        if manifest.is_file() and stats.is_file():
+            try:
+                return Previous(json.loads(manifest.read_text()), json.loads(stats.read_text()))
+            except (OSError, ValueError):
+                return None
+    return None
+
+
+def _value(getter, row):
+    try:
+        value = getter(row)
+    except (KeyError, IndexError, TypeError):
+        return None
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _fmt(value) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
+def compare(previous: Previous | None, manifest: dict, layers: list[dict]) -> Comparison:
+    if previous is None:
+        return Comparison(first_build=True, summary=["First build: there is no previous build to compare with."])
+    result = Comparison(first_build=False)
+    old_model = previous.manifest.get("model", {})
+    new_model = manifest["model"]
+    if old_model.get("sha256") == new_model["sha256"]:
+        result.summary.append(f"Same model as the previous build (SHA-256 {new_model['sha256'][:12] or 'none'}).")
+    else:
+        result.summary.append(f"The model changed: SHA-256 {str(old_model.get('sha256'))[:12]} → "
+                              f"{new_model['sha256'][:12]}.")
+    old_ids = previous.manifest.get("data", {}).get("image_ids", [])
+    new_ids = manifest["data"]["image_ids"]
+    if old_ids == new_ids:
+        result.summary.append(f"Same {len(new_ids)} images.")
+    else:
+        added = len(set(new_ids) - set(old_ids))
+        removed = len(set(old_ids) - set(new_ids))
+        result.summary.append(f"The images changed: {added} added, {removed} removed.")
+    if previous.manifest.get("build_time"):
+        result.summary.append(f"Previous build: {previous.manifest['build_time']}.")
+    old_rows = {row.get("name"): row for row in previous.stats.get("layers", [])}
+    for row in layers:
+        old = old_rows.get(row["name"])
+        if old is None:
+            continue
+        cells = []
+        notable = False
+        for label, getter in TRACKED:
+            before, after = _value(getter, old), _value(getter, row)
+            delta = None if before is None or after is None else after - before
+            flag = delta is not None and abs(delta) >= NOTABLE
+            notable |= flag
+            cells.append({"label": label, "before": _fmt(before), "after": _fmt(after),
+                          "delta": "" if delta is None else f"{delta:+.3f}", "notable": flag})
+        result.rows.append({"index": row["index"], "name": row["name"], "cells": cells, "notable": notable})
+        result.notable += notable
+    missing = len(set(old_rows) - {row["name"] for row in layers})
+    if missing:
+        result.summary.append(f"{missing} layers of the previous build are gone.")
+    result.summary.append(f"{result.notable} of {len(result.rows)} layers changed by {NOTABLE} or more in a "
+                          "tracked statistic.")
+    return result
