@@ -60,6 +60,23 @@ def _training_arrays(config: TrainConfig, data_dir: str | None):
     return (images[:-v], masks[:-v]), (images[-v:], masks[-v:])
 
 
+def _progress_logger(every: int):
+    """A Keras callback that logs the running loss every `every` steps (for runs in the background)."""
+    import keras
+
+    class ProgressLog(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch + 1
+            self._started = time.monotonic()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if (batch + 1) % every == 0:
+                log.info("epoch %d step %d: loss %.4f, %.2f s/step", self._epoch, batch + 1,
+                         (logs or {}).get("loss", float("nan")), (time.monotonic() - self._started) / (batch + 1))
+
+    return ProgressLog()
+
+
 def train(config: TrainConfig, run_dir: Path, data_dir: str | None = None, progress: bool = True):
     """Train into `run_dir` (checkpoints, log, best model); resumes when `run_dir` holds a run."""
     import keras
@@ -79,6 +96,7 @@ def train(config: TrainConfig, run_dir: Path, data_dir: str | None = None, progr
         keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_loss", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        _progress_logger(every=25),
     ]
     started = time.monotonic()
     model.fit(
