@@ -44,7 +44,33 @@ def _shade(ax, results, theme):
             ax.axvline(i + 0.5, color=theme["grid"], lw=0.6, ls=":", zorder=1)
 
 
-def write_charts(root: Path, results, rows) -> dict:
+def _heatmap(plt, results, rows, layer_cka, theme):
+    """Layer x layer CKA with the CKA-to-mask strip along its right edge."""
+    fig, (ax, strip) = plt.subplots(1, 2, figsize=(7.5, 6.5), gridspec_kw={"width_ratios": [20, 1], "wspace": 0.05},
+                                    constrained_layout=True)
+    masked = np.ma.masked_invalid(layer_cka)
+    image = ax.imshow(masked, cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
+                      extent=(0.5, len(results) + 0.5, len(results) + 0.5, 0.5))
+    to_mask = np.array([[np.nan if r["cka_mask"] is None else r["cka_mask"]] for r in rows])
+    strip.imshow(np.ma.masked_invalid(to_mask), cmap="viridis", vmin=0, vmax=1, aspect="auto",
+                 interpolation="nearest", extent=(0, 1, len(results) + 0.5, 0.5))
+    strip.set_xticks([])
+    strip.yaxis.tick_right()
+    strip.set_title("mask", color=theme["fg"], fontsize=8)
+    ax.set_xlabel("conv layer", color=theme["fg"])
+    ax.set_ylabel("conv layer", color=theme["fg"])
+    ax.set_title("Linear CKA between layers (1 = same representation up to rotation and scale)",
+                 color=theme["fg"], fontsize=9)
+    for axis in (ax, strip):
+        axis.tick_params(colors=theme["fg"], labelsize=7)
+        for spine in axis.spines.values():
+            spine.set_color(theme["grid"])
+    bar = fig.colorbar(image, ax=strip, fraction=1.0, pad=0.6)
+    bar.ax.tick_params(colors=theme["fg"], labelsize=7)
+    return fig
+
+
+def write_charts(root: Path, results, rows, layer_cka=None) -> dict:
     """Small multiples against conv index, and the channel scatter; returns file names per chart."""
     import matplotlib
 
@@ -123,6 +149,12 @@ def write_charts(root: Path, results, rows) -> dict:
             spine.set_color(theme["grid"])
         (out / f"channels-{theme_name}.svg").write_bytes(_svg(fig))
         plt.close(fig)
+
+        if layer_cka is not None:
+            fig = _heatmap(plt, results, rows, layer_cka, theme)
+            (out / f"cka-{theme_name}.svg").write_bytes(_svg(fig))
+            plt.close(fig)
     files["metrics"] = "img/charts/metrics"
     files["channels"] = "img/charts/channels"
+    files["cka"] = "img/charts/cka"
     return files

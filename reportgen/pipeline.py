@@ -161,6 +161,8 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
         staging.mkdir()
         spill = _Spill(work, convs, len(selected))
         accumulators = [stats.LayerAccumulator(c.output_shape[-1], _stride(input_size, c)) for c in convs]
+        spatial = [i for i, c in enumerate(convs) if len(c.output_shape) == 3]
+        cross = stats.CrossLayerAccumulator([convs[i].output_shape[-1] for i in spatial]) if options.statistics else None
         predictions = []
         outputs = [*probe.outputs, *model.outputs[:1]]
         import keras
@@ -182,6 +184,8 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
                 spill.write(layer, start, values)
                 if values.ndim == 4:
                     accumulators[layer].add(values, masks, indices, total, measures=options.statistics)
+            if cross is not None and spatial:
+                cross.add([batch_outputs[i] for i in spatial])
             progress("capturing activations", min(start + len(probs), total), total)
 
         records = [
@@ -203,6 +207,10 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
                 layout=render.GridLayout.for_layer(conv.output_shape[0], conv.output_shape[-1]),
             ))
         del accumulators
+        layer_cka = np.full((len(convs), len(convs)), np.nan)
+        if cross is not None and spatial:
+            layer_cka[np.ix_(spatial, spatial)] = cross.finalise()
+            del cross
 
         writer = assets.AssetWriter(staging, options.cmap)
         done = [0]
@@ -221,7 +229,8 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
         from reportgen import compare
 
         previous = compare.load_previous(options.previous if options.previous is not None else out)
-        pages = site.write_site(staging, loaded, options, records, results, key, input_size, colorbar, previous)
+        pages = site.write_site(staging, loaded, options, records, results, key, input_size, colorbar, previous,
+                                layer_cka)
         site.swap_in(staging, out)
     except KeyboardInterrupt:
         from reportgen.errors import BuildInterrupted

@@ -242,14 +242,16 @@ def _csv(rows: list[dict]) -> str:
 
 
 def write_site(root: Path, loaded, options, records, results, key: str, input_size: int, colorbar: str,
-               previous: compare.Previous | None = None) -> int:
+               previous: compare.Previous | None = None, layer_cka: np.ndarray | None = None) -> int:
     """Render every page and data file into `root`; returns the number of HTML pages."""
     from reportgen import charts
 
     env = _environment()
     pages = 0
     stats_rows = stats_records(results, records)
-    chart_files = charts.write_charts(root, results, stats_rows)
+    if layer_cka is None:
+        layer_cka = np.full((len(results), len(results)), np.nan)
+    chart_files = charts.write_charts(root, results, stats_rows, layer_cka)
     found = findings.compute(results, records)
 
     def page(template: str, relative: str, **context) -> None:
@@ -365,7 +367,9 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
 
     data = root / "data"
     data.mkdir(exist_ok=True)
-    (data / "stats.json").write_text(json.dumps({"layers": stats_rows}, indent=1, sort_keys=True) + "\n")
+    cka_rows = [[_json_value(round(float(v), 6)) for v in row] for row in layer_cka]
+    (data / "stats.json").write_text(json.dumps({"layers": stats_rows, "layer_cka": cka_rows},
+                                                indent=1, sort_keys=True) + "\n")
     (data / "layers.csv").write_text(_csv(stats_rows))
     (data / "changes.json").write_text(json.dumps(
         {"first_build": changes.first_build, "summary": changes.summary, "layers": changes.rows},

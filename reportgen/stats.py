@@ -354,3 +354,69 @@ def probe_predict(weights: list, pooled: np.ndarray, image_index: int, folds: in
 def rgb_baseline_features(images: np.ndarray, grid: int) -> np.ndarray:
     """Raw RGB pooled to the layer's grid: the probe baseline."""
     return pool_to(images.astype(np.float32), grid)
+
+
+CKA_GRID = 5  # layer x layer CKA compares every layer on one common grid
+
+
+class CrossLayerAccumulator:
+    """Layer x layer linear CKA from one streamed Gram matrix of all layers' pooled features.
+
+    STATS.md pools the finer of two layers to the coarser grid; with 51 layers that is a
+    different grid per pair. Here every layer is area-pooled (or, below 5 x 5, repeated) onto
+    one 5 x 5 grid, the coarsest grid of the SD-UNet's spatial layers, so one Gram matrix Z'Z
+    over all channels of all layers gives every pair, and it merges by addition like every
+    other statistic. Its cost is 25 rows per image times (channels of all layers) squared; it is
+    kept in float32 (about 280 MB for the SD-UNet's 8,387 channels).
+    """
+
+    def __init__(self, channels: list[int]):
+        self.channels = list(channels)
+        self.offsets = np.concatenate([[0], np.cumsum(self.channels)])
+        width = int(self.offsets[-1])
+        self.gram = np.zeros((width, width), np.float32)
+        self.total = np.zeros(width, np.float64)
+        self.rows = 0
+
+    @staticmethod
+    def common_grid(maps: np.ndarray) -> np.ndarray:
+        n, h, w, c = maps.shape
+        if h >= CKA_GRID and w >= CKA_GRID and h % CKA_GRID == 0 and w % CKA_GRID == 0:
+            return maps.reshape(n, CKA_GRID, h // CKA_GRID, CKA_GRID, w // CKA_GRID, c).mean(axis=(2, 4))
+        rows = (np.arange(CKA_GRID) * h // CKA_GRID)
+        cols = (np.arange(CKA_GRID) * w // CKA_GRID)
+        return maps[:, rows][:, :, cols]
+
+    def add(self, layer_maps: list[np.ndarray]) -> None:
+        """One batch: the N x H x W x C output of every layer, in the accumulator's layer order."""
+        z = np.concatenate([
+            np.nan_to_num(self.common_grid(m.astype(np.float32)), nan=0.0, posinf=0.0, neginf=0.0).reshape(
+                -1, m.shape[-1])
+            for m in layer_maps], axis=1)
+        self.gram += z.T @ z
+        self.total += z.sum(axis=0, dtype=np.float64)
+        self.rows += z.shape[0]
+
+    def merge(self, other: "CrossLayerAccumulator") -> "CrossLayerAccumulator":
+        merged = CrossLayerAccumulator(self.channels)
+        merged.gram, merged.total, merged.rows = self.gram + other.gram, self.total + other.total, self.rows + other.rows
+        return merged
+
+    def finalise(self) -> np.ndarray:
+        """L x L matrix of linear CKA; NaN where a layer is constant."""
+        if self.rows < 2:
+            return np.full((len(self.channels),) * 2, np.nan)
+        mean = (self.total / self.rows).astype(np.float32)
+        centred = self.gram - np.float32(self.rows) * np.outer(mean, mean)
+        blocks = [slice(self.offsets[i], self.offsets[i + 1]) for i in range(len(self.channels))]
+        norms = [float(np.linalg.norm(centred[b, b].astype(np.float64))) for b in blocks]
+        size = len(blocks)
+        result = np.full((size, size), np.nan)
+        for i in range(size):
+            for j in range(i, size):
+                denom = norms[i] * norms[j]
+                if denom > 1e-20:
+                    cross = centred[blocks[i], blocks[j]].astype(np.float64)
+                    value = float(np.clip(np.sum(cross * cross) / denom, 0.0, 1.0))
+                    result[i, j] = result[j, i] = value
+        return result

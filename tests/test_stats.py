@@ -129,3 +129,20 @@ def test_participation_ratio_of_isotropic_and_rank_one():
     v = np.ones((10, 1))
     assert stats.participation_ratio(v @ v.T) == pytest.approx(1.0)
     assert np.isnan(stats.participation_ratio(np.zeros((3, 3))))
+
+
+def test_layer_by_layer_cka_matches_direct_cka_and_merges(rng):
+    shapes = [(20, 20, 3), (10, 10, 4), (5, 5, 2)]
+    maps = [rng.normal(size=(4, *s)).astype(np.float32) for s in shapes]
+    maps[1][..., 0] += maps[0][:, ::2, ::2, 0]  # related layers score higher than unrelated ones
+    whole = stats.CrossLayerAccumulator([s[-1] for s in shapes])
+    whole.add(maps)
+    half_a, half_b = (stats.CrossLayerAccumulator([s[-1] for s in shapes]) for _ in range(2))
+    half_a.add([m[:1] for m in maps])
+    half_b.add([m[1:] for m in maps])
+    matrix = whole.finalise()
+    np.testing.assert_allclose(half_a.merge(half_b).finalise(), matrix, rtol=1e-4)
+    np.testing.assert_allclose(np.diag(matrix), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(matrix, matrix.T)
+    grid = [stats.CrossLayerAccumulator.common_grid(m).reshape(-1, m.shape[-1]) for m in maps]
+    assert matrix[0, 1] == pytest.approx(stats.linear_cka(grid[0], grid[1]), rel=1e-4)
