@@ -26,8 +26,9 @@ def _groups_for(filters: int) -> int:
 class _Blocks:
     """Builds the notebook's blocks with width-scaled filters and deliberate names."""
 
-    def __init__(self, width: float):
+    def __init__(self, width: float, center_only_dilations: bool = False):
         self.width = width
+        self.center_only_dilations = center_only_dilations
 
     def filters(self, base: int) -> int:
         return max(1, int(round(base * self.width)))
@@ -35,6 +36,10 @@ class _Blocks:
     def cb(self, x, base_filters: int, kernel: int, name: str, dilation: int = 1):
         """Conv -> GroupNorm -> LeakyReLU(0.3), the notebook's conv block."""
         f = self.filters(base_filters)
+        if self.center_only_dilations and dilation > 1 and dilation >= max(x.shape[1], x.shape[2]):
+            # Every off-centre tap of this dilated kernel lands in the zero padding, so the layer
+            # equals a 1x1 conv with the centre tap; TensorFlow's CPU gradient of such dilations is slow.
+            kernel, dilation = 1, 1
         x = layers.Conv2D(f, kernel, padding="same", dilation_rate=dilation, name=name)(x)
         x = layers.GroupNormalization(groups=_groups_for(f), epsilon=1e-3, name=f"{name}_gn")(x)
         return layers.LeakyReLU(name=f"{name}_act")(x)
@@ -81,8 +86,14 @@ def build_sd_unet(
     num_classes: int = 3,
     width: float = 1.0,
     name: str = "sd_unet",
+    center_only_dilations: bool = False,
 ) -> keras.Model:
-    """Build the SD-UNet; at width 1.0 and 160 px: 51 Conv2D, 21,507,171 parameters."""
+    """Build the SD-UNet; at width 1.0 and 160 px: 51 Conv2D, 21,507,171 parameters.
+
+    `center_only_dilations` builds a training twin: DASPP branches whose dilation is at least the
+    bottleneck's size (rates 12 and 18 at 160 px) become 1x1 convs that compute the same thing,
+    and `copy_twin_weights` moves its weights into the real model.
+    """
     if not isinstance(input_size, int) or input_size < 32 or input_size % 32:
         raise ValueError(f"input_size must be a positive multiple of 32, got {input_size!r}")
     if not isinstance(num_classes, int) or num_classes < 1:
@@ -90,7 +101,7 @@ def build_sd_unet(
     if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
         raise ValueError(f"width must be a positive number, got {width!r}")
 
-    blocks = _Blocks(float(width))
+    blocks = _Blocks(float(width), center_only_dilations)
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = inputs
     skips = []
@@ -106,6 +117,27 @@ def build_sd_unet(
         x = blocks.sa(x, base, f"u{level}")
     outputs = layers.Conv2D(num_classes, 3, padding="same", activation="softmax", name="head")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def copy_twin_weights(twin: keras.Model, model: keras.Model) -> None:
+    """Copy a training twin's weights into the real SD-UNet; collapsed kernels go to the centre tap.
+
+    The real model's off-centre taps keep their initial values: they only ever meet zero padding
+    at this input size, so training would not have changed them either (their gradient is zero).
+    """
+    for twin_layer in twin.layers:
+        weights = twin_layer.get_weights()
+        if not weights:
+            continue
+        target = model.get_layer(twin_layer.name)
+        current = target.get_weights()
+        if isinstance(target, layers.Conv2D) and current[0].shape != weights[0].shape:
+            kernel = current[0].copy()
+            centre = (kernel.shape[0] // 2, kernel.shape[1] // 2)
+            kernel[centre] = weights[0][0, 0]
+            target.set_weights([kernel, *weights[1:]])
+        else:
+            target.set_weights(weights)
 
 
 def describe_role(layer_name: str) -> str:

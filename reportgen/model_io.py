@@ -103,6 +103,8 @@ def shipped_meta() -> dict:
 def load(model_path: Path | None = None, weights_path: Path | None = None, input_size: int | None = None,
          unsafe: bool = False, width: float = 1.0) -> LoadedModel:
     """The model the user asked for, or the shipped SD-UNet with its trained weights."""
+    import keras
+
     from reportgen.models.sd_unet import build_sd_unet
 
     if model_path is not None:
@@ -110,6 +112,7 @@ def load(model_path: Path | None = None, weights_path: Path | None = None, input
             raise InputError("give --model or --weights, not both (--weights is for the built-in SD-UNet)")
         model = load_model_file(model_path, unsafe)
         return LoadedModel(model, f"{model_path.name}", str(model_path), sha256(model_path), True, {})
+    keras.utils.set_random_seed(0)  # initialised weights are the same in every build
     try:
         model = build_sd_unet(input_size or 160, 3, width)
     except ValueError as error:

@@ -133,6 +133,13 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
     if options.images < 1:
         raise InputError(f"--images must be at least 1, got {options.images}")
 
+    from reportgen import buildkey
+
+    key = buildkey.input_key(options, model_io.models_dir() / model_io.DEFAULT_WEIGHTS)
+    if key is not None and site.is_up_to_date(out, key):
+        return BuildResult(out, 0, site.image_count(out), site.folder_size(out), time.monotonic() - started,
+                           skipped=True)
+
     progress("loading model", 0, 1)
     loaded = model_io.load(options.model_path, options.weights_path, options.input_size, options.unsafe_load)
     model = loaded.model
@@ -144,9 +151,11 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
 
     progress("reading images", 0, 1)
     selected = _load_images(options, input_size)
-    key = site.build_key(loaded, options, selected)
-    if site.is_up_to_date(out, key):
-        return BuildResult(out, 0, len(selected), site.folder_size(out), time.monotonic() - started, skipped=True)
+    if key is None:  # inputs that cannot be hashed cheaply: key on what was loaded instead
+        key = site.build_key(loaded, options, selected)
+        if site.is_up_to_date(out, key):
+            return BuildResult(out, 0, len(selected), site.folder_size(out), time.monotonic() - started,
+                               skipped=True)
 
     probe = capture.probe_model(model, convs)
     fields = capture.receptive_fields(model, convs)

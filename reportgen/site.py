@@ -95,6 +95,13 @@ def is_up_to_date(out: Path, key: str) -> bool:
     return key_file.is_file() and key_file.read_text().strip() == key and (out / "index.html").is_file()
 
 
+def image_count(out: Path) -> int:
+    try:
+        return len(json.loads((out / "data" / "manifest.json").read_text())["data"]["image_ids"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 

@@ -89,7 +89,7 @@ def train(config: TrainConfig, run_dir: Path, data_dir: str | None = None, progr
     (x_train, y_train), (x_val, y_val) = _training_arrays(config, data_dir)
     log.info("training on %d images, validating on %d", len(x_train), len(x_val))
 
-    model = build_sd_unet(config.input_size, 3, config.width)
+    model = build_sd_unet(config.input_size, 3, config.width, center_only_dilations=True)
     model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
@@ -106,6 +106,22 @@ def train(config: TrainConfig, run_dir: Path, data_dir: str | None = None, progr
     )
     (run_dir / "wall_time_s.txt").write_text(f"{time.monotonic() - started:.0f}\n")
     return run_dir / "best.keras"
+
+
+def real_model(twin_path: Path):
+    """The real SD-UNet (dilated kernels restored) carrying a saved training twin's weights."""
+    import keras
+
+    from reportgen.models.sd_unet import build_sd_unet, copy_twin_weights
+
+    twin = keras.models.load_model(twin_path, compile=False)
+    size = int(twin.inputs[0].shape[1])
+    classes = int(twin.outputs[0].shape[-1])
+    width = twin.get_layer("e1_sa_main_conv1").filters / 32
+    keras.utils.set_random_seed(0)
+    model = build_sd_unet(size, classes, width)
+    copy_twin_weights(twin, model)
+    return model
 
 
 @dataclass(frozen=True)
@@ -161,7 +177,7 @@ def export_float16(model_path: Path, weights_path: Path) -> None:
 
     from reportgen.models.sd_unet import build_sd_unet
 
-    trained = keras.models.load_model(model_path, compile=False)
+    trained = real_model(model_path)
     size = int(trained.inputs[0].shape[1])
     classes = int(trained.outputs[0].shape[-1])
     width = trained.get_layer("e1_sa_main_conv1").filters / 32

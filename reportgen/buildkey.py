@@ -1,0 +1,73 @@
+"""The incremental build key: a content hash of every input, computed without TensorFlow.
+
+A rebuild whose key matches the site in --out returns at once. Hashed: reportgen's own code and
+templates, the options, the model or weights file (or the shipped weights), and the images:
+file bytes for an image folder, the prepared data set's metadata for a TFDS data set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from pathlib import Path
+
+from reportgen import __version__
+
+UNHASHED_OPTIONS = ("workers", "previous")
+CHUNK = 1 << 20
+
+
+def _update_file(digest, path: Path) -> None:
+    digest.update(f"{path.name}\0".encode("utf-8", "surrogateescape"))
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+
+
+def _package_files():
+    for package in ("reportgen", "reportgen.templates", "reportgen.models"):
+        root = Path(str(resources.files(package)))
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".weights.h5"):
+                yield path
+
+
+def _tfds_data_dir(options) -> Path:
+    return Path(options.data_dir or os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")
+
+
+def input_key(options, shipped_weights: Path | None) -> str | None:
+    """The key, or None when the inputs cannot be identified cheaply (then the build runs in full)."""
+    digest = hashlib.sha256(f"reportgen {__version__}\n".encode())
+    for path in _package_files():
+        _update_file(digest, path)
+    for name, value in sorted(vars(options).items()):
+        if name not in UNHASHED_OPTIONS:
+            digest.update(f"{name}={value!r}\n".encode())
+    for model_file in (options.model_path, options.weights_path):
+        if model_file is not None:
+            if not Path(model_file).is_file():
+                return None
+            _update_file(digest, Path(model_file))
+    if options.model_path is None and options.weights_path is None:
+        if shipped_weights is None or not shipped_weights.is_file():
+            return None
+        _update_file(digest, shipped_weights)
+    if options.image_dir is not None:
+        for folder in (options.image_dir, options.trimap_dir):
+            if folder is None:
+                continue
+            if not Path(folder).is_dir():
+                return None
+            for path in sorted(Path(folder).iterdir()):
+                if path.is_file():
+                    _update_file(digest, path)
+    else:
+        infos = sorted((_tfds_data_dir(options) / options.dataset).glob("**/dataset_info.json"))
+        if not infos:
+            return None
+        for info in infos:
+            digest.update(str(info.relative_to(_tfds_data_dir(options))).encode())
+            _update_file(digest, info)
+    return digest.hexdigest()
