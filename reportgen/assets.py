@@ -36,9 +36,10 @@ def image_path(image_slug: str, kind: str) -> str:
 class AssetWriter:
     """Writes every picture of a build into the staging folder."""
 
-    def __init__(self, root: Path, cmap: str):
+    def __init__(self, root: Path, cmap: str, scale: str = "channel"):
         self.root = root
         self.cmap = cmap
+        self.scale = scale
         self._rgb_probe: dict[tuple[int, int], np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -56,9 +57,14 @@ class AssetWriter:
         folds = min(len(records), stats.MAX_FOLDS)
         order = result.order
         top = order[:TOP_OVERLAYS]
+        low = high = None
+        if self.scale == "layer":  # one range for every channel and image of the layer: mean +- 3 std
+            s = result.stats
+            channels = maps_all.shape[-1]
+            low, high = np.full(channels, s.mean - 3 * s.std), np.full(channels, s.mean + 3 * s.std)
         for i, record in enumerate(records):
             maps = np.asarray(maps_all[i], np.float32)
-            tiles = render.normalise_channels(maps)[order]
+            tiles = render.normalise_channels(maps, low, high)[order]
             grid = render.compose_grid(tiles, result.layout, fill=0)
             self._write(grid_path(result.slug, record.slug),
                         render.encode_webp(render.colorize(grid, self.cmap), result.layout.lossless))

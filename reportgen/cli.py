@@ -57,6 +57,7 @@ def build(
     ids: Annotated[Optional[list[str]], typer.Option("--id", help="Report on these image ids (repeatable).")] = None,
     tap: Annotated[str, typer.Option("--tap", help="conv: the conv output itself; activation: after the block's norm and nonlinearity.")] = "conv",
     cmap: Annotated[str, typer.Option("--cmap", help="Matplotlib colormap for feature maps; gray gives the notebook look.")] = "viridis",
+    scale: Annotated[str, typer.Option("--scale", help="Colour range: channel (each channel on each image its own) or layer (one range for the whole layer).")] = "channel",
     data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="TensorFlow Datasets folder (default ~/tensorflow_datasets).")] = None,
     unsafe_load: UnsafeOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only the summary line.")] = False,
@@ -72,7 +73,7 @@ def build(
     options = BuildOptions(
         images=images, dataset=dataset, split=split, image_dir=image_dir, trimap_dir=trimap_dir,
         model_path=model, weights_path=weights, input_size=input_size, select=select, seed=seed,
-        ids=tuple(ids or ()), tap=tap, cmap=cmap, data_dir=data_dir, unsafe_load=unsafe_load,
+        ids=tuple(ids or ()), tap=tap, cmap=cmap, scale=scale, data_dir=data_dir, unsafe_load=unsafe_load,
         workers=max(1, min(4, os.cpu_count() or 1)), statistics=statistics, previous=previous,
     )
     try:

@@ -39,6 +39,7 @@ class BuildOptions:
     ids: tuple[str, ...] = ()
     tap: str = "conv"
     cmap: str = render.DEFAULT_CMAP
+    scale: str = "channel"  # colour range per channel and image, or one range per layer
     batch_size: int = 4
     unsafe_load: bool = False
     data_dir: str | None = None
@@ -148,6 +149,8 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
     if not convs:
         raise InputError("the model has no convolution layers to report on")
     render.colormap_lut(options.cmap)  # fail early on a bad colormap name
+    if options.scale not in ("channel", "layer"):
+        raise InputError(f"unknown --scale {options.scale!r}; use channel or layer")
 
     progress("reading images", 0, 1)
     selected = _load_images(options, input_size)
@@ -221,7 +224,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
             layer_cka[np.ix_(spatial, spatial)] = cross.finalise()
             del cross
 
-        writer = assets.AssetWriter(staging, options.cmap)
+        writer = assets.AssetWriter(staging, options.cmap, options.scale)
         done = [0]
 
         def render_layer(i: int) -> None:

@@ -356,7 +356,7 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
              grids=[{"image": v, "grid": assets.grid_path(result.slug, v["slug"]),
                      "overlay": assets.overlay_path(result.slug, v["slug"])} for v in image_views],
              prev=rows[i - 1] if prev_result else None, next=rows[i + 1] if next_result else None,
-             columns=result.layout.columns)
+             columns=result.layout.columns, per_layer_scale=options.scale == "layer")
 
     for i, view in enumerate(image_views):
         strip = [{"layer": row, "src": assets.top_path(r.slug, view["slug"])} for row, r in zip(rows, results)]

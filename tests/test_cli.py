@@ -50,6 +50,18 @@ def test_builds_are_deterministic_and_rebuilds_are_skipped(runner, tmp_path, tin
     assert again.exit_code == 0 and again.output.startswith("up to date")
 
 
+def test_per_layer_scale_and_gray_colormap(runner, tmp_path, tiny_model_path, pets_folder):
+    images, _ = pets_folder
+    out = tmp_path / "site"
+    result = _build(runner, out, tiny_model_path, images, "--images", "1", "--scale", "layer", "--cmap", "gray")
+    assert result.exit_code == 0, result.output
+    page = next((out / "layers").glob("e1_sa_main_conv1.html")).read_text()
+    assert "per-layer normalisation" in page
+    grid = next((out / "img" / "layers" / "e1_sa_main_conv1").glob("pet_0-*[0-9a-f].webp"))
+    pixels = np.asarray(Image.open(grid).convert("RGB")).astype(int)
+    assert np.abs(pixels[..., 0] - pixels[..., 1]).max() <= 12  # gray: the channels agree (up to WebP)
+
+
 def test_without_trimaps_the_prediction_stands_in(runner, tmp_path, tiny_model_path, pets_folder):
     images, _ = pets_folder
     out = tmp_path / "site"
@@ -76,7 +88,7 @@ def previous_site(runner, tmp_path, tiny_model_path, pets_folder):
 
 @pytest.mark.parametrize("case", ["missing model", "corrupt keras", "corrupt h5", "not a model", "images 0",
                                   "empty folder", "non-image file", "bad cmap", "both model and weights",
-                                  "bad tap", "too many images"])
+                                  "bad tap", "bad scale", "too many images"])
 def test_bad_input_gets_one_line_and_leaves_the_site(runner, tmp_path, tiny_model_path, pets_folder,
                                                      previous_site, case):
     out, before = previous_site
@@ -114,6 +126,8 @@ def test_bad_input_gets_one_line_and_leaves_the_site(runner, tmp_path, tiny_mode
         extra, fragment = ["--weights", str(tiny_model_path)], "not both"
     elif case == "bad tap":
         extra, fragment = ["--tap", "middle"], "unknown tap"
+    elif case == "bad scale":
+        extra, fragment = ["--scale", "global"], "unknown --scale"
     else:
         extra, fragment = ["--images", "50"], "only 6"
     result = _build(runner, out, model, images, *extra)

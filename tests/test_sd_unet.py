@@ -70,3 +70,19 @@ def test_names_say_where_each_conv_sits():
     assert describe_role("daspp_rate12") == "bottleneck DASPP, dilation 12 branch"
     assert describe_role("u1_up_conv").startswith("decoder U1")
     assert describe_role("something_else") == ""
+
+
+def test_training_twin_computes_the_same_function():
+    from reportgen.models.sd_unet import copy_twin_weights
+
+    twin = build_sd_unet(64, 3, 0.125, center_only_dilations=True)
+    real = build_sd_unet(64, 3, 0.125)
+    assert twin.get_layer("daspp_rate18").kernel_size == (1, 1)
+    assert real.get_layer("daspp_rate18").kernel_size == (3, 3)
+    before = real.get_layer("daspp_rate18").get_weights()[0]
+    copy_twin_weights(twin, real)
+    after = real.get_layer("daspp_rate18").get_weights()[0]
+    np.testing.assert_array_equal(after[0, 0], before[0, 0])  # off-centre taps keep their values
+    np.testing.assert_array_equal(after[1, 1], twin.get_layer("daspp_rate18").get_weights()[0][0, 0])
+    x = np.random.default_rng(2).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(twin.predict(x, verbose=0), real.predict(x, verbose=0), atol=1e-5)
