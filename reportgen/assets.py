@@ -50,9 +50,7 @@ class AssetWriter:
 
     def layer_pictures(self, result, activations: np.ndarray, records, input_size: int) -> None:
         """Grid, top channel and overlays for every image; also scores the leave-out probe."""
-        maps_all = activations
-        if maps_all.ndim != 4:
-            maps_all = _as_images(maps_all)
+        maps_all = as_image_maps(activations)
         score = stats.ProbeScore()
         folds = min(len(records), stats.MAX_FOLDS)
         order = result.order
@@ -70,18 +68,19 @@ class AssetWriter:
                         render.encode_webp(render.colorize(grid, self.cmap), result.layout.lossless))
             best = render.colorize(tiles[0], self.cmap)
             self._write(top_path(result.slug, record.slug), render.encode_webp(render.enlarge(best, THUMB)))
-            strip = np.concatenate(
-                [render.overlay(record.image, render.normalise_channels(maps[..., [c]])[0], self.cmap) for c in top],
-                axis=1)
-            self._write(overlay_path(result.slug, record.slug), render.encode_webp(strip))
-            if maps.ndim == 3 and result.stats.probe_weights:
+            if record.image.ndim == 3 and maps.shape[0] > 1:
+                strip = np.concatenate(
+                    [render.overlay(record.image, render.normalise_channels(maps[..., [c]])[0], self.cmap)
+                     for c in top], axis=1)
+                self._write(overlay_path(result.slug, record.slug), render.encode_webp(strip))
+            if activations.ndim == 4 and result.stats.probe_weights:
                 pooled = stats.pool_to(maps[None], stats.POOL_GRID)[0]
                 predicted = stats.probe_predict(result.stats.probe_weights, pooled, i, folds)
                 truth = _mask_on_grid(record, pooled.shape[0], pooled.shape[1])
                 if predicted is not None:
                     score.add(predicted, truth)
         result.probe_iou = score.iou()
-        if maps_all.shape[1] > 1:
+        if maps_all.shape[1] > 1 and activations.ndim == 4 and all(has_mask(r) for r in records):
             grid_shape = stats.pool_to(np.zeros((1, *maps_all.shape[1:3], 1), np.float32), stats.POOL_GRID).shape[1:3]
             result.rgb_probe_iou = self.rgb_probe(records, grid_shape)
 
@@ -95,10 +94,13 @@ class AssetWriter:
     def image_pictures(self, records) -> None:
         for record in records:
             self._write(image_path(record.slug, "input"), render.encode_png(record.image))
+            if record.trimap is not None:
+                self._write(image_path(record.slug, "trimap"), render.encode_png(render.trimap_rgb(record.trimap)))
+            if record.prediction is None:
+                continue
             predicted_trimap = (record.prediction + 1).astype(np.uint8)
             self._write(image_path(record.slug, "prediction"), render.encode_png(render.trimap_rgb(predicted_trimap)))
             if record.trimap is not None:
-                self._write(image_path(record.slug, "trimap"), render.encode_png(render.trimap_rgb(record.trimap)))
                 self._write(image_path(record.slug, "error"),
                             render.encode_png(render.error_rgb(record.trimap, predicted_trimap)))
 
@@ -108,17 +110,23 @@ class AssetWriter:
         return relative
 
 
-def _as_images(values: np.ndarray) -> np.ndarray:
-    """1-D conv outputs (N x L x C) as N x C x L strips; 3-D (N x D x H x W x C) as the middle slice."""
+def as_image_maps(values: np.ndarray) -> np.ndarray:
+    """Any conv output as N x H x W x C: 1-D (N x L x C) as 1 x L strips, 3-D as its middle depth slice."""
     if values.ndim == 3:
         return values[:, None, :, :]
     if values.ndim == 5:
         return values[:, values.shape[1] // 2]
+    if values.ndim == 4:
+        return values
     return values.reshape(values.shape[0], 1, 1, -1)
 
 
 def _mask_truth(record) -> np.ndarray:
     return record.trimap if record.trimap is not None else (record.prediction + 1).astype(np.uint8)
+
+
+def has_mask(record) -> bool:
+    return record.trimap is not None or record.prediction is not None
 
 
 def _mask_on_grid(record, height: int, width: int) -> np.ndarray:

@@ -38,7 +38,7 @@ def _shade(ax, results, theme):
             if sections[start] is not None:
                 ax.axvspan(start + 0.5, i + 0.5, color=theme["shade"][sections[start]], zorder=0, lw=0)
             start = i
-    heights = [r.conv.output_shape[0] for r in results]
+    heights = [r.shape[0] for r in results]
     for i in range(1, len(heights)):
         if heights[i] != heights[i - 1]:
             ax.axvline(i + 0.5, color=theme["grid"], lw=0.6, ls=":", zorder=1)

@@ -56,7 +56,7 @@ class ImageRecord:
     slug: str
     image: np.ndarray
     trimap: np.ndarray | None
-    prediction: np.ndarray  # class ids 0..2 at input size
+    prediction: np.ndarray | None  # class ids at input size; None when the model does not segment
     mask_is_prediction: bool  # no ground truth: the prediction stands in for the mask
 
 
@@ -72,6 +72,7 @@ class LayerResult:
     stats: stats.LayerStats
     order: np.ndarray  # channels ranked strongest first
     layout: render.GridLayout
+    shape: tuple[int, ...]  # the captured output, without the batch axis
     probe_iou: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
     rgb_probe_iou: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
 
@@ -104,23 +105,105 @@ def _load_images(options: BuildOptions, input_size: int) -> list[sources.SourceI
     return sources.select(items, options.images, options.select, options.seed, list(options.ids) or None)
 
 
-def _stride(input_size: int, conv: capture.ConvLayer) -> float:
-    height = conv.output_shape[0] if conv.output_shape else 1
-    return input_size / max(height, 1)
-
-
 class _Spill:
-    """Activations of every layer on disk as float16, so memory does not grow with --images."""
+    """Activations of every layer on disk as float16, so memory does not grow with --images.
 
-    def __init__(self, folder: Path, convs, count: int):
-        self.arrays = [
-            np.lib.format.open_memmap(folder / f"layer{c.index:03d}.npy", mode="w+", dtype=np.float16,
-                                      shape=(count, *c.output_shape))
-            for c in convs
-        ]
+    Files are created on the first batch, from the shapes the model really produced, so models
+    with a dynamic input size work too.
+    """
+
+    def __init__(self, folder: Path, count: int):
+        self.folder, self.count = folder, count
+        self.arrays: list[np.ndarray] = []
 
     def write(self, layer: int, start: int, values: np.ndarray) -> None:
+        if layer == len(self.arrays):
+            self.arrays.append(np.lib.format.open_memmap(
+                self.folder / f"layer{layer:03d}.npy", mode="w+", dtype=np.float16,
+                shape=(self.count, *values.shape[1:])))
         self.arrays[layer][start:start + len(values)] = np.clip(values, -65000, 65000)
+
+
+def _segmentation(output: np.ndarray, input_size: int) -> np.ndarray | None:
+    """Class ids per pixel when the model's output is a per-pixel class map at the input size."""
+    if output.ndim == 4 and output.shape[1:3] == (input_size, input_size) and output.shape[-1] >= 2:
+        return np.argmax(output, axis=-1).astype(np.uint8)
+    return None
+
+
+@dataclass
+class _Captured:
+    """What the capture pass leaves: spilled activations, accumulated statistics, predictions."""
+
+    spill: _Spill
+    accumulators: list
+    cross: stats.CrossLayerAccumulator | None
+    spatial: list[int]
+    predictions: list
+
+
+def _capture(model, probe, convs, selected, input_size: int, options: BuildOptions, work: Path,
+             progress: Progress) -> _Captured:
+    """Stream the images through the probe once: spill activations, accumulate statistics."""
+    import keras
+
+    full_probe = keras.Model(model.inputs, [*probe.outputs, model.outputs[0]])
+    total = len(selected)
+    trimaps_known = all(s.trimap is not None for s in selected)
+    captured = _Captured(_Spill(work, total), [None] * len(convs), None, [], [])
+    images = np.stack([s.image for s in selected])
+    for start, batch_outputs in capture.stream_activations(full_probe, images, options.batch_size):
+        layer_outputs, model_output = batch_outputs[:-1], batch_outputs[-1]
+        predicted = _segmentation(model_output, input_size)
+        captured.predictions.extend(list(predicted) if predicted is not None else [None] * len(model_output))
+        indices = list(range(start, start + len(model_output)))
+        if trimaps_known:
+            masks = np.stack([selected[i].trimap for i in indices])
+        elif predicted is not None:
+            masks = predicted + 1
+        else:  # no ground truth and no segmentation output: nothing stands in for the mask
+            masks = None
+        if start == 0:
+            captured.spatial = [i for i, v in enumerate(layer_outputs) if v.ndim == 4]
+            if options.statistics and captured.spatial:
+                captured.cross = stats.CrossLayerAccumulator([layer_outputs[i].shape[-1] for i in captured.spatial])
+        for layer, values in enumerate(layer_outputs):
+            captured.spill.write(layer, start, values)
+            if values.ndim != 4:
+                continue
+            if captured.accumulators[layer] is None:
+                captured.accumulators[layer] = stats.LayerAccumulator(values.shape[-1], input_size / values.shape[1])
+            captured.accumulators[layer].add(values, masks, indices, total,
+                                             measures=options.statistics and masks is not None)
+        if captured.cross is not None:
+            captured.cross.add([layer_outputs[i] for i in captured.spatial])
+        progress("capturing activations", min(start + len(model_output), total), total)
+    for layer, values in enumerate(captured.spill.arrays):
+        if captured.accumulators[layer] is None:  # 1-D and 3-D convs: descriptive numbers only
+            flat = np.asarray(values, np.float32).reshape(len(values), -1, values.shape[-1])
+            accumulator = stats.LayerAccumulator(values.shape[-1], 1.0)
+            accumulator.add(flat[:, :, None, :], None, list(range(total)), total, measures=False)
+            captured.accumulators[layer] = accumulator
+    return captured
+
+
+def _layer_results(convs, captured: _Captured, fields, slugs, input_size: int) -> list[LayerResult]:
+    from reportgen.models.sd_unet import describe_role
+
+    results = []
+    for i, conv in enumerate(convs):
+        layer_stats = stats.finalise(captured.accumulators[i])
+        order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
+        maps = assets.as_image_maps(captured.spill.arrays[i][:1])
+        results.append(LayerResult(
+            conv=conv, slug=slugs[i], role=describe_role(conv.name) if not conv.path else "",
+            receptive_field=fields.get(conv.qualified_name, float("nan")),
+            stride=input_size / max(maps.shape[1], 1) if captured.spill.arrays[i].ndim == 4 else float("nan"),
+            stats=layer_stats, order=order,
+            layout=render.GridLayout.for_maps(maps.shape[1], maps.shape[2], maps.shape[3]),
+            shape=tuple(int(d) for d in captured.spill.arrays[i].shape[1:]),
+        ))
+    return results
 
 
 def build(out: Path, options: BuildOptions, progress: Progress | None = None) -> BuildResult:
@@ -165,64 +248,23 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
     namer = Namer()
     layer_slugs = [namer(c.qualified_name) for c in convs]
     image_namer = Namer()
-    images_np = np.stack([s.image for s in selected])
 
     work = Path(tempfile.mkdtemp(prefix=".reportgen-", dir=out.parent if out.parent.exists() else None))
     try:
         staging = work / "site"
         staging.mkdir()
-        spill = _Spill(work, convs, len(selected))
-        accumulators = [stats.LayerAccumulator(c.output_shape[-1], _stride(input_size, c)) for c in convs]
-        spatial = [i for i, c in enumerate(convs) if len(c.output_shape) == 3]
-        cross = stats.CrossLayerAccumulator([convs[i].output_shape[-1] for i in spatial]) if options.statistics else None
-        predictions = []
-        outputs = [*probe.outputs, *model.outputs[:1]]
-        import keras
-
-        full_probe = keras.Model(model.inputs, outputs)
-        trimaps_known = all(s.trimap is not None for s in selected)
-        total = len(selected)
-        for start, batch_outputs in capture.stream_activations(full_probe, images_np, options.batch_size):
-            probs = batch_outputs[-1]
-            predicted = np.argmax(probs, axis=-1).astype(np.uint8) if probs.ndim == 4 else None
-            predictions.extend(predicted if predicted is not None else [None] * len(probs))
-            indices = list(range(start, start + len(probs)))
-            masks = np.stack([
-                selected[i].trimap if trimaps_known else (predicted[k] + 1 if predicted is not None else
-                                                           np.full((input_size, input_size), 2, np.uint8))
-                for k, i in enumerate(indices)
-            ])
-            for layer, values in enumerate(batch_outputs[:-1]):
-                spill.write(layer, start, values)
-                if values.ndim == 4:
-                    accumulators[layer].add(values, masks, indices, total, measures=options.statistics)
-            if cross is not None and spatial:
-                cross.add([batch_outputs[i] for i in spatial])
-            progress("capturing activations", min(start + len(probs), total), total)
-
+        captured = _capture(model, probe, convs, selected, input_size, options, work, progress)
         records = [
-            ImageRecord(s.id, image_namer(s.id), s.image, s.trimap,
-                        predictions[i] if predictions[i] is not None else np.zeros((input_size, input_size), np.uint8),
-                        mask_is_prediction=not trimaps_known)
+            ImageRecord(s.id, image_namer(s.id), s.image, s.trimap, captured.predictions[i],
+                        mask_is_prediction=s.trimap is None and captured.predictions[i] is not None)
             for i, s in enumerate(selected)
         ]
-        from reportgen.models.sd_unet import describe_role
-
-        results = []
-        for i, conv in enumerate(convs):
-            layer_stats = stats.finalise(accumulators[i])
-            order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
-            results.append(LayerResult(
-                conv=conv, slug=layer_slugs[i], role=describe_role(conv.name) if not conv.path else "",
-                receptive_field=fields.get(conv.qualified_name, float("nan")),
-                stride=_stride(input_size, conv), stats=layer_stats, order=order,
-                layout=render.GridLayout.for_layer(conv.output_shape[0], conv.output_shape[-1]),
-            ))
-        del accumulators
+        results = _layer_results(convs, captured, fields, layer_slugs, input_size)
         layer_cka = np.full((len(convs), len(convs)), np.nan)
-        if cross is not None and spatial:
-            layer_cka[np.ix_(spatial, spatial)] = cross.finalise()
-            del cross
+        if captured.cross is not None:
+            layer_cka[np.ix_(captured.spatial, captured.spatial)] = captured.cross.finalise()
+        captured.accumulators = captured.cross = None
+        spill = captured.spill
 
         writer = assets.AssetWriter(staging, options.cmap, options.scale)
         done = [0]

@@ -38,16 +38,14 @@ class GridLayout:
 
     columns: int
     rows: int
-    tile: int  # edge of one tile in stored pixels
+    tile_h: int  # one tile in stored pixels
+    tile_w: int
     scale: int  # the page shows the picture this many times larger (pixelated), so small maps stay visible
     shrink: int = 1  # integer reduction of the map to the tile
-
-    @property
-    def gap(self) -> int:
-        return GAP if self.scale == 1 else 1
+    gap: int = GAP
 
     def height_of(self, rows: int) -> int:
-        return max(1, rows * (self.tile + self.gap) - self.gap)
+        return max(1, rows * (self.tile_h + self.gap) - self.gap)
 
     @property
     def height(self) -> int:
@@ -55,21 +53,26 @@ class GridLayout:
 
     @property
     def width(self) -> int:
-        return self.columns * (self.tile + self.gap) - self.gap
+        return self.columns * (self.tile_w + self.gap) - self.gap
 
     @property
     def lossless(self) -> bool:
         """Small maps are stored exactly: lossy coding smears their few, enlarged pixels."""
-        return self.tile < 40
+        return min(self.tile_h, self.tile_w) < 40
 
     @classmethod
-    def for_layer(cls, height: int, channels: int) -> "GridLayout":
+    def for_maps(cls, height: int, width: int, channels: int) -> "GridLayout":
+        """Square-ish maps go in a grid; 1 x L strips (1-D convs) stack into one channel-by-position strip."""
+        if height == 1:
+            scale = max(1, -(-MIN_TILE * 8 // max(width, 1)))
+            return cls(columns=1, rows=channels, tile_h=1, tile_w=width, scale=scale, gap=0)
         columns = min(8 if channels <= 64 else 16, channels)
         rows = -(-channels // columns)
-        if height > MAX_TILE and height % 2 == 0:
-            return cls(columns=columns, rows=rows, tile=height // 2, scale=1, shrink=2)
-        scale = max(1, -(-MIN_TILE // max(height, 1)))
-        return cls(columns=columns, rows=rows, tile=height, scale=scale)
+        if min(height, width) > MAX_TILE and height % 2 == 0 and width % 2 == 0:
+            return cls(columns=columns, rows=rows, tile_h=height // 2, tile_w=width // 2, scale=1, shrink=2)
+        scale = max(1, -(-MIN_TILE // max(min(height, width), 1)))
+        return cls(columns=columns, rows=rows, tile_h=height, tile_w=width, scale=scale,
+                   gap=GAP if scale == 1 else 1)
 
 
 def normalise_channels(maps: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None) -> np.ndarray:

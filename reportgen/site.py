@@ -160,8 +160,8 @@ def _layer_row(result, thumb_image_slug: str) -> dict:
         "href": f"layers/{result.slug}.html",
         "role": result.role,
         "kind": conv.kind,
-        "shape": "x".join(str(d) for d in conv.output_shape),
-        "channels": conv.output_shape[-1],
+        "shape": "x".join(str(d) for d in result.shape),
+        "channels": result.shape[-1],
         "rf": fmt(result.receptive_field, 4),
         "rf_value": _json_value(float(result.receptive_field)),
         "probe_pet": fmt(result.probe_iou[0]),
@@ -176,6 +176,14 @@ def _layer_row(result, thumb_image_slug: str) -> dict:
             "ntv": _sortable(s.ntv_median), "rf": _sortable(result.receptive_field),
         },
     }
+
+
+def _depth_note(shape: tuple[int, ...]) -> str:
+    if len(shape) == 4:
+        return f"3-D conv: each tile is the middle depth slice, {shape[0] // 2 + 1} of {shape[0]}."
+    if len(shape) == 2:
+        return "1-D conv: one row per channel, position along the row (a channel-by-position heat strip)."
+    return ""
 
 
 def _sortable(value) -> str:
@@ -198,7 +206,7 @@ def stats_records(results, records) -> list[dict]:
             "name": r.conv.qualified_name,
             "type": r.conv.kind,
             "role": r.role,
-            "output_shape": list(r.conv.output_shape),
+            "output_shape": list(r.shape),
             "stride": _json_value(r.stride),
             "receptive_field": _json_value(float(r.receptive_field)),
             "mean": _json_value(s.mean),
@@ -297,15 +305,15 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
     }
     image_views = []
     for record in records:
-        predicted_trimap = record.prediction + 1
+        segmented = record.prediction is not None
         image_views.append({
             "id": record.id,
             "href": f"images/{record.slug}.html",
             "input": assets.image_path(record.slug, "input"),
             "trimap": assets.image_path(record.slug, "trimap") if record.trimap is not None else None,
-            "prediction": assets.image_path(record.slug, "prediction"),
-            "error": assets.image_path(record.slug, "error") if record.trimap is not None else None,
-            "iou": fmt(_iou(record.trimap, predicted_trimap)),
+            "prediction": assets.image_path(record.slug, "prediction") if segmented else None,
+            "error": assets.image_path(record.slug, "error") if segmented and record.trimap is not None else None,
+            "iou": fmt(_iou(record.trimap, record.prediction + 1)) if segmented else "undefined",
             "slug": record.slug,
         })
     thumb_slug = records[0].slug
@@ -331,7 +339,7 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
         prev_result = results[i - 1] if i > 0 else None
         next_result = results[i + 1] if i + 1 < len(results) else None
         s = result.stats
-        shown = min(result.conv.output_shape[-1], result.layout.columns * 2)
+        shown = min(result.shape[-1], result.layout.columns * 2)
         stat_rows = [
             ("Receptive field", f"{fmt(result.receptive_field, 4)} input pixels"),
             ("Stride", f"{fmt(result.stride)} input pixels per map pixel"),
@@ -348,13 +356,14 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
         ]
         top = [int(c) for c in result.order[:assets.TOP_OVERLAYS]]
         page("layer.html", f"layers/{result.slug}.html",
-             layer=rows[i], stat_rows=stat_rows, channels=result.conv.output_shape[-1], shown=shown,
+             layer=rows[i], stat_rows=stat_rows, channels=result.shape[-1], shown=shown,
              grid_width=result.layout.width, grid_height=result.layout.height,
              display_width=result.layout.width * result.layout.scale,
              visible_height=result.layout.height_of(math.ceil(shown / result.layout.columns)),
              top_channels=", ".join(str(c) for c in top), colorbar=colorbar,
              grids=[{"image": v, "grid": assets.grid_path(result.slug, v["slug"]),
                      "overlay": assets.overlay_path(result.slug, v["slug"])} for v in image_views],
+             has_overlays=result.layout.tile_h > 1, depth_note=_depth_note(result.shape),
              prev=rows[i - 1] if prev_result else None, next=rows[i + 1] if next_result else None,
              columns=result.layout.columns, per_layer_scale=options.scale == "layer")
 
