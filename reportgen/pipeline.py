@@ -89,12 +89,22 @@ class BuildResult:
     skipped: bool = False
 
 
-def _input_size(model) -> int:
-    shape = model.inputs[0].shape
-    if len(shape) != 4 or shape[1] is None or shape[1] != shape[2]:
-        raise InputError(f"the model's input shape {tuple(shape)} is not a fixed square image; "
+def _input_size(model, requested: int | None) -> int:
+    """The square image size to feed: the model's own, or --input-size for a dynamic one."""
+    if len(model.inputs) != 1:
+        raise InputError(f"the model has {len(model.inputs)} inputs; reportgen feeds one image input")
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[-1] not in (3, None):
+        raise InputError(f"the model's input shape {shape} is not an RGB image (batch, height, width, 3)")
+    fixed = [d for d in shape[1:3] if d is not None]
+    if requested is not None:
+        if requested < 8 or any(d != requested for d in fixed):
+            raise InputError(f"the model takes {shape[1]}x{shape[2]} images; it cannot take --input-size {requested}")
+        return requested
+    if len(fixed) != 2 or fixed[0] != fixed[1]:
+        raise InputError(f"the model's input shape {shape} is not a fixed square image; "
                          "give --input-size for models with a dynamic size")
-    return int(shape[1])
+    return int(fixed[0])
 
 
 def _load_images(options: BuildOptions, input_size: int) -> list[sources.SourceImage]:
@@ -227,7 +237,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
     progress("loading model", 0, 1)
     loaded = model_io.load(options.model_path, options.weights_path, options.input_size, options.unsafe_load)
     model = loaded.model
-    input_size = options.input_size or _input_size(model)
+    input_size = _input_size(model, options.input_size)
     convs = capture.find_conv_layers(model, options.tap)
     if not convs:
         raise InputError("the model has no convolution layers to report on")
