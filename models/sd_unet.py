@@ -26,9 +26,10 @@ def _groups_for(filters: int) -> int:
 class _Blocks:
     """Builds the notebook's blocks with width-scaled filters and deliberate names."""
 
-    def __init__(self, width: float, center_only_dilations: bool = False):
+    def __init__(self, width: float, center_only_dilations: bool = False, layer_types=layers):
         self.width = width
         self.center_only_dilations = center_only_dilations
+        self.layers = layer_types
 
     def filters(self, base: int) -> int:
         return max(1, int(round(base * self.width)))
@@ -40,44 +41,44 @@ class _Blocks:
             # Every off-centre tap of this dilated kernel lands in the zero padding, so the layer
             # equals a 1x1 conv with the centre tap; TensorFlow's CPU gradient of such dilations is slow.
             kernel, dilation = 1, 1
-        x = layers.Conv2D(f, kernel, padding="same", dilation_rate=dilation, name=name)(x)
-        x = layers.GroupNormalization(groups=_groups_for(f), epsilon=1e-3, name=f"{name}_gn")(x)
-        return layers.LeakyReLU(name=f"{name}_act")(x)
+        x = self.layers.Conv2D(f, kernel, padding="same", dilation_rate=dilation, name=name)(x)
+        x = self.layers.GroupNormalization(groups=_groups_for(f), epsilon=1e-3, name=f"{name}_gn")(x)
+        return self.layers.LeakyReLU(name=f"{name}_act")(x)
 
     def sa(self, x, base_filters: int, prefix: str):
         """Squeeze-and-attention: output = a * r + a, attention path from the block input."""
         r = self.cb(x, base_filters, 3, f"{prefix}_sa_main_conv1")
         r = self.cb(r, base_filters, 3, f"{prefix}_sa_main_conv2")
-        a = layers.AveragePooling2D(2, strides=2, name=f"{prefix}_sa_attn_pool")(x)
+        a = self.layers.AveragePooling2D(2, strides=2, name=f"{prefix}_sa_attn_pool")(x)
         a = self.cb(a, base_filters, 3, f"{prefix}_sa_attn_conv1")
         a = self.cb(a, base_filters, 3, f"{prefix}_sa_attn_conv2")
-        a = layers.UpSampling2D(2, interpolation="nearest", name=f"{prefix}_sa_attn_up")(a)
-        weighted = layers.Multiply(name=f"{prefix}_sa_mul")([a, r])
-        return layers.Add(name=f"{prefix}_sa_out")([weighted, a])
+        a = self.layers.UpSampling2D(2, interpolation="nearest", name=f"{prefix}_sa_attn_up")(a)
+        weighted = self.layers.Multiply(name=f"{prefix}_sa_mul")([a, r])
+        return self.layers.Add(name=f"{prefix}_sa_out")([weighted, a])
 
     def down(self, x, base_filters: int, prefix: str):
-        maxed = layers.MaxPooling2D(2, strides=2, name=f"{prefix}_down_maxpool")(x)
-        averaged = layers.AveragePooling2D(2, strides=2, name=f"{prefix}_down_avgpool")(x)
-        x = layers.Concatenate(name=f"{prefix}_down_concat")([maxed, averaged])
+        maxed = self.layers.MaxPooling2D(2, strides=2, name=f"{prefix}_down_maxpool")(x)
+        averaged = self.layers.AveragePooling2D(2, strides=2, name=f"{prefix}_down_avgpool")(x)
+        x = self.layers.Concatenate(name=f"{prefix}_down_concat")([maxed, averaged])
         return self.cb(x, base_filters, 1, f"{prefix}_down_conv")
 
     def up(self, x, base_filters: int, prefix: str):
-        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{prefix}_up")(x)
+        x = self.layers.UpSampling2D(2, interpolation="bilinear", name=f"{prefix}_up")(x)
         return self.cb(x, base_filters, 1, f"{prefix}_up_conv")
 
     def daspp(self, x, grid: int):
         """Dense atrous spatial pyramid pooling; the input enters the rate-18 branch twice, as in the notebook."""
         f = DASPP_FILTERS
-        p = layers.AveragePooling2D(pool_size=grid, name="daspp_pool")(x)
+        p = self.layers.AveragePooling2D(pool_size=grid, name="daspp_pool")(x)
         p = self.cb(p, f, 1, "daspp_pool_conv")
-        p = layers.UpSampling2D(grid, interpolation="bilinear", name="daspp_pool_up")(p)
+        p = self.layers.UpSampling2D(grid, interpolation="bilinear", name="daspp_pool_up")(p)
         o1 = self.cb(x, f, 1, "daspp_rate1")
         o6 = self.cb(x, f, 3, "daspp_rate6", dilation=6)
-        c6 = layers.Concatenate(name="daspp_concat6")([x, o6])
+        c6 = self.layers.Concatenate(name="daspp_concat6")([x, o6])
         o12 = self.cb(c6, f, 3, "daspp_rate12", dilation=12)
-        c12 = layers.Concatenate(name="daspp_concat12")([x, c6, o12])
+        c12 = self.layers.Concatenate(name="daspp_concat12")([x, c6, o12])
         o18 = self.cb(c12, f, 3, "daspp_rate18", dilation=18)
-        fused = layers.Concatenate(name="daspp_concat")([p, o1, o6, o12, o18])
+        fused = self.layers.Concatenate(name="daspp_concat")([p, o1, o6, o12, o18])
         return self.cb(fused, f, 1, "daspp_fuse")
 
 
@@ -87,12 +88,17 @@ def build_sd_unet(
     width: float = 1.0,
     name: str = "sd_unet",
     center_only_dilations: bool = False,
+    toolkit=keras,
+    layer_types=None,
 ) -> keras.Model:
     """Build the SD-UNet; at width 1.0 and 160 px: 51 Conv2D, 21,507,171 parameters.
 
     `center_only_dilations` builds a training twin: DASPP branches whose dilation is at least the
     bottleneck's size (rates 12 and 18 at 160 px) become 1x1 convs that compute the same thing,
     and `copy_twin_weights` moves its weights into the real model.
+
+    `toolkit` and `layer_types` build the same network with another Keras (tf.keras 2 with
+    tensorflow-addons' GroupNormalization, as the notebook did), to make checkpoints in its format.
     """
     if not isinstance(input_size, int) or input_size < 32 or input_size % 32:
         raise ValueError(f"input_size must be a positive multiple of 32, got {input_size!r}")
@@ -101,8 +107,8 @@ def build_sd_unet(
     if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
         raise ValueError(f"width must be a positive number, got {width!r}")
 
-    blocks = _Blocks(float(width), center_only_dilations)
-    inputs = keras.Input((input_size, input_size, 3), name="image")
+    blocks = _Blocks(float(width), center_only_dilations, layer_types or toolkit.layers)
+    inputs = toolkit.Input((input_size, input_size, 3), name="image")
     x = inputs
     skips = []
     for level, base in enumerate(ENCODER_FILTERS, start=1):
@@ -113,10 +119,10 @@ def build_sd_unet(
     x = blocks.daspp(x, grid=input_size // 16)
     for level, (base, skip) in enumerate(zip(DECODER_FILTERS, reversed(skips)), start=1):
         x = blocks.up(x, base, f"u{level}")
-        x = layers.Concatenate(name=f"u{level}_concat")([x, skip])
+        x = blocks.layers.Concatenate(name=f"u{level}_concat")([x, skip])
         x = blocks.sa(x, base, f"u{level}")
-    outputs = layers.Conv2D(num_classes, 3, padding="same", activation="softmax", name="head")(x)
-    return keras.Model(inputs, outputs, name=name)
+    outputs = blocks.layers.Conv2D(num_classes, 3, padding="same", activation="softmax", name="head")(x)
+    return toolkit.Model(inputs, outputs, name=name)
 
 
 def copy_twin_weights(twin: keras.Model, model: keras.Model) -> None:
