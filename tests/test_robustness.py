@@ -1,0 +1,129 @@
+"""No way to break it: hostile names, random bytes, a full disk and Ctrl-C."""
+
+import errno
+import html
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from keras import layers
+from PIL import Image
+
+from reportgen import pipeline
+from reportgen.cli import app
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+# Keras refuses "/" in layer names; everything else is fair game.
+names = st.text(alphabet=st.characters(blacklist_characters="/", blacklist_categories=("Cs",)), min_size=1,
+                max_size=60)
+
+
+def _two_conv_model(first: str, second: str):
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(2, 3, padding="same", name=first)(inputs)
+    x = layers.Conv2D(3, 3, padding="same", activation="softmax", name=second)(x)
+    return keras.Model(inputs, x)
+
+
+def _files_inside(out: Path) -> bool:
+    root = out.resolve()
+    return all(root in p.resolve().parents for p in out.rglob("*"))
+
+
+def _one_image(folder: Path, name: str = "pet.png") -> Path:
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def test_hostile_layer_and_file_names_render_as_text(runner, tmp_path):
+    model = tmp_path / "m.keras"
+    _two_conv_model(HOSTILE, "..").save(model)
+    images = _one_image(tmp_path / "images", f"{HOSTILE}.png")
+    out = tmp_path / "site"
+    result = runner.invoke(app, ["build", "--model", str(model), "--image-dir", str(images), "--images", "1",
+                                 "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    for page in out.rglob("*.html"):
+        assert HOSTILE not in page.read_text()
+    index = (out / "index.html").read_text()
+    assert html.escape(HOSTILE, quote=False) in index
+    assert _files_inside(out) and not (tmp_path / "escape.html").exists()
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=names, second=names, image_name=st.text(min_size=1, max_size=40).filter(
+    lambda s: "/" not in s and "\x00" not in s and s not in (".", "..")))
+def test_random_names_never_break_the_build(runner, tmp_path_factory, first, second, image_name):
+    if first == second:
+        second = second + "_2"
+    tmp_path = tmp_path_factory.mktemp("random")
+    model = tmp_path / "m.keras"
+    try:
+        _two_conv_model(first, second).save(model)
+    except ValueError:  # a name Keras itself refuses is not ours to test
+        return
+    try:
+        images = _one_image(tmp_path / "images", f"{image_name}.png")
+    except OSError:  # a name the file system refuses (too long in bytes, say)
+        return
+    out = tmp_path / "site"
+    result = runner.invoke(app, ["build", "--model", str(model), "--image-dir", str(images), "--images", "1",
+                                 "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert _files_inside(out)
+    stats = json.loads((out / "data" / "stats.json").read_text())["layers"]
+    assert [row["name"] for row in stats] == [first, second]
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=2000), suffix=st.sampled_from([".png", ".jpg", ".jpeg"]))
+def test_random_image_bytes_give_a_site_or_one_line(runner, tmp_path_factory, tiny_model_path, content, suffix):
+    folder = tmp_path_factory.mktemp("bytes")
+    (folder / f"random{suffix}").write_bytes(content)
+    result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(folder),
+                                 "--images", "1", "--out", str(folder / "site"), "-q"])
+    assert "Traceback" not in result.output
+    if result.exit_code != 0:
+        assert result.exit_code == 2 and result.output.startswith("error: ") and result.output.count("\n") == 1
+
+
+def _previous_site(runner, tmp_path, tiny_model_path, pets_folder):
+    out = tmp_path / "site"
+    assert runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(pets_folder[0]),
+                               "--images", "1", "--out", str(out), "-q"]).exit_code == 0
+    return out, sorted(p.relative_to(out) for p in out.rglob("*"))
+
+
+def test_full_disk_leaves_the_previous_site(runner, tmp_path, tiny_model_path, pets_folder, monkeypatch):
+    out, before = _previous_site(runner, tmp_path, tiny_model_path, pets_folder)
+    real_write = Path.write_bytes
+
+    def full_disk(self, data):
+        if ".reportgen-" in str(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(pets_folder[0]),
+                                 "--images", "2", "--out", str(out), "-q"])
+    assert result.exit_code == 4 and "No space left on device" in result.output
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert not list(tmp_path.glob(".reportgen-*"))  # the temporary folder is cleaned up
+
+
+def test_ctrl_c_mid_build_leaves_the_previous_site(runner, tmp_path, tiny_model_path, pets_folder, monkeypatch):
+    out, before = _previous_site(runner, tmp_path, tiny_model_path, pets_folder)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_layer_results", interrupted)
+    result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(pets_folder[0]),
+                                 "--images", "2", "--out", str(out), "-q"])
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert not list(tmp_path.glob(".reportgen-*"))
