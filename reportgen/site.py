@@ -178,6 +178,18 @@ def _layer_row(result, thumb_image_slug: str) -> dict:
     }
 
 
+def _depth_bars(values: list[float], current: int, height: int = 40) -> list[dict]:
+    """Bar geometry of a small across-depth chart; undefined values get no bar."""
+    finite = [v for v in values if math.isfinite(v)]
+    top = max(finite) if finite else 1.0
+    bars = []
+    for i, value in enumerate(values):
+        h = 0.0 if not math.isfinite(value) or top <= 0 else max(1.0, height * value / top)
+        bars.append({"x": i * 6, "y": f"{height - h:.1f}", "h": f"{h:.1f}", "current": i == current,
+                     "label": f"conv {i + 1}: {fmt(value)}"})
+    return bars
+
+
 def _depth_note(shape: tuple[int, ...]) -> str:
     if len(shape) == 4:
         return f"3-D conv: each tile is the middle depth slice, {shape[0] // 2 + 1} of {shape[0]}."
@@ -335,6 +347,9 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
          charts=chart_files, findings=found, colorbar=colorbar, changes=changes)
     page("changes.html", "changes.html", changes=changes)
 
+    cka_by_layer = [float(r.stats.cka_mask) for r in results]
+    probe_by_layer = [float(r.probe_iou[0]) for r in results]
+    ntv_by_layer = [float(r.stats.ntv_median) for r in results]
     for i, result in enumerate(results):
         prev_result = results[i - 1] if i > 0 else None
         next_result = results[i + 1] if i + 1 < len(results) else None
@@ -364,6 +379,11 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
              grids=[{"image": v, "grid": assets.grid_path(result.slug, v["slug"]),
                      "overlay": assets.overlay_path(result.slug, v["slug"])} for v in image_views],
              has_overlays=result.layout.tile_h > 1, depth_note=_depth_note(result.shape),
+             depth_charts=[
+                 {"title": "Linear CKA with the mask", "bars": _depth_bars(cka_by_layer, i)},
+                 {"title": "Mask decodability (probe IoU, pet)", "bars": _depth_bars(probe_by_layer, i)},
+                 {"title": "Median nTV (detail)", "bars": _depth_bars(ntv_by_layer, i)},
+             ],
              prev=rows[i - 1] if prev_result else None, next=rows[i + 1] if next_result else None,
              columns=result.layout.columns, per_layer_scale=options.scale == "layer")
 
