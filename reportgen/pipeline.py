@@ -119,19 +119,32 @@ class _Spill:
     """Activations of every layer on disk as float16, so memory does not grow with --images.
 
     Files are created on the first batch, from the shapes the model really produced, so models
-    with a dynamic input size work too.
+    with a dynamic input size work too. Batches are written with plain file writes, not through a
+    writable memory map, whose dirty pages would stay resident; `layer()` maps one file read-only.
     """
 
     def __init__(self, folder: Path, count: int):
         self.folder, self.count = folder, count
-        self.arrays: list[np.ndarray] = []
+        self.paths: list[Path] = []
+        self._offsets: list[int] = []
 
     def write(self, layer: int, start: int, values: np.ndarray) -> None:
-        if layer == len(self.arrays):
-            self.arrays.append(np.lib.format.open_memmap(
-                self.folder / f"layer{layer:03d}.npy", mode="w+", dtype=np.float16,
-                shape=(self.count, *values.shape[1:])))
-        self.arrays[layer][start:start + len(values)] = np.clip(values, -65000, 65000)
+        values = np.ascontiguousarray(np.clip(values, -65000, 65000), dtype=np.float16)
+        if layer == len(self.paths):
+            path = self.folder / f"layer{layer:03d}.npy"
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,
+                      "shape": (self.count, *values.shape[1:])}
+            with open(path, "wb") as handle:
+                np.lib.format.write_array_header_1_0(handle, header)
+                self._offsets.append(handle.tell())
+            self.paths.append(path)
+        per_image = values[0].nbytes
+        with open(self.paths[layer], "r+b") as handle:
+            handle.seek(self._offsets[layer] + start * per_image)
+            handle.write(values.tobytes())
+
+    def layer(self, index: int) -> np.ndarray:
+        return np.load(self.paths[index], mmap_mode="r")
 
 
 def _segmentation(output: np.ndarray, input_size: int) -> np.ndarray | None:
@@ -188,8 +201,9 @@ def _capture(model, probe, convs, selected, input_size: int, options: BuildOptio
         if captured.cross is not None:
             captured.cross.add([layer_outputs[i] for i in captured.spatial])
         progress("capturing activations", min(start + len(model_output), total), total)
-    for layer, values in enumerate(captured.spill.arrays):
+    for layer in range(len(captured.spill.paths)):
         if captured.accumulators[layer] is None:  # 1-D and 3-D convs: descriptive numbers only
+            values = captured.spill.layer(layer)
             flat = np.asarray(values, np.float32).reshape(len(values), -1, values.shape[-1])
             accumulator = stats.LayerAccumulator(values.shape[-1], 1.0)
             accumulator.add(flat[:, :, None, :], None, list(range(total)), total, measures=False)
@@ -204,14 +218,15 @@ def _layer_results(convs, captured: _Captured, fields, slugs, input_size: int) -
     for i, conv in enumerate(convs):
         layer_stats = stats.finalise(captured.accumulators[i])
         order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
-        maps = assets.as_image_maps(captured.spill.arrays[i][:1])
+        stored = captured.spill.layer(i)
+        maps = assets.as_image_maps(stored[:1])
         results.append(LayerResult(
             conv=conv, slug=slugs[i], role=describe_role(conv.name) if not conv.path else "",
             receptive_field=fields.get(conv.qualified_name, float("nan")),
-            stride=input_size / max(maps.shape[1], 1) if captured.spill.arrays[i].ndim == 4 else float("nan"),
+            stride=input_size / max(maps.shape[1], 1) if stored.ndim == 4 else float("nan"),
             stats=layer_stats, order=order,
             layout=render.GridLayout.for_maps(maps.shape[1], maps.shape[2], maps.shape[3]),
-            shape=tuple(int(d) for d in captured.spill.arrays[i].shape[1:]),
+            shape=tuple(int(d) for d in stored.shape[1:]),
         ))
     return results
 
@@ -280,7 +295,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
         done = [0]
 
         def render_layer(i: int) -> None:
-            writer.layer_pictures(results[i], spill.arrays[i], records, input_size)
+            writer.layer_pictures(results[i], spill.layer(i), records, input_size)
             done[0] += 1
             progress("rendering feature maps", done[0], len(results))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.linalg
 
 POOL_GRID = 20  # CKA, probes and covariance work on maps pooled to at most this grid
 CLASSES = ("pet", "background", "border")
@@ -79,42 +80,6 @@ def participation_ratio(covariance: np.ndarray) -> float:
 
 
 @dataclass
-class Moments:
-    """Centred cross-products from streamed sums: n, sum x, sum y, X'X, X'Y, Y'Y."""
-
-    n: float = 0.0
-    sx: np.ndarray | None = None
-    sy: np.ndarray | None = None
-    xx: np.ndarray | None = None
-    xy: np.ndarray | None = None
-    yy: np.ndarray | None = None
-
-    def add(self, x: np.ndarray, y: np.ndarray) -> None:
-        x = x.astype(np.float64)
-        y = y.astype(np.float64)
-        parts = (x.sum(0), y.sum(0), x.T @ x, x.T @ y, y.T @ y)
-        if self.sx is None:
-            self.sx, self.sy, self.xx, self.xy, self.yy = parts
-        else:
-            self.sx, self.sy, self.xx, self.xy, self.yy = (
-                a + b for a, b in zip((self.sx, self.sy, self.xx, self.xy, self.yy), parts))
-        self.n += x.shape[0]
-
-    def merge(self, other: "Moments") -> "Moments":
-        if other.sx is None:
-            return self
-        if self.sx is None:
-            return other
-        return Moments(self.n + other.n, self.sx + other.sx, self.sy + other.sy,
-                       self.xx + other.xx, self.xy + other.xy, self.yy + other.yy)
-
-    def centred(self):
-        mx, my = self.sx / self.n, self.sy / self.n
-        return (self.xx - self.n * np.outer(mx, mx), self.xy - self.n * np.outer(mx, my),
-                self.yy - self.n * np.outer(my, my))
-
-
-@dataclass
 class LayerAccumulator:
     """Everything one layer's statistics need, summed over the images seen so far."""
 
@@ -132,8 +97,7 @@ class LayerAccumulator:
     area_count: np.ndarray = field(default=None)
     inter: np.ndarray = field(default=None)  # 2 polarities x 3 classes x C
     union: np.ndarray = field(default=None)
-    moments: Moments = field(default_factory=Moments)
-    folds: dict = field(default_factory=dict)  # fold -> (gram, cross) for the probe
+    folds: dict = field(default_factory=dict)  # fold -> FoldSums: the probe's and CKA's sums
 
     def __post_init__(self):
         c = self.channels
@@ -155,10 +119,11 @@ class LayerAccumulator:
         self.images += n
         self.pixels += n * h * w
         flat = maps.reshape(n, h * w, c)
+        magnitude = np.abs(flat)
         self.total += flat.sum(axis=(0, 1), dtype=np.float64)
-        self.total_sq += (flat.astype(np.float64) ** 2).sum(axis=(0, 1))
-        self.near_zero += (np.abs(flat) < NEAR_ZERO).sum(axis=(0, 1))
-        self.spatial_std += flat.std(axis=1, dtype=np.float64).sum(axis=0)
+        self.total_sq += np.square(flat).sum(axis=(0, 1), dtype=np.float64)
+        self.near_zero += np.count_nonzero(magnitude < NEAR_ZERO, axis=(0, 1))
+        self.spatial_std += flat.std(axis=1).sum(axis=0, dtype=np.float64)
         if not measures:
             return
 
@@ -171,10 +136,9 @@ class LayerAccumulator:
         self.tv_num += grad.sum(axis=0)
         self.tv_den += centred.sum(axis=0)
 
-        magnitude = np.abs(flat).astype(np.float64)
-        mass = magnitude.sum(axis=1)  # n x C
-        p = magnitude / np.where(mass > 0, mass, 1.0)[:, None, :]
-        entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
+        mass = magnitude.sum(axis=1, dtype=np.float64)  # n x C
+        p = magnitude / np.where(mass > 0, mass, 1.0).astype(np.float32)[:, None, :]
+        entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1, dtype=np.float64)
         defined = mass > 0
         self.area_sum += np.where(defined, np.exp(entropy) / (h * w), 0.0).sum(axis=0)
         self.area_count += defined.sum(axis=0)
@@ -185,46 +149,83 @@ class LayerAccumulator:
         pooled_mask = pool_to(onehot, POOL_GRID) if pooled.shape[1] != h or pooled.shape[2] != w else onehot
         if pooled_mask.shape[1:3] != pooled.shape[1:3]:
             pooled_mask = mask_onehot(masks, pooled.shape[1], pooled.shape[2])
-        x = pooled.reshape(-1, c)
-        y = pooled_mask.reshape(-1, 3)
-        self.moments.add(x, y)
         folds = min(total_images, MAX_FOLDS)
         for k, image_index in enumerate(image_indices):
             add_to_fold(self.folds, image_index % folds, pooled[k].reshape(-1, c), pooled_mask[k].reshape(-1, 3))
 
     def _channel_iou(self, flat: np.ndarray, onehot: np.ndarray) -> None:
-        """Area-matched thresholds per image: a channel's top-k pixels, k = the class's pixel count."""
+        """Area-matched thresholds per image: a channel's top-k (and bottom-k) pixels, k = the class's pixels.
+
+        One partial sort per image finds every threshold; pixels tied with a threshold count as chosen.
+        """
         n, pixels, c = flat.shape
-        order = np.argsort(flat, axis=1)  # ascending, per image and channel
         for i in range(n):
             truth = onehot[i] >= 0.5  # pixels x 3
-            for cls in range(3):
-                k = int(truth[:, cls].sum())
-                if k == 0:
-                    continue
-                for polarity, chosen in ((0, order[i, pixels - k:, :]), (1, order[i, :k, :])):
-                    hits = truth[chosen, cls].sum(axis=0)  # C
+            counts = truth.sum(axis=0)
+            present = [cls for cls in range(3) if counts[cls] > 0]
+            if not present:
+                continue
+            kths = sorted({int(pixels - counts[cls]) for cls in present} | {int(counts[cls] - 1) for cls in present})
+            ordered = np.partition(flat[i], kths, axis=0)
+            for cls in present:
+                k = int(counts[cls])
+                wanted = truth[:, cls:cls + 1]
+                for polarity, chosen in ((0, flat[i] >= ordered[pixels - k]), (1, flat[i] <= ordered[k - 1])):
+                    hits = np.count_nonzero(chosen & wanted, axis=0)
                     self.inter[polarity, cls] += hits
-                    self.union[polarity, cls] += 2 * k - hits
+                    self.union[polarity, cls] += np.count_nonzero(chosen, axis=0) + k - hits
 
     def merge(self, other: "LayerAccumulator") -> "LayerAccumulator":
         merged = LayerAccumulator(self.channels, self.stride)
         for name in ("images", "pixels", "total", "total_sq", "near_zero", "spatial_std", "tv_num", "tv_den",
                      "area_sum", "area_count", "inter", "union"):
             setattr(merged, name, getattr(self, name) + getattr(other, name))
-        merged.moments = self.moments.merge(other.moments)
         merged.folds = dict(self.folds)
-        for fold, parts in other.folds.items():
+        for fold, sums in other.folds.items():
             mine = merged.folds.get(fold)
-            merged.folds[fold] = parts if mine is None else tuple(a + b for a, b in zip(mine, parts))
+            merged.folds[fold] = sums if mine is None else mine + sums
         return merged
 
 
+@dataclass(frozen=True)
+class FoldSums:
+    """Sums over the pixels of one fold of images: n, sum x, sum y, X'X, X'Y, Y'Y."""
+
+    n: float
+    sx: np.ndarray
+    sy: np.ndarray
+    xx: np.ndarray
+    xy: np.ndarray
+    yy: np.ndarray
+
+    def __add__(self, other: "FoldSums") -> "FoldSums":
+        return FoldSums(self.n + other.n, self.sx + other.sx, self.sy + other.sy, self.xx + other.xx,
+                        self.xy + other.xy, self.yy + other.yy)
+
+    def __sub__(self, other: "FoldSums") -> "FoldSums":
+        return FoldSums(self.n - other.n, self.sx - other.sx, self.sy - other.sy, self.xx - other.xx,
+                        self.xy - other.xy, self.yy - other.yy)
+
+    def centred(self):
+        """Centred X'X, X'Y and Y'Y."""
+        mx, my = self.sx / self.n, self.sy / self.n
+        return (self.xx - self.n * np.outer(mx, mx), self.xy - self.n * np.outer(mx, my),
+                self.yy - self.n * np.outer(my, my))
+
+
 def add_to_fold(folds: dict, fold: int, x: np.ndarray, y: np.ndarray) -> None:
-    """Add one image's pixels (features x, class fractions y) to the probe's sums for its fold."""
-    x, y = x.astype(np.float64), y.astype(np.float64)
-    gram, cross, sx, sy, m = folds.get(fold, (0.0, 0.0, 0.0, 0.0, 0))
-    folds[fold] = (gram + x.T @ x, cross + x.T @ y, sx + x.sum(0), sy + y.sum(0), m + x.shape[0])
+    """Add one image's pixels (features x, class fractions y) to the sums of its fold."""
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    sums = FoldSums(float(x.shape[0]), x.sum(0, dtype=np.float64), y.sum(0, dtype=np.float64),
+                    (x.T @ x).astype(np.float64), (x.T @ y).astype(np.float64), (y.T @ y).astype(np.float64))
+    folds[fold] = folds[fold] + sums if fold in folds else sums
+
+
+def _total(folds: dict) -> FoldSums | None:
+    total = None
+    for sums in folds.values():
+        total = sums if total is None else total + sums
+    return total
 
 
 def _undefined_where(values: np.ndarray, bad: np.ndarray) -> np.ndarray:
@@ -290,10 +291,11 @@ def finalise(acc: LayerAccumulator) -> LayerStats:
     iou = acc.inter / np.where(acc.union > 0, acc.union, 1.0)
     best = np.where(acc.union[0] > 0, iou.max(axis=0), np.nan)
     best[:, constant] = np.nan
-    if acc.moments.sx is not None and acc.moments.n > 1:
-        xx, xy, yy = acc.moments.centred()
+    total = _total(acc.folds)
+    if total is not None and total.n > 1:
+        xx, xy, yy = total.centred()
         cka_mask = cka(xy.T, xx, yy)
-        pr = participation_ratio(xx / (acc.moments.n - 1)) / acc.channels
+        pr = participation_ratio(xx / (total.n - 1)) / acc.channels
     else:
         cka_mask, pr = float("nan"), float("nan")
     return LayerStats(
@@ -309,16 +311,17 @@ def probe_weights(folds: dict) -> list:
     """Ridge weights per held-out fold, fitted on the standardised features of the other folds."""
     if len(folds) < 2:
         return []
-    total = [sum(parts[i] for parts in folds.values()) for i in range(5)]
+    total = _total(folds)
     weights = []
     for fold in sorted(folds):
-        gram, cross, sx, sy, m = (t - p for t, p in zip(total, folds[fold]))
-        mean_x, mean_y = sx / m, sy / m
+        rest = total - folds[fold]
+        m, mean_x, mean_y = rest.n, rest.sx / rest.n, rest.sy / rest.n
+        gram, cross = rest.xx, rest.xy
         cov = gram / m - np.outer(mean_x, mean_x)
         scale = np.sqrt(np.maximum(np.diag(cov), 1e-12))
         cov_std = cov / np.outer(scale, scale)
         cross_std = (cross / m - np.outer(mean_x, mean_y)) / scale[:, None]
-        w = np.linalg.solve(cov_std + PROBE_RIDGE * np.eye(len(scale)), cross_std)
+        w = scipy.linalg.solve(cov_std + PROBE_RIDGE * np.eye(len(scale)), cross_std, assume_a="pos")
         weights.append((fold, w, mean_x, scale, mean_y))
     return weights
 
@@ -359,24 +362,24 @@ def rgb_baseline_features(images: np.ndarray, grid: int) -> np.ndarray:
 CKA_GRID = 5  # layer x layer CKA compares every layer on one common grid
 
 
+EXAMPLE_SPACE_ROWS = 1000  # up to 40 images at 5 x 5: compare layers through their example Gram matrices
+
+
 class CrossLayerAccumulator:
-    """Layer x layer linear CKA from one streamed Gram matrix of all layers' pooled features.
+    """Layer x layer linear CKA from every layer's features pooled onto one 5 x 5 grid.
 
     STATS.md pools the finer of two layers to the coarser grid; with 51 layers that is a
     different grid per pair. Here every layer is area-pooled (or, below 5 x 5, repeated) onto
-    one 5 x 5 grid, the coarsest grid of the SD-UNet's spatial layers, so one Gram matrix Z'Z
-    over all channels of all layers gives every pair, and it merges by addition like every
-    other statistic. Its cost is 25 rows per image times (channels of all layers) squared; it is
-    kept in float32 (about 280 MB for the SD-UNet's 8,387 channels).
+    one 5 x 5 grid, the coarsest grid of the SD-UNet's spatial layers. Accumulating keeps those
+    pooled rows (25 per image: under 1 MB per image for the SD-UNet's 8,387 channels), merging
+    concatenates them, and finalising computes every pair at once: through the example Gram
+    matrices ZZ' while there are few rows, through one feature Gram Z'Z when there are many.
     """
 
     def __init__(self, channels: list[int]):
         self.channels = list(channels)
-        self.offsets = np.concatenate([[0], np.cumsum(self.channels)])
-        width = int(self.offsets[-1])
-        self.gram = np.zeros((width, width), np.float32)
-        self.total = np.zeros(width, np.float64)
-        self.rows = 0
+        self.offsets = np.concatenate([[0], np.cumsum(self.channels)]).astype(int)
+        self.parts: list[np.ndarray] = []
 
     @staticmethod
     def common_grid(maps: np.ndarray) -> np.ndarray:
@@ -389,34 +392,37 @@ class CrossLayerAccumulator:
 
     def add(self, layer_maps: list[np.ndarray]) -> None:
         """One batch: the N x H x W x C output of every layer, in the accumulator's layer order."""
-        z = np.concatenate([
+        self.parts.append(np.concatenate([
             np.nan_to_num(self.common_grid(m.astype(np.float32)), nan=0.0, posinf=0.0, neginf=0.0).reshape(
                 -1, m.shape[-1])
-            for m in layer_maps], axis=1)
-        self.gram += z.T @ z
-        self.total += z.sum(axis=0, dtype=np.float64)
-        self.rows += z.shape[0]
+            for m in layer_maps], axis=1))
 
     def merge(self, other: "CrossLayerAccumulator") -> "CrossLayerAccumulator":
         merged = CrossLayerAccumulator(self.channels)
-        merged.gram, merged.total, merged.rows = self.gram + other.gram, self.total + other.total, self.rows + other.rows
+        merged.parts = self.parts + other.parts
         return merged
+
+    def _block_products(self, z: np.ndarray) -> np.ndarray:
+        """L x L matrix of ||Z_j' Z_i||_F^2 for column-centred z."""
+        blocks = [slice(self.offsets[i], self.offsets[i + 1]) for i in range(len(self.channels))]
+        if z.shape[0] <= EXAMPLE_SPACE_ROWS:
+            grams = np.stack([(z[:, b] @ z[:, b].T).ravel() for b in blocks])  # <K_i, K_j> = ||Z_j'Z_i||^2
+            return (grams.astype(np.float64) @ grams.T.astype(np.float64))
+        gram = z.T @ z
+        np.square(gram, out=gram)
+        starts = self.offsets[:-1]
+        return np.add.reduceat(np.add.reduceat(gram, starts, axis=0, dtype=np.float64), starts, axis=1)
 
     def finalise(self) -> np.ndarray:
         """L x L matrix of linear CKA; NaN where a layer is constant."""
-        if self.rows < 2:
-            return np.full((len(self.channels),) * 2, np.nan)
-        mean = (self.total / self.rows).astype(np.float32)
-        centred = self.gram - np.float32(self.rows) * np.outer(mean, mean)
-        blocks = [slice(self.offsets[i], self.offsets[i + 1]) for i in range(len(self.channels))]
-        norms = [float(np.linalg.norm(centred[b, b].astype(np.float64))) for b in blocks]
-        size = len(blocks)
-        result = np.full((size, size), np.nan)
-        for i in range(size):
-            for j in range(i, size):
-                denom = norms[i] * norms[j]
-                if denom > 1e-20:
-                    cross = centred[blocks[i], blocks[j]].astype(np.float64)
-                    value = float(np.clip(np.sum(cross * cross) / denom, 0.0, 1.0))
-                    result[i, j] = result[j, i] = value
-        return result
+        size = len(self.channels)
+        if not self.parts or sum(p.shape[0] for p in self.parts) < 2:
+            return np.full((size, size), np.nan)
+        z = np.concatenate(self.parts)
+        z -= z.mean(axis=0)
+        products = self._block_products(z)
+        norms = np.sqrt(np.diag(products))
+        denom = np.outer(norms, norms)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result = np.where(denom > 1e-20, products / np.where(denom > 0, denom, 1.0), np.nan)
+        return np.clip(result, 0.0, 1.0)

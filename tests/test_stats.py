@@ -146,3 +146,13 @@ def test_layer_by_layer_cka_matches_direct_cka_and_merges(rng):
     np.testing.assert_allclose(matrix, matrix.T)
     grid = [stats.CrossLayerAccumulator.common_grid(m).reshape(-1, m.shape[-1]) for m in maps]
     assert matrix[0, 1] == pytest.approx(stats.linear_cka(grid[0], grid[1]), rel=1e-4)
+
+
+def test_layer_cka_agrees_between_example_and_feature_space(rng, monkeypatch):
+    shapes = [(10, 10, 3), (5, 5, 6)]
+    maps = [rng.normal(size=(3, *s)).astype(np.float32) for s in shapes]
+    acc = stats.CrossLayerAccumulator([3, 6])
+    acc.add(maps)
+    by_examples = acc.finalise()
+    monkeypatch.setattr(stats, "EXAMPLE_SPACE_ROWS", 0)
+    np.testing.assert_allclose(acc.finalise(), by_examples, rtol=1e-4)
