@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-INDEX_ASSET = re.compile(r'(?:src|href)="([^"#:]+)"')
+# What the browser loads for the page: images, scripts and the stylesheet, not download links.
+INDEX_ASSET = re.compile(r'(?:src="([^"#:]+)"|<link rel="stylesheet" href="([^"#:]+)")')
 
 
 def peak_of(command: list[str]) -> float:
@@ -40,7 +41,8 @@ def folder_mb(folder: Path) -> float:
 def index_mb(site: Path) -> float:
     """The index page with everything it loads (lazy images included)."""
     html = (site / "index.html").read_text()
-    files = {site / "index.html"} | {site / ref for ref in INDEX_ASSET.findall(html) if (site / ref).is_file()}
+    refs = {a or b for a, b in INDEX_ASSET.findall(html)}
+    files = {site / "index.html"} | {site / ref for ref in refs if (site / ref).is_file()}
     return sum(f.stat().st_size for f in files) / 1e6
 
 

@@ -30,7 +30,8 @@ def overlay_path(layer_slug: str, image_slug: str) -> str:
 
 
 def image_path(image_slug: str, kind: str) -> str:
-    return f"img/images/{image_slug}-{kind}.png"
+    # Photographs compress far better as WebP; masks are a few flat colours and stay exact as PNG.
+    return f"img/images/{image_slug}-{kind}.{'webp' if kind == 'input' else 'png'}"
 
 
 class AssetWriter:
@@ -93,7 +94,7 @@ class AssetWriter:
 
     def image_pictures(self, records) -> None:
         for record in records:
-            self._write(image_path(record.slug, "input"), render.encode_png(record.image))
+            self._write(image_path(record.slug, "input"), render.encode_webp(record.image, quality=90))
             if record.trimap is not None:
                 self._write(image_path(record.slug, "trimap"), render.encode_png(render.trimap_rgb(record.trimap)))
             if record.prediction is None:

@@ -113,12 +113,12 @@ def colorize(indices: np.ndarray, cmap: str) -> np.ndarray:
     return colormap_lut(cmap)[indices]
 
 
-def encode_webp(rgb: np.ndarray, lossless: bool = False) -> bytes:
+def encode_webp(rgb: np.ndarray, lossless: bool = False, quality: int = WEBP_QUALITY) -> bytes:
     buffer = io.BytesIO()
     if lossless:
         Image.fromarray(rgb).save(buffer, format="WEBP", lossless=True, quality=20, method=1)
     else:
-        Image.fromarray(rgb).save(buffer, format="WEBP", quality=WEBP_QUALITY, method=2)
+        Image.fromarray(rgb).save(buffer, format="WEBP", quality=quality, method=2)
     return buffer.getvalue()
 
 

@@ -178,6 +178,22 @@ def _layer_row(result, thumb_image_slug: str) -> dict:
     }
 
 
+METRIC_LABELS = (("pet_iou", "Pet IoU"), ("background_iou", "Background IoU"), ("border_iou", "Border IoU"),
+                 ("mean_iou", "Mean IoU (3 classes)"), ("pixel_accuracy", "Pixel accuracy"))
+
+
+def _card_metrics(card: dict) -> dict[str, str]:
+    """The shipped model's evaluation, labelled for people."""
+    metrics = card.get("metrics", {})
+    if not metrics:
+        return {}
+    where = f" (synthetic_pets test, {metrics.get('images', '?')} images)"
+    shown = {label + where: f"{metrics[key]:.3f}" for key, label in METRIC_LABELS if key in metrics}
+    if card.get("wall_time_s"):
+        shown["Training time"] = f"{card['wall_time_s'] / 60:.0f} min on 2 CPU cores, {card.get('epochs_run')} epochs"
+    return shown
+
+
 def _depth_bars(values: list[float], current: int, height: int = 40) -> list[dict]:
     """Bar geometry of a small across-depth chart; undefined values get no bar."""
     finite = [v for v in values if math.isfinite(v)]
@@ -338,7 +354,7 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
         "classes": "pet, background, border (Oxford trimap classes 1, 2, 3)",
         "checksum": loaded.checksum or "none (initialised weights)",
         "trained_on": card.get("trained_on", "not trained" if not loaded.trained else "unknown"),
-        "metrics": card.get("metrics", {}),
+        "metrics": _card_metrics(card),
         "command": card.get("command", ""),
         "tap": "conv output (before normalisation and activation)" if options.tap == "conv"
                else "block output after normalisation and activation",
