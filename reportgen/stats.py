@@ -318,10 +318,17 @@ def probe_weights(folds: dict) -> list:
         m, mean_x, mean_y = rest.n, rest.sx / rest.n, rest.sy / rest.n
         gram, cross = rest.xx, rest.xy
         cov = gram / m - np.outer(mean_x, mean_x)
-        scale = np.sqrt(np.maximum(np.diag(cov), 1e-12))
-        cov_std = cov / np.outer(scale, scale)
-        cross_std = (cross / m - np.outer(mean_x, mean_y)) / scale[:, None]
-        w = scipy.linalg.solve(cov_std + PROBE_RIDGE * np.eye(len(scale)), cross_std, assume_a="pos")
+        variance = np.diag(cov)
+        # Constant features (and rounding noise around zero variance) carry nothing: leave them out.
+        varies = variance > 1e-8 * max(float(variance.max(initial=0.0)), 1e-30)
+        scale = np.where(varies, np.sqrt(np.where(varies, variance, 1.0)), 1.0)
+        cov_std = np.nan_to_num(cov / np.outer(scale, scale)) * np.outer(varies, varies)
+        cross_std = np.nan_to_num((cross / m - np.outer(mean_x, mean_y)) / scale[:, None]) * varies[:, None]
+        system = cov_std + PROBE_RIDGE * np.eye(len(scale))
+        try:
+            w = scipy.linalg.solve(system, cross_std, assume_a="pos")
+        except (np.linalg.LinAlgError, ValueError):  # not positive definite after rounding
+            w = np.linalg.lstsq(system, cross_std, rcond=None)[0]
         weights.append((fold, w, mean_x, scale, mean_y))
     return weights
 
