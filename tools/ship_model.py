@@ -66,6 +66,14 @@ def main(run_dir: Path) -> None:
         },
     }
     (ROOT / "models" / model_io.MODEL_META).write_text(json.dumps(meta, indent=1) + "\n")
+    card = (ROOT / "tools" / "model_card_template.md").read_text()
+    card = card.format(
+        weights_mb=f"{weights.stat().st_size / 1e6:.1f}", sha=checksum, epochs=len(history), command=meta["command"],
+        wall=f"{wall / 60:.0f} minutes" if wall else "unknown",
+        valloss=", ".join(f"{float(row['val_loss']):.4f}" for row in history), images=metrics.images,
+        pet=f"{metrics.class_iou[0]:.4f}", bg=f"{metrics.class_iou[1]:.4f}", border=f"{metrics.class_iou[2]:.4f}",
+        miou=f"{metrics.mean_iou:.4f}", acc=f"{metrics.pixel_accuracy:.4f}", agree=f"{agreement:.2%}")
+    (ROOT / "models" / model_io.MODEL_CARD).write_text(card)
     print(json.dumps({k: v for k, v in meta.items() if k != "expected_prediction"}, indent=1))
     print("machine:", platform.machine(), platform.processor() or "", f"{__import__('os').cpu_count()} cores")
 
