@@ -49,9 +49,12 @@ class AssetWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
-    def layer_pictures(self, result, activations: np.ndarray, records, input_size: int) -> None:
-        """Grid, top channel and overlays for every image; also scores the leave-out probe."""
-        maps_all = as_image_maps(activations)
+    def layer_pictures(self, result, read_image, records, input_size: int) -> None:
+        """Grid, top channel and overlays for every image; also scores the leave-out probe.
+
+        `read_image(k)` returns image k's activations of this layer; one image is in memory at a time.
+        """
+        spatial = len(result.shape) == 3
         score = stats.ProbeScore()
         folds = min(len(records), stats.MAX_FOLDS)
         order = result.order
@@ -59,10 +62,10 @@ class AssetWriter:
         low = high = None
         if self.scale == "layer":  # one range for every channel and image of the layer: mean +- 3 std
             s = result.stats
-            channels = maps_all.shape[-1]
+            channels = result.shape[-1]
             low, high = np.full(channels, s.mean - 3 * s.std), np.full(channels, s.mean + 3 * s.std)
         for i, record in enumerate(records):
-            maps = np.asarray(maps_all[i], np.float32)
+            maps = as_image_maps(read_image(i)[None])[0]
             tiles = render.normalise_channels(maps, low, high)[order]
             grid = render.compose_grid(tiles, result.layout, fill=0)
             self._write(grid_path(result.slug, record.slug),
@@ -74,15 +77,15 @@ class AssetWriter:
                     [render.overlay(record.image, render.normalise_channels(maps[..., [c]])[0], self.cmap)
                      for c in top], axis=1)
                 self._write(overlay_path(result.slug, record.slug), render.encode_webp(strip))
-            if activations.ndim == 4 and result.stats.probe_weights:
+            if spatial and result.stats.probe_weights:
                 pooled = stats.pool_to(maps[None], stats.POOL_GRID)[0]
                 predicted = stats.probe_predict(result.stats.probe_weights, pooled, i, folds)
                 truth = _mask_on_grid(record, pooled.shape[0], pooled.shape[1])
                 if predicted is not None:
                     score.add(predicted, truth)
         result.probe_iou = score.iou()
-        if maps_all.shape[1] > 1 and activations.ndim == 4 and all(has_mask(r) for r in records):
-            grid_shape = stats.pool_to(np.zeros((1, *maps_all.shape[1:3], 1), np.float32), stats.POOL_GRID).shape[1:3]
+        if spatial and result.shape[0] > 1 and all(has_mask(r) for r in records):
+            grid_shape = stats.pool_to(np.zeros((1, *result.shape[:2], 1), np.float32), stats.POOL_GRID).shape[1:3]
             result.rgb_probe_iou = self.rgb_probe(records, grid_shape)
 
     def rgb_probe(self, records, grid_shape: tuple[int, int]) -> np.ndarray:

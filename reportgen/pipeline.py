@@ -127,6 +127,7 @@ class _Spill:
         self.folder, self.count = folder, count
         self.paths: list[Path] = []
         self._offsets: list[int] = []
+        self._shapes: list[tuple[int, ...]] = []
 
     def write(self, layer: int, start: int, values: np.ndarray) -> None:
         values = np.ascontiguousarray(np.clip(values, -65000, 65000), dtype=np.float16)
@@ -138,13 +139,24 @@ class _Spill:
                 np.lib.format.write_array_header_1_0(handle, header)
                 self._offsets.append(handle.tell())
             self.paths.append(path)
+            self._shapes.append(tuple(values.shape[1:]))
         per_image = values[0].nbytes
         with open(self.paths[layer], "r+b") as handle:
             handle.seek(self._offsets[layer] + start * per_image)
             handle.write(values.tobytes())
 
     def layer(self, index: int) -> np.ndarray:
+        """A read-only map of one layer; touch few images through it (mapped pages stay resident)."""
         return np.load(self.paths[index], mmap_mode="r")
+
+    def image(self, layer: int, index: int) -> np.ndarray:
+        """One image's activations of one layer, read into memory (float32)."""
+        shape = self._shapes[layer]
+        count = int(np.prod(shape))
+        with open(self.paths[layer], "rb") as handle:
+            handle.seek(self._offsets[layer] + index * count * 2)
+            data = np.frombuffer(handle.read(count * 2), dtype=np.float16)
+        return data.reshape(shape).astype(np.float32)
 
 
 def _segmentation(output: np.ndarray, input_size: int) -> np.ndarray | None:
@@ -203,8 +215,8 @@ def _capture(model, probe, convs, selected, input_size: int, options: BuildOptio
         progress("capturing activations", min(start + len(model_output), total), total)
     for layer in range(len(captured.spill.paths)):
         if captured.accumulators[layer] is None:  # 1-D and 3-D convs: descriptive numbers only
-            values = captured.spill.layer(layer)
-            flat = np.asarray(values, np.float32).reshape(len(values), -1, values.shape[-1])
+            values = np.stack([captured.spill.image(layer, k) for k in range(total)])
+            flat = values.reshape(len(values), -1, values.shape[-1])
             accumulator = stats.LayerAccumulator(values.shape[-1], 1.0)
             accumulator.add(flat[:, :, None, :], None, list(range(total)), total, measures=False)
             captured.accumulators[layer] = accumulator
@@ -295,7 +307,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
         done = [0]
 
         def render_layer(i: int) -> None:
-            writer.layer_pictures(results[i], spill.layer(i), records, input_size)
+            writer.layer_pictures(results[i], lambda k, layer=i: spill.image(layer, k), records, input_size)
             done[0] += 1
             progress("rendering feature maps", done[0], len(results))
 

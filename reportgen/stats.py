@@ -415,10 +415,14 @@ class CrossLayerAccumulator:
         if z.shape[0] <= EXAMPLE_SPACE_ROWS:
             grams = np.stack([(z[:, b] @ z[:, b].T).ravel() for b in blocks])  # <K_i, K_j> = ||Z_j'Z_i||^2
             return (grams.astype(np.float64) @ grams.T.astype(np.float64))
-        gram = z.T @ z
-        np.square(gram, out=gram)
+        # One layer's rows of Z'Z at a time, so memory stays at C_i x (all channels), not its square.
         starts = self.offsets[:-1]
-        return np.add.reduceat(np.add.reduceat(gram, starts, axis=0, dtype=np.float64), starts, axis=1)
+        products = np.zeros((len(blocks), len(blocks)))
+        for i, block in enumerate(blocks):
+            rows = z[:, block].T @ z
+            np.square(rows, out=rows)
+            products[i] = np.add.reduceat(rows.sum(axis=0, dtype=np.float64), starts)
+        return products
 
     def finalise(self) -> np.ndarray:
         """L x L matrix of linear CKA; NaN where a layer is constant."""
