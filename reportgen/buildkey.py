@@ -12,7 +12,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from reportgen import __version__
+from reportgen import __version__, model_io
 
 UNHASHED_OPTIONS = ("workers", "previous")
 CHUNK = 1 << 20
@@ -45,15 +45,11 @@ def input_key(options, shipped_weights: Path | None) -> str | None:
     for name, value in sorted(vars(options).items()):
         if name not in UNHASHED_OPTIONS:
             digest.update(f"{name}={value!r}\n".encode())
-    for model_file in (options.model_path, options.weights_path):
-        if model_file is not None:
-            if not Path(model_file).is_file():
-                return None
-            _update_file(digest, Path(model_file))
-    if options.model_path is None and options.weights_path is None:
-        if shipped_weights is None or not shipped_weights.is_file():
+    model_files = [f for f in (options.model_path, options.weights_path) if f is not None] or [shipped_weights]
+    for model_file in model_files:
+        if model_file is None or not Path(model_file).is_file():
             return None
-        _update_file(digest, shipped_weights)
+        digest.update(f"model {model_io.sha256(Path(model_file))}\n".encode())
     if options.image_dir is not None:
         for folder in (options.image_dir, options.trimap_dir):
             if folder is None:

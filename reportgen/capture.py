@@ -97,10 +97,9 @@ def find_conv_layers(model, tap: str = "conv") -> list[ConvLayer]:
         raise InputError(f"unknown tap {tap!r}; choose one of {', '.join(TAPS)}")
     found = []
     containers = {(): model}
-    import keras
-
+    kinds = conv_types()
     for path, layer in _walk(model):
-        if not isinstance(layer, conv_types()):
+        if not isinstance(layer, kinds):
             continue
         owner = containers.get(path)
         if owner is None:
@@ -124,7 +123,6 @@ def find_conv_layers(model, tap: str = "conv") -> list[ConvLayer]:
             output_shape=tuple(int(d) if d is not None else -1 for d in tapped.output.shape[1:]),
             tap_name=tapped.name,
         ))
-    del keras
     return found
 
 

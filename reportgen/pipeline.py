@@ -119,8 +119,8 @@ class _Spill:
     """Activations of every layer on disk as float16, so memory does not grow with --images.
 
     Files are created on the first batch, from the shapes the model really produced, so models
-    with a dynamic input size work too. Batches are written with plain file writes, not through a
-    writable memory map, whose dirty pages would stay resident; `layer()` maps one file read-only.
+    with a dynamic input size work too. Reads and writes are plain file I/O, not memory maps,
+    whose touched pages would stay resident and make memory grow with the number of images.
     """
 
     def __init__(self, folder: Path, count: int):
@@ -144,10 +144,6 @@ class _Spill:
         with open(self.paths[layer], "r+b") as handle:
             handle.seek(self._offsets[layer] + start * per_image)
             handle.write(values.tobytes())
-
-    def layer(self, index: int) -> np.ndarray:
-        """A read-only map of one layer; touch few images through it (mapped pages stay resident)."""
-        return np.load(self.paths[index], mmap_mode="r")
 
     def image(self, layer: int, index: int) -> np.ndarray:
         """One image's activations of one layer, read into memory (float32)."""
@@ -230,15 +226,15 @@ def _layer_results(convs, captured: _Captured, fields, slugs, input_size: int) -
     for i, conv in enumerate(convs):
         layer_stats = stats.finalise(captured.accumulators[i])
         order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
-        stored = captured.spill.layer(i)
-        maps = assets.as_image_maps(stored[:1])
+        first = captured.spill.image(i, 0)
+        maps = assets.as_image_maps(first[None])
         results.append(LayerResult(
             conv=conv, slug=slugs[i], role=describe_role(conv.name) if not conv.path else "",
             receptive_field=fields.get(conv.qualified_name, float("nan")),
-            stride=input_size / max(maps.shape[1], 1) if stored.ndim == 4 else float("nan"),
+            stride=input_size / max(maps.shape[1], 1) if first.ndim == 3 else float("nan"),
             stats=layer_stats, order=order,
             layout=render.GridLayout.for_maps(maps.shape[1], maps.shape[2], maps.shape[3]),
-            shape=tuple(int(d) for d in stored.shape[1:]),
+            shape=tuple(int(d) for d in first.shape),
         ))
     return results
 

@@ -39,7 +39,7 @@ def fmt(value, digits: int = 3) -> str:
         return "whole input"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
-    return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.{digits}g}"
+    return f"{value:.{digits}g}"
 
 
 def _json_value(value):

@@ -8,7 +8,6 @@ with an optional folder of Oxford-style trimaps.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,7 +215,3 @@ def select(items: Iterable[SourceImage], count: int, how: str = "first", seed: i
         raise InputError(f"asked for {count} images but the source has only {len(chosen)}")
     return chosen
 
-
-def natural_key(text: str):
-    """Sort key that orders 'img2' before 'img10'."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]

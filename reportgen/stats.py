@@ -266,10 +266,6 @@ class LayerStats:
     def band(self, values: np.ndarray) -> tuple[float, float, float]:
         return _percentile(values, 10), _percentile(values, 50), _percentile(values, 90)
 
-    def best_channel(self, cls: int = 0) -> int:
-        finite = np.where(np.isfinite(self.best_iou[cls]), self.best_iou[cls], -1)
-        return int(np.argmax(finite))
-
     def iou_summary(self, cls: int = 0) -> tuple[float, float, float]:
         """Max, 90th percentile and fraction above 0.5 of the best single-channel IoU."""
         values = self.best_iou[cls]
@@ -359,11 +355,6 @@ def probe_predict(weights: list, pooled: np.ndarray, image_index: int, folds: in
             x = (pooled.reshape(-1, pooled.shape[-1]) - mean_x) / scale
             return (x @ w + mean_y).argmax(axis=1).reshape(pooled.shape[:2])
     return None
-
-
-def rgb_baseline_features(images: np.ndarray, grid: int) -> np.ndarray:
-    """Raw RGB pooled to the layer's grid: the probe baseline."""
-    return pool_to(images.astype(np.float32), grid)
 
 
 CKA_GRID = 5  # layer x layer CKA compares every layer on one common grid
