@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,9 @@ def layer_dir(slug: str) -> str:
     return f"img/layers/{slug}"
 
 
-def grid_path(layer_slug: str, image_slug: str) -> str:
-    return f"{layer_dir(layer_slug)}/{image_slug}.webp"
+def grid_path(layer_slug: str, image_slug: str, exact: bool) -> str:
+    """Grids of small maps are stored exactly (lossy coding smears their few, enlarged pixels)."""
+    return f"{layer_dir(layer_slug)}/{image_slug}.{'png' if exact else 'webp'}"
 
 
 def top_path(layer_slug: str, image_slug: str) -> str:
@@ -42,11 +42,14 @@ class AssetWriter:
         self.cmap = cmap
         self.scale = scale
         self._rgb_probe: dict[tuple[int, int], np.ndarray] = {}
-        self._lock = threading.Lock()
+        self._folders: set[Path] = set()
+        self._truths: dict[tuple[int, int, int], np.ndarray] = {}  # class per grid pixel, per image and grid
 
     def _write(self, relative: str, data: bytes) -> None:
         path = self.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path.parent)
         path.write_bytes(data)
 
     def layer_pictures(self, result, read_image, records, input_size: int) -> None:
@@ -68,8 +71,10 @@ class AssetWriter:
             maps = as_image_maps(read_image(i)[None])[0]
             tiles = render.normalise_channels(maps, low, high)[order]
             grid = render.compose_grid(tiles, result.layout, fill=0)
-            self._write(grid_path(result.slug, record.slug),
-                        render.encode_webp(render.colorize(grid, self.cmap), result.layout.lossless))
+            exact = result.layout.lossless
+            self._write(grid_path(result.slug, record.slug, exact),
+                        render.encode_indexed_png(grid, self.cmap) if exact
+                        else render.encode_webp(render.colorize(grid, self.cmap)))
             best = render.colorize(tiles[0], self.cmap)
             self._write(top_path(result.slug, record.slug), render.encode_webp(render.enlarge(best, THUMB)))
             if record.image.ndim == 3 and maps.shape[0] > 1:
@@ -80,20 +85,25 @@ class AssetWriter:
             if spatial and result.stats.probe_weights:
                 pooled = stats.pool_to(maps[None], stats.POOL_GRID)[0]
                 predicted = stats.probe_predict(result.stats.probe_weights, pooled, i, folds)
-                truth = _mask_on_grid(record, pooled.shape[0], pooled.shape[1])
+                truth = self._truth(i, record, pooled.shape[0], pooled.shape[1])
                 if predicted is not None:
                     score.add(predicted, truth)
         result.probe_iou = score.iou()
-        if spatial and result.shape[0] > 1 and all(has_mask(r) for r in records):
+        if spatial and result.shape[0] > 1 and all(r.mask is not None for r in records):
             grid_shape = stats.pool_to(np.zeros((1, *result.shape[:2], 1), np.float32), stats.POOL_GRID).shape[1:3]
             result.rgb_probe_iou = self.rgb_probe(records, grid_shape)
 
+    def _truth(self, index: int, record, height: int, width: int) -> np.ndarray:
+        key = (index, height, width)
+        if key not in self._truths:
+            self._truths[key] = _mask_on_grid(record, height, width)
+        return self._truths[key]
+
     def rgb_probe(self, records, grid_shape: tuple[int, int]) -> np.ndarray:
         """The probe baseline: the same leave-out ridge probe on raw RGB pooled to the layer's grid."""
-        with self._lock:
-            if grid_shape not in self._rgb_probe:
-                self._rgb_probe[grid_shape] = _rgb_probe_iou(records, grid_shape)
-            return self._rgb_probe[grid_shape]
+        if grid_shape not in self._rgb_probe:
+            self._rgb_probe[grid_shape] = _rgb_probe_iou(records, grid_shape)
+        return self._rgb_probe[grid_shape]
 
     def image_pictures(self, records) -> None:
         for record in records:
@@ -125,21 +135,13 @@ def as_image_maps(values: np.ndarray) -> np.ndarray:
     return values.reshape(values.shape[0], 1, 1, -1)
 
 
-def _mask_truth(record) -> np.ndarray:
-    return record.trimap if record.trimap is not None else (record.prediction + 1).astype(np.uint8)
-
-
-def has_mask(record) -> bool:
-    return record.trimap is not None or record.prediction is not None
-
-
 def _mask_on_grid(record, height: int, width: int) -> np.ndarray:
-    return stats.grid_truth(_mask_truth(record)[None], height, width)[0]
+    return stats.grid_truth(record.mask[None], height, width)[0]
 
 
 def _rgb_probe_iou(records, grid_shape) -> np.ndarray:
     fold_sums: dict = {}
-    masks = np.stack([_mask_truth(r) for r in records])
+    masks = np.stack([r.mask for r in records])
     pooled_images = [stats.pool_to(r.image[None].astype(np.float32), max(grid_shape))[0] for r in records]
     folds = min(len(records), stats.MAX_FOLDS)
     for i, pooled in enumerate(pooled_images):

@@ -13,6 +13,7 @@ THEMES = {
     "any": {"fg": "#808080", "grid": "#80808060", "shade": ("#4a90d930", "#e69f0030", "#009e7330")},
 }
 SECTIONS = ("encoder", "bottleneck", "decoder")
+CHART_FILES = {"metrics": "img/charts/metrics", "channels": "img/charts/channels", "cka": "img/charts/cka"}
 
 
 def _section(name: str) -> int | None:
@@ -71,8 +72,8 @@ def _heatmap(plt, results, rows, layer_cka, theme):
     return fig
 
 
-def write_charts(root: Path, results, rows, layer_cka=None) -> dict:
-    """Small multiples against conv index, and the channel scatter; returns file names per chart."""
+def write_charts(root: Path, results, rows, layer_cka=None) -> None:
+    """Small multiples against conv index, the channel scatter and the layer CKA heatmap (CHART_FILES)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,7 +105,6 @@ def write_charts(root: Path, results, rows, layer_cka=None) -> dict:
         ("Participation ratio / C", [np.array([np.nan if r["participation_ratio_over_c"] is None
                                                else r["participation_ratio_over_c"] for r in rows])], None, None),
     ]
-    files = {}
     for theme_name, theme in THEMES.items():
         fig, axes = plt.subplots(3, 2, figsize=(10, 7.5), sharex=True, constrained_layout=True)
         for ax, (title, lines, spread, baseline) in zip(axes.ravel(), panels):
@@ -156,7 +156,3 @@ def write_charts(root: Path, results, rows, layer_cka=None) -> dict:
             fig = _heatmap(plt, results, rows, layer_cka, theme)
             (out / f"cka-{theme_name}.svg").write_bytes(_svg(fig))
             plt.close(fig)
-    files["metrics"] = "img/charts/metrics"
-    files["channels"] = "img/charts/channels"
-    files["cka"] = "img/charts/cka"
-    return files

@@ -63,6 +63,7 @@ def build(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only the summary line.")] = False,
     previous: Annotated[Optional[Path], typer.Option("--previous", help="A previous build (site folder or folder with manifest.json and stats.json) to compare with; default: the site already in --out.")] = None,
     statistics: Annotated[bool, typer.Option("--stats/--no-stats", help="Compute the abstraction statistics (probe, CKA, IoU, nTV...).")] = True,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for the layers (default: one per core, at most 4); 1 runs everything in this process.")] = None,
 ):
     """Build the report site: every conv layer, every channel, every selected image."""
     _quiet_libraries()
@@ -74,7 +75,8 @@ def build(
         images=images, dataset=dataset, split=split, image_dir=image_dir, trimap_dir=trimap_dir,
         model_path=model, weights_path=weights, input_size=input_size, select=select, seed=seed,
         ids=tuple(ids or ()), tap=tap, cmap=cmap, scale=scale, data_dir=data_dir, unsafe_load=unsafe_load,
-        workers=max(1, min(4, os.cpu_count() or 1)), statistics=statistics, previous=previous,
+        workers=workers if workers is not None else max(1, min(4, os.cpu_count() or 1)),
+        statistics=statistics, previous=previous,
     )
     try:
         if quiet or not sys.stderr.isatty():

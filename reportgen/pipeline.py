@@ -7,15 +7,18 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from reportgen import assets, capture, model_io, render, sources, stats
-from reportgen.errors import InputError, OutputError
+from reportgen import assets, capture, layer_stage, model_io, render, sources, stats, workers
+from reportgen.errors import InputError, OutputError, ReportgenError
+from reportgen.layer_stage import ImageRecord, LayerResult
 from reportgen.naming import Namer
+from reportgen.spill import Spill
 
 log = logging.getLogger(__name__)
 
@@ -46,35 +49,6 @@ class BuildOptions:
     workers: int = 2
     statistics: bool = True  # False: pictures and descriptive numbers only
     previous: Path | None = None  # a previous build to compare with; default: the site in --out
-
-
-@dataclass
-class ImageRecord:
-    """One selected image and what the model made of it."""
-
-    id: str
-    slug: str
-    image: np.ndarray
-    trimap: np.ndarray | None
-    prediction: np.ndarray | None  # class ids at input size; None when the model does not segment
-    mask_is_prediction: bool  # no ground truth: the prediction stands in for the mask
-
-
-@dataclass
-class LayerResult:
-    """One conv layer with its statistics and the files rendered for it."""
-
-    conv: capture.ConvLayer
-    slug: str
-    role: str
-    receptive_field: float
-    stride: float
-    stats: stats.LayerStats
-    order: np.ndarray  # channels ranked strongest first
-    layout: render.GridLayout
-    shape: tuple[int, ...]  # the captured output, without the batch axis
-    probe_iou: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
-    rgb_probe_iou: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
 
 
 @dataclass
@@ -115,46 +89,6 @@ def _load_images(options: BuildOptions, input_size: int) -> list[sources.SourceI
     return sources.select(items, options.images, options.select, options.seed, list(options.ids) or None)
 
 
-class _Spill:
-    """Activations of every layer on disk as float16, so memory does not grow with --images.
-
-    Files are created on the first batch, from the shapes the model really produced, so models
-    with a dynamic input size work too. Reads and writes are plain file I/O, not memory maps,
-    whose touched pages would stay resident and make memory grow with the number of images.
-    """
-
-    def __init__(self, folder: Path, count: int):
-        self.folder, self.count = folder, count
-        self.paths: list[Path] = []
-        self._offsets: list[int] = []
-        self._shapes: list[tuple[int, ...]] = []
-
-    def write(self, layer: int, start: int, values: np.ndarray) -> None:
-        values = np.ascontiguousarray(np.clip(values, -65000, 65000), dtype=np.float16)
-        if layer == len(self.paths):
-            path = self.folder / f"layer{layer:03d}.npy"
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,
-                      "shape": (self.count, *values.shape[1:])}
-            with open(path, "wb") as handle:
-                np.lib.format.write_array_header_1_0(handle, header)
-                self._offsets.append(handle.tell())
-            self.paths.append(path)
-            self._shapes.append(tuple(values.shape[1:]))
-        per_image = values[0].nbytes
-        with open(self.paths[layer], "r+b") as handle:
-            handle.seek(self._offsets[layer] + start * per_image)
-            handle.write(values.tobytes())
-
-    def image(self, layer: int, index: int) -> np.ndarray:
-        """One image's activations of one layer, read into memory (float32)."""
-        shape = self._shapes[layer]
-        count = int(np.prod(shape))
-        with open(self.paths[layer], "rb") as handle:
-            handle.seek(self._offsets[layer] + index * count * 2)
-            data = np.frombuffer(handle.read(count * 2), dtype=np.float16)
-        return data.reshape(shape).astype(np.float32)
-
-
 def _segmentation(output: np.ndarray, input_size: int) -> np.ndarray | None:
     """Class ids per pixel when the model's output is a per-pixel class map at the input size."""
     if output.ndim == 4 and output.shape[1:3] == (input_size, input_size) and output.shape[-1] >= 2:
@@ -164,78 +98,68 @@ def _segmentation(output: np.ndarray, input_size: int) -> np.ndarray | None:
 
 @dataclass
 class _Captured:
-    """What the capture pass leaves: spilled activations, accumulated statistics, predictions."""
+    """What the capture pass leaves: spilled activations, the layer x layer CKA sums, predictions."""
 
-    spill: _Spill
-    accumulators: list
+    spill: Spill
     cross: stats.CrossLayerAccumulator | None
     spatial: list[int]
     predictions: list
 
 
-def _capture(model, probe, convs, selected, input_size: int, options: BuildOptions, work: Path,
+def _capture(model, probe, selected, input_size: int, options: BuildOptions, work: Path,
              progress: Progress) -> _Captured:
-    """Stream the images through the probe once: spill activations, accumulate statistics."""
+    """Stream the images through the probe once: spill every layer's activations to disk."""
     import keras
 
     full_probe = keras.Model(model.inputs, [*probe.outputs, model.outputs[0]])
     total = len(selected)
-    trimaps_known = all(s.trimap is not None for s in selected)
-    captured = _Captured(_Spill(work, total), [None] * len(convs), None, [], [])
+    captured = _Captured(Spill(work, total), None, [], [])
     images = np.stack([s.image for s in selected])
     for start, batch_outputs in capture.stream_activations(full_probe, images, options.batch_size):
         layer_outputs, model_output = batch_outputs[:-1], batch_outputs[-1]
         predicted = _segmentation(model_output, input_size)
         captured.predictions.extend(list(predicted) if predicted is not None else [None] * len(model_output))
-        indices = list(range(start, start + len(model_output)))
-        if trimaps_known:
-            masks = np.stack([selected[i].trimap for i in indices])
-        elif predicted is not None:
-            masks = predicted + 1
-        else:  # no ground truth and no segmentation output: nothing stands in for the mask
-            masks = None
         if start == 0:
             captured.spatial = [i for i, v in enumerate(layer_outputs) if v.ndim == 4]
             if options.statistics and captured.spatial:
                 captured.cross = stats.CrossLayerAccumulator([layer_outputs[i].shape[-1] for i in captured.spatial])
         for layer, values in enumerate(layer_outputs):
             captured.spill.write(layer, start, values)
-            if values.ndim != 4:
-                continue
-            if captured.accumulators[layer] is None:
-                captured.accumulators[layer] = stats.LayerAccumulator(values.shape[-1], input_size / values.shape[1])
-            captured.accumulators[layer].add(values, masks, indices, total,
-                                             measures=options.statistics and masks is not None)
         if captured.cross is not None:
             captured.cross.add([layer_outputs[i] for i in captured.spatial])
         progress("capturing activations", min(start + len(model_output), total), total)
-    for layer in range(len(captured.spill.paths)):
-        if captured.accumulators[layer] is None:  # 1-D and 3-D convs: descriptive numbers only
-            values = np.stack([captured.spill.image(layer, k) for k in range(total)])
-            flat = values.reshape(len(values), -1, values.shape[-1])
-            accumulator = stats.LayerAccumulator(values.shape[-1], 1.0)
-            accumulator.add(flat[:, :, None, :], None, list(range(total)), total, measures=False)
-            captured.accumulators[layer] = accumulator
     return captured
 
 
-def _layer_results(convs, captured: _Captured, fields, slugs, input_size: int) -> list[LayerResult]:
+def _layer_skeletons(convs, spill: Spill, fields, slugs, input_size: int) -> list[LayerResult]:
+    """What is known of each layer before its statistics: name, role, shape, grid layout."""
     from reportgen.models.sd_unet import describe_role
 
     results = []
-    for i, conv in enumerate(convs):
-        layer_stats = stats.finalise(captured.accumulators[i])
-        order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
-        first = captured.spill.image(i, 0)
-        maps = assets.as_image_maps(first[None])
+    for conv, spilled, slug in zip(convs, spill.layers, slugs):
+        maps_shape = assets.as_image_maps(np.zeros((1, *spilled.shape), np.float16)).shape
         results.append(LayerResult(
-            conv=conv, slug=slugs[i], role=describe_role(conv.name) if not conv.path else "",
+            conv=conv, slug=slug, role=describe_role(conv.name) if not conv.path else "",
             receptive_field=fields.get(conv.qualified_name, float("nan")),
-            stride=input_size / max(maps.shape[1], 1) if first.ndim == 3 else float("nan"),
-            stats=layer_stats, order=order,
-            layout=render.GridLayout.for_maps(maps.shape[1], maps.shape[2], maps.shape[3]),
-            shape=tuple(int(d) for d in first.shape),
+            stride=input_size / max(maps_shape[1], 1) if len(spilled.shape) == 3 else float("nan"),
+            layout=render.GridLayout.for_maps(*maps_shape[1:]),
+            shape=spilled.shape,
         ))
+    return results
+
+
+def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, staging: Path, input_size: int,
+                    options: BuildOptions, progress: Progress) -> list[LayerResult]:
+    """Statistics and pictures of every layer, spread over the worker processes."""
+    futures = {
+        executor.submit(layer_stage.run, layer_stage.LayerJob(
+            skeleton, spilled, records_path, staging, input_size, options.cmap, options.scale, options.statistics)): i
+        for i, (skeleton, spilled) in enumerate(zip(skeletons, spill.layers))
+    }
+    results: list[LayerResult | None] = [None] * len(futures)
+    for done, future in enumerate(as_completed(futures), start=1):
+        results[futures[future]] = future.result()
+        progress("measuring and rendering layers", done, len(futures))
     return results
 
 
@@ -257,6 +181,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
         return BuildResult(out, 0, site.image_count(out), site.folder_size(out), time.monotonic() - started,
                            skipped=True)
 
+    executor = workers.pool(options.workers)  # its processes start while TensorFlow loads
     progress("loading model", 0, 1)
     loaded = model_io.load(options.model_path, options.weights_path, options.input_size, options.unsafe_load)
     model = loaded.model
@@ -286,29 +211,22 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
     try:
         staging = work / "site"
         staging.mkdir()
-        captured = _capture(model, probe, convs, selected, input_size, options, work, progress)
+        captured = _capture(model, probe, selected, input_size, options, work, progress)
         records = [
             ImageRecord(s.id, image_namer(s.id), s.image, s.trimap, captured.predictions[i],
                         mask_is_prediction=s.trimap is None and captured.predictions[i] is not None)
             for i, s in enumerate(selected)
         ]
-        results = _layer_results(convs, captured, fields, layer_slugs, input_size)
+        records_path = layer_stage.save_records(records, work / "records.pickle")
+        skeletons = _layer_skeletons(convs, captured.spill, fields, layer_slugs, input_size)
+        results = _analyse_layers(executor, skeletons, captured.spill, records_path, staging, input_size, options,
+                                  progress)
         layer_cka = np.full((len(convs), len(convs)), np.nan)
         if captured.cross is not None:
             layer_cka[np.ix_(captured.spatial, captured.spatial)] = captured.cross.finalise()
-        captured.accumulators = captured.cross = None
-        spill = captured.spill
+        captured.cross = None
 
         writer = assets.AssetWriter(staging, options.cmap, options.scale)
-        done = [0]
-
-        def render_layer(i: int) -> None:
-            writer.layer_pictures(results[i], lambda k, layer=i: spill.image(layer, k), records, input_size)
-            done[0] += 1
-            progress("rendering feature maps", done[0], len(results))
-
-        with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
-            list(pool.map(render_layer, range(len(results))))
         writer.image_pictures(records)
         colorbar = writer.colorbar()
 
@@ -317,12 +235,16 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
 
         previous = compare.load_previous(options.previous if options.previous is not None else out)
         pages = site.write_site(staging, loaded, options, records, results, key, input_size, colorbar, previous,
-                                layer_cka)
+                                layer_cka, executor)
         site.swap_in(staging, out)
     except KeyboardInterrupt:
         from reportgen.errors import BuildInterrupted
 
+        workers.discard()
         raise BuildInterrupted("interrupted; the previous site was left as it was") from None
+    except BrokenProcessPool:
+        workers.discard()
+        raise ReportgenError("a worker process died (out of memory?); --workers 1 runs the build in one process") from None
     except OSError as error:
         raise OutputError(f"cannot write the site: {error.strerror or error}") from None
     finally:

@@ -12,6 +12,7 @@ import platform
 import shutil
 import sys
 import time
+from concurrent.futures import Executor
 from importlib import metadata, resources
 from pathlib import Path
 
@@ -285,16 +286,21 @@ def _csv(rows: list[dict]) -> str:
 
 
 def write_site(root: Path, loaded, options, records, results, key: str, input_size: int, colorbar: str,
-               previous: compare.Previous | None = None, layer_cka: np.ndarray | None = None) -> int:
-    """Render every page and data file into `root`; returns the number of HTML pages."""
-    from reportgen import charts
+               previous: compare.Previous | None = None, layer_cka: np.ndarray | None = None,
+               executor: Executor | None = None) -> int:
+    """Render every page and data file into `root`; returns the number of HTML pages.
+
+    The charts are drawn by `executor` (a worker process) while this process writes the pages.
+    """
+    from reportgen import charts, workers
 
     env = _environment()
     pages = 0
     stats_rows = stats_records(results, records)
     if layer_cka is None:
         layer_cka = np.full((len(results), len(results)), np.nan)
-    chart_files = charts.write_charts(root, results, stats_rows, layer_cka)
+    drawn = (executor or workers.InProcess()).submit(charts.write_charts, root, results, stats_rows, layer_cka)
+    chart_files = charts.CHART_FILES
     found = findings.compute(results, records)
 
     def page(template: str, relative: str, **context) -> None:
@@ -392,7 +398,7 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
              display_width=result.layout.width * result.layout.scale,
              visible_height=result.layout.height_of(math.ceil(shown / result.layout.columns)),
              top_channels=", ".join(str(c) for c in top), colorbar=colorbar,
-             grids=[{"image": v, "grid": assets.grid_path(result.slug, v["slug"]),
+             grids=[{"image": v, "grid": assets.grid_path(result.slug, v["slug"], result.layout.lossless),
                      "overlay": assets.overlay_path(result.slug, v["slug"])} for v in image_views],
              has_overlays=result.layout.tile_h > 1, depth_note=_depth_note(result.shape),
              depth_charts=[
@@ -428,4 +434,5 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
         indent=1, sort_keys=True) + "\n")
     (data / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
     (root / KEY_FILE).write_text(key + "\n")
+    drawn.result()
     return pages

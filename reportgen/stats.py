@@ -72,6 +72,14 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     return cka(y.T @ x, x.T @ x, y.T @ y)
 
 
+def order_keys(values: np.ndarray) -> np.ndarray:
+    """Values as float16, mapped to uint16 keys in the same order: equal values get equal keys."""
+    bits = np.ascontiguousarray(values, dtype=np.float16).view(np.uint16)
+    keys = bits ^ (((bits >> 15) * np.uint16(0x7FFF)) | np.uint16(0x8000))
+    keys[keys == 0x7FFF] = 0x8000  # -0 ranks with +0
+    return keys
+
+
 def participation_ratio(covariance: np.ndarray) -> float:
     """(sum lambda)^2 / sum lambda^2 of a covariance; NaN when it is all zero."""
     trace = float(np.trace(covariance))
@@ -112,8 +120,10 @@ class LayerAccumulator:
             measures: bool = True) -> None:
         """Accumulate N x H x W x C activations with N x S x S trimaps (1..3).
 
-        With `measures` False only the descriptive sums and the ranking strength are kept.
+        With `measures` False only the descriptive sums and the ranking strength are kept. float16 maps
+        (what the spill stores, always finite) are ranked for the channel IoU without a conversion.
         """
+        stored = maps if maps.dtype == np.float16 else None
         maps = np.nan_to_num(maps.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         n, h, w, c = maps.shape
         self.images += n
@@ -144,7 +154,7 @@ class LayerAccumulator:
         self.area_count += defined.sum(axis=0)
 
         onehot = mask_onehot(masks, h, w)  # n x h x w x 3
-        self._channel_iou(flat, onehot.reshape(n, h * w, 3))
+        self._channel_iou(flat if stored is None else stored.reshape(n, h * w, c), onehot.reshape(n, h * w, 3))
         pooled = pool_to(maps, POOL_GRID)
         pooled_mask = pool_to(onehot, POOL_GRID) if pooled.shape[1] != h or pooled.shape[2] != w else onehot
         if pooled_mask.shape[1:3] != pooled.shape[1:3]:
@@ -153,27 +163,40 @@ class LayerAccumulator:
         for k, image_index in enumerate(image_indices):
             add_to_fold(self.folds, image_index % folds, pooled[k].reshape(-1, c), pooled_mask[k].reshape(-1, 3))
 
-    def _channel_iou(self, flat: np.ndarray, onehot: np.ndarray) -> None:
+    def _channel_iou(self, values: np.ndarray, onehot: np.ndarray) -> None:
         """Area-matched thresholds per image: a channel's top-k (and bottom-k) pixels, k = the class's pixels.
 
-        One partial sort per image finds every threshold; pixels tied with a threshold count as chosen.
+        Pixels are ranked by their float16 values (what the spill stores) through 16-bit keys, which
+        numpy sorts by radix in linear time: one sort per image finds every threshold of every class.
+        Pixels tied with a threshold count as chosen.
         """
-        n, pixels, c = flat.shape
+        n, pixels, c = values.shape
         for i in range(n):
             truth = onehot[i] >= 0.5  # pixels x 3
             counts = truth.sum(axis=0)
-            present = [cls for cls in range(3) if counts[cls] > 0]
-            if not present:
-                continue
-            kths = sorted({int(pixels - counts[cls]) for cls in present} | {int(counts[cls] - 1) for cls in present})
-            ordered = np.partition(flat[i], kths, axis=0)
-            for cls in present:
+            keys = np.ascontiguousarray(order_keys(values[i]).T)  # C x pixels
+            ordered = np.sort(keys, axis=1, kind="stable")
+            for cls in range(3):
                 k = int(counts[cls])
-                wanted = truth[:, cls:cls + 1]
-                for polarity, chosen in ((0, flat[i] >= ordered[pixels - k]), (1, flat[i] <= ordered[k - 1])):
-                    hits = np.count_nonzero(chosen & wanted, axis=0)
+                if k == 0:
+                    continue
+                wanted = keys[:, truth[:, cls]]  # C x k
+                for polarity in (0, 1):
+                    if polarity == 0:
+                        threshold = ordered[:, pixels - k]
+                        hits = np.count_nonzero(wanted >= threshold[:, None], axis=1)
+                        tied = ordered[:, pixels - k - 1] == threshold if k < pixels else np.zeros(c, bool)
+                    else:
+                        threshold = ordered[:, k - 1]
+                        hits = np.count_nonzero(wanted <= threshold[:, None], axis=1)
+                        tied = ordered[:, k] == threshold if k < pixels else np.zeros(c, bool)
+                    chosen = np.full(c, k, np.int64)
+                    if tied.any():
+                        rows = keys[tied]
+                        side = rows >= threshold[tied, None] if polarity == 0 else rows <= threshold[tied, None]
+                        chosen[tied] = np.count_nonzero(side, axis=1)
                     self.inter[polarity, cls] += hits
-                    self.union[polarity, cls] += np.count_nonzero(chosen, axis=0) + k - hits
+                    self.union[polarity, cls] += chosen + k - hits
 
     def merge(self, other: "LayerAccumulator") -> "LayerAccumulator":
         merged = LayerAccumulator(self.channels, self.stride)

@@ -98,7 +98,8 @@ def _previous_site(runner, tmp_path, tiny_model_path, pets_folder):
     return out, sorted(p.relative_to(out) for p in out.rglob("*"))
 
 
-def test_full_disk_leaves_the_previous_site(runner, tmp_path, tiny_model_path, pets_folder, monkeypatch):
+@pytest.mark.parametrize("workers", ["1", "2"])  # the disk fills in this process, or in a worker's
+def test_full_disk_leaves_the_previous_site(runner, tmp_path, tiny_model_path, pets_folder, monkeypatch, workers):
     out, before = _previous_site(runner, tmp_path, tiny_model_path, pets_folder)
     real_write = Path.write_bytes
 
@@ -109,7 +110,7 @@ def test_full_disk_leaves_the_previous_site(runner, tmp_path, tiny_model_path, p
 
     monkeypatch.setattr(Path, "write_bytes", full_disk)
     result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(pets_folder[0]),
-                                 "--images", "2", "--out", str(out), "-q"])
+                                 "--images", "2", "--out", str(out), "-q", "--workers", workers])
     assert result.exit_code == 4 and "No space left on device" in result.output
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert not list(tmp_path.glob(".reportgen-*"))  # the temporary folder is cleaned up
@@ -118,10 +119,10 @@ def test_full_disk_leaves_the_previous_site(runner, tmp_path, tiny_model_path, p
 def test_ctrl_c_mid_build_leaves_the_previous_site(runner, tmp_path, tiny_model_path, pets_folder, monkeypatch):
     out, before = _previous_site(runner, tmp_path, tiny_model_path, pets_folder)
 
-    def interrupted(*args, **kwargs):
+    def interrupted(*args, **kwargs):  # Ctrl-C while the worker processes render the layers
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "_layer_results", interrupted)
+    monkeypatch.setattr(pipeline, "as_completed", interrupted)
     result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(pets_folder[0]),
                                  "--images", "2", "--out", str(out), "-q"])
     assert result.exit_code == 130 and "interrupted" in result.output

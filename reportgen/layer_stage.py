@@ -1,0 +1,128 @@
+"""The per-layer stage: the statistics and pictures of one conv layer, run in a worker process.
+
+A job reads its layer's spilled activations one image at a time, twice: once to accumulate the
+statistics, once to render the pictures with the channels ranked by those statistics. Jobs of
+different layers share nothing, so they run on every core. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from reportgen import assets, render, stats
+from reportgen.capture import ConvLayer
+from reportgen.spill import SpilledLayer
+
+
+@dataclass
+class ImageRecord:
+    """One selected image and what the model made of it."""
+
+    id: str
+    slug: str
+    image: np.ndarray
+    trimap: np.ndarray | None
+    prediction: np.ndarray | None  # class ids at input size; None when the model does not segment
+    mask_is_prediction: bool  # no ground truth: the prediction stands in for the mask
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """Trimap classes 1..3 to measure against: the ground truth, else the prediction."""
+        if self.trimap is not None:
+            return self.trimap
+        return None if self.prediction is None else (self.prediction + 1).astype(np.uint8)
+
+
+@dataclass
+class LayerResult:
+    """One conv layer with its statistics and the files rendered for it."""
+
+    conv: ConvLayer
+    slug: str
+    role: str
+    receptive_field: float
+    stride: float
+    layout: render.GridLayout
+    shape: tuple[int, ...]  # the captured output, without the batch axis
+    stats: stats.LayerStats | None = None
+    order: np.ndarray | None = None  # channels ranked strongest first
+    probe_iou: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+    rgb_probe_iou: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+
+
+@dataclass(frozen=True)
+class LayerJob:
+    """Everything a worker needs for one layer; small, so it crosses to the worker quickly."""
+
+    layer: LayerResult  # filled in by the job
+    spilled: SpilledLayer
+    records_path: Path  # the build's ImageRecords, pickled once and read once per worker
+    staging: Path
+    input_size: int
+    cmap: str
+    scale: str
+    statistics: bool
+
+
+def save_records(records: list[ImageRecord], path: Path) -> Path:
+    with open(path, "wb") as handle:
+        pickle.dump(records, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+_loaded_records: dict[Path, list[ImageRecord]] = {}
+
+
+def _records(path: Path) -> list[ImageRecord]:
+    if path not in _loaded_records:
+        _loaded_records.clear()  # a worker outlives builds: keep only the current one's
+        with open(path, "rb") as handle:
+            _loaded_records[path] = pickle.load(handle)
+    return _loaded_records[path]
+
+
+_writers: dict[tuple, assets.AssetWriter] = {}
+
+
+def _writer(staging: Path, cmap: str, scale: str) -> assets.AssetWriter:
+    """One writer per build and worker, so its caches (the RGB probe per grid) serve every layer."""
+    key = (staging, cmap, scale)
+    if key not in _writers:
+        _writers.clear()
+        _writers[key] = assets.AssetWriter(staging, cmap, scale)
+    return _writers[key]
+
+
+def accumulate(spilled: SpilledLayer, masks: np.ndarray | None, input_size: int,
+               measures: bool) -> stats.LayerAccumulator:
+    """One layer's statistics, one image at a time. 1-D and 3-D convs get the descriptive numbers only."""
+    total = spilled.count
+    if len(spilled.shape) != 3:
+        accumulator = stats.LayerAccumulator(spilled.shape[-1], 1.0)
+        for k in range(total):
+            flat = spilled.image(k).reshape(1, -1, 1, spilled.shape[-1])
+            accumulator.add(flat, None, [k], total, measures=False)
+        return accumulator
+    accumulator = stats.LayerAccumulator(spilled.shape[-1], input_size / spilled.shape[0])
+    for k in range(total):
+        accumulator.add(spilled.raw(k)[None], None if masks is None else masks[k:k + 1], [k], total,
+                        measures=measures and masks is not None)
+    return accumulator
+
+
+def run(job: LayerJob) -> LayerResult:
+    """Statistics, channel ranking, pictures and the probe's score of one layer."""
+    records = _records(job.records_path)
+    masks = np.stack([r.mask for r in records]) if all(r.mask is not None for r in records) else None
+    layer_stats = stats.finalise(accumulate(job.spilled, masks, job.input_size, job.statistics))
+    order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
+    result = replace(job.layer, stats=layer_stats, order=order)
+    writer = _writer(job.staging, job.cmap, job.scale)
+    writer.layer_pictures(result, job.spilled.image, records, job.input_size)
+    # The probe's weights served the render pass; the site needs only its score.
+    result.stats = replace(layer_stats, probe_weights=[])
+    return result
