@@ -1,3 +1,3 @@
-from reportgen.cli import app
+from reportgen.cli import main
 
-app()
+main()

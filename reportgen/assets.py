@@ -78,9 +78,9 @@ class AssetWriter:
             best = render.colorize(tiles[0], self.cmap)
             self._write(top_path(result.slug, record.slug), render.encode_webp(render.enlarge(best, THUMB)))
             if record.image.ndim == 3 and maps.shape[0] > 1:
-                strip = np.concatenate(
-                    [render.overlay(record.image, render.normalise_channels(maps[..., [c]])[0], self.cmap)
-                     for c in top], axis=1)
+                # Overlays always use each channel's own range: with --scale channel the tiles have it.
+                heats = tiles[:len(top)] if self.scale == "channel" else render.normalise_channels(maps[..., top])
+                strip = np.concatenate([render.overlay(record.image, heat, self.cmap) for heat in heats], axis=1)
                 self._write(overlay_path(result.slug, record.slug), render.encode_webp(strip))
             if spatial and result.stats.probe_weights:
                 pooled = stats.pool_to(maps[None], stats.POOL_GRID)[0]

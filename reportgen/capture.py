@@ -159,7 +159,7 @@ def probe_model(model, convs: Sequence[ConvLayer]):
 
 def stream_activations(probe, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 4,
                        ) -> Iterator[tuple[int, list[np.ndarray]]]:
-    """Yield (first image index, one float32 array per conv layer) for each batch.
+    """Yield (first image index, one array per conv layer, in the probe's output dtype) for each batch.
 
     `predict_on_batch` runs the probe as one traced graph, a third faster than calling it eagerly
     layer by layer, including the tracing. A short last batch is padded so the graph is traced once.
@@ -181,7 +181,7 @@ def stream_activations(probe, images: np.ndarray | Sequence[np.ndarray], batch_s
             outputs = probe([batch] if len(probe.inputs) == 1 else batch, training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
-        yield start, [np.asarray(out[:real], dtype=np.float32) for out in outputs]
+        yield start, [np.asarray(out[:real]) for out in outputs]
 
 
 def receptive_fields(model, convs: Sequence[ConvLayer]) -> dict[str, float]:

@@ -78,6 +78,7 @@ def write_charts(root: Path, results, rows, layer_cka=None) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     plt.rcParams["svg.hashsalt"] = "reportgen"  # deterministic ids in the SVG
     plt.rcParams["svg.fonttype"] = "none"  # text as text: smaller files, faster to write
@@ -123,7 +124,8 @@ def write_charts(root: Path, results, rows, layer_cka=None) -> None:
                 spine.set_color(theme["grid"])
             ax.grid(True, color=theme["grid"], lw=0.4)
             if spread is not None or baseline is not None:
-                ax.legend(fontsize=7, frameon=False, labelcolor=theme["fg"])
+                # A fixed place: matplotlib's search for the "best" one costs a third of a second.
+                ax.legend(fontsize=7, frameon=False, labelcolor=theme["fg"], loc="upper left")
         for ax in axes[-1]:
             ax.set_xlabel("conv layer (graph order); shading: encoder, bottleneck, decoder; dotted: resolution change",
                           color=theme["fg"], fontsize=8)
@@ -141,6 +143,7 @@ def write_charts(root: Path, results, rows, layer_cka=None) -> None:
         if xs.size:
             points = ax.scatter(xs, ys, c=cs, cmap="viridis", s=4, alpha=0.6, rasterized=True, lw=0)
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # no mathtext
             bar = fig.colorbar(points, ax=ax)
             bar.set_label("conv layer", color=theme["fg"])
             bar.ax.tick_params(colors=theme["fg"])

@@ -190,5 +190,24 @@ def evaluate(
     typer.echo(f"  pixel accuracy {metrics.pixel_accuracy:.4f}")
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m reportgen`
-    app()
+def main() -> None:
+    """The console entry. Once TensorFlow is loaded, the interpreter's own shutdown (TensorFlow's
+    thread pools and native destructors) takes about a second after the work is done and its
+    output flushed; a command that loaded it ends at once instead."""
+    try:
+        app()
+        code = 0
+    except SystemExit as done:
+        if done.code is None or isinstance(done.code, int):
+            code = done.code or 0
+        else:
+            print(done.code, file=sys.stderr)
+            code = 1
+    if "tensorflow" not in sys.modules:
+        sys.exit(code)
+    from reportgen import workers
+
+    workers.discard(wait=True)  # os._exit skips the atexit hooks that would end the workers
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -6,6 +6,8 @@ import functools
 import hashlib
 import json
 import logging
+import os
+import sys
 import zipfile
 from dataclasses import dataclass
 from importlib import resources
@@ -30,6 +32,29 @@ class LoadedModel:
     checksum: str  # sha256 of the weights or model file; "" for initialised weights
     trained: bool
     meta: dict  # the shipped model card's facts, or {}
+
+
+def import_keras():
+    """Keras, and TensorFlow under it, without TensorFlow's native start-up lines on stderr.
+
+    Its C++ libraries print an absl notice and a oneDNN notice while they load, before
+    TF_CPP_MIN_LOG_LEVEL applies, and nothing in them is for a reportgen user. Python errors still
+    show: they are raised after stderr is restored. TF_CPP_MIN_LOG_LEVEL below 3 keeps the lines.
+    """
+    if "keras" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") != "3":
+        import keras
+
+        return keras
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        import keras
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    return keras
 
 
 def models_dir() -> Path:
@@ -111,7 +136,7 @@ def shipped_meta() -> dict:
 def load(model_path: Path | None = None, weights_path: Path | None = None, input_size: int | None = None,
          unsafe: bool = False, width: float = 1.0) -> LoadedModel:
     """The model the user asked for, or the shipped SD-UNet with its trained weights."""
-    import keras
+    keras = import_keras()
 
     from reportgen.models.sd_unet import build_sd_unet
 

@@ -18,7 +18,7 @@ from reportgen import assets, capture, layer_stage, model_io, render, sources, s
 from reportgen.errors import InputError, OutputError, ReportgenError
 from reportgen.layer_stage import ImageRecord, LayerResult
 from reportgen.naming import Namer
-from reportgen.spill import Spill
+from reportgen.spill import FLOAT16_MAX, Spill
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,10 @@ def _capture(model, probe, selected, input_size: int, options: BuildOptions, wor
     """Stream the images through the probe once: spill every layer's activations to disk."""
     import keras
 
-    full_probe = keras.Model(model.inputs, [*probe.outputs, model.outputs[0]])
+    # The graph itself turns the activations into what the spill stores, on every core.
+    stored = [keras.ops.cast(keras.ops.clip(keras.ops.nan_to_num(out), -FLOAT16_MAX, FLOAT16_MAX), "float16")
+              for out in probe.outputs]
+    full_probe = keras.Model(model.inputs, [*stored, model.outputs[0]])
     total = len(selected)
     captured = _Captured(Spill(work, total), None, [], [])
     images = np.stack([s.image for s in selected])

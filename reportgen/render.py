@@ -85,11 +85,14 @@ def normalise_channels(maps: np.ndarray, low: np.ndarray | None = None, high: np
         low = maps.min(axis=(0, 1))
     if high is None:
         high = maps.max(axis=(0, 1))
-    span = high - low
+    span = (high - low).astype(np.float32)
     flat = span <= 1e-12
-    scaled = (maps - low) / np.where(flat, 1.0, span)
-    scaled[..., flat] = 0.5
-    return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8).transpose(2, 0, 1)
+    # In place, a few passes: this runs on every channel of every image of every layer.
+    scaled = maps - low.astype(np.float32)
+    scaled *= np.where(flat, 0.0, 255.0 / np.where(flat, 1.0, span)).astype(np.float32)
+    scaled += np.where(flat, 128.0, 0.5).astype(np.float32)  # + 0.5: round, not truncate
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8).transpose(2, 0, 1)
 
 
 def compose_grid(channels: np.ndarray, layout: GridLayout, fill: int = 0) -> np.ndarray:
@@ -110,7 +113,10 @@ def compose_grid(channels: np.ndarray, layout: GridLayout, fill: int = 0) -> np.
 
 
 def colorize(indices: np.ndarray, cmap: str) -> np.ndarray:
-    return colormap_lut(cmap)[indices]
+    """Colormap indices to RGB through a palette image: Pillow's lookup is several times faster than numpy's."""
+    image = Image.fromarray(np.ascontiguousarray(indices))
+    image.putpalette(colormap_lut(cmap).tobytes())
+    return np.asarray(image.convert("RGB"))
 
 
 def encode_webp(rgb: np.ndarray, quality: int = WEBP_QUALITY) -> bytes:

@@ -52,8 +52,10 @@ class Spill:
         self.layers: list[SpilledLayer] = []
 
     def write(self, layer: int, start: int, values: np.ndarray) -> None:
-        values = np.nan_to_num(values, nan=0.0, posinf=FLOAT16_MAX, neginf=-FLOAT16_MAX)
-        values = np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
+        """One batch of one layer; float16 values must be finite (the capture graph makes them so)."""
+        if values.dtype != np.float16:
+            values = np.nan_to_num(values, nan=0.0, posinf=FLOAT16_MAX, neginf=-FLOAT16_MAX)
+            values = np.clip(values, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
         if layer == len(self.layers):
             path = self.folder / f"layer{layer:03d}.npy"
             header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,

@@ -28,14 +28,20 @@ def _ignore_interrupts() -> None:
 
 def _warm_up() -> None:
     """Import what the jobs need while the main process is still loading the model."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401  (the charts job)
+    import matplotlib.pyplot as plt
 
     from reportgen import layer_stage, render
 
     render.colormap_lut(render.DEFAULT_CMAP)
+    figure, axes = plt.subplots(figsize=(1, 1))  # loads the fonts the charts job will draw with
+    axes.set_title("reportgen")
+    figure.savefig(io.BytesIO(), format="svg")
+    plt.close(figure)
     assert layer_stage
 
 
@@ -82,11 +88,12 @@ def _broken(executor: ProcessPoolExecutor) -> bool:
     return bool(getattr(executor, "_broken", False))
 
 
-def discard() -> None:
-    """Stop the shared pool (after an interruption or a dead worker); the next build starts a new one."""
+def discard(wait: bool = False) -> None:
+    """Stop the shared pool (after an interruption or a dead worker, or at exit); the next build
+    starts a new one. `wait` joins the workers: idle ones exit at once."""
     global _pool
     if _pool is not None:
-        _pool.shutdown(wait=False, cancel_futures=True)
+        _pool.shutdown(wait=wait, cancel_futures=True)
         _pool = None
 
 
