@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from reportgen import render, stats
 
 TOP_OVERLAYS = 4
 THUMB = 64
+OVERLAY_HEIGHT = 120  # CSS pixels on the layer page (style.css .overlays img)
 
 
 def layer_dir(slug: str) -> str:
@@ -43,6 +45,7 @@ class AssetWriter:
         self.scale = scale
         self._rgb_probe: dict[tuple[int, int], np.ndarray] = {}
         self._folders: set[Path] = set()
+        self._backdrops: dict[int, np.ndarray] = {}
         self._truths: dict[tuple[int, int, int], np.ndarray] = {}  # class per grid pixel, per image and grid
 
     def _write(self, relative: str, data: bytes) -> None:
@@ -80,7 +83,8 @@ class AssetWriter:
             if record.image.ndim == 3 and maps.shape[0] > 1:
                 # Overlays always use each channel's own range: with --scale channel the tiles have it.
                 heats = tiles[:len(top)] if self.scale == "channel" else render.normalise_channels(maps[..., top])
-                strip = np.concatenate([render.overlay(record.image, heat, self.cmap) for heat in heats], axis=1)
+                backdrop = self._overlay_backdrop(i, record.image)
+                strip = np.concatenate([render.overlay(backdrop, heat, self.cmap) for heat in heats], axis=1)
                 self._write(overlay_path(result.slug, record.slug), render.encode_webp(strip))
             if spatial and result.stats.probe_weights:
                 pooled = stats.pool_to(maps[None], stats.POOL_GRID)[0]
@@ -92,6 +96,15 @@ class AssetWriter:
         if spatial and result.shape[0] > 1 and all(r.mask is not None for r in records):
             grid_shape = stats.pool_to(np.zeros((1, *result.shape[:2], 1), np.float32), stats.POOL_GRID).shape[1:3]
             result.rgb_probe_iou = self.rgb_probe(records, grid_shape)
+
+    def _overlay_backdrop(self, index: int, image: np.ndarray) -> np.ndarray:
+        """The input at the overlays' stored height, which is the height the layer page shows them at."""
+        if index not in self._backdrops:
+            height, width = image.shape[:2]
+            size = (max(1, round(width * OVERLAY_HEIGHT / height)), OVERLAY_HEIGHT)
+            self._backdrops[index] = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX)) \
+                if height > OVERLAY_HEIGHT else image
+        return self._backdrops[index]
 
     def _truth(self, index: int, record, height: int, width: int) -> np.ndarray:
         key = (index, height, width)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-# One drawing serves both site themes: transparent background, mid-grey ink that reads on white
-# and on near-black, and translucent section shading. Drawing each chart twice doubled the cost.
+# Each chart is drawn once per site theme, with ink that reads on that theme's background; the
+# two drawings are independent jobs, so two worker processes draw them at the same time.
 THEMES = {
-    "any": {"fg": "#808080", "grid": "#80808060", "shade": ("#4a90d930", "#e69f0030", "#009e7330")},
+    "light": {"fg": "#3a3a3a", "grid": "#00000024", "shade": ("#4a90d928", "#e69f0028", "#009e7328")},
+    "dark": {"fg": "#cfcfcf", "grid": "#ffffff30", "shade": ("#4a90d940", "#e69f0040", "#009e7340")},
 }
 SECTIONS = ("encoder", "bottleneck", "decoder")
 CHART_FILES = {"metrics": "img/charts/metrics", "channels": "img/charts/channels", "cka": "img/charts/cka"}
@@ -72,8 +73,9 @@ def _heatmap(plt, results, rows, layer_cka, theme):
     return fig
 
 
-def write_charts(root: Path, results, rows, layer_cka=None) -> None:
-    """Small multiples against conv index, the channel scatter and the layer CKA heatmap (CHART_FILES)."""
+def write_charts(root: Path, results, rows, layer_cka=None, theme_name: str = "light") -> None:
+    """Small multiples against conv index, the channel scatter and the layer CKA heatmap (CHART_FILES),
+    in the ink of one site theme."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,56 +108,56 @@ def write_charts(root: Path, results, rows, layer_cka=None) -> None:
         ("Participation ratio / C", [np.array([np.nan if r["participation_ratio_over_c"] is None
                                                else r["participation_ratio_over_c"] for r in rows])], None, None),
     ]
-    for theme_name, theme in THEMES.items():
-        fig, axes = plt.subplots(3, 2, figsize=(10, 7.5), sharex=True, constrained_layout=True)
-        for ax, (title, lines, spread, baseline) in zip(axes.ravel(), panels):
-            _shade(ax, results, theme)
-            if spread is not None and len(spread) == 3:
-                ax.fill_between(x, spread[0], spread[2], color="#56B4E9", alpha=0.35, lw=0, label="10-90% of channels")
-            elif spread is not None:
-                ax.plot(x, spread[0], color="#56B4E9", lw=1, label="90th percentile channel")
-            for line in lines:
-                ax.plot(x, line, color="#3b8fd6", lw=1.8, marker="o", ms=2.5)
-            if baseline is not None:
-                ax.plot(x, baseline, color="#D55E00", lw=1, ls="--", label="raw RGB baseline")
-            ax.set_title(title, color=theme["fg"], fontsize=10)
-            ax.tick_params(colors=theme["fg"], labelsize=8)
-            for spine in ax.spines.values():
-                spine.set_color(theme["grid"])
-            ax.grid(True, color=theme["grid"], lw=0.4)
-            if spread is not None or baseline is not None:
-                # A fixed place: matplotlib's search for the "best" one costs a third of a second.
-                ax.legend(fontsize=7, frameon=False, labelcolor=theme["fg"], loc="upper left")
-        for ax in axes[-1]:
-            ax.set_xlabel("conv layer (graph order); shading: encoder, bottleneck, decoder; dotted: resolution change",
-                          color=theme["fg"], fontsize=8)
-        (out / f"metrics-{theme_name}.svg").write_bytes(_svg(fig))
-        plt.close(fig)
-
-        fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-        xs, ys, cs = [], [], []
-        for r, row in zip(results, rows):
-            ntv = np.array([np.nan if v is None else v for v in row["channels"]["ntv"]], float)
-            iou = np.array([np.nan if v is None else v for v in row["channels"]["best_iou_pet"]], float)
-            keep = np.isfinite(ntv) & np.isfinite(iou)
-            xs.append(ntv[keep]); ys.append(iou[keep]); cs.append(np.full(keep.sum(), r.conv.index))
-        xs, ys, cs = (np.concatenate(v) if v else np.array([]) for v in (xs, ys, cs))
-        if xs.size:
-            points = ax.scatter(xs, ys, c=cs, cmap="viridis", s=4, alpha=0.6, rasterized=True, lw=0)
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # no mathtext
-            bar = fig.colorbar(points, ax=ax)
-            bar.set_label("conv layer", color=theme["fg"])
-            bar.ax.tick_params(colors=theme["fg"])
-        ax.set_xlabel("nTV per input pixel (log): high = edges and texture", color=theme["fg"])
-        ax.set_ylabel("best IoU with the pet mask", color=theme["fg"])
-        ax.tick_params(colors=theme["fg"])
+    theme = THEMES[theme_name]
+    fig, axes = plt.subplots(3, 2, figsize=(10, 7.5), sharex=True, constrained_layout=True)
+    for ax, (title, lines, spread, baseline) in zip(axes.ravel(), panels):
+        _shade(ax, results, theme)
+        if spread is not None and len(spread) == 3:
+            ax.fill_between(x, spread[0], spread[2], color="#56B4E9", alpha=0.35, lw=0, label="10-90% of channels")
+        elif spread is not None:
+            ax.plot(x, spread[0], color="#56B4E9", lw=1, label="90th percentile channel")
+        for line in lines:
+            ax.plot(x, line, color="#3b8fd6", lw=1.8, marker="o", ms=2.5)
+        if baseline is not None:
+            ax.plot(x, baseline, color="#D55E00", lw=1, ls="--", label="raw RGB baseline")
+        ax.set_title(title, color=theme["fg"], fontsize=10)
+        ax.tick_params(colors=theme["fg"], labelsize=8)
         for spine in ax.spines.values():
             spine.set_color(theme["grid"])
-        (out / f"channels-{theme_name}.svg").write_bytes(_svg(fig))
-        plt.close(fig)
+        ax.grid(True, color=theme["grid"], lw=0.4)
+        if spread is not None or baseline is not None:
+            # A fixed place: matplotlib's search for the "best" one costs a third of a second.
+            ax.legend(fontsize=7, frameon=False, labelcolor=theme["fg"], loc="upper left")
+    for ax in axes[-1]:
+        ax.set_xlabel("conv layer (graph order); shading: encoder, bottleneck, decoder; dotted: resolution change",
+                      color=theme["fg"], fontsize=8)
+    (out / f"metrics-{theme_name}.svg").write_bytes(_svg(fig))
+    plt.close(fig)
 
-        if layer_cka is not None:
-            fig = _heatmap(plt, results, rows, layer_cka, theme)
-            (out / f"cka-{theme_name}.svg").write_bytes(_svg(fig))
-            plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    xs, ys, cs = [], [], []
+    for r, row in zip(results, rows):
+        ntv = np.array([np.nan if v is None else v for v in row["channels"]["ntv"]], float)
+        iou = np.array([np.nan if v is None else v for v in row["channels"]["best_iou_pet"]], float)
+        keep = np.isfinite(ntv) & np.isfinite(iou)
+        xs.append(ntv[keep]); ys.append(iou[keep]); cs.append(np.full(keep.sum(), r.conv.index))
+    xs, ys, cs = (np.concatenate(v) if v else np.array([]) for v in (xs, ys, cs))
+    if xs.size:
+        points = ax.scatter(xs, ys, c=cs, cmap="viridis", s=4, alpha=0.6, rasterized=True, lw=0)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # no mathtext
+        bar = fig.colorbar(points, ax=ax)
+        bar.set_label("conv layer", color=theme["fg"])
+        bar.ax.tick_params(colors=theme["fg"])
+    ax.set_xlabel("nTV per input pixel (log): high = edges and texture", color=theme["fg"])
+    ax.set_ylabel("best IoU with the pet mask", color=theme["fg"])
+    ax.tick_params(colors=theme["fg"])
+    for spine in ax.spines.values():
+        spine.set_color(theme["grid"])
+    (out / f"channels-{theme_name}.svg").write_bytes(_svg(fig))
+    plt.close(fig)
+
+    if layer_cka is not None:
+        fig = _heatmap(plt, results, rows, layer_cka, theme)
+        (out / f"cka-{theme_name}.svg").write_bytes(_svg(fig))
+        plt.close(fig)

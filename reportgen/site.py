@@ -290,7 +290,8 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
                executor: Executor | None = None) -> int:
     """Render every page and data file into `root`; returns the number of HTML pages.
 
-    The charts are drawn by `executor` (a worker process) while this process writes the pages.
+    The charts, one drawing per theme, are drawn by `executor` (worker processes) while this process
+    writes the pages.
     """
     from reportgen import charts, workers
 
@@ -299,7 +300,9 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
     stats_rows = stats_records(results, records)
     if layer_cka is None:
         layer_cka = np.full((len(results), len(results)), np.nan)
-    drawn = (executor or workers.InProcess()).submit(charts.write_charts, root, results, stats_rows, layer_cka)
+    executor = executor or workers.InProcess()
+    drawn = [executor.submit(charts.write_charts, root, results, stats_rows, layer_cka, theme)
+             for theme in charts.THEMES]
     chart_files = charts.CHART_FILES
     found = findings.compute(results, records)
 
@@ -434,5 +437,6 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
         indent=1, sort_keys=True) + "\n")
     (data / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
     (root / KEY_FILE).write_text(key + "\n")
-    drawn.result()
+    for job in drawn:
+        job.result()
     return pages
