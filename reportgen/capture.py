@@ -148,6 +148,33 @@ def _inner_output(model, path, layer_name):
     return _outer_tensor(model, path, layer_name)
 
 
+def _is_image_shape(shape) -> bool:
+    return len(shape) == 4 and shape[-1] in (3, None)
+
+
+def image_input(model, name: str | None = None) -> int:
+    """Which of the model's inputs takes the images: the one named, the only one, or the only
+    RGB-image-shaped one. Every other input is fed zeros, so it must have a fixed shape."""
+    names = [tensor.name for tensor in model.inputs]
+    if name is not None:
+        if name not in names:
+            raise InputError(f"the model has no input {name!r}; its inputs are {', '.join(map(repr, names))}")
+        index = names.index(name)
+    elif len(names) == 1:
+        index = 0
+    else:
+        images = [i for i, tensor in enumerate(model.inputs) if _is_image_shape(tuple(tensor.shape))]
+        if len(images) != 1:
+            raise InputError(f"the model has {len(names)} inputs ({', '.join(map(repr, names))}); "
+                             "name the image input with --input NAME")
+        index = images[0]
+    for i, tensor in enumerate(model.inputs):
+        if i != index and any(d is None for d in tuple(tensor.shape)[1:]):
+            raise InputError(f"input {tensor.name!r} has a shape with unknown sizes {tuple(tensor.shape)}; "
+                             "reportgen feeds zeros to the inputs other than the image and needs their size")
+    return index
+
+
 def probe_model(model, convs: Sequence[ConvLayer]):
     """One model from the inputs to every tapped conv output."""
     import keras
@@ -159,14 +186,14 @@ def probe_model(model, convs: Sequence[ConvLayer]):
 
 
 def stream_activations(probe, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 4,
-                       ) -> Iterator[tuple[int, list[np.ndarray]]]:
+                       image_index: int = 0) -> Iterator[tuple[int, list[np.ndarray]]]:
     """Yield (first image index, one array per conv layer, in the probe's output dtype) for each batch.
 
     `predict_on_batch` runs the probe as one traced graph, a third faster than calling it eagerly
     layer by layer, including the tracing. A short last batch is padded so the graph is traced once.
     """
     with _graph_optimizer_off():
-        yield from _batches(probe, images, batch_size)
+        yield from _batches(probe, images, batch_size, image_index)
 
 
 @contextlib.contextmanager
@@ -183,7 +210,16 @@ def _graph_optimizer_off():
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False, **saved})
 
 
-def _batches(probe, images, batch_size: int) -> Iterator[tuple[int, list[np.ndarray]]]:
+def _feed(probe, batch: np.ndarray, image_index: int):
+    """The probe's inputs for one batch: the images, and zeros for any other input."""
+    if len(probe.inputs) == 1:
+        return [batch]
+    return [batch if i == image_index else
+            np.zeros((len(batch), *tuple(tensor.shape)[1:]), dtype=getattr(tensor, "dtype", "float32"))
+            for i, tensor in enumerate(probe.inputs)]
+
+
+def _batches(probe, images, batch_size: int, image_index: int) -> Iterator[tuple[int, list[np.ndarray]]]:
     total = len(images)
     traced = True
     for start in range(0, total, batch_size):
@@ -194,11 +230,11 @@ def _batches(probe, images, batch_size: int) -> Iterator[tuple[int, list[np.ndar
         outputs = None
         if traced:
             try:
-                outputs = probe.predict_on_batch(batch)
+                outputs = probe.predict_on_batch(_feed(probe, batch, image_index))
             except ValueError:  # TensorFlow cannot trace every layer name (e.g. '<' is no scope name)
                 traced = False
         if outputs is None:
-            outputs = probe([batch] if len(probe.inputs) == 1 else batch, training=False)
+            outputs = probe(_feed(probe, batch, image_index), training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         yield start, [np.asarray(out[:real]) for out in outputs]

@@ -52,6 +52,7 @@ def build(
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     input_size: InputSizeOpt = None,
+    image_input: Annotated[Optional[str], typer.Option("--input", help="For models with several inputs: the name of the one that takes the images; the others are fed zeros.")] = None,
     select: Annotated[str, typer.Option("--select", help="first (in the source's stable order) or random (seeded).")] = "first",
     seed: Annotated[int, typer.Option("--seed", help="Seed for --select random.")] = 0,
     ids: Annotated[Optional[list[str]], typer.Option("--id", help="Report on these image ids (repeatable).")] = None,
@@ -73,7 +74,7 @@ def build(
         images = len(ids)
     options = BuildOptions(
         images=images, dataset=dataset, split=split, image_dir=image_dir, trimap_dir=trimap_dir,
-        model_path=model, weights_path=weights, input_size=input_size, select=select, seed=seed,
+        model_path=model, weights_path=weights, input_size=input_size, image_input=image_input, select=select, seed=seed,
         ids=tuple(ids or ()), tap=tap, cmap=cmap, scale=scale, data_dir=data_dir, unsafe_load=unsafe_load,
         workers=workers if workers is not None else max(1, min(4, os.cpu_count() or 1)),
         statistics=statistics, previous=previous,

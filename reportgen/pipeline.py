@@ -37,6 +37,7 @@ class BuildOptions:
     model_path: Path | None = None
     weights_path: Path | None = None
     input_size: int | None = None
+    image_input: str | None = None  # the input that takes the images, for models with several
     select: str = "first"
     seed: int = 0
     ids: tuple[str, ...] = ()
@@ -63,11 +64,9 @@ class BuildResult:
     skipped: bool = False
 
 
-def _input_size(model, requested: int | None) -> int:
+def _input_size(model, requested: int | None, index: int = 0) -> int:
     """The square image size to feed: the model's own, or --input-size for a dynamic one."""
-    if len(model.inputs) != 1:
-        raise InputError(f"the model has {len(model.inputs)} inputs; reportgen feeds one image input")
-    shape = tuple(model.inputs[0].shape)
+    shape = tuple(model.inputs[index].shape)
     if len(shape) != 4 or shape[-1] not in (3, None):
         raise InputError(f"the model's input shape {shape} is not an RGB image (batch, height, width, 3)")
     fixed = [d for d in shape[1:3] if d is not None]
@@ -118,7 +117,8 @@ def _capture(model, probe, selected, input_size: int, options: BuildOptions, wor
     total = len(selected)
     captured = _Captured(Spill(work, total), None, [], [])
     images = np.stack([s.image for s in selected])
-    for start, batch_outputs in capture.stream_activations(full_probe, images, options.batch_size):
+    image_index = capture.image_input(model, options.image_input)
+    for start, batch_outputs in capture.stream_activations(full_probe, images, options.batch_size, image_index):
         layer_outputs, model_output = batch_outputs[:-1], batch_outputs[-1]
         predicted = _segmentation(model_output, input_size)
         captured.predictions.extend(list(predicted) if predicted is not None else [None] * len(model_output))
@@ -188,7 +188,8 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
     progress("loading model", 0, 1)
     loaded = model_io.load(options.model_path, options.weights_path, options.input_size, options.unsafe_load)
     model = loaded.model
-    input_size = _input_size(model, options.input_size)
+    image_index = capture.image_input(model, options.image_input)
+    input_size = _input_size(model, options.input_size, image_index)
     convs = capture.find_conv_layers(model, options.tap)
     if not convs:
         raise InputError("the model has no convolution layers to report on")

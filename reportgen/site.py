@@ -285,6 +285,18 @@ def _csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def _other_inputs_note(model, image_input: str | None) -> str:
+    """What the report fed to a multi-input model's other inputs, said on the index."""
+    from reportgen.capture import image_input as image_input_index
+
+    if len(model.inputs) == 1:
+        return ""
+    chosen = image_input_index(model, image_input)
+    others = [t.name for i, t in enumerate(model.inputs) if i != chosen]
+    return (f" (input {model.inputs[chosen].name!r}; the other inputs, {', '.join(map(repr, others))}, "
+            "were fed zeros)")
+
+
 def write_site(root: Path, loaded, options, records, results, key: str, input_size: int, colorbar: str,
                previous: compare.Previous | None = None, layer_cka: np.ndarray | None = None,
                executor: Executor | None = None) -> int:
@@ -359,7 +371,7 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
         "description": loaded.description,
         "parameters": f"{total_params:,}",
         "conv_layers": len(results),
-        "input": f"{input_size} x {input_size} x 3",
+        "input": f"{input_size} x {input_size} x 3" + _other_inputs_note(loaded.model, options.image_input),
         "classes": "pet, background, border (Oxford trimap classes 1, 2, 3)",
         "checksum": loaded.checksum or "none (initialised weights)",
         "trained_on": card.get("trained_on", "not trained" if not loaded.trained else "unknown"),

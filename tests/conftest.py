@@ -68,3 +68,22 @@ def tiny_site(tmp_path_factory, tiny_model_path, pets_folder) -> Path:
 
 def random_image(rng: np.random.Generator, size: int) -> np.ndarray:
     return rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def classifier_site(tmp_path_factory, pets_folder) -> Path:
+    """A site of a model unlike the SD-UNet: MobileNetV2 (depthwise convs, a classifier, no mask to
+    measure against) over images without trimaps, so every statistic that needs a mask is undefined."""
+    import keras
+    from typer.testing import CliRunner
+
+    from reportgen.cli import app
+
+    root = tmp_path_factory.mktemp("classifier")
+    model_path = root / "mobilenet_v2.keras"
+    keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), alpha=0.35).save(model_path)
+    out = root / "site"
+    result = CliRunner().invoke(app, ["build", "--model", str(model_path), "--image-dir", str(pets_folder[0]),
+                                      "--images", "2", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    return out

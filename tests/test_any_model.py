@@ -119,3 +119,36 @@ def test_lambda_layers_need_the_unsafe_flag(runner, tmp_path, pets_folder):
     assert result.exit_code == 2
     assert "Lambda" in result.output and "--unsafe-load" in result.output and "Traceback" not in result.output
     _build_site(runner, tmp_path, path, pets_folder, "--unsafe-load")
+
+
+def _two_input_model(size=32, second_is_image=False):
+    """A segmentation net that also takes a second input: a metadata vector, or a second image."""
+    image = keras.Input((size, size, 3), name="photo")
+    other = keras.Input((size, size, 3) if second_is_image else (4,), name="extra")
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(image)
+    if second_is_image:
+        x = layers.concatenate([x, layers.Conv2D(4, 3, padding="same")(other)])
+    else:
+        x = layers.add([x, layers.Reshape((1, 1, 4))(layers.Dense(4)(other))])
+    outputs = layers.Conv2D(3, 1, activation="softmax")(x)
+    return keras.Model([image, other], outputs)
+
+
+def test_the_image_input_of_a_multi_input_model_is_found_and_the_others_fed_zeros(runner, tmp_path, pets_folder):
+    path = _save(_two_input_model(), tmp_path, "two_inputs")
+    out = _build_site(runner, tmp_path, path, pets_folder)
+    assert len(list((out / "layers").glob("*.html"))) == 2
+    assert "the other inputs, &#39;extra&#39;, were fed zeros" in (out / "index.html").read_text()
+
+
+def test_several_image_inputs_ask_for_input_by_name(runner, tmp_path, pets_folder):
+    path = _save(_two_input_model(second_is_image=True), tmp_path, "two_images")
+    images, _ = pets_folder
+    base = ["build", "--model", str(path), "--image-dir", str(images), "--images", "1", "-q"]
+    ambiguous = runner.invoke(app, [*base, "--out", str(tmp_path / "a")])
+    assert ambiguous.exit_code == 2 and "name the image input with --input" in ambiguous.output
+    unknown = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--input", "nope"])
+    assert unknown.exit_code == 2 and "'photo', 'extra'" in unknown.output
+    chosen = runner.invoke(app, [*base, "--out", str(tmp_path / "c"), "--input", "extra"])
+    assert chosen.exit_code == 0, chosen.output
+    assert "input &#39;extra&#39;; the other inputs, &#39;photo&#39;" in (tmp_path / "c" / "index.html").read_text()

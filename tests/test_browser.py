@@ -101,6 +101,13 @@ def test_every_link_image_and_script_works(browser, tiny_site, http_root, where)
     assert sum(p.startswith("images/") for p in pages) == 4
 
 
+def test_a_classifier_site_without_masks_works_too(browser, classifier_site):
+    problems, seen = _crawl(browser, (classifier_site / "index.html").as_uri())
+    assert problems == []
+    layer_pages = [u for u in seen if "/layers/" in u]
+    assert len(layer_pages) == len(list((classifier_site / "layers").glob("*.html"))) == 52
+
+
 def test_arrow_keys_move_between_layers(browser, tiny_site):
     page = browser.new_page()
     first = sorted((tiny_site / "layers").glob("*.html"))[0]
@@ -143,4 +150,15 @@ def test_channel_grids_expand_and_theme_toggles(browser, tiny_site):
     assert page.get_attribute("button.expand", "aria-expanded") == "true"
     page.click("#theme-toggle")
     assert page.evaluate("document.documentElement.getAttribute('data-theme')") in ("dark", "light")
+    page.close()
+
+
+def test_charts_follow_the_theme(browser, tiny_site):
+    page = browser.new_page(color_scheme="light")
+    page.goto((tiny_site / "index.html").as_uri())
+    shown = "Array.from(document.querySelectorAll('img.chart')).filter(i => i.offsetParent).map(i => i.src)"
+    assert all(src.endswith("-light.svg") for src in page.evaluate(shown)) and page.evaluate(shown)
+    page.click("#theme-toggle")
+    assert page.evaluate("document.documentElement.getAttribute('data-theme')") == "dark"
+    assert all(src.endswith("-dark.svg") for src in page.evaluate(shown)) and page.evaluate(shown)
     page.close()
