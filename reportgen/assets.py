@@ -20,7 +20,7 @@ def layer_dir(slug: str) -> str:
 
 def grid_path(layer_slug: str, image_slug: str, exact: bool) -> str:
     """Grids of small maps are stored exactly (lossy coding smears their few, enlarged pixels)."""
-    return f"{layer_dir(layer_slug)}/{image_slug}.{'png' if exact else 'webp'}"
+    return f"{layer_dir(layer_slug)}/{image_slug}.{'png' if exact else 'jpg'}"
 
 
 def top_path(layer_slug: str, image_slug: str) -> str:
@@ -28,7 +28,7 @@ def top_path(layer_slug: str, image_slug: str) -> str:
 
 
 def overlay_path(layer_slug: str, image_slug: str) -> str:
-    return f"{layer_dir(layer_slug)}/{image_slug}-overlay.webp"
+    return f"{layer_dir(layer_slug)}/{image_slug}-overlay.jpg"
 
 
 def image_path(image_slug: str, kind: str) -> str:
@@ -77,7 +77,7 @@ class AssetWriter:
             exact = result.layout.lossless
             self._write(grid_path(result.slug, record.slug, exact),
                         render.encode_indexed_png(grid, self.cmap) if exact
-                        else render.encode_webp(render.colorize(grid, self.cmap)))
+                        else render.encode_jpeg(render.colorize(grid, self.cmap)))
             best = render.colorize(tiles[0], self.cmap)
             self._write(top_path(result.slug, record.slug), render.encode_webp(render.enlarge(best, THUMB)))
             if record.image.ndim == 3 and maps.shape[0] > 1:
@@ -85,7 +85,7 @@ class AssetWriter:
                 heats = tiles[:len(top)] if self.scale == "channel" else render.normalise_channels(maps[..., top])
                 backdrop = self._overlay_backdrop(i, record.image)
                 strip = np.concatenate([render.overlay(backdrop, heat, self.cmap) for heat in heats], axis=1)
-                self._write(overlay_path(result.slug, record.slug), render.encode_webp(strip))
+                self._write(overlay_path(result.slug, record.slug), render.encode_jpeg(strip))
             if spatial and result.stats.probe_weights:
                 pooled = stats.pool_to(maps[None], stats.POOL_GRID)[0]
                 predicted = stats.probe_predict(result.stats.probe_weights, pooled, i, folds)
