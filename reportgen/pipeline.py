@@ -154,10 +154,13 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_size: int) -> lis
 def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, staging: Path, input_size: int,
                     options: BuildOptions, progress: Progress) -> list[LayerResult]:
     """Statistics and pictures of every layer, spread over the worker processes."""
+    # Biggest layers first, so no worker is left with a big layer while the others have finished.
+    by_size = sorted(range(len(skeletons)), key=lambda i: -int(np.prod(spill.layers[i].shape)))
     futures = {
         executor.submit(layer_stage.run, layer_stage.LayerJob(
-            skeleton, spilled, records_path, staging, input_size, options.cmap, options.scale, options.statistics)): i
-        for i, (skeleton, spilled) in enumerate(zip(skeletons, spill.layers))
+            skeletons[i], spill.layers[i], records_path, staging, input_size, options.cmap, options.scale,
+            options.statistics)): i
+        for i in by_size
     }
     results: list[LayerResult | None] = [None] * len(futures)
     for done, future in enumerate(as_completed(futures), start=1):
