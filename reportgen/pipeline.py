@@ -128,8 +128,9 @@ def _capture(model, probe, selected, input_size: int, options: BuildOptions, wor
                 captured.cross = stats.CrossLayerAccumulator([layer_outputs[i].shape[-1] for i in captured.spatial])
         for layer, values in enumerate(layer_outputs):
             captured.spill.write(layer, start, values)
-        if captured.cross is not None:
-            captured.cross.add([layer_outputs[i] for i in captured.spatial])
+        if captured.cross is not None and start < stats.CKA_MAX_IMAGES:
+            keep = stats.CKA_MAX_IMAGES - start
+            captured.cross.add([layer_outputs[i][:keep] for i in captured.spatial])
         progress("capturing activations", min(start + len(model_output), total), total)
     return captured
 

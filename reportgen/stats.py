@@ -394,6 +394,9 @@ CKA_GRID = 5  # layer x layer CKA compares every layer on one common grid
 
 
 EXAMPLE_SPACE_ROWS = 1000  # up to 40 images at 5 x 5: compare layers through their example Gram matrices
+# A build keeps every layer's pooled rows for the layer x layer CKA (0.84 MB per image for the
+# SD-UNet), so it uses the first 40 images: memory stays flat however many images are reported.
+CKA_MAX_IMAGES = 40
 
 
 class CrossLayerAccumulator:
