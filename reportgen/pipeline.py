@@ -44,7 +44,7 @@ class BuildOptions:
     tap: str = "conv"
     cmap: str = render.DEFAULT_CMAP
     scale: str = "channel"  # colour range per channel and image, or one range per layer
-    batch_size: int = 4
+    batch_size: int = 5  # --images 10 runs as two full batches: no padded images to compute
     unsafe_load: bool = False
     data_dir: str | None = None
     workers: int = 2

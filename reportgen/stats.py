@@ -395,8 +395,9 @@ CKA_GRID = 5  # layer x layer CKA compares every layer on one common grid
 
 EXAMPLE_SPACE_ROWS = 1000  # up to 40 images at 5 x 5: compare layers through their example Gram matrices
 # A build keeps every layer's pooled rows for the layer x layer CKA (0.84 MB per image for the
-# SD-UNet), so it uses the first 40 images: memory stays flat however many images are reported.
-CKA_MAX_IMAGES = 40
+# SD-UNet) and finalises through one rows x rows Gram matrix per layer (51 x 500^2 float64 = 100 MB
+# at 20 images), so it uses the first 20 images: memory stays flat however many images are reported.
+CKA_MAX_IMAGES = 20
 
 
 class CrossLayerAccumulator:
@@ -440,8 +441,8 @@ class CrossLayerAccumulator:
         """L x L matrix of ||Z_j' Z_i||_F^2 for column-centred z."""
         blocks = [slice(self.offsets[i], self.offsets[i + 1]) for i in range(len(self.channels))]
         if z.shape[0] <= EXAMPLE_SPACE_ROWS:
-            grams = np.stack([(z[:, b] @ z[:, b].T).ravel() for b in blocks])  # <K_i, K_j> = ||Z_j'Z_i||^2
-            return (grams.astype(np.float64) @ grams.T.astype(np.float64))
+            grams = np.stack([(z[:, b] @ z[:, b].T).ravel() for b in blocks]).astype(np.float64)
+            return grams @ grams.T  # <K_i, K_j> = ||Z_j'Z_i||^2
         # One layer's rows of Z'Z at a time, so memory stays at C_i x (all channels), not its square.
         starts = self.offsets[:-1]
         products = np.zeros((len(blocks), len(blocks)))
