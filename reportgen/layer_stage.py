@@ -74,14 +74,17 @@ def save_records(records: list[ImageRecord], path: Path) -> Path:
     return path
 
 
-_loaded_records: dict[Path, list[ImageRecord]] = {}
+_loaded_records: dict[Path, tuple[list[ImageRecord], np.ndarray | None]] = {}
 
 
-def _records(path: Path) -> list[ImageRecord]:
+def _records(path: Path) -> tuple[list[ImageRecord], np.ndarray | None]:
+    """The build's records and their masks stacked (None unless every image has one), read once per worker."""
     if path not in _loaded_records:
         _loaded_records.clear()  # a worker outlives builds: keep only the current one's
         with open(path, "rb") as handle:
-            _loaded_records[path] = pickle.load(handle)
+            records = pickle.load(handle)
+        masks = np.stack([r.mask for r in records]) if all(r.mask is not None for r in records) else None
+        _loaded_records[path] = records, masks
     return _loaded_records[path]
 
 
@@ -116,8 +119,7 @@ def accumulate(spilled: SpilledLayer, masks: np.ndarray | None, input_size: int,
 
 def run(job: LayerJob) -> LayerResult:
     """Statistics, channel ranking, pictures and the probe's score of one layer."""
-    records = _records(job.records_path)
-    masks = np.stack([r.mask for r in records]) if all(r.mask is not None for r in records) else None
+    records, masks = _records(job.records_path)
     layer_stats = stats.finalise(accumulate(job.spilled, masks, job.input_size, job.statistics))
     order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
     result = replace(job.layer, stats=layer_stats, order=order)

@@ -105,7 +105,7 @@ class _Captured:
     predictions: list
 
 
-def _capture(model, probe, selected, input_size: int, options: BuildOptions, work: Path,
+def _capture(model, probe, selected, input_size: int, image_index: int, options: BuildOptions, work: Path,
              progress: Progress) -> _Captured:
     """Stream the images through the probe once: spill every layer's activations to disk."""
     import keras
@@ -117,7 +117,6 @@ def _capture(model, probe, selected, input_size: int, options: BuildOptions, wor
     total = len(selected)
     captured = _Captured(Spill(work, total), None, [], [])
     images = np.stack([s.image for s in selected])
-    image_index = capture.image_input(model, options.image_input)
     for start, batch_outputs in capture.stream_activations(full_probe, images, options.batch_size, image_index):
         layer_outputs, model_output = batch_outputs[:-1], batch_outputs[-1]
         predicted = _segmentation(model_output, input_size)
@@ -219,7 +218,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
     try:
         staging = work / "site"
         staging.mkdir()
-        captured = _capture(model, probe, selected, input_size, options, work, progress)
+        captured = _capture(model, probe, selected, input_size, image_index, options, work, progress)
         records = [
             ImageRecord(s.id, image_namer(s.id), s.image, s.trimap, captured.predictions[i],
                         mask_is_prediction=s.trimap is None and captured.predictions[i] is not None)
