@@ -55,14 +55,15 @@ class AssetWriter:
             self._folders.add(path.parent)
         path.write_bytes(data)
 
-    def layer_pictures(self, result, read_image, records, input_size: int) -> None:
-        """Grid, top channel and overlays for every image; also scores the leave-out probe.
+    def layer_pictures(self, result, read_image, records) -> None:
+        """Grid, top channel and overlays for every image; also scores the leave-out probes.
 
         `read_image(k)` returns image k's activations of this layer; one image is in memory at a time.
         """
         spatial = len(result.shape) == 3
         score = stats.ProbeScore()
         folds = min(len(records), stats.MAX_FOLDS)
+        class_hits = class_total = 0
         order = result.order
         top = order[:TOP_OVERLAYS]
         low = high = None
@@ -80,6 +81,12 @@ class AssetWriter:
                         else render.encode_jpeg(render.colorize(grid, self.cmap)))
             best = render.colorize(tiles[0], self.cmap)
             self._write(top_path(result.slug, record.slug), render.encode_webp(render.enlarge(best, THUMB)))
+            if result.stats.class_probe_weights and record.label is not None:
+                pooled = maps.reshape(-1, maps.shape[-1]).astype(np.float64).mean(axis=0, keepdims=True)
+                predicted = stats.probe_predict(result.stats.class_probe_weights, pooled, i, folds)
+                if predicted is not None:
+                    class_hits += int(predicted[0] == record.label)
+                    class_total += 1
             if record.image.ndim == 3 and maps.shape[0] > 1:
                 # Overlays always use each channel's own range: with --scale channel the tiles have it.
                 heats = tiles[:len(top)] if self.scale == "channel" else render.normalise_channels(maps[..., top])
@@ -93,6 +100,8 @@ class AssetWriter:
                 if predicted is not None:
                     score.add(predicted, truth)
         result.probe_iou = score.iou()
+        if class_total:
+            result.class_accuracy = class_hits / class_total
         if spatial and result.shape[0] > 1 and all(r.mask is not None for r in records):
             grid_shape = stats.pool_to(np.zeros((1, *result.shape[:2], 1), np.float32), stats.POOL_GRID).shape[1:3]
             result.rgb_probe_iou = self.rgb_probe(records, grid_shape)
@@ -126,8 +135,10 @@ class AssetWriter:
             if record.prediction is None:
                 continue
             predicted_trimap = (record.prediction + 1).astype(np.uint8)
-            self._write(image_path(record.slug, "prediction"), render.encode_png(render.trimap_rgb(predicted_trimap)))
-            if record.trimap is not None:
+            picture = render.trimap_rgb(predicted_trimap) if record.prediction_classes == 3 else \
+                render.classes_rgb(record.prediction)
+            self._write(image_path(record.slug, "prediction"), render.encode_png(picture))
+            if record.trimap is not None and record.prediction_classes == 3:
                 self._write(image_path(record.slug, "error"),
                             render.encode_png(render.error_rgb(record.trimap, predicted_trimap)))
 

@@ -12,6 +12,8 @@ import os
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from reportgen import __version__, model_io
 
 UNHASHED_OPTIONS = ("workers", "previous")
@@ -45,6 +47,14 @@ def input_key(options, shipped_weights: Path | None) -> str | None:
     for name, value in sorted(vars(options).items()):
         if name not in UNHASHED_OPTIONS:
             digest.update(f"{name}={value!r}\n".encode())
+    for spec in options.imports:  # custom code decides the model: a module name cannot be hashed cheaply
+        if not spec.endswith(".py") or not Path(spec).is_file():
+            return None
+        _update_file(digest, Path(spec))
+    if options.labels is not None:
+        if not Path(options.labels).is_file():
+            return None
+        _update_file(digest, Path(options.labels))
     model_files = [f for f in (options.model_path, options.weights_path) if f is not None] or [shipped_weights]
     for model_file in model_files:
         if model_file is None or not Path(model_file).is_file():
@@ -66,4 +76,25 @@ def input_key(options, shipped_weights: Path | None) -> str | None:
         for info in infos:
             digest.update(str(info.relative_to(_tfds_data_dir(options))).encode())
             _update_file(digest, info)
+    return digest.hexdigest()
+
+
+def loaded_key(loaded, options, selected) -> str:
+    """The key from what was loaded, for inputs `input_key` cannot hash cheaply (a model in memory,
+    --import of modules): the model's checksum, the options and the selected images' pixels."""
+    digest = hashlib.sha256()
+    digest.update(f"reportgen {__version__}\n{loaded.description}\n{loaded.checksum}\n".encode())
+    for path in _package_files():
+        _update_file(digest, path)
+    for name, value in sorted(vars(options).items()):
+        if name not in UNHASHED_OPTIONS:
+            digest.update(f"{name}={value!r}\n".encode())
+    for item in selected:
+        digest.update(f"{item.id}\0{item.label}\0".encode("utf-8", "surrogatepass"))
+        digest.update(item.image.tobytes())
+        if item.trimap is not None:
+            digest.update(item.trimap.tobytes())
+    if not loaded.trained:  # initialised weights: the key is the weights themselves
+        for weight in loaded.model.weights:
+            digest.update(np.asarray(weight).tobytes())
     return digest.hexdigest()

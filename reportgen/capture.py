@@ -127,6 +127,76 @@ def find_conv_layers(model, tap: str = "conv") -> list[ConvLayer]:
     return found
 
 
+BOUNDED_ACTIVATIONS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hard_sigmoid": (0.0, 1.0),
+                       "softsign": (-1.0, 1.0), "hard_tanh": (-1.0, 1.0)}
+SCALE_MISMATCH = 10.0  # conv outputs this many times off the BatchNorm statistics learnt in training
+
+
+def _layer_of(model, conv: ConvLayer):
+    owner = model
+    for name in conv.path:
+        owner = owner.get_layer(name)
+    return owner, owner.get_layer(conv.name)
+
+
+def first_conv_evidence(model, conv: ConvLayer, values: np.ndarray) -> str | None:
+    """What the first conv's captured output says about the input's scale, in a sentence, or None.
+
+    Two things can be known without the training data: a bounded activation of the conv itself
+    that sits at its limits, and, where a BatchNormalization follows the conv, how far the outputs
+    are from the moving mean and variance that BatchNorm learnt from the training inputs.
+    """
+    owner, layer = _layer_of(model, conv)
+    values = np.asarray(values, np.float32).reshape(-1, values.shape[-1])
+    activation = getattr(getattr(layer, "activation", None), "__name__", "")
+    if conv.tap_name == conv.name and activation in BOUNDED_ACTIVATIONS:
+        low, high = BOUNDED_ACTIVATIONS[activation]
+        margin = 0.01 * (high - low)
+        share = float(np.mean((values <= low + margin) | (values >= high - margin)))
+        if share >= 0.5:
+            return (f"the first conv ({conv.qualified_name}) is saturated: {share:.0%} of its {activation} outputs "
+                    "sit at the activation's limits")
+    if conv.tap_name != conv.name:
+        return None
+    from keras import layers
+
+    consumers = [other for other in owner.layers
+                 if any(layer.output is t for node in other._inbound_nodes for t in node.input_tensors)]
+    if len(consumers) != 1 or not isinstance(consumers[0], layers.BatchNormalization):
+        return None
+    norm = consumers[0]
+    mean = np.asarray(norm.moving_mean, np.float32)
+    variance = np.asarray(norm.moving_variance, np.float32)
+    if mean.shape != (values.shape[-1],):
+        return None
+    z = (values - mean) / np.sqrt(variance + norm.epsilon)
+    ratio = float(np.median(np.sqrt(np.mean(z * z, axis=0))))
+    if ratio >= SCALE_MISMATCH or 0 < ratio <= 1 / SCALE_MISMATCH:
+        return (f"the first conv's outputs ({conv.qualified_name}) are {ratio:.3g} times the spread its "
+                f"BatchNormalization learnt in training (about 1 when the input matches training)")
+    return None
+
+
+def input_layers(model) -> list[str]:
+    """Rescaling or Normalization layers at the start of the model: it preprocesses its own input."""
+    from keras import layers
+
+    found = []
+    for _, layer in _walk(model):
+        if isinstance(layer, layers.InputLayer):
+            continue
+        if isinstance(layer, layers.Rescaling):
+            found.append(f"{type(layer).__name__} {layer.name!r} (x * {np.asarray(layer.scale).ravel()[0]:g} "
+                         f"+ {np.asarray(layer.offset).ravel()[0]:g})")
+        elif isinstance(layer, layers.Normalization):
+            found.append(f"{type(layer).__name__} {layer.name!r} (learnt mean and variance)")
+        elif isinstance(layer, (layers.Resizing, layers.CenterCrop)):
+            found.append(f"{type(layer).__name__} {layer.name!r}")
+        else:
+            break
+    return found
+
+
 def _outer_tensor(model, path: tuple[str, ...], layer_name: str):
     """The symbolic output of a (possibly nested) layer, expressed in `model`'s own graph."""
     import keras
@@ -149,7 +219,7 @@ def _inner_output(model, path, layer_name):
 
 
 def _is_image_shape(shape) -> bool:
-    return len(shape) == 4 and shape[-1] in (3, None)
+    return len(shape) == 4 and shape[-1] in (1, 3, None)
 
 
 def image_input(model, name: str | None = None) -> int:
@@ -186,14 +256,15 @@ def probe_model(model, convs: Sequence[ConvLayer]):
 
 
 def stream_activations(probe, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 4,
-                       image_index: int = 0) -> Iterator[tuple[int, list[np.ndarray]]]:
+                       image_index: int = 0, prepare=None) -> Iterator[tuple[int, list[np.ndarray]]]:
     """Yield (first image index, one array per conv layer, in the probe's output dtype) for each batch.
 
+    `prepare` turns a batch of 0-255 pixels into what the model takes (the input convention).
     `predict_on_batch` runs the probe as one traced graph, a third faster than calling it eagerly
     layer by layer, including the tracing. A short last batch is padded so the graph is traced once.
     """
     with _graph_optimizer_off():
-        yield from _batches(probe, images, batch_size, image_index)
+        yield from _batches(probe, images, batch_size, image_index, prepare)
 
 
 @contextlib.contextmanager
@@ -219,11 +290,13 @@ def _feed(probe, batch: np.ndarray, image_index: int):
             for i, tensor in enumerate(probe.inputs)]
 
 
-def _batches(probe, images, batch_size: int, image_index: int) -> Iterator[tuple[int, list[np.ndarray]]]:
+def _batches(probe, images, batch_size: int, image_index: int, prepare) -> Iterator[tuple[int, list[np.ndarray]]]:
     total = len(images)
     traced = True
     for start in range(0, total, batch_size):
         batch = np.stack([np.asarray(img, np.float32) for img in images[start:start + batch_size]])
+        if prepare is not None:
+            batch = prepare(batch)
         real = len(batch)
         if real < batch_size < total:
             batch = np.concatenate([batch, np.zeros((batch_size - real, *batch.shape[1:]), batch.dtype)])

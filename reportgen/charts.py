@@ -49,96 +49,152 @@ def _shade(ax, results, theme):
 
 
 def _heatmap(plt, results, rows, layer_cka, theme):
-    """Layer x layer CKA with the CKA-to-mask strip along its right edge."""
-    fig, (ax, strip) = plt.subplots(1, 2, figsize=(7.5, 6.5), gridspec_kw={"width_ratios": [20, 1], "wspace": 0.05},
-                                    constrained_layout=True)
+    """Layer x layer CKA with the CKA-to-mask (or to-class) strip along its right edge, where defined."""
+    strip_key, strip_title = next(((key, title) for key, title in (("cka_mask", "mask"), ("cka_class", "class"))
+                                   if any(r[key] is not None for r in rows)), (None, ""))
+    if strip_key:
+        fig, (ax, strip) = plt.subplots(1, 2, figsize=(7.5, 6.5), constrained_layout=True,
+                                        gridspec_kw={"width_ratios": [20, 1], "wspace": 0.05})
+    else:
+        fig, ax = plt.subplots(figsize=(7.5, 6.5), constrained_layout=True)
+        strip = None
     masked = np.ma.masked_invalid(layer_cka)
     image = ax.imshow(masked, cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
                       extent=(0.5, len(results) + 0.5, len(results) + 0.5, 0.5))
-    to_mask = np.array([[np.nan if r["cka_mask"] is None else r["cka_mask"]] for r in rows])
-    strip.imshow(np.ma.masked_invalid(to_mask), cmap="viridis", vmin=0, vmax=1, aspect="auto",
-                 interpolation="nearest", extent=(0, 1, len(results) + 0.5, 0.5))
-    strip.set_xticks([])
-    strip.yaxis.tick_right()
-    strip.set_title("mask", color=theme["fg"], fontsize=8)
+    if strip is not None:
+        to_target = np.array([[np.nan if r[strip_key] is None else r[strip_key]] for r in rows])
+        strip.imshow(np.ma.masked_invalid(to_target), cmap="viridis", vmin=0, vmax=1, aspect="auto",
+                     interpolation="nearest", extent=(0, 1, len(results) + 0.5, 0.5))
+        strip.set_xticks([])
+        strip.yaxis.tick_right()
+        strip.set_title(strip_title, color=theme["fg"], fontsize=8)
     ax.set_xlabel("conv layer", color=theme["fg"])
     ax.set_ylabel("conv layer", color=theme["fg"])
     ax.set_title("Linear CKA between layers (1 = same representation up to rotation and scale)",
                  color=theme["fg"], fontsize=9)
-    for axis in (ax, strip):
+    for axis in (ax, strip) if strip is not None else (ax,):
         axis.tick_params(colors=theme["fg"], labelsize=7)
         for spine in axis.spines.values():
             spine.set_color(theme["grid"])
-    bar = fig.colorbar(image, ax=strip, fraction=1.0, pad=0.6)
+    bar = fig.colorbar(image, ax=strip if strip is not None else ax, fraction=1.0 if strip is not None else 0.05,
+                       pad=0.6 if strip is not None else 0.02)
     bar.ax.tick_params(colors=theme["fg"], labelsize=7)
     return fig
 
 
-def write_charts(root: Path, results, rows, layer_cka=None, theme_name: str = "light") -> None:
+def _column(rows, getter) -> np.ndarray:
+    values = []
+    for row in rows:
+        value = getter(row)
+        values.append(np.nan if value is None else value)
+    return np.array(values, float)
+
+
+def _band(rows, key) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    values = np.array([[np.nan if v is None else v for v in row[key]] for row in rows], float).reshape(-1, 3)
+    return values[:, 0], values[:, 1], values[:, 2]
+
+
+def _panels(rows, chance: float) -> list[tuple]:
+    """Every small multiple the report can draw: (key, title, line, spread, baseline, baseline label)."""
+    ntv, area = _band(rows, "ntv_p10_p50_p90"), _band(rows, "effective_area_p10_p50_p90")
+    return [
+        ("probe", "Mask decodability (probe IoU, pet)", _column(rows, lambda r: r["probe_iou"]["pet"]), None,
+         _column(rows, lambda r: r["rgb_probe_iou"]["pet"]), "raw RGB baseline"),
+        ("cka_mask", "Linear CKA with the mask", _column(rows, lambda r: r["cka_mask"]), None, None, ""),
+        ("best_iou", "Best single-channel IoU, pet", _column(rows, lambda r: r["best_channel_iou"]["pet"]["max"]),
+         (_column(rows, lambda r: r["best_channel_iou"]["pet"]["p90"]),), None, ""),
+        ("class_probe", "Class decodability (probe accuracy)", _column(rows, lambda r: r["class_probe_accuracy"]),
+         None, np.full(len(rows), chance), "chance (most common class)"),
+        ("cka_class", "Linear CKA with the class", _column(rows, lambda r: r["cka_class"]), None, None, ""),
+        ("ntv", "nTV per input pixel (median, 10-90%)", ntv[1], ntv, None, ""),
+        ("area", "Effective area fraction (median, 10-90%)", area[1], area, None, ""),
+        ("participation", "Participation ratio / C", _column(rows, lambda r: r["participation_ratio_over_c"]),
+         None, None, ""),
+    ]
+
+
+def plan(rows, layer_cka, chance: float = float("nan")) -> dict:
+    """Which charts and panels this report can draw: only what is defined, so no axes stay empty."""
+    panels = [(key, title) for key, title, line, *_ in _panels(rows, chance) if np.isfinite(line).any()]
+    has_scatter = any(v is not None for row in rows for v in row["channels"]["best_iou_pet"]) and \
+        any(v is not None for row in rows for v in row["channels"]["ntv"])
+    has_cka = layer_cka is not None and np.isfinite(layer_cka).any()
+    return {
+        "metrics": CHART_FILES["metrics"] if panels else None,
+        "panels": [key for key, _ in panels],
+        "metrics_alt": f"{len(panels)} panels of statistics against conv layer index: "
+                       + ", ".join(title for _, title in panels),
+        "channels": CHART_FILES["channels"] if has_scatter else None,
+        "cka": CHART_FILES["cka"] if has_cka else None,
+        "chance": chance,
+    }
+
+
+def write_charts(root: Path, results, rows, layer_cka=None, theme_name: str = "light", chart_plan=None) -> None:
     """Small multiples against conv index, the channel scatter and the layer CKA heatmap (CHART_FILES),
-    in the ink of one site theme."""
+    in the ink of one site theme; only the charts and panels of `chart_plan` (see `plan`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
+    chart_plan = chart_plan or plan(rows, layer_cka)
     plt.rcParams["svg.hashsalt"] = "reportgen"  # deterministic ids in the SVG
     plt.rcParams["svg.fonttype"] = "none"  # text as text: smaller files, faster to write
     out = root / "img" / "charts"
     out.mkdir(parents=True, exist_ok=True)
     x = np.arange(1, len(results) + 1)
-
-    def band(key):
-        values = np.array([[np.nan if v is None else v for v in row[key]] for row in rows], float)
-        return values[:, 0], values[:, 1], values[:, 2]
-
-    panels = [
-        ("Mask decodability (probe IoU, pet)", [np.array([np.nan if r["probe_iou"]["pet"] is None
-                                                          else r["probe_iou"]["pet"] for r in rows])], None,
-         np.array([np.nan if r["rgb_probe_iou"]["pet"] is None else r["rgb_probe_iou"]["pet"] for r in rows])),
-        ("Linear CKA with the mask", [np.array([np.nan if r["cka_mask"] is None else r["cka_mask"] for r in rows])],
-         None, None),
-        ("Best single-channel IoU, pet", [np.array([np.nan if r["best_channel_iou"]["pet"]["max"] is None else
-                                                    r["best_channel_iou"]["pet"]["max"] for r in rows])],
-         (np.array([np.nan if r["best_channel_iou"]["pet"]["p90"] is None else r["best_channel_iou"]["pet"]["p90"]
-                    for r in rows]), None), None),
-        ("nTV per input pixel (median, 10-90%)", [band("ntv_p10_p50_p90")[1]], band("ntv_p10_p50_p90"), None),
-        ("Effective area fraction (median, 10-90%)", [band("effective_area_p10_p50_p90")[1]],
-         band("effective_area_p10_p50_p90"), None),
-        ("Participation ratio / C", [np.array([np.nan if r["participation_ratio_over_c"] is None
-                                               else r["participation_ratio_over_c"] for r in rows])], None, None),
-    ]
+    panels = [panel for panel in _panels(rows, chart_plan["chance"]) if panel[0] in chart_plan["panels"]]
     theme = THEMES[theme_name]
+    if panels:
+        _small_multiples(plt, out, results, panels, x, theme, theme_name)
+    if chart_plan["channels"]:
+        _scatter(plt, out, results, rows, theme, theme_name, FuncFormatter)
+    if chart_plan["cka"]:
+        fig = _heatmap(plt, results, rows, layer_cka, theme)
+        (out / f"cka-{theme_name}.svg").write_bytes(_svg(fig))
+        plt.close(fig)
+
+
+def _small_multiples(plt, out: Path, results, panels, x, theme, theme_name: str) -> None:
+    rows_of_panels = -(-len(panels) // 2)
     # Fixed margins: constrained layout measures every label and costs a third of the drawing time.
-    fig, axes = plt.subplots(3, 2, figsize=(10, 7.5), sharex=True,
-                             gridspec_kw={"left": 0.05, "right": 0.99, "top": 0.96, "bottom": 0.1,
-                                          "hspace": 0.32, "wspace": 0.12})
-    for ax, (title, lines, spread, baseline) in zip(axes.ravel(), panels):
+    height = 0.6 + 2.3 * rows_of_panels
+    fig, axes = plt.subplots(rows_of_panels, 2, figsize=(10, height), sharex=True, squeeze=False,
+                             gridspec_kw={"left": 0.05, "right": 0.99, "top": 1 - 0.25 / height,
+                                          "bottom": 0.75 / height, "hspace": 0.32 * 3 / max(rows_of_panels, 1) + 0.1,
+                                          "wspace": 0.12})
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    for ax, (_, title, line, spread, baseline, baseline_label) in zip(axes.ravel(), panels):
         _shade(ax, results, theme)
         if spread is not None and len(spread) == 3:
             ax.fill_between(x, spread[0], spread[2], color="#56B4E9", alpha=0.35, lw=0, label="10-90% of channels")
         elif spread is not None:
             ax.plot(x, spread[0], color="#56B4E9", lw=1, label="90th percentile channel")
-        for line in lines:
-            ax.plot(x, line, color="#3b8fd6", lw=1.8, marker="o", ms=2.5)
-        if baseline is not None:
-            ax.plot(x, baseline, color="#D55E00", lw=1, ls="--", label="raw RGB baseline")
+        ax.plot(x, line, color="#3b8fd6", lw=1.8, marker="o", ms=2.5)
+        if baseline is not None and np.isfinite(baseline).any():
+            ax.plot(x, baseline, color="#D55E00", lw=1, ls="--", label=baseline_label)
         ax.set_title(title, color=theme["fg"], fontsize=10)
         ax.tick_params(colors=theme["fg"], labelsize=8)
+        ax.tick_params(labelbottom=True)
         for spine in ax.spines.values():
             spine.set_color(theme["grid"])
         ax.grid(True, color=theme["grid"], lw=0.4)
-        if spread is not None or baseline is not None:
+        if spread is not None or (baseline is not None and np.isfinite(baseline).any()):
             # A fixed place: matplotlib's search for the "best" one costs a third of a second.
             ax.legend(fontsize=7, frameon=False, labelcolor=theme["fg"], loc="upper left")
     for ax in axes[-1]:
         ax.set_xlabel("conv layer (graph order)", color=theme["fg"], fontsize=8)
-    fig.text(0.5, 0.01, "shading: encoder (blue), bottleneck (yellow), decoder (green); dotted lines: resolution changes",
-             color=theme["fg"], fontsize=8, ha="center")
+    fig.text(0.5, 0.02 / (height / 7.5), "shading: encoder (blue), bottleneck (yellow), decoder (green); "
+             "dotted lines: resolution changes", color=theme["fg"], fontsize=8, ha="center")
     (out / f"metrics-{theme_name}.svg").write_bytes(_svg(fig))
     plt.close(fig)
 
+
+def _scatter(plt, out: Path, results, rows, theme, theme_name: str, FuncFormatter) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5), gridspec_kw={"left": 0.1, "right": 0.98, "top": 0.97, "bottom": 0.12})
     xs, ys, cs = [], [], []
     for r, row in zip(results, rows):
@@ -161,8 +217,3 @@ def write_charts(root: Path, results, rows, layer_cka=None, theme_name: str = "l
         spine.set_color(theme["grid"])
     (out / f"channels-{theme_name}.svg").write_bytes(_svg(fig))
     plt.close(fig)
-
-    if layer_cka is not None:
-        fig = _heatmap(plt, results, rows, layer_cka, theme)
-        (out / f"cka-{theme_name}.svg").write_bytes(_svg(fig))
-        plt.close(fig)

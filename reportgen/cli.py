@@ -37,7 +37,8 @@ def _quiet_libraries() -> None:
 
 ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="A Keras model file (.keras or legacy .h5).")]
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Weights for the built-in SD-UNet (.weights.h5 or legacy .h5).")]
-InputSizeOpt = Annotated[Optional[int], typer.Option("--input-size", help="Input size for models with a dynamic input, or a non-default SD-UNet size (multiple of 32).")]
+InputSizeOpt = Annotated[Optional[str], typer.Option("--input-size", help="SIZE or HEIGHTxWIDTH, for models with a dynamic input, or a non-default SD-UNet size (multiple of 32).")]
+ImportOpt = Annotated[Optional[list[str]], typer.Option("--import", help="A module or .py file to import before loading the model, so the custom Keras classes it defines deserialise (repeatable).")]
 UnsafeOpt = Annotated[bool, typer.Option("--unsafe-load", help="Allow model files with Python code (Lambda layers). Only for files you trust.")]
 
 
@@ -53,6 +54,12 @@ def build(
     weights: WeightsOpt = None,
     input_size: InputSizeOpt = None,
     image_input: Annotated[Optional[str], typer.Option("--input", help="For models with several inputs: the name of the one that takes the images; the others are fed zeros.")] = None,
+    preprocess: Annotated[str, typer.Option("--preprocess", help="Input convention as the `mode` of Keras' preprocess_input: none (raw 0-255), tf (-1..1), torch (ImageNet mean/std) or caffe (BGR, ImageNet mean).")] = "none",
+    rescale: Annotated[Optional[str], typer.Option("--rescale", help="Input convention as keras.layers.Rescaling: SCALE[,OFFSET], x * scale + offset, e.g. 0.0078125,-0.99609375.")] = None,
+    fit: Annotated[str, typer.Option("--fit", help="How images of another shape fit the input: stretch, crop (centre, to the aspect ratio) or pad (black).")] = "stretch",
+    interpolation: Annotated[str, typer.Option("--interpolation", help="Resize filter: nearest (how the shipped SD-UNet was trained), bilinear (image_dataset_from_directory's default), bicubic or area.")] = "nearest",
+    imports: ImportOpt = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names of the model's class output, one per line.")] = None,
     select: Annotated[str, typer.Option("--select", help="first (in the source's stable order) or random (seeded).")] = "first",
     seed: Annotated[int, typer.Option("--seed", help="Seed for --select random.")] = 0,
     ids: Annotated[Optional[list[str]], typer.Option("--id", help="Report on these image ids (repeatable).")] = None,
@@ -68,17 +75,24 @@ def build(
 ):
     """Build the report site: every conv layer, every channel, every selected image."""
     _quiet_libraries()
+    from reportgen.inputs import parse_rescale, parse_size
     from reportgen.pipeline import BuildOptions, build as run_build
 
     if ids:
         images = len(ids)
-    options = BuildOptions(
-        images=images, dataset=dataset, split=split, image_dir=image_dir, trimap_dir=trimap_dir,
-        model_path=model, weights_path=weights, input_size=input_size, image_input=image_input, select=select, seed=seed,
-        ids=tuple(ids or ()), tap=tap, cmap=cmap, scale=scale, data_dir=data_dir, unsafe_load=unsafe_load,
-        workers=workers if workers is not None else max(1, min(4, os.cpu_count() or 1)),
-        statistics=statistics, previous=previous,
-    )
+    try:
+        options = BuildOptions(
+            images=images, dataset=dataset, split=split, image_dir=image_dir, trimap_dir=trimap_dir,
+            model_path=model, weights_path=weights, input_size=parse_size(input_size), image_input=image_input,
+            preprocess=preprocess, rescale=parse_rescale(rescale), fit=fit, interpolation=interpolation,
+            imports=tuple(imports or ()), labels=labels, select=select, seed=seed,
+            ids=tuple(ids or ()), tap=tap, cmap=cmap, scale=scale, data_dir=data_dir, unsafe_load=unsafe_load,
+            workers=workers if workers is not None else max(1, min(4, os.cpu_count() or 1)),
+            statistics=statistics, previous=previous,
+        )
+        options.check()
+    except ReportgenError as error:
+        _fail(error)
     try:
         if quiet or not sys.stderr.isatty():
             result = run_build(out, options)
@@ -112,13 +126,16 @@ def inspect(
     weights: WeightsOpt = None,
     input_size: InputSizeOpt = None,
     unsafe_load: UnsafeOpt = False,
+    imports: ImportOpt = None,
 ):
     """List a model's conv layers: index, name, type, kernel, dilation, output shape, parameters, receptive field."""
     _quiet_libraries()
     from reportgen import capture, model_io
+    from reportgen.inputs import parse_size
 
     try:
-        loaded = model_io.load(model, weights, input_size, unsafe_load)
+        size = parse_size(input_size)
+        loaded = model_io.load(model, weights, size[0] if size else None, unsafe_load, imports=tuple(imports or ()))
         convs = capture.find_conv_layers(loaded.model)
         if not convs:
             raise ReportgenError("the model has no convolution layers")

@@ -26,8 +26,9 @@ def _argmax(values: list[float]) -> int | None:
     return max(finite)[1] if finite else None
 
 
-def compute(results, records) -> list[str]:
+def compute(report, chance: float = float("nan")) -> list[str]:
     """Sentences with the numbers behind them; a sentence is left out when its numbers are undefined."""
+    results, records = report.layers, report.records
     if not results:
         return []
     sentences = []
@@ -62,6 +63,7 @@ def compute(results, records) -> list[str]:
             f"Detail versus abstraction: the median normalised total variation {direction} from {early:.3f} per "
             f"input pixel in the first five conv layers to {late:.3f} in the last five before the head "
             f"(characteristic length {1 / early:.0f} to {1 / late:.0f} input pixels).")
+    sentences.extend(_class_findings(results, names, chance, len(records)))
     if len(results) >= CLAIM_LAYER:
         idx = CLAIM_LAYER - 1
         maskness = [c for c in cka_mask]
@@ -75,4 +77,27 @@ def compute(results, records) -> list[str]:
                 f"with the mask: conv {CLAIM_LAYER} scores {maskness[idx]:.2f} against a peak of "
                 f"{maskness[peak_i]:.2f} at {names[peak_i]}; the first layer within {PEAK_SHARE:.0%} of the "
                 f"peak is {names[first[0]]}.")
+    return sentences
+
+
+def _class_findings(results, names: list[str], chance: float, images: int) -> list[str]:
+    """Where the class of labelled images becomes linearly decodable from the pooled features."""
+    accuracy = [float(r.class_accuracy) for r in results]
+    top = _argmax(accuracy)
+    if top is None:
+        return []
+    sentences = []
+    peak = accuracy[top]
+    first = next((i for i, v in enumerate(accuracy) if math.isfinite(v) and v >= PEAK_SHARE * peak), top)
+    beats = peak > chance if math.isfinite(chance) else True
+    sentences.append(
+        f"A linear probe on each layer's globally pooled features, tested on images it never saw, decodes the "
+        f"class at accuracy {peak:.2f} at best ({names[top]}), against {chance:.2f} for always guessing the most "
+        f"common class; it first reaches {PEAK_SHARE:.0%} of that at {names[first]}."
+        + ("" if beats else " No layer beats chance on these images.")
+        + (f" With {images} images this is a coarse estimate." if images < 30 else ""))
+    cka_class = [float(r.stats.cka_label) for r in results]
+    best = _argmax(cka_class)
+    if best is not None:
+        sentences.append(f"Linear CKA with the one-hot class is highest at {names[best]} ({cka_class[best]:.2f}).")
     return sentences

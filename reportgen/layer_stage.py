@@ -24,17 +24,23 @@ class ImageRecord:
 
     id: str
     slug: str
-    image: np.ndarray
+    image: np.ndarray  # as shown: uint8 RGB (a grayscale input repeated three times)
     trimap: np.ndarray | None
     prediction: np.ndarray | None  # class ids at input size; None when the model does not segment
-    mask_is_prediction: bool  # no ground truth: the prediction stands in for the mask
+    prediction_classes: int = 0  # how many classes the segmentation output has
+    label: int | None = None  # index of the image's class (class sub-folders), for the class probe
+
+    @property
+    def mask_is_prediction(self) -> bool:
+        """No ground truth: the model's own 3-class prediction stands in for the trimap."""
+        return self.trimap is None and self.prediction is not None and self.prediction_classes == 3
 
     @property
     def mask(self) -> np.ndarray | None:
-        """Trimap classes 1..3 to measure against: the ground truth, else the prediction."""
+        """Trimap classes 1..3 to measure against: the ground truth, else a 3-class prediction."""
         if self.trimap is not None:
             return self.trimap
-        return None if self.prediction is None else (self.prediction + 1).astype(np.uint8)
+        return (self.prediction + 1).astype(np.uint8) if self.mask_is_prediction else None
 
 
 @dataclass
@@ -52,6 +58,7 @@ class LayerResult:
     order: np.ndarray | None = None  # channels ranked strongest first
     probe_iou: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
     rgb_probe_iou: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+    class_accuracy: float = float("nan")  # the leave-out class probe on globally pooled features
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ class LayerJob:
     spilled: SpilledLayer
     records_path: Path  # the build's ImageRecords, pickled once and read once per worker
     staging: Path
-    input_size: int
+    input_height: int
     cmap: str
     scale: str
     statistics: bool
@@ -100,9 +107,12 @@ def _writer(staging: Path, cmap: str, scale: str) -> assets.AssetWriter:
     return _writers[key]
 
 
-def accumulate(spilled: SpilledLayer, masks: np.ndarray | None, input_size: int,
-               measures: bool) -> stats.LayerAccumulator:
-    """One layer's statistics, one image at a time. 1-D and 3-D convs get the descriptive numbers only."""
+def accumulate(spilled: SpilledLayer, masks: np.ndarray | None, input_height: int,
+               measures: bool, labels: np.ndarray | None = None) -> stats.LayerAccumulator:
+    """One layer's statistics, one image at a time. 1-D and 3-D convs get the descriptive numbers only.
+
+    `masks` (trimaps) add the mask statistics; `labels` (one-hot classes per image) the class probe.
+    """
     total = spilled.count
     if len(spilled.shape) != 3:
         accumulator = stats.LayerAccumulator(spilled.shape[-1], 1.0)
@@ -110,21 +120,22 @@ def accumulate(spilled: SpilledLayer, masks: np.ndarray | None, input_size: int,
             flat = spilled.image(k).reshape(1, -1, 1, spilled.shape[-1])
             accumulator.add(flat, None, [k], total, measures=False)
         return accumulator
-    accumulator = stats.LayerAccumulator(spilled.shape[-1], input_size / spilled.shape[0])
+    accumulator = stats.LayerAccumulator(spilled.shape[-1], input_height / spilled.shape[0])
     for k in range(total):
         accumulator.add(spilled.raw(k)[None], None if masks is None else masks[k:k + 1], [k], total,
-                        measures=measures and masks is not None)
+                        measures=measures, labels=None if labels is None else labels[k:k + 1])
     return accumulator
 
 
 def run(job: LayerJob) -> LayerResult:
     """Statistics, channel ranking, pictures and the probe's score of one layer."""
     records, masks = _records(job.records_path)
-    layer_stats = stats.finalise(accumulate(job.spilled, masks, job.input_size, job.statistics))
+    labels = stats.label_onehot([r.label for r in records])
+    layer_stats = stats.finalise(accumulate(job.spilled, masks, job.input_height, job.statistics, labels))
     order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
     result = replace(job.layer, stats=layer_stats, order=order)
     writer = _writer(job.staging, job.cmap, job.scale)
-    writer.layer_pictures(result, job.spilled.image, records, job.input_size)
-    # The probe's weights served the render pass; the site needs only its score.
-    result.stats = replace(layer_stats, probe_weights=[])
+    writer.layer_pictures(result, job.spilled.image, records)
+    # The probes' weights served the render pass; the site needs only their scores.
+    result.stats = replace(layer_stats, probe_weights=[], class_probe_weights=[])
     return result

@@ -93,7 +93,62 @@ def _legacy_objects():
             "GroupNormalization": keras.layers.GroupNormalization}
 
 
-def load_model_file(path: Path, unsafe: bool = False):
+def import_user_code(specs: tuple[str, ...] | list[str]) -> dict[str, type]:
+    """Import each `--import` (a module name or a .py file) before the model loads.
+
+    Classes a module registers with `keras.saving.register_keras_serializable` deserialise by
+    themselves; Keras layers, models and other objects it defines without registering are
+    returned by class name, to be passed as `custom_objects`, the way Keras users pass them.
+    """
+    custom: dict[str, type] = {}
+    for spec in specs:
+        module = _import_one(spec)
+        for name, value in vars(module).items():
+            if isinstance(value, type) and value.__module__ == module.__name__ and _is_keras_object(value):
+                custom[name] = value
+    return custom
+
+
+def _is_keras_object(cls: type) -> bool:
+    import keras
+
+    bases = (keras.layers.Layer, keras.Model, keras.initializers.Initializer, keras.regularizers.Regularizer,
+             keras.constraints.Constraint)
+    return issubclass(cls, bases)
+
+
+def _import_one(spec: str):
+    import importlib
+    import importlib.util
+
+    path = Path(spec)
+    try:
+        if spec.endswith(".py"):
+            if not path.is_file():
+                raise InputError(f"--import file {spec!r} does not exist")
+            name = f"reportgen_user_{path.stem}"
+            if name in sys.modules:
+                return sys.modules[name]
+            loader_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[name] = module  # dataclasses and pickling look a module up by name
+            try:
+                loader_spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[name]
+                raise
+            return module
+        return importlib.import_module(spec)
+    except InputError:
+        raise
+    except ModuleNotFoundError as error:
+        raise InputError(f"--import {spec!r}: no module named {error.name!r} "
+                         "(give a module on the Python path, or a path to a .py file)") from None
+    except Exception as error:  # the user's code may raise anything while it runs
+        raise InputError(f"--import {spec!r} raised {_short(error)}") from None
+
+
+def load_model_file(path: Path, unsafe: bool = False, custom_objects: dict | None = None):
     """A `.keras` or legacy full-model `.h5`, in safe mode unless `unsafe`."""
     import keras
 
@@ -104,14 +159,30 @@ def load_model_file(path: Path, unsafe: bool = False):
     if suffix not in (".keras", ".h5", ".hdf5"):
         raise InputError(f"model file {path.name!r} must be a .keras or .h5 file")
     try:
-        return keras.models.load_model(path, custom_objects=_legacy_objects(), compile=False, safe_mode=not unsafe)
-    except ValueError as error:
-        if "safe_mode" in str(error) or "lambda" in str(error).lower():
+        return keras.models.load_model(path, custom_objects={**_legacy_objects(), **(custom_objects or {})},
+                                       compile=False, safe_mode=not unsafe)
+    except (ValueError, TypeError) as error:
+        text = str(error)
+        if "safe_mode" in text or "lambda" in text.lower():
             raise InputError(f"model file {path.name!r} contains Python code (a Lambda layer); it is not loaded "
                              "in safe mode. Pass --unsafe-load only if you trust the file") from None
+        unknown = _unknown_class(text)
+        if unknown:
+            raise InputError(f"model file {path.name!r} uses a class Keras does not know ({unknown}); give the "
+                             "module that defines it with --import MODULE_OR_FILE.py") from None
         raise InputError(f"cannot load model file {path.name!r}: {_short(error)}") from None
     except Exception as error:  # h5py, zipfile and deserialisation errors have no common base
         raise InputError(f"cannot load model file {path.name!r}: {_short(error)}") from None
+
+
+def _unknown_class(text: str) -> str | None:
+    """The class name in Keras' 'could not locate / deserialize' messages, if that is what failed."""
+    import re
+
+    if "Could not locate" not in text and "could not be deserialized" not in text and "Unknown layer" not in text:
+        return None
+    found = re.search(r"(?:class|layer)[:\s]+'?([A-Za-z_][\w>.]*)'?", text)
+    return repr(found.group(1)) if found else "a custom class"
 
 
 def _short(error: Exception) -> str:
@@ -133,17 +204,42 @@ def shipped_meta() -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def check_graph(model) -> None:
+    """Refuse, in one line, a model whose intermediate outputs cannot be tapped."""
+    try:
+        model.inputs  # noqa: B018  (subclassed models have no symbolic inputs)
+    except AttributeError:
+        raise InputError(
+            f"the model is a subclassed keras.Model ({type(model).__name__}) with no symbolic graph, so its "
+            "layers' outputs cannot be tapped; rebuild it with the functional API (keras.Input -> layers -> "
+            "keras.Model(inputs, outputs)), reusing its layers and weights") from None
+
+
+def from_memory(model) -> LoadedModel:
+    """A model already in memory (the Python API): no file, the checksum is of its weights."""
+    import numpy as np
+
+    import_keras()
+    check_graph(model)
+    digest = hashlib.sha256(model.name.encode("utf-8", "surrogatepass"))
+    for weight in model.weights:
+        digest.update(np.asarray(weight).tobytes())
+    return LoadedModel(model, f"{model.name} (in memory)", None, digest.hexdigest(), True, {})
+
+
 def load(model_path: Path | None = None, weights_path: Path | None = None, input_size: int | None = None,
-         unsafe: bool = False, width: float = 1.0) -> LoadedModel:
+         unsafe: bool = False, width: float = 1.0, imports: tuple[str, ...] = ()) -> LoadedModel:
     """The model the user asked for, or the shipped SD-UNet with its trained weights."""
     keras = import_keras()
 
     from reportgen.models.sd_unet import build_sd_unet
 
+    custom_objects = import_user_code(imports)
     if model_path is not None:
         if weights_path is not None:
             raise InputError("give --model or --weights, not both (--weights is for the built-in SD-UNet)")
-        model = load_model_file(model_path, unsafe)
+        model = load_model_file(model_path, unsafe, custom_objects)
+        check_graph(model)
         return LoadedModel(model, f"{model_path.name}", str(model_path), sha256(model_path), True, {})
     keras.utils.set_random_seed(0)  # initialised weights are the same in every build
     try:

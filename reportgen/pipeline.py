@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from reportgen import assets, capture, layer_stage, model_io, render, sources, stats, workers
+from reportgen import assets, capture, layer_stage, model_io, outputs, render, sources, stats, workers
 from reportgen.errors import InputError, OutputError, ReportgenError
+from reportgen.inputs import (FITS, INTERPOLATIONS, PREPROCESS_MODES, InputConvention, InputGeometry,
+                              check_choice)
 from reportgen.layer_stage import ImageRecord, LayerResult
 from reportgen.naming import Namer
 from reportgen.spill import FLOAT16_MAX, Spill
@@ -36,8 +38,14 @@ class BuildOptions:
     trimap_dir: Path | None = None
     model_path: Path | None = None
     weights_path: Path | None = None
-    input_size: int | None = None
+    input_size: tuple[int, int] | None = None  # height, width, for models with a dynamic input size
     image_input: str | None = None  # the input that takes the images, for models with several
+    preprocess: str = "none"  # the `mode` of keras.applications.imagenet_utils.preprocess_input, or none
+    rescale: tuple[float, float] | None = None  # keras.layers.Rescaling(scale, offset)
+    fit: str = "stretch"  # how a photo is made to fit the input: stretch, crop or pad
+    interpolation: str = "nearest"  # the resize filter; the shipped SD-UNet was trained with nearest
+    imports: tuple[str, ...] = ()  # modules or .py files to import before loading (custom layers)
+    labels: Path | None = None  # class names, one per line, for the model's class output
     select: str = "first"
     seed: int = 0
     ids: tuple[str, ...] = ()
@@ -50,6 +58,28 @@ class BuildOptions:
     workers: int = 2
     statistics: bool = True  # False: pictures and descriptive numbers only
     previous: Path | None = None  # a previous build to compare with; default: the site in --out
+
+    @property
+    def convention(self) -> InputConvention:
+        return InputConvention(self.preprocess, self.rescale)
+
+    def check(self) -> None:
+        """Everything that can be checked before TensorFlow loads: a typo costs no 10 s wait."""
+        if self.images < 1:
+            raise InputError(f"--images must be at least 1, got {self.images}")
+        self.convention  # noqa: B018  (validates the mode and the combination)
+        check_choice(self.preprocess, PREPROCESS_MODES, "--preprocess mode")
+        check_choice(self.fit, FITS, "--fit")
+        check_choice(self.interpolation, tuple(INTERPOLATIONS), "--interpolation")
+        check_choice(self.tap, capture.TAPS, "--tap")
+        check_choice(self.scale, ("channel", "layer"), "--scale")
+        check_choice(self.select, ("first", "random"), "--select")
+        render.colormap_lut(self.cmap)
+        if self.labels is not None:
+            outputs.read_labels(self.labels)
+        for spec in self.imports:
+            if spec.endswith(".py") and not Path(spec).is_file():
+                raise InputError(f"--import file {spec!r} does not exist")
 
 
 @dataclass
@@ -64,63 +94,65 @@ class BuildResult:
     skipped: bool = False
 
 
-def _input_size(model, requested: int | None, index: int = 0) -> int:
-    """The square image size to feed: the model's own, or --input-size for a dynamic one."""
+def _geometry(model, requested: tuple[int, int] | None, index: int, options: BuildOptions) -> InputGeometry:
+    """The picture size and channels to feed: the model's own, or --input-size for a dynamic one."""
     shape = tuple(model.inputs[index].shape)
-    if len(shape) != 4 or shape[-1] not in (3, None):
-        raise InputError(f"the model's input shape {shape} is not an RGB image (batch, height, width, 3)")
-    fixed = [d for d in shape[1:3] if d is not None]
+    if len(shape) != 4:
+        raise InputError(f"the model's input shape {shape} is not an image (batch, height, width, channels)")
+    channels = shape[-1] if shape[-1] is not None else 3
+    fixed = shape[1:3]
     if requested is not None:
-        if requested < 8 or any(d != requested for d in fixed):
-            raise InputError(f"the model takes {shape[1]}x{shape[2]} images; it cannot take --input-size {requested}")
-        return requested
-    if len(fixed) != 2 or fixed[0] != fixed[1]:
-        raise InputError(f"the model's input shape {shape} is not a fixed square image; "
-                         "give --input-size for models with a dynamic size")
-    return int(fixed[0])
-
-
-def _load_images(options: BuildOptions, input_size: int) -> list[sources.SourceImage]:
-    if options.image_dir is not None:
-        items = sources.image_folder(options.image_dir, input_size, options.trimap_dir)
+        if any(d is not None and d != r for d, r in zip(fixed, requested)):
+            raise InputError(f"the model takes {shape[1]}x{shape[2]} images; it cannot take --input-size "
+                             f"{requested[0]}x{requested[1]}")
+        height, width = requested
+    elif None in fixed:
+        raise InputError(f"the model's input shape {shape} has no fixed height and width; "
+                         "give --input-size HEIGHTxWIDTH")
     else:
-        items = sources.tfds_split(options.dataset, options.split, input_size, data_dir=options.data_dir)
+        height, width = int(fixed[0]), int(fixed[1])
+    geometry = InputGeometry(height, width, int(channels), options.fit, options.interpolation)
+    options.convention.check_channels(geometry.channels)
+    return geometry
+
+
+def _load_images(options: BuildOptions, geometry: InputGeometry) -> list[sources.SourceImage]:
+    if options.image_dir is not None:
+        items = sources.image_folder(options.image_dir, geometry, options.trimap_dir)
+    else:
+        items = sources.tfds_split(options.dataset, options.split, geometry, data_dir=options.data_dir)
     return sources.select(items, options.images, options.select, options.seed, list(options.ids) or None)
-
-
-def _segmentation(output: np.ndarray, input_size: int) -> np.ndarray | None:
-    """Class ids per pixel when the model's output is a per-pixel class map at the input size."""
-    if output.ndim == 4 and output.shape[1:3] == (input_size, input_size) and output.shape[-1] >= 2:
-        return np.argmax(output, axis=-1).astype(np.uint8)
-    return None
 
 
 @dataclass
 class _Captured:
-    """What the capture pass leaves: spilled activations, the layer x layer CKA sums, predictions."""
+    """What the capture pass leaves: spilled activations, the layer x layer CKA sums, every output."""
 
     spill: Spill
     cross: stats.CrossLayerAccumulator | None
     spatial: list[int]
-    predictions: list
+    outputs: list[list[np.ndarray]]  # per model output, one array per image
 
 
-def _capture(model, probe, selected, input_size: int, image_index: int, options: BuildOptions, work: Path,
+def _capture(loaded: model_io.LoadedModel, probe, selected, image_index: int, options: BuildOptions, work: Path,
              progress: Progress) -> _Captured:
-    """Stream the images through the probe once: spill every layer's activations to disk."""
+    """Stream the images through the probe once: spill every layer's activations to disk, keep the outputs."""
     import keras
 
+    model = loaded.model
     # The graph itself turns the activations into what the spill stores, on every core.
     stored = [keras.ops.cast(keras.ops.clip(keras.ops.nan_to_num(out), -FLOAT16_MAX, FLOAT16_MAX), "float16")
               for out in probe.outputs]
-    full_probe = keras.Model(model.inputs, [*stored, model.outputs[0]])
+    full_probe = keras.Model(model.inputs, [*stored, *model.outputs])
     total = len(selected)
-    captured = _Captured(Spill(work, total), None, [], [])
+    captured = _Captured(Spill(work, total), None, [], [[] for _ in model.outputs])
     images = np.stack([s.image for s in selected])
-    for start, batch_outputs in capture.stream_activations(full_probe, images, options.batch_size, image_index):
-        layer_outputs, model_output = batch_outputs[:-1], batch_outputs[-1]
-        predicted = _segmentation(model_output, input_size)
-        captured.predictions.extend(list(predicted) if predicted is not None else [None] * len(model_output))
+    prepare = options.convention.apply
+    for start, batch_outputs in capture.stream_activations(full_probe, images, options.batch_size, image_index,
+                                                          prepare):
+        layer_outputs, model_outputs = batch_outputs[:len(stored)], batch_outputs[len(stored):]
+        for kept, values in zip(captured.outputs, model_outputs):
+            kept.extend(np.asarray(values, np.float32))
         if start == 0:
             captured.spatial = [i for i, v in enumerate(layer_outputs) if v.ndim == 4]
             if options.statistics and captured.spatial:
@@ -130,11 +162,44 @@ def _capture(model, probe, selected, input_size: int, image_index: int, options:
         if captured.cross is not None and start < stats.CKA_MAX_IMAGES:
             keep = stats.CKA_MAX_IMAGES - start
             captured.cross.add([layer_outputs[i][:keep] for i in captured.spatial])
-        progress("capturing activations", min(start + len(model_output), total), total)
+        progress("capturing activations", min(start + len(layer_outputs[0]), total), total)
     return captured
 
 
-def _layer_skeletons(convs, spill: Spill, fields, slugs, input_size: int) -> list[LayerResult]:
+def _records(selected, specs: list[outputs.OutputSpec], captured: _Captured, class_names: list[str]):
+    """One record per image: its picture as shown, its trimap, the model's segmentation, its class."""
+    segmenting = next((k for k, spec in enumerate(specs) if spec.kind == "segmentation"), None)
+    namer = Namer()
+    records = []
+    for i, item in enumerate(selected):
+        prediction = classes = None
+        if segmenting is not None:
+            prediction = np.argmax(captured.outputs[segmenting][i], axis=-1).astype(np.uint8)
+            classes = specs[segmenting].class_count
+        shown = item.image if item.image.shape[-1] == 3 else np.repeat(item.image, 3, axis=-1)
+        label = class_names.index(item.label) if item.label is not None and class_names else None
+        records.append(ImageRecord(item.id, namer(item.id), shown, item.trimap, prediction,
+                                   prediction_classes=classes or 0, label=label))
+    return records
+
+
+def _warnings(loaded, convs, captured: _Captured, specs, options: BuildOptions) -> list[str]:
+    """Signs of a wrong input convention, said on the index page in sentences."""
+    convention = options.convention.describe().split(":")[0]
+    found = outputs.warnings_for(specs, [np.stack(v) for v in captured.outputs], convention)
+    shown = range(min(captured.spill.count, 10))
+    first = np.stack([captured.spill.layers[0].image(k) for k in shown])
+    evidence = capture.first_conv_evidence(loaded.model, convs[0], first)
+    if evidence:
+        found.append(f"{evidence[0].upper()}{evidence[1:]}; {outputs.preprocessing_hint(convention)}.")
+    own = capture.input_layers(loaded.model)
+    if own and not options.convention.is_identity:
+        found.append(f"The model preprocesses its own input ({'; '.join(own)}) and this build also applied "
+                     f"{convention}: make sure the input is not converted twice.")
+    return found
+
+
+def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int) -> list[LayerResult]:
     """What is known of each layer before its statistics: name, role, shape, grid layout."""
     from reportgen.models.sd_unet import describe_role
 
@@ -144,21 +209,21 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_size: int) -> lis
         results.append(LayerResult(
             conv=conv, slug=slug, role=describe_role(conv.name) if not conv.path else "",
             receptive_field=fields.get(conv.qualified_name, float("nan")),
-            stride=input_size / max(maps_shape[1], 1) if len(spilled.shape) == 3 else float("nan"),
+            stride=input_height / max(maps_shape[1], 1) if len(spilled.shape) == 3 else float("nan"),
             layout=render.GridLayout.for_maps(*maps_shape[1:]),
             shape=spilled.shape,
         ))
     return results
 
 
-def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, staging: Path, input_size: int,
+def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, staging: Path, input_height: int,
                     options: BuildOptions, progress: Progress) -> list[LayerResult]:
     """Statistics and pictures of every layer, spread over the worker processes."""
     # Biggest layers first, so no worker is left with a big layer while the others have finished.
     by_size = sorted(range(len(skeletons)), key=lambda i: -int(np.prod(spill.layers[i].shape)))
     futures = {
         executor.submit(layer_stage.run, layer_stage.LayerJob(
-            skeletons[i], spill.layers[i], records_path, staging, input_size, options.cmap, options.scale,
+            skeletons[i], spill.layers[i], records_path, staging, input_height, options.cmap, options.scale,
             options.statistics)): i
         for i in by_size
     }
@@ -169,7 +234,18 @@ def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, stagi
     return results
 
 
-def build(out: Path, options: BuildOptions, progress: Progress | None = None) -> BuildResult:
+@dataclass(frozen=True)
+class InMemory:
+    """A model and images handed over in Python (the notebook API) instead of files."""
+
+    model: object  # keras.Model
+    images: list  # arrays of 0-255 pixel values or PIL images
+    masks: list | None = None  # Oxford-style trimaps (1 pet, 2 background, 3 border) of the same sizes
+    labels: list | None = None  # a class name per image, for the class probe
+
+
+def build(out: Path, options: BuildOptions, progress: Progress | None = None,
+          in_memory: InMemory | None = None) -> BuildResult:
     """Build the whole site into `out`, replacing it only when everything succeeded."""
     from reportgen import site
 
@@ -177,33 +253,35 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
     progress = progress or (lambda stage, done, total: None)
     out = Path(out)
     site.check_output(out)
-    if options.images < 1:
-        raise InputError(f"--images must be at least 1, got {options.images}")
+    options.check()
+    labels = outputs.read_labels(options.labels) if options.labels is not None else ()
 
     from reportgen import buildkey
 
-    key = buildkey.input_key(options, model_io.models_dir() / model_io.DEFAULT_WEIGHTS)
+    key = None if in_memory else buildkey.input_key(options, model_io.models_dir() / model_io.DEFAULT_WEIGHTS)
     if key is not None and site.is_up_to_date(out, key):
         return BuildResult(out, 0, site.image_count(out), site.folder_size(out), time.monotonic() - started,
                            skipped=True)
 
     executor = workers.pool(options.workers)  # its processes start while TensorFlow loads
     progress("loading model", 0, 1)
-    loaded = model_io.load(options.model_path, options.weights_path, options.input_size, options.unsafe_load)
+    loaded = _load_model(options, in_memory)
     model = loaded.model
     image_index = capture.image_input(model, options.image_input)
-    input_size = _input_size(model, options.input_size, image_index)
+    geometry = _geometry(model, options.input_size, image_index, options)
+    specs = outputs.describe(model, geometry.size, labels, shipped=bool(loaded.meta))
     convs = capture.find_conv_layers(model, options.tap)
     if not convs:
         raise InputError("the model has no convolution layers to report on")
-    render.colormap_lut(options.cmap)  # fail early on a bad colormap name
-    if options.scale not in ("channel", "layer"):
-        raise InputError(f"unknown --scale {options.scale!r}; use channel or layer")
 
     progress("reading images", 0, 1)
-    selected = _load_images(options, input_size)
+    if in_memory is not None:
+        selected = sources.select(sources.from_arrays(in_memory.images, in_memory.masks, in_memory.labels, geometry),
+                                  options.images, options.select, options.seed, list(options.ids) or None)
+    else:
+        selected = _load_images(options, geometry)
     if key is None:  # inputs that cannot be hashed cheaply: key on what was loaded instead
-        key = site.build_key(loaded, options, selected)
+        key = buildkey.loaded_key(loaded, options, selected)
         if site.is_up_to_date(out, key):
             return BuildResult(out, 0, len(selected), site.folder_size(out), time.monotonic() - started,
                                skipped=True)
@@ -212,22 +290,18 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
     fields = capture.receptive_fields(model, convs)
     namer = Namer()
     layer_slugs = [namer(c.qualified_name) for c in convs]
-    image_namer = Namer()
+    class_names = sources.class_names(selected)
 
     work = Path(tempfile.mkdtemp(prefix=".reportgen-", dir=out.parent if out.parent.exists() else None))
     try:
         staging = work / "site"
         staging.mkdir()
-        captured = _capture(model, probe, selected, input_size, image_index, options, work, progress)
-        records = [
-            ImageRecord(s.id, image_namer(s.id), s.image, s.trimap, captured.predictions[i],
-                        mask_is_prediction=s.trimap is None and captured.predictions[i] is not None)
-            for i, s in enumerate(selected)
-        ]
+        captured = _capture(loaded, probe, selected, image_index, options, work, progress)
+        records = _records(selected, specs, captured, class_names)
         records_path = layer_stage.save_records(records, work / "records.pickle")
-        skeletons = _layer_skeletons(convs, captured.spill, fields, layer_slugs, input_size)
-        results = _analyse_layers(executor, skeletons, captured.spill, records_path, staging, input_size, options,
-                                  progress)
+        skeletons = _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height)
+        results = _analyse_layers(executor, skeletons, captured.spill, records_path, staging, geometry.height,
+                                  options, progress)
         layer_cka = np.full((len(convs), len(convs)), np.nan)
         if captured.cross is not None:
             layer_cka[np.ix_(captured.spatial, captured.spatial)] = captured.cross.finalise()
@@ -241,8 +315,13 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
         from reportgen import compare
 
         previous = compare.load_previous(options.previous if options.previous is not None else out)
-        pages = site.write_site(staging, loaded, options, records, results, key, input_size, colorbar, previous,
-                                layer_cka, executor)
+        report = site.Report(
+            loaded=loaded, options=options, records=records, layers=results, key=key, geometry=geometry,
+            colorbar=colorbar, previous=previous, layer_cka=layer_cka, outputs=specs,
+            predictions=captured.outputs, class_names=class_names, warnings=_warnings(
+                loaded, convs, captured, specs, options),
+            input_layers=capture.input_layers(model), original_sizes=[s.original_size for s in selected])
+        pages = site.write_site(staging, report, executor)
         site.swap_in(staging, out)
     except KeyboardInterrupt:
         from reportgen.errors import BuildInterrupted
@@ -257,3 +336,13 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None) ->
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return BuildResult(out, pages, len(records), site.folder_size(out), time.monotonic() - started)
+
+
+def _load_model(options: BuildOptions, in_memory: InMemory | None) -> model_io.LoadedModel:
+    if in_memory is not None:
+        return model_io.from_memory(in_memory.model)
+    size = options.input_size
+    if options.model_path is None and size is not None and size[0] != size[1]:
+        raise InputError(f"the built-in SD-UNet takes square images; --input-size {size[0]}x{size[1]} is not square")
+    return model_io.load(options.model_path, options.weights_path, size[0] if size else None, options.unsafe_load,
+                         imports=options.imports)

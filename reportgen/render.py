@@ -178,9 +178,31 @@ def colorbar(cmap: str, width: int = 256, height: int = 12) -> np.ndarray:
     return np.repeat(colormap_lut(cmap)[None, np.linspace(0, 255, width).astype(int)], height, axis=0)
 
 
+def box_size(height: int, width: int, box: int) -> tuple[int, int]:
+    """(width, height) of a picture scaled to fit a box x box square, aspect ratio kept."""
+    scale = box / max(height, width, 1)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def thumb_shape(height: int, width: int) -> tuple[int, int]:
+    """The proportions of a map's thumbnail: its own, or square for the 1-pixel strips of 1-D convs."""
+    return (height, width) if min(height, width) > 1 else (max(height, width),) * 2
+
+
 def enlarge(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-neighbour resize of a small map to size x size for thumbnails."""
-    return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.NEAREST))
+    """Nearest-neighbour resize of a small map to fit size x size for thumbnails, without distortion."""
+    box = box_size(*thumb_shape(*rgb.shape[:2]), size)
+    return np.asarray(Image.fromarray(rgb).resize(box, Image.Resampling.NEAREST))
+
+
+# Okabe-Ito, colour-blind safe, for the classes of a segmentation model other than the trimap's three.
+CLASS_COLORS = np.array([[0, 0, 0], [230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66],
+                         [0, 114, 178], [213, 94, 0], [204, 121, 167], [153, 153, 153]], np.uint8)
+
+
+def classes_rgb(class_ids: np.ndarray) -> np.ndarray:
+    """Class ids of any segmentation model as colours (classes beyond nine repeat the palette)."""
+    return CLASS_COLORS[np.asarray(class_ids) % len(CLASS_COLORS)]
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, cmap: str, alpha: float = 0.55) -> np.ndarray:

@@ -1,33 +1,61 @@
-"""The site stage: view models (plain data) -> Jinja templates -> files, swapped in atomically."""
+"""The site stage: a `Report` (what the pipeline learned) -> one context per page -> Jinja -> files.
+
+Each page kind has one context builder; templates only loop, branch and print what these prepared.
+The site is written into a staging folder and swapped in atomically by the pipeline.
+"""
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 import math
 import os
-import platform
 import shutil
-import sys
-import time
 from concurrent.futures import Executor
-from importlib import metadata, resources
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
-from reportgen import __version__, assets, compare, findings
+from reportgen import __version__, assets, compare, downloads, findings, outputs, render
 from reportgen.errors import OutputError
-from reportgen.stats import CLASSES
+from reportgen.inputs import InputGeometry
 
 SITE_MARKER = ".reportgen-site"
 KEY_FILE = "data/build-key.txt"
-PACKAGES = ("reportgen", "tensorflow-cpu", "keras", "numpy", "pillow", "matplotlib", "jinja2",
-            "tensorflow-datasets", "typer")
+INPUT_BOX = 96  # CSS pixels of an input picture on the index; 200 on an image page
+IMAGE_BOX = 200
+THUMB_BOX = 40
 
+
+@dataclass(frozen=True)
+class Report:
+    """Everything the pipeline learned, as the site needs it."""
+
+    loaded: object  # model_io.LoadedModel
+    options: object  # pipeline.BuildOptions
+    records: list  # layer_stage.ImageRecord, one per pictured image
+    layers: list  # layer_stage.LayerResult, in graph order
+    key: str  # the incremental build key
+    geometry: InputGeometry
+    colorbar: str  # path of the colour scale picture
+    previous: compare.Previous | None
+    layer_cka: np.ndarray  # L x L
+    outputs: list  # outputs.OutputSpec per model output
+    predictions: list  # per output, one array per image
+    class_names: list[str]  # classes of labelled images (class folders); empty otherwise
+    warnings: list[str]  # signs of a wrong input convention
+    input_layers: list[str]  # the model's own Rescaling / Normalization layers at its start
+    original_sizes: list  # (height, width) of each image before fitting, where known
+
+    @property
+    def has_mask(self) -> bool:
+        return any(r.mask is not None for r in self.records)
+
+    @property
+    def has_classes(self) -> bool:
+        return any(np.isfinite(r.class_accuracy) for r in self.layers)
 
 def fmt(value, digits: int = 3) -> str:
     """Numbers for people: NaN is 'undefined', never a silent 0."""
@@ -41,12 +69,6 @@ def fmt(value, digits: int = 3) -> str:
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
-
-
-def _json_value(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _environment() -> jinja2.Environment:
@@ -71,24 +93,6 @@ def check_output(out: Path) -> None:
         raise OutputError(f"cannot create {str(parent)!r}: {error.strerror}") from None
     if not os.access(parent, os.W_OK):
         raise OutputError(f"output folder {str(parent)!r} is not writable")
-
-
-def build_key(loaded, options, selected) -> str:
-    """Content hash of everything that decides the site's bytes."""
-    digest = hashlib.sha256()
-    digest.update(f"reportgen {__version__}\n{loaded.description}\n{loaded.checksum}\n".encode())
-    for name, value in sorted(vars(options).items()):
-        if name not in ("workers",):
-            digest.update(f"{name}={value!r}\n".encode())
-    for item in selected:
-        digest.update(item.id.encode("utf-8", "surrogatepass"))
-        digest.update(item.image.tobytes())
-        if item.trimap is not None:
-            digest.update(item.trimap.tobytes())
-    if not loaded.trained:  # initialised weights: the key is the weights themselves
-        for weight in loaded.model.weights:
-            digest.update(np.asarray(weight).tobytes())
-    return digest.hexdigest()
 
 
 def is_up_to_date(out: Path, key: str) -> bool:
@@ -126,22 +130,6 @@ def swap_in(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _build_time() -> str:
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    stamp = int(epoch) if epoch and epoch.isdigit() else int(time.time())
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
-
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def _iou(truth: np.ndarray | None, predicted_trimap: np.ndarray, cls: int = 1) -> float:
     if truth is None:
         return float("nan")
@@ -149,34 +137,6 @@ def _iou(truth: np.ndarray | None, predicted_trimap: np.ndarray, cls: int = 1) -
     a, b = (truth == cls) & valid, (predicted_trimap == cls) & valid
     union = np.sum(a | b)
     return float(np.sum(a & b) / union) if union else float("nan")
-
-
-def _layer_row(result, thumb_image_slug: str) -> dict:
-    s = result.stats
-    iou_max, iou_p90, iou_frac = s.iou_summary(0)
-    conv = result.conv
-    return {
-        "index": conv.index,
-        "name": conv.qualified_name,
-        "href": f"layers/{result.slug}.html",
-        "role": result.role,
-        "kind": conv.kind,
-        "shape": "x".join(str(d) for d in result.shape),
-        "channels": result.shape[-1],
-        "rf": fmt(result.receptive_field, 4),
-        "rf_value": _json_value(float(result.receptive_field)),
-        "probe_pet": fmt(result.probe_iou[0]),
-        "cka_mask": fmt(s.cka_mask),
-        "best_iou": fmt(iou_max),
-        "ntv": fmt(s.ntv_median),
-        "area": fmt(_median(s.effective_area)),
-        "participation": fmt(s.participation),
-        "thumb": assets.top_path(result.slug, thumb_image_slug),
-        "sort": {
-            "probe": _sortable(result.probe_iou[0]), "cka": _sortable(s.cka_mask), "iou": _sortable(iou_max),
-            "ntv": _sortable(s.ntv_median), "rf": _sortable(result.receptive_field),
-        },
-    }
 
 
 METRIC_LABELS = (("pet_iou", "Pet IoU"), ("background_iou", "Background IoU"), ("border_iou", "Border IoU"),
@@ -225,64 +185,83 @@ def _median(values: np.ndarray) -> float:
     return float(np.median(finite)) if finite.size else float("nan")
 
 
-def stats_records(results, records) -> list[dict]:
-    """Every statistic of every layer, as plain JSON-ready data (the downloadable record)."""
-    rows = []
-    for r in results:
-        s = r.stats
-        rows.append({
-            "index": r.conv.index,
-            "name": r.conv.qualified_name,
-            "type": r.conv.kind,
-            "role": r.role,
-            "output_shape": list(r.shape),
-            "stride": _json_value(r.stride),
-            "receptive_field": _json_value(float(r.receptive_field)),
-            "mean": _json_value(s.mean),
-            "std": _json_value(s.std),
-            "near_zero_fraction": _json_value(s.near_zero_fraction),
-            "cka_mask": _json_value(s.cka_mask),
-            "participation_ratio_over_c": _json_value(s.participation),
-            "probe_iou": {c: _json_value(float(v)) for c, v in zip(CLASSES, r.probe_iou)},
-            "rgb_probe_iou": {c: _json_value(float(v)) for c, v in zip(CLASSES, r.rgb_probe_iou)},
-            "ntv_p10_p50_p90": [_json_value(v) for v in s.band(s.ntv)],
-            "effective_area_p10_p50_p90": [_json_value(v) for v in s.band(s.effective_area)],
-            "best_channel_iou": {
-                c: dict(zip(("max", "p90", "fraction_above_0_5"), (_json_value(v) for v in s.iou_summary(k))))
-                for k, c in enumerate(CLASSES)
-            },
-            "channel_ranking": [int(c) for c in r.order],
-            "channels": {
-                "strength": [_json_value(float(v)) for v in s.channel_strength],
-                "ntv": [_json_value(float(v)) for v in s.ntv],
-                "effective_area": [_json_value(float(v)) for v in s.effective_area],
-                "best_iou_pet": [_json_value(float(v)) for v in s.best_iou[0]],
-            },
-        })
-    return rows
+
+def _picture_size(height: int, width: int, box: int) -> dict[str, int]:
+    """width and height attributes for a picture shown in a box x box square, aspect ratio kept."""
+    w, h = render.box_size(height, width, box)
+    return {"width": w, "height": h}
 
 
-CSV_FIELDS = ("index", "name", "type", "role", "output_shape", "stride", "receptive_field", "mean", "std",
-              "near_zero_fraction", "cka_mask", "participation_ratio_over_c", "probe_iou_pet", "probe_iou_mean",
-              "rgb_probe_iou_pet", "ntv_median", "effective_area_median", "best_channel_iou_pet_max",
-              "best_channel_iou_pet_p90", "best_channel_iou_pet_fraction_above_0_5")
+def _class_accuracy_text(result, chance: float) -> str:
+    return f"{fmt(result.class_accuracy)} (chance {fmt(chance)})"
 
 
-def _csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
-    for row in rows:
-        probe = [v for v in row["probe_iou"].values() if v is not None]
-        writer.writerow([
-            row["index"], row["name"], row["type"], row["role"], "x".join(map(str, row["output_shape"])),
-            row["stride"], row["receptive_field"], row["mean"], row["std"], row["near_zero_fraction"],
-            row["cka_mask"], row["participation_ratio_over_c"], row["probe_iou"]["pet"],
-            sum(probe) / len(probe) if probe else None, row["rgb_probe_iou"]["pet"],
-            row["ntv_p10_p50_p90"][1], row["effective_area_p10_p50_p90"][1],
-            *row["best_channel_iou"]["pet"].values(),
-        ])
-    return buffer.getvalue()
+def _layer_columns(report: Report) -> list[tuple[str, str]]:
+    """The layer table's measured columns (key, heading): only those some layer defines."""
+    columns = []
+    if report.has_mask:
+        columns += [("probe", "Probe IoU"), ("cka", "CKA mask"), ("iou", "Best ch. IoU")]
+    if report.has_classes:
+        columns += [("class_probe", "Class probe acc."), ("cka_class", "CKA class")]
+    return columns + [("ntv", "nTV"), ("area", "Eff. area"), ("participation", "PR / C")]
+
+
+def _layer_row(result, thumb_image_slug: str, columns) -> dict:
+    s = result.stats
+    values = {
+        "probe": result.probe_iou[0], "cka": s.cka_mask, "iou": s.iou_summary(0)[0],
+        "class_probe": result.class_accuracy, "cka_class": s.cka_label, "ntv": s.ntv_median,
+        "area": _median(s.effective_area), "participation": s.participation,
+    }
+    maps_h, maps_w = assets.as_image_maps(np.zeros((1, *result.shape), np.float16)).shape[1:3]
+    conv = result.conv
+    return {
+        "index": conv.index,
+        "name": conv.qualified_name,
+        "href": f"layers/{result.slug}.html",
+        "role": result.role,
+        "kind": conv.kind,
+        "shape": "x".join(str(d) for d in result.shape),
+        "rf": fmt(result.receptive_field, 4),
+        "rf_sort": _sortable(result.receptive_field),
+        "cells": [{"text": fmt(values[key]), "sort": _sortable(values[key])} for key, _ in columns],
+        "thumb": assets.top_path(result.slug, thumb_image_slug),
+        "thumb_size": _picture_size(*render.thumb_shape(maps_h, maps_w), THUMB_BOX),
+    }
+
+
+def _model_view(report: Report) -> dict:
+    """The index page's model card: the model's real inputs and outputs, never another model's."""
+    loaded, options, geometry = report.loaded, report.options, report.geometry
+    card = loaded.meta
+    named = next((spec for spec in report.outputs if spec.classes), None)
+    fitted = [size for size in report.original_sizes if size is not None]
+    reshaped = sum(1 for h, w in fitted if abs(w / h - geometry.width / geometry.height) > 0.01)
+    return {
+        "description": loaded.description,
+        "parameters": f"{int(loaded.model.count_params()):,}",
+        "conv_layers": len(report.layers),
+        "input": geometry.describe() + _other_inputs_note(loaded.model, options.image_input),
+        "reshaped": (f"{reshaped} of the {len(fitted)} images had another aspect ratio and were "
+                     f"{ {'stretch': 'stretched', 'crop': 'cropped', 'pad': 'padded'}[geometry.fit] } to fit."
+                     if reshaped else ""),
+        "convention": options.convention.describe(),
+        "own_preprocessing": "; ".join(report.input_layers) or "none found: the model takes the values as given",
+        "outputs": [spec.describe() for spec in report.outputs],
+        "classes": _class_list(named.classes) if named else "",
+        "data_classes": _class_list(report.class_names) if report.class_names else "",
+        "checksum": loaded.checksum or "none (initialised weights)",
+        "trained_on": card.get("trained_on", "not trained" if not loaded.trained else "not stated"),
+        "metrics": _card_metrics(card),
+        "command": card.get("command", ""),
+        "tap": "conv output (before normalisation and activation)" if options.tap == "conv"
+               else "block output after normalisation and activation",
+    }
+
+
+def _class_list(names, limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _other_inputs_note(model, image_input: str | None) -> str:
@@ -297,9 +276,121 @@ def _other_inputs_note(model, image_input: str | None) -> str:
             "were fed zeros)")
 
 
-def write_site(root: Path, loaded, options, records, results, key: str, input_size: int, colorbar: str,
-               previous: compare.Previous | None = None, layer_cka: np.ndarray | None = None,
-               executor: Executor | None = None) -> int:
+def _image_views(report: Report) -> list[dict]:
+    """Each pictured image with its pictures and what the model said about it."""
+    views = []
+    height, width = report.geometry.size
+    for i, record in enumerate(report.records):
+        three_class = record.prediction is not None and record.prediction_classes == 3
+        said = [outputs.summarise(spec, values[i]) for spec, values in zip(report.outputs, report.predictions)]
+        views.append({
+            "id": record.id,
+            "slug": record.slug,
+            "href": f"images/{record.slug}.html",
+            "input": assets.image_path(record.slug, "input"),
+            "trimap": assets.image_path(record.slug, "trimap") if record.trimap is not None else None,
+            "prediction": assets.image_path(record.slug, "prediction") if record.prediction is not None else None,
+            "error": assets.image_path(record.slug, "error") if three_class and record.trimap is not None else None,
+            "iou": fmt(_iou(record.trimap, record.prediction + 1)) if three_class and record.trimap is not None
+                   else None,
+            "label": report.class_names[record.label] if record.label is not None else None,
+            "outputs": [{"name": o.name, "text": o.text(), "score": o.score_name, "top": o.top} for o in said],
+            "small": _picture_size(height, width, INPUT_BOX),
+            "large": _picture_size(height, width, IMAGE_BOX),
+        })
+    return views
+
+
+def _stat_rows(report: Report, result, chance: float) -> list[tuple[str, str]]:
+    s = result.stats
+    rows = [
+        ("Receptive field", f"{fmt(result.receptive_field, 4)} input pixels"),
+        ("Stride", f"{fmt(result.stride)} input pixels per map pixel"),
+    ]
+    if report.has_mask:
+        mean_iou = np.nanmean(result.probe_iou) if np.isfinite(result.probe_iou).any() else float("nan")
+        rows += [
+            ("Mask decodability (probe IoU pet / mean)", f"{fmt(result.probe_iou[0])} / {fmt(mean_iou)}"
+             f" (RGB baseline {fmt(result.rgb_probe_iou[0])})"),
+            ("Linear CKA with the mask", fmt(s.cka_mask)),
+            ("Best single-channel IoU, pet (max / p90 / share > 0.5)", " / ".join(fmt(v) for v in s.iou_summary(0))),
+            ("Best single-channel IoU, background (max)", fmt(s.iou_summary(1)[0])),
+        ]
+    if report.has_classes:
+        rows += [("Class decodability (leave-out probe accuracy)", _class_accuracy_text(result, chance)),
+                 ("Linear CKA with the class", fmt(s.cka_label))]
+    return rows + [
+        ("nTV per input pixel (p10 / median / p90)", " / ".join(fmt(v) for v in s.band(s.ntv))),
+        ("Effective area fraction (p10 / median / p90)", " / ".join(fmt(v) for v in s.band(s.effective_area))),
+        ("Participation ratio / C", fmt(s.participation)),
+        ("Mean / std / near-zero share", f"{fmt(s.mean)} / {fmt(s.std)} / {fmt(s.near_zero_fraction)}"),
+    ]
+
+
+def _depth_charts(report: Report, index: int) -> list[dict]:
+    """Small across-depth bar charts of the measures this report defines, this layer highlighted."""
+    series = []
+    if report.has_mask:
+        series += [("Linear CKA with the mask", [float(r.stats.cka_mask) for r in report.layers]),
+                   ("Mask decodability (probe IoU, pet)", [float(r.probe_iou[0]) for r in report.layers])]
+    if report.has_classes:
+        series += [("Class decodability (probe accuracy)", [float(r.class_accuracy) for r in report.layers])]
+    series += [("Median nTV (detail)", [float(r.stats.ntv_median) for r in report.layers])]
+    return [{"title": title, "bars": _depth_bars(values, index)} for title, values in series
+            if any(math.isfinite(v) for v in values)]
+
+
+def _layer_context(report: Report, index: int, rows: list[dict], image_views: list[dict], chance: float) -> dict:
+    result = report.layers[index]
+    layout = result.layout
+    shown = min(result.shape[-1], layout.columns * 2)
+    return {
+        "layer": rows[index], "stat_rows": _stat_rows(report, result, chance), "channels": result.shape[-1],
+        "shown": shown, "grid_width": layout.width, "grid_height": layout.height,
+        "display_width": layout.width * layout.scale,
+        "visible_height": layout.height_of(math.ceil(shown / layout.columns)),
+        "top_channels": ", ".join(str(int(c)) for c in result.order[:assets.TOP_OVERLAYS]),
+        "colorbar": report.colorbar,
+        "grids": [{"image": v, "grid": assets.grid_path(result.slug, v["slug"], layout.lossless),
+                   "overlay": assets.overlay_path(result.slug, v["slug"])} for v in image_views],
+        "has_overlays": layout.tile_h > 1, "depth_note": _depth_note(result.shape),
+        "depth_charts": _depth_charts(report, index),
+        "prev": rows[index - 1] if index > 0 else None,
+        "next": rows[index + 1] if index + 1 < len(rows) else None,
+        "columns": layout.columns, "per_layer_scale": report.options.scale == "layer",
+    }
+
+
+def _image_context(report: Report, index: int, rows: list[dict], image_views: list[dict]) -> dict:
+    view = image_views[index]
+    strip = [{"layer": row, "src": assets.top_path(r.slug, view["slug"]), "size": row["thumb_size"]}
+             for row, r in zip(rows, report.layers)]
+    return {"image": view, "strip": strip,
+            "prev": image_views[index - 1] if index > 0 else None,
+            "next": image_views[index + 1] if index + 1 < len(image_views) else None}
+
+
+def _site_context(report: Report) -> dict:
+    return {"title": "reportgen", "model": report.loaded.description, "version": __version__,
+            "trained": report.loaded.trained, "mask_is_prediction": any(r.mask_is_prediction for r in report.records)}
+
+
+class _Pages:
+    """Renders templates into the staging folder and counts the pages."""
+
+    def __init__(self, root: Path, site_context: dict):
+        self.root, self.site, self.count = root, site_context, 0
+        self.env = _environment()
+
+    def write(self, template: str, relative: str, **context) -> None:
+        context.setdefault("root", "../" * relative.count("/"))
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.env.get_template(template).render(**context, site=self.site), encoding="utf-8")
+        self.count += 1
+
+
+def write_site(root: Path, report: Report, executor: Executor | None = None) -> int:
     """Render every page and data file into `root`; returns the number of HTML pages.
 
     The charts, one drawing per theme, are drawn by `executor` (worker processes) while this process
@@ -307,148 +398,57 @@ def write_site(root: Path, loaded, options, records, results, key: str, input_si
     """
     from reportgen import charts, workers
 
-    env = _environment()
-    pages = 0
-    stats_rows = stats_records(results, records)
-    if layer_cka is None:
-        layer_cka = np.full((len(results), len(results)), np.nan)
+    stats_rows = downloads.stats_records(report.layers)
+    chance = _chance(report)
+    plan = charts.plan(stats_rows, report.layer_cka, chance)
     executor = executor or workers.InProcess()
-    drawn = [executor.submit(charts.write_charts, root, results, stats_rows, layer_cka, theme)
+    drawn = [executor.submit(charts.write_charts, root, report.layers, stats_rows, report.layer_cka, theme, plan)
              for theme in charts.THEMES]
-    chart_files = charts.CHART_FILES
-    found = findings.compute(results, records)
+    manifest = downloads.manifest(report)
+    changes = compare.compare(report.previous, manifest, stats_rows)
+    pages = _Pages(root, _site_context(report))
 
-    def page(template: str, relative: str, **context) -> None:
-        nonlocal pages
-        depth = relative.count("/")
-        context.setdefault("root", "../" * depth)
-        html = env.get_template(template).render(**context, site=site_context)
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(html, encoding="utf-8")
-        pages += 1
-
-    card = loaded.meta
-    total_params = int(loaded.model.count_params())
-    manifest = {
-        "build_time": _build_time(),
-        "reportgen": __version__,
-        "model": {"description": loaded.description, "sha256": loaded.checksum,
-                  "file": Path(loaded.source_path).name if loaded.source_path else None,
-                  "parameters": total_params, "conv_layers": len(results)},
-        "data": {"dataset": None if options.image_dir else options.dataset,
-                 "image_dir": str(options.image_dir) if options.image_dir else None,
-                 "split": options.split, "image_ids": [r.id for r in records]},
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(options).items())
-                    if k not in ("workers",)},
-        "packages": _versions(),
-        "command_line": " ".join(["reportgen", *sys.argv[1:]]) if sys.argv else "",
-    }
-    changes = compare.compare(previous, manifest, stats_rows)
-    site_context = {
-        "title": "reportgen",
-        "model": loaded.description,
-        "version": __version__,
-        "trained": loaded.trained,
-        "mask_is_prediction": any(r.mask_is_prediction for r in records),
-    }
-    image_views = []
-    for record in records:
-        segmented = record.prediction is not None
-        image_views.append({
-            "id": record.id,
-            "href": f"images/{record.slug}.html",
-            "input": assets.image_path(record.slug, "input"),
-            "trimap": assets.image_path(record.slug, "trimap") if record.trimap is not None else None,
-            "prediction": assets.image_path(record.slug, "prediction") if segmented else None,
-            "error": assets.image_path(record.slug, "error") if segmented and record.trimap is not None else None,
-            "iou": fmt(_iou(record.trimap, record.prediction + 1)) if segmented else "undefined",
-            "slug": record.slug,
-        })
-    thumb_slug = records[0].slug
-    rows = [_layer_row(r, thumb_slug) for r in results]
-    model_view = {
-        "description": loaded.description,
-        "parameters": f"{total_params:,}",
-        "conv_layers": len(results),
-        "input": f"{input_size} x {input_size} x 3" + _other_inputs_note(loaded.model, options.image_input),
-        "classes": "pet, background, border (Oxford trimap classes 1, 2, 3)",
-        "checksum": loaded.checksum or "none (initialised weights)",
-        "trained_on": card.get("trained_on", "not trained" if not loaded.trained else "unknown"),
-        "metrics": _card_metrics(card),
-        "command": card.get("command", ""),
-        "tap": "conv output (before normalisation and activation)" if options.tap == "conv"
-               else "block output after normalisation and activation",
-    }
-    page("index.html", "index.html", model=model_view, images=image_views, layers=rows,
-         charts=chart_files, findings=found, colorbar=colorbar, changes=changes)
-    page("changes.html", "changes.html", changes=changes)
-
-    cka_by_layer = [float(r.stats.cka_mask) for r in results]
-    probe_by_layer = [float(r.probe_iou[0]) for r in results]
-    ntv_by_layer = [float(r.stats.ntv_median) for r in results]
-    for i, result in enumerate(results):
-        prev_result = results[i - 1] if i > 0 else None
-        next_result = results[i + 1] if i + 1 < len(results) else None
-        s = result.stats
-        shown = min(result.shape[-1], result.layout.columns * 2)
-        stat_rows = [
-            ("Receptive field", f"{fmt(result.receptive_field, 4)} input pixels"),
-            ("Stride", f"{fmt(result.stride)} input pixels per map pixel"),
-            ("Mask decodability (probe IoU pet / mean)",
-             f"{fmt(result.probe_iou[0])} / {fmt(np.nanmean(result.probe_iou) if np.isfinite(result.probe_iou).any() else float('nan'))}"
-             f" (RGB baseline {fmt(result.rgb_probe_iou[0])})"),
-            ("Linear CKA with the mask", fmt(s.cka_mask)),
-            ("Best single-channel IoU, pet (max / p90 / share > 0.5)", " / ".join(fmt(v) for v in s.iou_summary(0))),
-            ("Best single-channel IoU, background (max)", fmt(s.iou_summary(1)[0])),
-            ("nTV per input pixel (p10 / median / p90)", " / ".join(fmt(v) for v in s.band(s.ntv))),
-            ("Effective area fraction (p10 / median / p90)", " / ".join(fmt(v) for v in s.band(s.effective_area))),
-            ("Participation ratio / C", fmt(s.participation)),
-            ("Mean / std / near-zero share", f"{fmt(s.mean)} / {fmt(s.std)} / {fmt(s.near_zero_fraction)}"),
-        ]
-        top = [int(c) for c in result.order[:assets.TOP_OVERLAYS]]
-        page("layer.html", f"layers/{result.slug}.html",
-             layer=rows[i], stat_rows=stat_rows, channels=result.shape[-1], shown=shown,
-             grid_width=result.layout.width, grid_height=result.layout.height,
-             display_width=result.layout.width * result.layout.scale,
-             visible_height=result.layout.height_of(math.ceil(shown / result.layout.columns)),
-             top_channels=", ".join(str(c) for c in top), colorbar=colorbar,
-             grids=[{"image": v, "grid": assets.grid_path(result.slug, v["slug"], result.layout.lossless),
-                     "overlay": assets.overlay_path(result.slug, v["slug"])} for v in image_views],
-             has_overlays=result.layout.tile_h > 1, depth_note=_depth_note(result.shape),
-             depth_charts=[
-                 {"title": "Linear CKA with the mask", "bars": _depth_bars(cka_by_layer, i)},
-                 {"title": "Mask decodability (probe IoU, pet)", "bars": _depth_bars(probe_by_layer, i)},
-                 {"title": "Median nTV (detail)", "bars": _depth_bars(ntv_by_layer, i)},
-             ],
-             prev=rows[i - 1] if prev_result else None, next=rows[i + 1] if next_result else None,
-             columns=result.layout.columns, per_layer_scale=options.scale == "layer")
-
+    image_views = _image_views(report)
+    columns = _layer_columns(report)
+    rows = [_layer_row(r, report.records[0].slug, columns) for r in report.layers]
+    pages.write("index.html", "index.html", model=_model_view(report), images=image_views, layers=rows,
+                columns=[heading for _, heading in columns], charts=plan, findings=findings.compute(report, chance),
+                warnings=report.warnings, colorbar=report.colorbar, changes=changes)
+    pages.write("changes.html", "changes.html", changes=changes)
+    for i, result in enumerate(report.layers):
+        pages.write("layer.html", f"layers/{result.slug}.html", **_layer_context(report, i, rows, image_views, chance))
     for i, view in enumerate(image_views):
-        strip = [{"layer": row, "src": assets.top_path(r.slug, view["slug"])} for row, r in zip(rows, results)]
-        page("image.html", f"images/{view['slug']}.html", image=view, strip=strip,
-             prev=image_views[i - 1] if i > 0 else None,
-             next=image_views[i + 1] if i + 1 < len(image_views) else None)
+        pages.write("image.html", f"images/{view['slug']}.html", **_image_context(report, i, rows, image_views))
+    pages.write("about.html", "about.html")
+    pages.write("404.html", "404.html", root="")
 
-    page("about.html", "about.html")
-    page("404.html", "404.html", root="")
+    _copy_static(root)
+    data = root / "data"
+    data.mkdir(exist_ok=True)
+    cka_rows = [[downloads.json_value(round(float(v), 6)) for v in row] for row in report.layer_cka]
+    downloads.write_json(data / "stats.json", {"layers": stats_rows, "layer_cka": cka_rows,
+                                               "class_chance": downloads.json_value(chance)})
+    (data / "layers.csv").write_text(downloads.csv_text(stats_rows))
+    downloads.write_json(data / "predictions.json", downloads.predictions(report))
+    downloads.write_json(data / "changes.json", {"first_build": changes.first_build, "summary": changes.summary,
+                                                 "layers": changes.rows})
+    downloads.write_json(data / "manifest.json", manifest)
+    (root / KEY_FILE).write_text(report.key + "\n")
+    for job in drawn:
+        job.result()
+    return pages.count
+
+
+def _chance(report: Report) -> float:
+    from reportgen.stats import chance_accuracy
+
+    labels = [r.label for r in report.records if r.label is not None]
+    return chance_accuracy(labels) if report.has_classes else float("nan")
+
+
+def _copy_static(root: Path) -> None:
     (root / ".nojekyll").write_text("")
     static = resources.files("reportgen.templates") / "static"
     (root / "assets").mkdir(exist_ok=True)
     for name in ("style.css", "site.js"):
         (root / "assets" / name).write_bytes((static / name).read_bytes())
-
-    data = root / "data"
-    data.mkdir(exist_ok=True)
-    cka_rows = [[_json_value(round(float(v), 6)) for v in row] for row in layer_cka]
-    (data / "stats.json").write_text(json.dumps({"layers": stats_rows, "layer_cka": cka_rows},
-                                                indent=1, sort_keys=True) + "\n")
-    (data / "layers.csv").write_text(_csv(stats_rows))
-    (data / "changes.json").write_text(json.dumps(
-        {"first_build": changes.first_build, "summary": changes.summary, "layers": changes.rows},
-        indent=1, sort_keys=True) + "\n")
-    (data / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
-    (root / KEY_FILE).write_text(key + "\n")
-    for job in drawn:
-        job.result()
-    return pages

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from reportgen.errors import DatasetUnavailableError, InputError
+from reportgen.inputs import InputGeometry
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +35,15 @@ class SourceImage:
     """One input as the model sees it."""
 
     id: str  # stable, unique within the source; not safe as a file name (see naming.slug)
-    image: np.ndarray  # uint8, input_size x input_size x 3
-    trimap: np.ndarray | None  # uint8, input_size x input_size, 1 pet / 2 background / 3 border
+    image: np.ndarray  # uint8, height x width x channels, as the model takes it (InputGeometry)
+    trimap: np.ndarray | None  # uint8, height x width, 1 pet / 2 background / 3 border
+    label: str | None = None  # the class folder it came from (image_dataset_from_directory layout)
+    original_size: tuple[int, int] | None = None  # height, width before fitting
 
 
-def resize_nearest(array: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-neighbour resize to size x size, as the notebook did for images and masks."""
-    if array.shape[0] == size and array.shape[1] == size:
-        return array
-    return np.asarray(Image.fromarray(array).resize((size, size), Image.Resampling.NEAREST))
+def as_geometry(geometry: InputGeometry | int) -> InputGeometry:
+    """A bare size means the notebook's convention: square RGB, stretched with nearest neighbours."""
+    return geometry if isinstance(geometry, InputGeometry) else InputGeometry(geometry, geometry, 3)
 
 
 def to_rgb_uint8(image: Image.Image) -> np.ndarray:
@@ -85,17 +86,50 @@ def _open_image(path: Path) -> Image.Image:
         raise InputError(f"cannot read image file {name!r}: {error.__class__.__name__}") from None
 
 
-def image_folder(folder: Path, input_size: int, trimap_dir: Path | None = None) -> list[SourceImage]:
-    """JPEG/PNG files in `folder`, sorted by name; trimaps match by stem (`cat.jpg` -> `cat.png`)."""
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def labelled_files(folder: Path) -> list[tuple[Path, str | None]]:
+    """The image files of `folder` with their class: sub-folders are classes when the folder holds no
+    images of its own (the layout of keras.utils.image_dataset_from_directory).
+
+    Classes are taken in turn (round-robin, files sorted by name within each), so the first N images
+    cover every class, as a probe of the class needs.
+    """
+    direct = _image_files(folder)
+    if direct:
+        return [(path, None) for path in direct]
+    per_class = [(sub.name, _image_files(sub, recursive=True)) for sub in _class_folders(folder)]
+    per_class = [(name, files) for name, files in per_class if files]
+    ordered = []
+    for rank in range(max((len(files) for _, files in per_class), default=0)):
+        ordered.extend((files[rank], name) for name, files in per_class if rank < len(files))
+    return ordered
+
+
+def class_names(items: list[SourceImage]) -> list[str]:
+    """The sorted class names of labelled images, as image_dataset_from_directory orders them."""
+    return sorted({item.label for item in items if item.label is not None})
+
+
+def image_folder(folder: Path, geometry: InputGeometry | int, trimap_dir: Path | None = None) -> list[SourceImage]:
+    """JPEG/PNG files in `folder` (or in its class sub-folders); trimaps match by stem (`cat.jpg` -> `cat.png`)."""
+    geometry = as_geometry(geometry)
     if not folder.is_dir():
         raise InputError(f"image folder {str(folder)!r} does not exist or is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = labelled_files(folder)
     if not files:
-        raise InputError(f"image folder {str(folder)!r} has no JPEG or PNG files")
+        raise InputError(f"image folder {str(folder)!r} has no JPEG or PNG files (nor class sub-folders with any)")
     if trimap_dir is not None and not trimap_dir.is_dir():
         raise InputError(f"trimap folder {str(trimap_dir)!r} does not exist or is not a folder")
     items = []
-    for path in files:
+    for path, label in files:
         image = _open_image(path)
         rgb = to_rgb_uint8(image)
         trimap = None
@@ -108,8 +142,43 @@ def image_folder(folder: Path, input_size: int, trimap_dir: Path | None = None) 
                 if raw.shape[:2] != rgb.shape[:2]:
                     raise InputError(f"trimap {trimap_path.name!r} is {raw.shape[1]}x{raw.shape[0]} "
                                      f"but its image is {rgb.shape[1]}x{rgb.shape[0]}")
-                trimap = resize_nearest(_clean_trimap(raw, repr(trimap_path.name)), input_size)
-        items.append(SourceImage(path.name, resize_nearest(rgb, input_size), trimap))
+                trimap = geometry.trimap(_clean_trimap(raw, repr(trimap_path.name)))
+        ident = path.name if label is None else path.relative_to(folder).as_posix()
+        items.append(SourceImage(ident, geometry.pixels(rgb), trimap, label, rgb.shape[:2]))
+    return items
+
+
+def from_arrays(images, masks, labels, geometry: InputGeometry) -> list[SourceImage]:
+    """Images already in memory (the Python API): arrays of 0-255 values, optional trimaps and labels."""
+    images = list(images)
+    if not images:
+        raise InputError("no images given")
+    masks = [None] * len(images) if masks is None else list(masks)
+    labels = [None] * len(images) if labels is None else [None if v is None else str(v) for v in labels]
+    if len(masks) != len(images) or len(labels) != len(images):
+        raise InputError(f"{len(images)} images but {len(masks)} masks and {len(labels)} labels")
+    items = []
+    for i, (image, mask, label) in enumerate(zip(images, masks, labels)):
+        if isinstance(image, Image.Image):
+            rgb = to_rgb_uint8(image)
+        else:
+            array = np.asarray(image)
+            if array.ndim == 3 and array.shape[-1] == 1:
+                array = array[..., 0]
+            if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+                raise InputError(f"image {i} has shape {array.shape}; expected H x W, H x W x 1, 3 or 4")
+            if not np.isfinite(array).all() or array.min() < 0 or array.max() > 255:
+                raise InputError(f"image {i} has values outside 0-255; give raw pixels, reportgen applies "
+                                 "the input convention itself")
+            array = np.round(array).astype(np.uint8)
+            rgb = np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array[..., :3]
+        trimap = None
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape[:2] != rgb.shape[:2]:
+                raise InputError(f"mask {i} is {mask.shape[:2]} but its image is {rgb.shape[:2]}")
+            trimap = geometry.trimap(_clean_trimap(mask.astype(np.uint8), f"{i}"))
+        items.append(SourceImage(f"image_{i:04d}", geometry.pixels(rgb), trimap, label, rgb.shape[:2]))
     return items
 
 
@@ -122,8 +191,10 @@ def _tfds_name(dataset: str, split: str) -> str:
     return dataset
 
 
-def tfds_split(dataset: str, split: str, input_size: int, data_dir: str | None = None) -> Iterator[SourceImage]:
-    """Examples of a TFDS split in its stored order, with trimaps."""
+def tfds_split(dataset: str, split: str, input_size: InputGeometry | int,
+               data_dir: str | None = None) -> Iterator[SourceImage]:
+    """Examples of a TFDS split in its stored order, with trimaps fitted like their images."""
+    geometry = as_geometry(input_size)
     if dataset not in TFDS_DATASETS:
         raise InputError(f"unknown data set {dataset!r}; choose one of {', '.join(TFDS_DATASETS)} or use --image-dir")
     import tensorflow_datasets as tfds
@@ -158,8 +229,8 @@ def tfds_split(dataset: str, split: str, input_size: int, data_dir: str | None =
         mask = np.clip(mask, 1, 3).astype(np.uint8)
         file_name = example["file_name"]
         ident = file_name.decode("utf-8", "replace") if isinstance(file_name, bytes) else str(file_name)
-        yield SourceImage(ident, resize_nearest(image[..., :3].astype(np.uint8), input_size),
-                          resize_nearest(mask, input_size))
+        rgb = image[..., :3].astype(np.uint8)
+        yield SourceImage(ident, geometry.pixels(rgb), geometry.trimap(mask), None, rgb.shape[:2])
 
 
 def _is_prepared(name: str, data_dir: str | None) -> bool:

@@ -35,11 +35,11 @@ def _largest_divisor_at_most(value: int, limit: int) -> int:
 
 
 def mask_onehot(trimaps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """N x S x S trimaps (1..3) to N x height x width x 3 class fractions, area-pooled."""
-    n, s, _ = trimaps.shape
+    """N x SH x SW trimaps (1..3) to N x height x width x 3 class fractions, area-pooled."""
+    n, sh, sw = trimaps.shape
     onehot = np.stack([(trimaps == k + 1) for k in range(3)], axis=-1).astype(np.float32)
-    if s % height == 0 and s % width == 0:
-        return onehot.reshape(n, height, s // height, width, s // width, 3).mean(axis=(2, 4))
+    if sh % height == 0 and sw % width == 0:
+        return onehot.reshape(n, height, sh // height, width, sw // width, 3).mean(axis=(2, 4))
     from PIL import Image
 
     return np.stack([
@@ -80,6 +80,13 @@ def order_keys(values: np.ndarray) -> np.ndarray:
     return keys
 
 
+def label_onehot(labels: list[int | None]) -> np.ndarray | None:
+    """Class indices to one-hot rows; None unless every image has a class and there are two or more."""
+    if not labels or any(label is None for label in labels) or len(set(labels)) < 2:
+        return None
+    return np.eye(max(labels) + 1, dtype=np.float32)[np.asarray(labels)]
+
+
 def participation_ratio(covariance: np.ndarray) -> float:
     """(sum lambda)^2 / sum lambda^2 of a covariance; NaN when it is all zero."""
     trace = float(np.trace(covariance))
@@ -105,7 +112,8 @@ class LayerAccumulator:
     area_count: np.ndarray = field(default=None)
     inter: np.ndarray = field(default=None)  # 2 polarities x 3 classes x C
     union: np.ndarray = field(default=None)
-    folds: dict = field(default_factory=dict)  # fold -> FoldSums: the probe's and CKA's sums
+    folds: dict = field(default_factory=dict)  # fold -> FoldSums over pixels: the mask probe's and CKA's sums
+    class_folds: dict = field(default_factory=dict)  # fold -> FoldSums over images: pooled features, class
 
     def __post_init__(self):
         c = self.channels
@@ -116,12 +124,14 @@ class LayerAccumulator:
             self.inter = np.zeros((2, 3, c), np.float64)
             self.union = np.zeros((2, 3, c), np.float64)
 
-    def add(self, maps: np.ndarray, masks: np.ndarray, image_indices: list[int], total_images: int,
-            measures: bool = True) -> None:
-        """Accumulate N x H x W x C activations with N x S x S trimaps (1..3).
+    def add(self, maps: np.ndarray, masks: np.ndarray | None, image_indices: list[int], total_images: int,
+            measures: bool = True, labels: np.ndarray | None = None) -> None:
+        """Accumulate N x H x W x C activations with N x SH x SW trimaps (1..3) or None.
 
-        With `measures` False only the descriptive sums and the ranking strength are kept. float16 maps
-        (what the spill stores, always finite) are ranked for the channel IoU without a conversion.
+        With `measures` False only the descriptive sums and the ranking strength are kept. Without
+        masks the mask-free measures (nTV, effective area, covariance) are kept and the mask ones are
+        undefined; `labels` (N x K one-hot) add the class probe's sums. float16 maps (what the spill
+        stores, always finite) are ranked for the channel IoU without a conversion.
         """
         stored = maps if maps.dtype == np.float16 else None
         maps = maps.astype(np.float32)
@@ -160,15 +170,22 @@ class LayerAccumulator:
         self.area_sum += np.where(defined, np.exp(entropy) / (h * w), 0.0).sum(axis=0)
         self.area_count += defined.sum(axis=0)
 
-        onehot = mask_onehot(masks, h, w)  # n x h x w x 3
-        self._channel_iou(flat if stored is None else stored.reshape(n, h * w, c), onehot.reshape(n, h * w, 3))
         pooled = pool_to(maps, POOL_GRID)
-        pooled_mask = pool_to(onehot, POOL_GRID) if pooled.shape[1] != h or pooled.shape[2] != w else onehot
-        if pooled_mask.shape[1:3] != pooled.shape[1:3]:
-            pooled_mask = mask_onehot(masks, pooled.shape[1], pooled.shape[2])
         folds = min(total_images, MAX_FOLDS)
+        if masks is None:  # no mask: the sums still give the covariance (participation ratio)
+            pooled_mask = np.zeros((*pooled.shape[:3], 0), np.float32)
+        else:
+            onehot = mask_onehot(masks, h, w)  # n x h x w x 3
+            self._channel_iou(flat if stored is None else stored.reshape(n, h * w, c), onehot.reshape(n, h * w, 3))
+            pooled_mask = pool_to(onehot, POOL_GRID) if pooled.shape[1] != h or pooled.shape[2] != w else onehot
+            if pooled_mask.shape[1:3] != pooled.shape[1:3]:
+                pooled_mask = mask_onehot(masks, pooled.shape[1], pooled.shape[2])
         for k, image_index in enumerate(image_indices):
-            add_to_fold(self.folds, image_index % folds, pooled[k].reshape(-1, c), pooled_mask[k].reshape(-1, 3))
+            add_to_fold(self.folds, image_index % folds, pooled[k].reshape(-1, c),
+                        pooled_mask[k].reshape(-1, pooled_mask.shape[-1]))
+            if labels is not None:
+                add_to_fold(self.class_folds, image_index % folds, means[k:k + 1].astype(np.float32),
+                            labels[k:k + 1])
 
     def _channel_iou(self, values: np.ndarray, onehot: np.ndarray) -> None:
         """Area-matched thresholds per image: a channel's top-k (and bottom-k) pixels, k = the class's pixels.
@@ -210,11 +227,16 @@ class LayerAccumulator:
         for name in ("images", "pixels", "total", "total_sq", "near_zero", "spatial_std", "tv_num", "tv_den",
                      "area_sum", "area_count", "inter", "union"):
             setattr(merged, name, getattr(self, name) + getattr(other, name))
-        merged.folds = dict(self.folds)
-        for fold, sums in other.folds.items():
-            mine = merged.folds.get(fold)
-            merged.folds[fold] = sums if mine is None else mine + sums
+        merged.folds = _merge_folds(self.folds, other.folds)
+        merged.class_folds = _merge_folds(self.class_folds, other.class_folds)
         return merged
+
+
+def _merge_folds(mine: dict, theirs: dict) -> dict:
+    merged = dict(mine)
+    for fold, sums in theirs.items():
+        merged[fold] = sums if fold not in merged else merged[fold] + sums
+    return merged
 
 
 @dataclass(frozen=True)
@@ -288,6 +310,8 @@ class LayerStats:
     cka_mask: float
     participation: float  # participation ratio / C
     probe_weights: list  # per fold (W, b) for the leave-out probe, evaluated in the render pass
+    cka_label: float = float("nan")  # linear CKA of globally pooled features with the one-hot class
+    class_probe_weights: list = field(default_factory=list)  # the class probe's, per fold
 
     @property
     def ntv_median(self) -> float:
@@ -320,22 +344,28 @@ def finalise(acc: LayerAccumulator) -> LayerStats:
     total = _total(acc.folds)
     if total is not None and total.n > 1:
         xx, xy, yy = total.centred()
-        cka_mask = cka(xy.T, xx, yy)
+        cka_mask = cka(xy.T, xx, yy) if yy.size else float("nan")
         pr = participation_ratio(xx / (total.n - 1)) / acc.channels
     else:
         cka_mask, pr = float("nan"), float("nan")
+    by_image = _total(acc.class_folds)
+    cka_label = float("nan")
+    if by_image is not None and by_image.n > 1:
+        xx, xy, yy = by_image.centred()
+        cka_label = cka(xy.T, xx, yy)
     return LayerStats(
         mean=overall_mean, std=float(np.sqrt(max(overall_var, 0.0))),
         near_zero_fraction=float(acc.near_zero.sum() / (n * acc.channels)),
         channel_strength=acc.spatial_std / max(acc.images, 1),
         ntv=ntv, effective_area=area, best_iou=best, cka_mask=cka_mask, participation=pr,
-        probe_weights=probe_weights(acc.folds),
+        probe_weights=probe_weights(acc.folds), cka_label=cka_label,
+        class_probe_weights=probe_weights(acc.class_folds),
     )
 
 
 def probe_weights(folds: dict) -> list:
     """Ridge weights per held-out fold, fitted on the standardised features of the other folds."""
-    if len(folds) < 2:
+    if len(folds) < 2 or next(iter(folds.values())).sy.size == 0:  # no targets (no mask): no probe
         return []
     total = _total(folds)
     weights = []
@@ -381,13 +411,18 @@ class ProbeScore:
 
 
 def probe_predict(weights: list, pooled: np.ndarray, image_index: int, folds: int) -> np.ndarray | None:
-    """Class ids predicted on one image's pooled g x g x C features by the probe that never saw it."""
+    """Class ids predicted on one image's pooled ... x C features by the probe that never saw it."""
     fold = image_index % folds
     for f, w, mean_x, scale, mean_y in weights:
         if f == fold:
             x = (pooled.reshape(-1, pooled.shape[-1]) - mean_x) / scale
-            return (x @ w + mean_y).argmax(axis=1).reshape(pooled.shape[:2])
+            return (x @ w + mean_y).argmax(axis=1).reshape(pooled.shape[:-1])
     return None
+
+
+def chance_accuracy(labels: list[int]) -> float:
+    """The accuracy of always guessing the most common class: what a probe must beat."""
+    return float(np.bincount(labels).max() / len(labels)) if labels else float("nan")
 
 
 CKA_GRID = 5  # layer x layer CKA compares every layer on one common grid

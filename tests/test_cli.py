@@ -125,7 +125,7 @@ def test_bad_input_gets_one_line_and_leaves_the_site(runner, tmp_path, tiny_mode
     elif case == "both model and weights":
         extra, fragment = ["--weights", str(tiny_model_path)], "not both"
     elif case == "bad tap":
-        extra, fragment = ["--tap", "middle"], "unknown tap"
+        extra, fragment = ["--tap", "middle"], "unknown --tap"
     elif case == "bad scale":
         extra, fragment = ["--scale", "global"], "unknown --scale"
     else:

@@ -7,7 +7,7 @@ import pytest
 
 from reportgen import model_io
 from reportgen.datasets.synthetic_pets.render import render_example
-from reportgen.sources import resize_nearest
+from reportgen.inputs import InputGeometry
 
 META = model_io.models_dir() / model_io.MODEL_META
 
@@ -34,7 +34,7 @@ def test_weights_are_small_and_match_the_card(meta, shipped):
 def test_prediction_for_a_fixed_synthetic_pet_matches_the_record(meta, shipped):
     expected = meta["expected_prediction"]
     example = render_example(expected["seed"], expected["index"])
-    image = resize_nearest(example.image, 160).astype("float32")[None]
+    image = InputGeometry(160, 160, 3).pixels(example.image).astype("float32")[None]
     probabilities = shipped.model.predict(image, verbose=0)[0]
     np.testing.assert_allclose(probabilities.mean(axis=(0, 1)), expected["mean_probabilities"], atol=0.01)
     coarse = probabilities.argmax(-1)[4::8, 4::8]  # 20 x 20 samples of the predicted mask

@@ -16,7 +16,7 @@ import numpy as np
 
 from reportgen import model_io, training
 from reportgen.datasets.synthetic_pets.render import render_example
-from reportgen.sources import resize_nearest
+from reportgen.inputs import InputGeometry
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {"seed": 2, "index": 0}  # test image 0 of synthetic_pets
@@ -29,12 +29,12 @@ def main(run_dir: Path) -> None:
 
     metrics = training.evaluate(model, "synthetic_pets", "test")
     reference = training.real_model(run_dir / "best.keras")
-    images = np.stack([resize_nearest(render_example(2, i).image, 160) for i in range(8)]).astype("float32")
+    images = np.stack([InputGeometry(160, 160, 3).pixels(render_example(2, i).image) for i in range(8)]).astype("float32")
     agreement = float((reference.predict(images, verbose=0).argmax(-1) == model.predict(images, verbose=0).argmax(-1))
                       .mean())
 
     example = render_example(EXPECTED["seed"], EXPECTED["index"])
-    probabilities = model.predict(resize_nearest(example.image, 160).astype("float32")[None], verbose=0)[0]
+    probabilities = model.predict(InputGeometry(160, 160, 3).pixels(example.image).astype("float32")[None], verbose=0)[0]
     history = list(csv.DictReader((run_dir / "history.csv").open()))
     config = json.loads((run_dir / "config.json").read_text())
     wall = int((run_dir / "wall_time_s.txt").read_text()) if (run_dir / "wall_time_s.txt").exists() else None

@@ -1,0 +1,153 @@
+"""The site's data files: every statistic (stats.json, layers.csv), every output of the model
+(predictions.json) and what produced the build (manifest.json). Plain data, no HTML."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from reportgen import __version__, outputs
+from reportgen.stats import CLASSES
+
+PACKAGES = ("reportgen", "tensorflow-cpu", "keras", "numpy", "pillow", "matplotlib", "jinja2",
+            "tensorflow-datasets", "typer")
+
+
+def json_value(value):
+    """A float for JSON: NaN and infinities (undefined) become null."""
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+
+
+def stats_records(results) -> list[dict]:
+    """Every statistic of every layer, as plain JSON-ready data (the downloadable record)."""
+    rows = []
+    for r in results:
+        s = r.stats
+        rows.append({
+            "index": r.conv.index,
+            "name": r.conv.qualified_name,
+            "type": r.conv.kind,
+            "role": r.role,
+            "output_shape": list(r.shape),
+            "stride": json_value(r.stride),
+            "receptive_field": json_value(float(r.receptive_field)),
+            "mean": json_value(s.mean),
+            "std": json_value(s.std),
+            "near_zero_fraction": json_value(s.near_zero_fraction),
+            "cka_mask": json_value(s.cka_mask),
+            "cka_class": json_value(s.cka_label),
+            "class_probe_accuracy": json_value(r.class_accuracy),
+            "participation_ratio_over_c": json_value(s.participation),
+            "probe_iou": {c: json_value(float(v)) for c, v in zip(CLASSES, r.probe_iou)},
+            "rgb_probe_iou": {c: json_value(float(v)) for c, v in zip(CLASSES, r.rgb_probe_iou)},
+            "ntv_p10_p50_p90": [json_value(v) for v in s.band(s.ntv)],
+            "effective_area_p10_p50_p90": [json_value(v) for v in s.band(s.effective_area)],
+            "best_channel_iou": {
+                c: dict(zip(("max", "p90", "fraction_above_0_5"), (json_value(v) for v in s.iou_summary(k))))
+                for k, c in enumerate(CLASSES)
+            },
+            "channel_ranking": [int(c) for c in r.order],
+            "channels": {
+                "strength": [json_value(float(v)) for v in s.channel_strength],
+                "ntv": [json_value(float(v)) for v in s.ntv],
+                "effective_area": [json_value(float(v)) for v in s.effective_area],
+                "best_iou_pet": [json_value(float(v)) for v in s.best_iou[0]],
+            },
+        })
+    return rows
+
+
+CSV_FIELDS = ("index", "name", "type", "role", "output_shape", "stride", "receptive_field", "mean", "std",
+              "near_zero_fraction", "cka_mask", "cka_class", "class_probe_accuracy", "participation_ratio_over_c",
+              "probe_iou_pet", "probe_iou_mean", "rgb_probe_iou_pet", "ntv_median", "effective_area_median",
+              "best_channel_iou_pet_max", "best_channel_iou_pet_p90", "best_channel_iou_pet_fraction_above_0_5")
+
+
+def csv_text(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for row in rows:
+        probe = [v for v in row["probe_iou"].values() if v is not None]
+        writer.writerow([
+            row["index"], row["name"], row["type"], row["role"], "x".join(map(str, row["output_shape"])),
+            row["stride"], row["receptive_field"], row["mean"], row["std"], row["near_zero_fraction"],
+            row["cka_mask"], row["cka_class"], row["class_probe_accuracy"], row["participation_ratio_over_c"],
+            row["probe_iou"]["pet"], sum(probe) / len(probe) if probe else None, row["rgb_probe_iou"]["pet"],
+            row["ntv_p10_p50_p90"][1], row["effective_area_p10_p50_p90"][1],
+            *row["best_channel_iou"]["pet"].values(),
+        ])
+    return buffer.getvalue()
+
+
+def predictions(report) -> dict:
+    """Each image's every output under the output's name: in full up to 1,000 numbers, else summarised."""
+    return {
+        "outputs": [{"name": spec.name, "kind": spec.kind, "shape": list(spec.shape), "classes": list(spec.classes)}
+                    for spec in report.outputs],
+        "input_convention": report.options.convention.describe(),
+        "images": {
+            record.id: {spec.name: outputs.record_values(values[i])
+                        for spec, values in zip(report.outputs, report.predictions)}
+            for i, record in enumerate(report.records)
+        },
+    }
+
+
+def build_time() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    stamp = int(epoch) if epoch and epoch.isdigit() else int(time.time())
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def manifest(report) -> dict:
+    loaded, options, geometry = report.loaded, report.options, report.geometry
+    return {
+        "build_time": build_time(),
+        "reportgen": __version__,
+        "model": {"description": loaded.description, "sha256": loaded.checksum,
+                  "file": Path(loaded.source_path).name if loaded.source_path else None,
+                  "parameters": int(loaded.model.count_params()), "conv_layers": len(report.layers),
+                  "outputs": [spec.describe() for spec in report.outputs],
+                  "own_input_layers": report.input_layers},
+        "input": {"height": geometry.height, "width": geometry.width, "channels": geometry.channels,
+                  "fit": geometry.fit, "interpolation": geometry.interpolation,
+                  "convention": options.convention.describe(), "preprocess": options.preprocess,
+                  "rescale": list(options.rescale) if options.rescale else None},
+        "data": {"dataset": None if options.image_dir else options.dataset,
+                 "image_dir": str(options.image_dir) if options.image_dir else None,
+                 "split": options.split, "image_ids": [r.id for r in report.records],
+                 "class_names": report.class_names},
+        "warnings": report.warnings,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(options).items())
+                    if k not in ("workers",)},
+        "packages": _versions(),
+        "command_line": " ".join(["reportgen", *sys.argv[1:]]) if sys.argv else "",
+    }

@@ -1,0 +1,199 @@
+"""How images become the model's input: the input convention and the input geometry.
+
+Named the way Keras names them, so a user can copy what their training code did:
+- `--preprocess none|tf|torch|caffe` is the `mode` of `keras.applications.imagenet_utils.preprocess_input`
+  (and Keras' own function does the arithmetic, so the semantics are exactly Keras');
+- `--rescale SCALE[,OFFSET]` is `keras.layers.Rescaling(scale, offset)`: x * scale + offset;
+- `--fit stretch|crop|pad` is `image_dataset_from_directory`'s plain resize,
+  `crop_to_aspect_ratio=True` and `pad_to_aspect_ratio=True`.
+
+Nothing here imports TensorFlow: the options are checked before the heavy imports.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from reportgen.errors import InputError
+
+PREPROCESS_MODES = ("none", "tf", "torch", "caffe")
+FITS = ("stretch", "crop", "pad")
+INTERPOLATIONS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+                  "bicubic": Image.Resampling.BICUBIC, "area": Image.Resampling.BOX}
+PAD_TRIMAP = 3  # padding is "not classified" in the Oxford convention: excluded from IoU
+
+_MODE_FORMULAS = {
+    "none": "raw pixel values 0-255 as float32",
+    "tf": "x / 127.5 - 1 (range -1..1)",
+    "torch": "x / 255, minus ImageNet mean (0.485, 0.456, 0.406), divided by std (0.229, 0.224, 0.225), RGB",
+    "caffe": "RGB to BGR, minus ImageNet mean (103.939, 116.779, 123.68), not scaled",
+}
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{what} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise InputError(f"{what} must be finite, got {text!r}")
+    return value
+
+
+def parse_rescale(text: str | None) -> tuple[float, float] | None:
+    """`SCALE[,OFFSET]` as keras.layers.Rescaling takes them, e.g. `0.0078125,-0.99609375`."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) not in (1, 2) or not all(p.strip() for p in parts):
+        raise InputError(f"--rescale takes SCALE or SCALE,OFFSET (as keras.layers.Rescaling), got {text!r}")
+    scale = _number(parts[0].strip(), "--rescale scale")
+    offset = _number(parts[1].strip(), "--rescale offset") if len(parts) == 2 else 0.0
+    if scale == 0:
+        raise InputError("--rescale scale 0 would make every image the same")
+    return scale, offset
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """`--input-size 160` (square) or `96x160` (height x width)."""
+    if text is None:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise InputError(f"--input-size takes SIZE or HEIGHTxWIDTH in pixels, e.g. 160 or 96x160; got {text!r}")
+    height, width = (int(parts[0]), int(parts[-1]))
+    if min(height, width) < 8 or max(height, width) > 8192:
+        raise InputError(f"--input-size {text!r} is outside 8..8192 pixels")
+    return height, width
+
+
+def check_choice(value: str, choices, option: str) -> str:
+    if value not in choices:
+        raise InputError(f"unknown {option} {value!r}; choose one of {', '.join(choices)}")
+    return value
+
+
+@dataclass(frozen=True)
+class InputConvention:
+    """What is done to the 0-255 pixels before the model sees them."""
+
+    preprocess: str = "none"
+    rescale: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        check_choice(self.preprocess, PREPROCESS_MODES, "--preprocess mode")
+        if self.preprocess != "none" and self.rescale is not None:
+            raise InputError("give --preprocess or --rescale, not both: each is the whole input convention")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.preprocess == "none" and self.rescale is None
+
+    def describe(self) -> str:
+        """For the model card and the manifest, in the words of the option the user gave."""
+        if self.rescale is not None:
+            scale, offset = self.rescale
+            return f"--rescale {scale:g},{offset:g}: x * {scale:g} + {offset:g} (keras.layers.Rescaling)"
+        if self.preprocess == "none":
+            return f"--preprocess none: {_MODE_FORMULAS['none']}"
+        return f"--preprocess {self.preprocess}: {_MODE_FORMULAS[self.preprocess]} (Keras preprocess_input)"
+
+    def check_channels(self, channels: int) -> None:
+        if self.preprocess in ("torch", "caffe") and channels != 3:
+            raise InputError(f"--preprocess {self.preprocess} subtracts ImageNet's per-channel RGB means and needs "
+                             f"a 3-channel input; this model takes {channels}-channel images (try --rescale)")
+
+    def apply(self, batch: np.ndarray) -> np.ndarray:
+        """N x H x W x C pixel values 0-255 to what the model takes, float32."""
+        batch = np.asarray(batch, np.float32)
+        if self.rescale is not None:
+            scale, offset = self.rescale
+            return batch * np.float32(scale) + np.float32(offset)
+        if self.preprocess == "none":
+            return batch
+        from keras.applications import imagenet_utils
+
+        return np.asarray(imagenet_utils.preprocess_input(batch.copy(), mode=self.preprocess,
+                                                          data_format="channels_last"), np.float32)
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    """The picture the model takes: height x width x channels, and how a photo is made to fit it."""
+
+    height: int
+    width: int
+    channels: int  # 1 (grayscale, PIL's "L") or 3 (RGB)
+    fit: str = "stretch"
+    interpolation: str = "nearest"  # what the shipped SD-UNet was trained with
+
+    def __post_init__(self):
+        check_choice(self.fit, FITS, "--fit")
+        check_choice(self.interpolation, tuple(INTERPOLATIONS), "--interpolation")
+        if self.channels not in (1, 3):
+            raise InputError(f"the model takes {self.channels}-channel images; reportgen reports on 1-channel "
+                             "(grayscale) and 3-channel (RGB) image models")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def describe(self) -> str:
+        colour = "grayscale (PIL's L conversion: 0.299 R + 0.587 G + 0.114 B)" if self.channels == 1 else "RGB"
+        how = {"stretch": "resized to it (aspect ratio not kept)",
+               "crop": "centre-cropped to its aspect ratio, then resized",
+               "pad": "padded with black to its aspect ratio, then resized"}[self.fit]
+        return f"{self.height} x {self.width} x {self.channels}, {colour}; images {how}, {self.interpolation} " \
+               f"interpolation (--fit {self.fit})"
+
+    def _crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The centred part of a width x height picture with the model's aspect ratio."""
+        target = self.width / self.height
+        if width / height > target:
+            kept = max(1, round(height * target))
+            left = (width - kept) // 2
+            return left, 0, left + kept, height
+        kept = max(1, round(width / target))
+        top = (height - kept) // 2
+        return 0, top, width, top + kept
+
+    def _pad_canvas(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The canvas (width, height) with the model's aspect ratio, and where the picture sits on it."""
+        target = self.width / self.height
+        if width / height > target:
+            canvas_h = max(height, round(width / target))
+            return width, canvas_h, 0, (canvas_h - height) // 2
+        canvas_w = max(width, round(height * target))
+        return canvas_w, height, (canvas_w - width) // 2, 0
+
+    def fit_array(self, array: np.ndarray, fill: int = 0, resample: Image.Resampling | None = None) -> np.ndarray:
+        """A uint8 H x W (x C) picture fitted to the geometry; masks pass NEAREST and their fill value."""
+        resample = INTERPOLATIONS[self.interpolation] if resample is None else resample
+        height, width = array.shape[:2]
+        if (height, width) == self.size:
+            return array
+        picture = Image.fromarray(array)
+        if self.fit == "crop":
+            picture = picture.crop(self._crop_box(width, height))
+        elif self.fit == "pad" and abs(width / height - self.width / self.height) > 1e-9:
+            canvas_w, canvas_h, left, top = self._pad_canvas(width, height)
+            canvas = Image.new(picture.mode, (canvas_w, canvas_h), fill if picture.mode in ("L", "P") else
+                               (fill,) * len(picture.getbands()))
+            canvas.paste(picture, (left, top))
+            picture = canvas
+        return np.asarray(picture.resize((self.width, self.height), resample))
+
+    def pixels(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 RGB H x W x 3 to the geometry, grayscale by PIL's L conversion where the model wants it."""
+        fitted = self.fit_array(rgb)
+        if self.channels == 1:
+            return np.asarray(Image.fromarray(fitted).convert("L"))[..., None]
+        return fitted
+
+    def trimap(self, trimap: np.ndarray) -> np.ndarray:
+        """A trimap follows its image's geometry exactly; padding is 'not classified'."""
+        return self.fit_array(trimap, fill=PAD_TRIMAP, resample=Image.Resampling.NEAREST)
