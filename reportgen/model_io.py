@@ -85,12 +85,43 @@ def _check_file(path: Path, what: str) -> None:
         raise InputError(f"{what} file {str(path)!r} is empty")
 
 
-def _legacy_objects():
+# tf.keras 2 writes these keys into the configs of these conv classes; Keras 3 refuses them. With
+# `groups` 1 they carry nothing (the kernel_* of a separable conv are unused leftovers of Conv).
+_LEGACY_CONV_KEYS = ("groups", "kernel_initializer", "kernel_regularizer", "kernel_constraint")
+_LEGACY_CONV_CLASSES = ("SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D",
+                        "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+
+
+@functools.cache
+def _legacy_conv(name: str):
+    """A Keras 3 conv class that reads tf.keras 2 configs: it drops the keys Keras 3 refuses."""
+    import keras
+
+    base = getattr(keras.layers, name)
+
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("groups", 1) != 1:
+            raise ValueError(f"{name} with groups={config['groups']} has no Keras 3 equivalent")
+        for key in _LEGACY_CONV_KEYS:
+            if key == "groups" or name.startswith("Separable"):  # transposed convs do use kernel_*
+                config.pop(key, None)
+        return super(legacy, cls).from_config(config)
+
+    # Named as the Keras class, so the report names the layer type the user knows.
+    legacy = type(name, (base,), {"from_config": classmethod(from_config), "__module__": __name__})
+    return legacy
+
+
+def _legacy_objects(legacy_h5: bool = False):
     import keras
 
     # The notebook's checkpoint came from tf.keras 2 with tensorflow-addons' GroupNormalization.
-    return {"Addons>GroupNormalization": keras.layers.GroupNormalization,
-            "GroupNormalization": keras.layers.GroupNormalization}
+    objects = {"Addons>GroupNormalization": keras.layers.GroupNormalization,
+               "GroupNormalization": keras.layers.GroupNormalization}
+    if legacy_h5:
+        objects.update({name: _legacy_conv(name) for name in _LEGACY_CONV_CLASSES})
+    return objects
 
 
 def import_user_code(specs: tuple[str, ...] | list[str]) -> dict[str, type]:
@@ -159,7 +190,8 @@ def load_model_file(path: Path, unsafe: bool = False, custom_objects: dict | Non
     if suffix not in (".keras", ".h5", ".hdf5"):
         raise InputError(f"model file {path.name!r} must be a .keras or .h5 file")
     try:
-        return keras.models.load_model(path, custom_objects={**_legacy_objects(), **(custom_objects or {})},
+        legacy = _legacy_objects(legacy_h5=suffix in (".h5", ".hdf5"))
+        return keras.models.load_model(path, custom_objects={**legacy, **(custom_objects or {})},
                                        compile=False, safe_mode=not unsafe)
     except (ValueError, TypeError) as error:
         text = str(error)
@@ -176,13 +208,14 @@ def load_model_file(path: Path, unsafe: bool = False, custom_objects: dict | Non
 
 
 def _unknown_class(text: str) -> str | None:
-    """The class name in Keras' 'could not locate / deserialize' messages, if that is what failed."""
+    """The class name in Keras' 'could not locate' / 'unknown layer' messages, if that is what failed."""
     import re
 
-    if "Could not locate" not in text and "could not be deserialized" not in text and "Unknown layer" not in text:
-        return None
-    found = re.search(r"(?:class|layer)[:\s]+'?([A-Za-z_][\w>.]*)'?", text)
-    return repr(found.group(1)) if found else "a custom class"
+    for pattern in (r"Could not locate (?:class|function) '([^']+)'", r"Unknown (?:layer|object)[^']*'([^']+)'"):
+        found = re.search(pattern, text)
+        if found:
+            return repr(found.group(1))
+    return "a custom class" if "could not be deserialized" in text else None
 
 
 def _short(error: Exception) -> str:

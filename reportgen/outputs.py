@@ -74,15 +74,26 @@ def read_labels(path: Path) -> tuple[str, ...]:
     return tuple(line.strip() for line in lines)
 
 
+def _ends_in_scores(tensor) -> bool:
+    """Whether the layer making `tensor` ends in softmax or sigmoid: class scores, not regression values."""
+    layer = tensor._keras_history[0]
+    activation = getattr(getattr(layer, "activation", None), "__name__", "")
+    return activation in ("softmax", "sigmoid", "log_softmax") or type(layer).__name__ == "Softmax"
+
+
 def describe(model, image_size: tuple[int, int], labels: tuple[str, ...] = (),
              shipped: bool = False) -> list[OutputSpec]:
-    """Each output's kind; `labels` name the classes of the first class output (count checked)."""
+    """Each output's kind; `labels` name the classes of the first class output (count checked).
+
+    A vector output is a classification when it ends in softmax or sigmoid; a vector of logits is
+    one when --labels names as many classes as it has values.
+    """
     specs = []
     for name, tensor in zip(output_names(model), model.outputs):
         shape = tuple(None if d is None else int(d) for d in tuple(tensor.shape)[1:])
         if len(shape) == 3 and shape[:2] == image_size and (shape[-1] or 0) >= 2:
             kind = "segmentation"
-        elif len(shape) == 1 and (shape[0] or 0) >= 2:
+        elif len(shape) == 1 and (shape[0] or 0) >= 2 and _ends_in_scores(tensor):
             kind = "classification"
         else:
             kind = "other"
@@ -91,6 +102,11 @@ def describe(model, image_size: tuple[int, int], labels: tuple[str, ...] = (),
         specs[0] = OutputSpec(specs[0].name, specs[0].shape, specs[0].kind, SHIPPED_CLASSES)
     if labels:
         labelled = next((i for i, s in enumerate(specs) if s.kind == "classification"), None)
+        if labelled is None:
+            labelled = next((i for i, s in enumerate(specs) if s.kind == "other" and len(s.shape) == 1
+                             and s.shape[0] == len(labels)), None)
+            if labelled is not None:
+                specs[labelled] = OutputSpec(specs[labelled].name, specs[labelled].shape, "classification")
         if labelled is None:
             labelled = next((i for i, s in enumerate(specs) if s.kind == "segmentation"), None)
         if labelled is None:

@@ -242,6 +242,7 @@ class InMemory:
     images: list  # arrays of 0-255 pixel values or PIL images
     masks: list | None = None  # Oxford-style trimaps (1 pet, 2 background, 3 border) of the same sizes
     labels: list | None = None  # a class name per image, for the class probe
+    class_names: tuple[str, ...] = ()  # names of the model's output classes (what --labels gives)
 
 
 def build(out: Path, options: BuildOptions, progress: Progress | None = None,
@@ -255,6 +256,8 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
     site.check_output(out)
     options.check()
     labels = outputs.read_labels(options.labels) if options.labels is not None else ()
+    if in_memory is not None and in_memory.class_names:
+        labels = tuple(str(name) for name in in_memory.class_names)
 
     from reportgen import buildkey
 

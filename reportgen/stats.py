@@ -181,8 +181,9 @@ class LayerAccumulator:
             if pooled_mask.shape[1:3] != pooled.shape[1:3]:
                 pooled_mask = mask_onehot(masks, pooled.shape[1], pooled.shape[2])
         for k, image_index in enumerate(image_indices):
-            add_to_fold(self.folds, image_index % folds, pooled[k].reshape(-1, c),
-                        pooled_mask[k].reshape(-1, pooled_mask.shape[-1]))
+            rows = pooled.shape[1] * pooled.shape[2]
+            add_to_fold(self.folds, image_index % folds, pooled[k].reshape(rows, c),
+                        pooled_mask[k].reshape(rows, pooled_mask.shape[-1]))
             if labels is not None:
                 add_to_fold(self.class_folds, image_index % folds, means[k:k + 1].astype(np.float32),
                             labels[k:k + 1])
