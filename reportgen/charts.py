@@ -159,6 +159,8 @@ def write_charts(root: Path, results, rows, layer_cka=None, theme_name: str = "l
 
 
 def _small_multiples(plt, out: Path, results, panels, x, theme, theme_name: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     rows_of_panels = -(-len(panels) // 2)
     # Fixed margins: constrained layout measures every label and costs a third of the drawing time.
     height = 0.6 + 2.3 * rows_of_panels
@@ -180,6 +182,7 @@ def _small_multiples(plt, out: Path, results, panels, x, theme, theme_name: str)
         ax.set_title(title, color=theme["fg"], fontsize=10)
         ax.tick_params(colors=theme["fg"], labelsize=8)
         ax.tick_params(labelbottom=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for spine in ax.spines.values():
             spine.set_color(theme["grid"])
         ax.grid(True, color=theme["grid"], lw=0.4)

@@ -41,7 +41,7 @@ def compute(report, chance: float = float("nan")) -> list[str]:
     source = "the model's own prediction" if any(r.mask_is_prediction for r in records) else "the ground-truth trimap"
 
     reached = _first_reaching(probe, PEAK_SHARE)
-    if reached:
+    if reached and reached[1] > 0:
         i, peak = reached
         top = _argmax(probe)
         baseline = np.nanmax(rgb) if np.isfinite(rgb).any() else float("nan")

@@ -36,12 +36,13 @@ class OutputSpec:
 
     def describe(self) -> str:
         shape = " x ".join("?" if d is None else str(d) for d in self.shape)
+        shape = f"{shape} values" if len(self.shape) == 1 else shape
         if self.kind == "segmentation":
             what = f"per-pixel scores over {self.class_count} classes"
         elif self.kind == "classification":
             what = f"scores over {self.class_count} classes"
         else:
-            what = "values summarised per image"
+            what = "summarised per image"
         named = f"; classes {_list(self.classes)}" if self.classes else ""
         return f"{self.name}: {shape}, {what}{named}"
 

@@ -72,8 +72,11 @@ def random_image(rng: np.random.Generator, size: int) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def classifier_site(tmp_path_factory, pets_folder) -> Path:
-    """A site of a model unlike the SD-UNet: MobileNetV2 (depthwise convs, a classifier, no mask to
-    measure against) over images without trimaps, so every statistic that needs a mask is undefined."""
+    """A site of a model unlike the SD-UNet: a MobileNetV2 classifier (depthwise convs, three named
+    classes, ImageNet-style `--preprocess tf`) over class folders without trimaps, so every mask
+    statistic is undefined and the class statistics are there instead."""
+    import shutil
+
     import keras
     from typer.testing import CliRunner
 
@@ -81,9 +84,16 @@ def classifier_site(tmp_path_factory, pets_folder) -> Path:
 
     root = tmp_path_factory.mktemp("classifier")
     model_path = root / "mobilenet_v2.keras"
-    keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), alpha=0.35).save(model_path)
+    keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), alpha=0.35, classes=3).save(model_path)
+    labels = root / "labels.txt"
+    labels.write_text("cat\ndog\n<b>bird</b>\n")  # markup in a class name must be shown, not run
+    folders = root / "photos"
+    for i, path in enumerate(sorted(pets_folder[0].iterdir())):
+        (folders / ("cats" if i % 2 else "dogs")).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folders / ("cats" if i % 2 else "dogs") / path.name)
     out = root / "site"
-    result = CliRunner().invoke(app, ["build", "--model", str(model_path), "--image-dir", str(pets_folder[0]),
-                                      "--images", "2", "--out", str(out), "-q"])
+    result = CliRunner().invoke(app, ["build", "--model", str(model_path), "--image-dir", str(folders),
+                                      "--labels", str(labels), "--preprocess", "tf", "--images", "4",
+                                      "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
     return out

@@ -106,6 +106,16 @@ def test_a_classifier_site_without_masks_works_too(browser, classifier_site):
     assert problems == []
     layer_pages = [u for u in seen if "/layers/" in u]
     assert len(layer_pages) == len(list((classifier_site / "layers").glob("*.html"))) == 52
+    page = browser.new_page()
+    page.goto((classifier_site / "index.html").as_uri())
+    said = page.evaluate("Array.from(document.querySelectorAll('#images .said')).map(e => e.textContent)")
+    assert len(said) == 4 and all("cat" in line and "<b>bird</b>" in line for line in said)  # top classes, as text
+    assert page.evaluate("document.querySelectorAll('#images .said b').length") == 0
+    card = page.text_content("dl.card")
+    assert "cat, dog, <b>bird</b>" in card and "--preprocess tf" in card and "pet, background" not in card
+    headings = page.evaluate("Array.from(document.querySelectorAll('#layer-table th')).map(e => e.textContent)")
+    assert "Class probe acc." in headings and "Probe IoU" not in headings
+    page.close()
 
 
 def test_arrow_keys_move_between_layers(browser, tiny_site):

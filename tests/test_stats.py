@@ -156,3 +156,76 @@ def test_layer_cka_agrees_between_example_and_feature_space(rng, monkeypatch):
     by_examples = acc.finalise()
     monkeypatch.setattr(stats, "EXAMPLE_SPACE_ROWS", 0)
     np.testing.assert_allclose(acc.finalise(), by_examples, rtol=1e-4)
+
+
+def _class_maps(rng, labels, separable: bool):
+    """8 x 8 x 6 maps per image; with `separable` channel 0's mean is the class, else pure noise."""
+    maps = rng.normal(size=(len(labels), 8, 8, 6)).astype(np.float32)
+    if separable:
+        maps[..., 0] += 3.0 * np.asarray(labels, np.float32)[:, None, None]
+    return maps
+
+
+def _class_probe_accuracy(maps, labels):
+    """The class probe as the build runs it: accumulate per image, finalise, predict each held-out image."""
+    onehot = stats.label_onehot(list(labels))
+    acc = stats.LayerAccumulator(maps.shape[-1], 1.0)
+    for k in range(len(maps)):
+        acc.add(maps[k:k + 1], None, [k], len(maps), labels=onehot[k:k + 1])
+    final = stats.finalise(acc)
+    folds = min(len(maps), stats.MAX_FOLDS)
+    hits = [stats.probe_predict(final.class_probe_weights, maps[k].reshape(-1, maps.shape[-1]).mean(0, keepdims=True),
+                                k, folds)[0] == labels[k] for k in range(len(maps))]
+    return float(np.mean(hits)), final
+
+
+def test_class_probe_decodes_a_class_coded_channel_and_not_noise(rng):
+    labels = np.array([0, 1] * 10)
+    accuracy, _ = _class_probe_accuracy(_class_maps(rng, labels, True), labels)
+    # Standardising puts the five noise channels on the signal's footing; with 18 training images
+    # a held-out image may still fall on the wrong side.
+    assert accuracy >= 0.9
+    noise_accuracy = np.mean([_class_probe_accuracy(_class_maps(np.random.default_rng(s), labels, False), labels)[0]
+                              for s in range(10)])
+    assert noise_accuracy < 0.7  # chance is 0.5; held-out images keep the probe honest
+    assert stats.chance_accuracy(list(labels)) == 0.5
+
+
+def test_class_cka_equals_linear_cka_of_pooled_features(rng):
+    labels = np.array([0, 1, 2] * 5)
+    maps = _class_maps(rng, labels, True)
+    _, final = _class_probe_accuracy(maps, labels)
+    pooled = maps.reshape(len(maps), -1, maps.shape[-1]).mean(axis=1)
+    assert final.cka_label == pytest.approx(stats.linear_cka(pooled, np.eye(3)[labels]), rel=1e-5)
+
+
+def test_mask_free_statistics_are_defined_without_a_mask(rng):
+    maps = rng.normal(size=(3, 16, 16, 4)).astype(np.float32)
+    acc = stats.LayerAccumulator(4, 2.0)
+    acc.add(maps, None, [0, 1, 2], 3)
+    final = stats.finalise(acc)
+    assert np.isfinite(final.ntv).all() and np.isfinite(final.effective_area).all()
+    assert np.isfinite(final.participation)
+    assert np.isnan(final.cka_mask) and np.isnan(final.best_iou).all() and final.probe_weights == []
+    with_mask = stats.LayerAccumulator(4, 2.0)
+    with_mask.add(maps, np.ones((3, 32, 32), np.uint8), [0, 1, 2], 3)
+    np.testing.assert_allclose(final.ntv, stats.finalise(with_mask).ntv)  # the mask changes nothing here
+    assert final.participation == pytest.approx(stats.finalise(with_mask).participation)
+
+
+def test_class_sums_merge_like_the_whole(rng):
+    labels = np.array([0, 1, 0, 1, 1, 0])
+    maps = _class_maps(rng, labels, True)
+    onehot = stats.label_onehot(list(labels))
+    whole, left, right = (stats.LayerAccumulator(6, 1.0) for _ in range(3))
+    for k in range(6):
+        whole.add(maps[k:k + 1], None, [k], 6, labels=onehot[k:k + 1])
+        (left if k < 3 else right).add(maps[k:k + 1], None, [k], 6, labels=onehot[k:k + 1])
+    merged = stats.finalise(left.merge(right))
+    assert merged.cka_label == pytest.approx(stats.finalise(whole).cka_label, rel=1e-9)
+
+
+def test_labels_need_two_classes_and_every_image():
+    assert stats.label_onehot([0, 0, 0]) is None
+    assert stats.label_onehot([0, None, 1]) is None
+    np.testing.assert_array_equal(stats.label_onehot([1, 0]), [[0, 1], [1, 0]])

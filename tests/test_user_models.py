@@ -137,8 +137,8 @@ def test_prelu_classifier_with_three_outputs_and_rescale(runner, tmp_path, face_
     index = _index(site)
     assert "Check the input" not in index
     assert "x * 0.0078125 + -0.996094" in index
-    assert "face_prob: 2, scores over 2 classes; classes not a face, face" in index
-    assert "bbox: 4, values summarised per image" in index
+    assert "face_prob: 2 values, scores over 2 classes; classes not a face, face" in index
+    assert "bbox: 4 values, summarised per image" in index
     assert "pet, background, border" not in index  # never the SD-UNet's classes for another model
     first = index.split('<a href="images/')[1].split('"')[0]
     page = (site / "images" / first).read_text()
