@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reportgen import assets, capture, layer_stage, model_io, outputs, render, sources, stats, workers
+from reportgen import assets, capture, layer_stage, model_io, outdir, outputs, render, sources, stats, workers
 from reportgen.errors import InputError, OutputError, ReportgenError
 from reportgen.inputs import (FITS, INTERPOLATIONS, PREPROCESS_MODES, InputConvention, InputGeometry,
                               check_choice)
@@ -253,7 +253,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
     started = time.monotonic()
     progress = progress or (lambda stage, done, total: None)
     out = Path(out)
-    site.check_output(out)
+    outdir.check_output(out)
     options.check()
     labels = outputs.read_labels(options.labels) if options.labels is not None else ()
     if in_memory is not None and in_memory.class_names:
@@ -262,8 +262,8 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
     from reportgen import buildkey
 
     key = None if in_memory else buildkey.input_key(options, model_io.models_dir() / model_io.DEFAULT_WEIGHTS)
-    if key is not None and site.is_up_to_date(out, key):
-        return BuildResult(out, 0, site.image_count(out), site.folder_size(out), time.monotonic() - started,
+    if key is not None and outdir.is_up_to_date(out, key):
+        return BuildResult(out, 0, outdir.image_count(out), outdir.folder_size(out), time.monotonic() - started,
                            skipped=True)
 
     executor = workers.pool(options.workers)  # its processes start while TensorFlow loads
@@ -285,8 +285,8 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
         selected = _load_images(options, geometry)
     if key is None:  # inputs that cannot be hashed cheaply: key on what was loaded instead
         key = buildkey.loaded_key(loaded, options, selected)
-        if site.is_up_to_date(out, key):
-            return BuildResult(out, 0, len(selected), site.folder_size(out), time.monotonic() - started,
+        if outdir.is_up_to_date(out, key):
+            return BuildResult(out, 0, len(selected), outdir.folder_size(out), time.monotonic() - started,
                                skipped=True)
 
     probe = capture.probe_model(model, convs)
@@ -325,7 +325,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
                 loaded, convs, captured, specs, options),
             input_layers=capture.input_layers(model), original_sizes=[s.original_size for s in selected])
         pages = site.write_site(staging, report, executor)
-        site.swap_in(staging, out)
+        outdir.swap_in(staging, out)
     except KeyboardInterrupt:
         from reportgen.errors import BuildInterrupted
 
@@ -338,7 +338,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
         raise OutputError(f"cannot write the site: {error.strerror or error}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return BuildResult(out, pages, len(records), site.folder_size(out), time.monotonic() - started)
+    return BuildResult(out, pages, len(records), outdir.folder_size(out), time.monotonic() - started)
 
 
 def _load_model(options: BuildOptions, in_memory: InMemory | None) -> model_io.LoadedModel:

@@ -6,10 +6,7 @@ The site is written into a staging folder and swapped in atomically by the pipel
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from importlib import resources
@@ -19,11 +16,9 @@ import jinja2
 import numpy as np
 
 from reportgen import __version__, assets, compare, downloads, findings, outputs, render
-from reportgen.errors import OutputError
 from reportgen.inputs import InputGeometry
+from reportgen.outdir import KEY_FILE
 
-SITE_MARKER = ".reportgen-site"
-KEY_FILE = "data/build-key.txt"
 INPUT_BOX = 96  # CSS pixels of an input picture on the index; 200 on an image page
 IMAGE_BOX = 200
 THUMB_BOX = 40
@@ -77,57 +72,6 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     return env
-
-
-def check_output(out: Path) -> None:
-    """Refuse an output path that is a file, unwritable, or a folder that is not a reportgen site."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"output path {str(out)!r} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / SITE_MARKER).exists():
-        raise OutputError(f"output folder {str(out)!r} is not empty and was not made by reportgen; "
-                          "choose another --out")
-    parent = out.parent if out.parent != Path("") else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot create {str(parent)!r}: {error.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output folder {str(parent)!r} is not writable")
-
-
-def is_up_to_date(out: Path, key: str) -> bool:
-    key_file = out / KEY_FILE
-    return key_file.is_file() and key_file.read_text().strip() == key and (out / "index.html").is_file()
-
-
-def image_count(out: Path) -> int:
-    try:
-        return len(json.loads((out / "data" / "manifest.json").read_text())["data"]["image_ids"])
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
-def folder_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def swap_in(staging: Path, out: Path) -> None:
-    """Replace `out` with `staging` in two renames; the old site survives until the new one is in place."""
-    (staging / SITE_MARKER).write_text("built by reportgen\n")
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        out.rename(old)
-    try:
-        staging.rename(out)
-    except OSError:
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _iou(truth: np.ndarray | None, predicted_trimap: np.ndarray, cls: int = 1) -> float:

@@ -55,3 +55,50 @@ def test_constant_and_saturated_outputs_are_warned():
     other = outputs.OutputSpec("v", (3,), "other")
     (line,) = outputs.warnings_for([other], [np.tile([1.0, 2.0, 3.0], (4, 1))], "x")
     assert "is the same for all 4 images" in line
+
+
+def test_the_models_own_preprocessing_layers_are_named():
+    from reportgen.capture import input_layers
+
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Rescaling(1 / 255, name="to_unit")(inputs)
+    x = layers.Normalization(mean=[0.5, 0.5, 0.5], variance=[0.25, 0.25, 0.25], name="norm")(x)
+    model = keras.Model(inputs, layers.Conv2D(2, 3)(x))
+    found = input_layers(model)
+    assert found[0].startswith("Rescaling 'to_unit' (x * 0.00392157 + 0)") and found[1].startswith("Normalization")
+    plain = keras.Model(inputs, layers.Conv2D(2, 3)(inputs))
+    assert input_layers(plain) == []
+
+
+def test_a_saturated_bounded_first_conv_is_evidence():
+    from reportgen.capture import find_conv_layers, first_conv_evidence
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, layers.Conv2D(4, 3, activation="tanh", name="first")(inputs))
+    conv = find_conv_layers(model)[0]
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    on_raw = model.predict(pixels, verbose=0)
+    on_unit = model.predict(pixels / 127.5 - 1, verbose=0)
+    assert "is saturated" in first_conv_evidence(model, conv, on_raw)
+    assert first_conv_evidence(model, conv, on_unit) is None
+
+
+def test_batchnorm_statistics_reveal_the_input_scale():
+    from reportgen.capture import find_conv_layers, first_conv_evidence
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    conv_layer = layers.Conv2D(4, 3, name="first")
+    norm = layers.BatchNormalization(name="bn")
+    model = keras.Model(inputs, norm(conv_layer(inputs)))
+    rng = np.random.default_rng(0)
+    unit = rng.uniform(-1, 1, (4, 16, 16, 3)).astype(np.float32)
+    trained_on = keras.Model(inputs, conv_layer.output).predict(unit, verbose=0)
+    norm.moving_mean.assign(trained_on.mean(axis=(0, 1, 2)))
+    norm.moving_variance.assign(trained_on.var(axis=(0, 1, 2)))
+    conv = find_conv_layers(model)[0]
+    assert first_conv_evidence(model, conv, trained_on) is None
+    raw = keras.Model(inputs, conv_layer.output).predict((unit + 1) * 127.5, verbose=0)
+    assert "times the spread its BatchNormalization learnt" in first_conv_evidence(model, conv, raw)

@@ -407,3 +407,16 @@ def test_bad_user_input_gets_one_line(runner, tmp_path, case, face_classifier, p
     lines = [line for line in result.output.strip().splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.output
     assert not out.exists()
+
+
+def test_readme_notebook_example_runs(tmp_path, monkeypatch):
+    """The README's Python example, as written, builds a site (run in a scratch folder)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("**From a notebook**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md", "exec"), {})  # noqa: S102  (our own documentation)
+    predictions = json.loads((tmp_path / "notebook_site" / "data" / "predictions.json").read_text())
+    assert len(predictions["images"]) == 4
+    assert predictions["outputs"][0]["classes"] == ["cat", "dog"]
