@@ -61,9 +61,9 @@ class AssetWriter:
         `read_image(k)` returns image k's activations of this layer; one image is in memory at a time.
         """
         spatial = len(result.shape) == 3
-        score = stats.ProbeScore()
         folds = min(len(records), stats.MAX_FOLDS)
-        class_hits = class_total = 0
+        score = stats.FoldRatio(folds)
+        class_score = stats.FoldRatio(folds, classes=1)
         order = result.order
         top = order[:TOP_OVERLAYS]
         low = high = None
@@ -85,8 +85,7 @@ class AssetWriter:
                 pooled = maps.reshape(-1, maps.shape[-1]).astype(np.float64).mean(axis=0, keepdims=True)
                 predicted = stats.probe_predict(result.stats.class_probe_weights, pooled, i, folds)
                 if predicted is not None:
-                    class_hits += int(predicted[0] == record.label)
-                    class_total += 1
+                    class_score.add_hit(predicted[0] == record.label, i % folds)
             if record.image.ndim == 3 and maps.shape[0] > 1:
                 # Overlays always use each channel's own range: with --scale channel the tiles have it.
                 heats = tiles[:len(top)] if self.scale == "channel" else render.normalise_channels(maps[..., top])
@@ -95,16 +94,21 @@ class AssetWriter:
                 self._write(overlay_path(result.slug, record.slug), render.encode_jpeg(strip))
             if spatial and result.stats.probe_weights:
                 pooled = stats.pool_to(maps[None], stats.POOL_GRID)[0]
-                predicted = stats.probe_predict(result.stats.probe_weights, pooled, i, folds)
+                predicted = stats.probe_predict(result.stats.probe_weights, pooled, i, folds, balanced=True)
                 truth = self._truth(i, record, pooled.shape[0], pooled.shape[1])
                 if predicted is not None:
-                    score.add(predicted, truth)
-        result.probe_iou = score.iou()
-        if class_total:
-            result.class_accuracy = class_hits / class_total
+                    score.add_pixels(predicted, truth, i % folds)
+        result.probe_iou = score.ratio()
+        result.intervals["probe_iou_pet"] = score.interval()
+        result.intervals["probe_iou_mean"] = score.interval(stats.mean_defined)
+        if class_score.denominator.sum():
+            result.class_accuracy = float(class_score.ratio()[0])
+            result.intervals["class_probe_accuracy"] = class_score.interval()
         if spatial and result.shape[0] > 1 and all(r.mask is not None for r in records):
             grid_shape = stats.pool_to(np.zeros((1, *result.shape[:2], 1), np.float32), stats.POOL_GRID).shape[1:3]
-            result.rgb_probe_iou = self.rgb_probe(records, grid_shape)
+            baseline = self.rgb_probe(records, grid_shape)
+            result.rgb_probe_iou = baseline.ratio()
+            result.intervals["rgb_probe_iou_pet"] = baseline.interval()
 
     def _overlay_backdrop(self, index: int, image: np.ndarray) -> np.ndarray:
         """The input at the overlays' stored height, which is the height the layer page shows them at."""
@@ -121,7 +125,7 @@ class AssetWriter:
             self._truths[key] = _mask_on_grid(record, height, width)
         return self._truths[key]
 
-    def rgb_probe(self, records, grid_shape: tuple[int, int]) -> np.ndarray:
+    def rgb_probe(self, records, grid_shape: tuple[int, int]) -> stats.FoldRatio:
         """The probe baseline: the same leave-out ridge probe on raw RGB pooled to the layer's grid."""
         if grid_shape not in self._rgb_probe:
             self._rgb_probe[grid_shape] = _rgb_probe_iou(records, grid_shape)
@@ -163,7 +167,7 @@ def _mask_on_grid(record, height: int, width: int) -> np.ndarray:
     return stats.grid_truth(record.mask[None], height, width)[0]
 
 
-def _rgb_probe_iou(records, grid_shape) -> np.ndarray:
+def _rgb_probe_iou(records, grid_shape) -> stats.FoldRatio:
     fold_sums: dict = {}
     masks = np.stack([r.mask for r in records])
     pooled_images = [stats.pool_to(r.image[None].astype(np.float32), max(grid_shape))[0] for r in records]
@@ -172,9 +176,9 @@ def _rgb_probe_iou(records, grid_shape) -> np.ndarray:
         y = stats.mask_onehot(masks[i:i + 1], *pooled.shape[:2])[0]
         stats.add_to_fold(fold_sums, i % folds, pooled.reshape(-1, 3), y.reshape(-1, 3))
     weights = stats.probe_weights(fold_sums)
-    score = stats.ProbeScore()
+    score = stats.FoldRatio(folds)
     for i, pooled in enumerate(pooled_images):
-        predicted = stats.probe_predict(weights, pooled, i, folds)
+        predicted = stats.probe_predict(weights, pooled, i, folds, balanced=True)
         if predicted is not None:
-            score.add(predicted, _mask_on_grid(records[i], *pooled.shape[:2]))
-    return score.iou()
+            score.add_pixels(predicted, _mask_on_grid(records[i], *pooled.shape[:2]), i % folds)
+    return score

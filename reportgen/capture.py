@@ -52,6 +52,7 @@ class ConvLayer:
     params: int
     output_shape: tuple[int, ...]  # without the batch axis
     tap_name: str  # the layer whose output is captured (the conv itself or its activation)
+    is_output: bool = False  # its output (after its own norm and activation) is a model output: the head
 
     @property
     def qualified_name(self) -> str:
@@ -110,6 +111,8 @@ def find_conv_layers(model, tap: str = "conv") -> list[ConvLayer]:
             containers[path] = owner
         rank = len(layer.output.shape) - 2
         tapped = _tap_layer(owner, layer, tap)
+        block_end = _tap_layer(owner, layer, "activation")
+        is_output = not path and any(end.output is t for end in (layer, block_end) for t in model.outputs)
         filters = getattr(layer, "filters", None) or int(layer.output.shape[-1])
         found.append(ConvLayer(
             index=len(found) + 1,
@@ -123,6 +126,7 @@ def find_conv_layers(model, tap: str = "conv") -> list[ConvLayer]:
             params=int(layer.count_params()),
             output_shape=tuple(int(d) if d is not None else -1 for d in tapped.output.shape[1:]),
             tap_name=tapped.name,
+            is_output=is_output,
         ))
     return found
 

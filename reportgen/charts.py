@@ -95,10 +95,22 @@ def _band(rows, key) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return values[:, 0], values[:, 1], values[:, 2]
 
 
+def _interval(rows, name) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [row["intervals_90"].get(name, [None, None]) for row in rows]
+    return tuple(np.array([np.nan if p[i] is None else p[i] for p in pairs], float) for i in (0, 1))
+
+
+# The 90% interval drawn around each panel's line: panel key -> name in a row's `intervals_90`.
+PANEL_INTERVALS = {"probe": "probe_iou_pet", "cka_mask": "cka_mask", "best_iou": "best_iou_pet_max",
+                   "class_probe": "class_probe_accuracy", "cka_class": "cka_label", "ntv": "ntv_median",
+                   "area": "effective_area_median", "participation": "participation"}
+
+
 def _panels(rows, chance: float) -> list[tuple]:
-    """Every small multiple the report can draw: (key, title, line, spread, baseline, baseline label)."""
+    """Every small multiple the report can draw:
+    (key, title, line, spread, baseline, baseline label, 90% interval of the line)."""
     ntv, area = _band(rows, "ntv_p10_p50_p90"), _band(rows, "effective_area_p10_p50_p90")
-    return [
+    return [(*panel, _interval(rows, PANEL_INTERVALS[panel[0]])) for panel in [
         ("probe", "Mask decodability (probe IoU, pet)", _column(rows, lambda r: r["probe_iou"]["pet"]), None,
          _column(rows, lambda r: r["rgb_probe_iou"]["pet"]), "raw RGB baseline"),
         ("cka_mask", "Linear CKA with the mask", _column(rows, lambda r: r["cka_mask"]), None, None, ""),
@@ -111,20 +123,22 @@ def _panels(rows, chance: float) -> list[tuple]:
         ("area", "Effective area fraction (median, 10-90%)", area[1], area, None, ""),
         ("participation", "Participation ratio / C", _column(rows, lambda r: r["participation_ratio_over_c"]),
          None, None, ""),
-    ]
+    ]]
 
 
 def plan(rows, layer_cka, chance: float = float("nan")) -> dict:
     """Which charts and panels this report can draw: only what is defined, so no axes stay empty."""
     panels = [(key, title) for key, title, line, *_ in _panels(rows, chance) if np.isfinite(line).any()]
+    images = rows[0]["images"] if rows else 0
     has_scatter = any(v is not None for row in rows for v in row["channels"]["best_iou_pet"]) and \
         any(v is not None for row in rows for v in row["channels"]["ntv"])
     has_cka = layer_cka is not None and np.isfinite(layer_cka).any()
     return {
         "metrics": CHART_FILES["metrics"] if panels else None,
         "panels": [key for key, _ in panels],
-        "metrics_alt": f"{len(panels)} panels of statistics against conv layer index: "
-                       + ", ".join(title for _, title in panels),
+        "metrics_alt": f"{len(panels)} panels of statistics against conv layer index, each over {images} images "
+                       "with its 90% interval: " + ", ".join(title for _, title in panels),
+        "images": images,
         "channels": CHART_FILES["channels"] if has_scatter else None,
         "cka": CHART_FILES["cka"] if has_cka else None,
         "chance": chance,
@@ -170,12 +184,15 @@ def _small_multiples(plt, out: Path, results, panels, x, theme, theme_name: str)
                                           "wspace": 0.12})
     for ax in axes.ravel()[len(panels):]:
         ax.set_visible(False)
-    for ax, (_, title, line, spread, baseline, baseline_label) in zip(axes.ravel(), panels):
+    for ax, (_, title, line, spread, baseline, baseline_label, interval) in zip(axes.ravel(), panels):
         _shade(ax, results, theme)
         if spread is not None and len(spread) == 3:
-            ax.fill_between(x, spread[0], spread[2], color="#56B4E9", alpha=0.35, lw=0, label="10-90% of channels")
+            ax.fill_between(x, spread[0], spread[2], color="#56B4E9", alpha=0.25, lw=0, label="10-90% of channels")
         elif spread is not None:
             ax.plot(x, spread[0], color="#56B4E9", lw=1, label="90th percentile channel")
+        if np.isfinite(interval[0]).any():
+            ax.fill_between(x, interval[0], interval[1], color="#3b8fd6", alpha=0.35, lw=0,
+                            label="90% interval (jackknife)")
         ax.plot(x, line, color="#3b8fd6", lw=1.8, marker="o", ms=2.5)
         if baseline is not None and np.isfinite(baseline).any():
             ax.plot(x, baseline, color="#D55E00", lw=1, ls="--", label=baseline_label)
@@ -186,7 +203,7 @@ def _small_multiples(plt, out: Path, results, panels, x, theme, theme_name: str)
         for spine in ax.spines.values():
             spine.set_color(theme["grid"])
         ax.grid(True, color=theme["grid"], lw=0.4)
-        if spread is not None or (baseline is not None and np.isfinite(baseline).any()):
+        if spread is not None or np.isfinite(interval[0]).any() or (baseline is not None and np.isfinite(baseline).any()):
             # A fixed place: matplotlib's search for the "best" one costs a third of a second.
             ax.legend(fontsize=7, frameon=False, labelcolor=theme["fg"], loc="upper left")
     for ax in axes[-1]:

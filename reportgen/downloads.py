@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import __version__, outputs
-from reportgen.stats import CLASSES
+from reportgen.stats import CLASSES, LAYER_NUMBERS
 
 PACKAGES = ("reportgen", "tensorflow-cpu", "keras", "numpy", "pillow", "matplotlib", "jinja2",
             "tensorflow-datasets", "typer")
@@ -35,12 +35,22 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
 
+def intervals(result) -> dict[str, list]:
+    """Every per-layer number's 90% jackknife interval, [low, high], by name."""
+    found = {name: result.stats.interval(name) for name in LAYER_NUMBERS}
+    found.update(result.intervals)
+    return {name: [json_value(v) for v in pair] for name, pair in sorted(found.items())}
+
+
 def stats_records(results) -> list[dict]:
     """Every statistic of every layer, as plain JSON-ready data (the downloadable record)."""
     rows = []
     for r in results:
         s = r.stats
         rows.append({
+            "images": s.images,
+            "is_head": r.conv.is_output,
+            "intervals_90": intervals(r),
             "index": r.conv.index,
             "name": r.conv.qualified_name,
             "type": r.conv.kind,
@@ -77,13 +87,20 @@ def stats_records(results) -> list[dict]:
 CSV_FIELDS = ("index", "name", "type", "role", "output_shape", "stride", "receptive_field", "mean", "std",
               "near_zero_fraction", "cka_mask", "cka_class", "class_probe_accuracy", "participation_ratio_over_c",
               "probe_iou_pet", "probe_iou_mean", "rgb_probe_iou_pet", "ntv_median", "effective_area_median",
-              "best_channel_iou_pet_max", "best_channel_iou_pet_p90", "best_channel_iou_pet_fraction_above_0_5")
+              "best_channel_iou_pet_max", "best_channel_iou_pet_p90", "best_channel_iou_pet_fraction_above_0_5",
+              "images", "is_head")
+# layers.csv columns with a 90% interval: column name -> name in `intervals_90`
+CSV_INTERVALS = {"cka_mask": "cka_mask", "cka_class": "cka_label", "class_probe_accuracy": "class_probe_accuracy",
+                 "participation_ratio_over_c": "participation", "probe_iou_pet": "probe_iou_pet",
+                 "probe_iou_mean": "probe_iou_mean", "rgb_probe_iou_pet": "rgb_probe_iou_pet",
+                 "ntv_median": "ntv_median", "effective_area_median": "effective_area_median",
+                 "best_channel_iou_pet_max": "best_iou_pet_max"}
 
 
 def csv_text(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
+    writer.writerow([*CSV_FIELDS, *(f"{column}_{end}" for column in CSV_INTERVALS for end in ("low", "high"))])
     for row in rows:
         probe = [v for v in row["probe_iou"].values() if v is not None]
         writer.writerow([
@@ -92,7 +109,8 @@ def csv_text(rows: list[dict]) -> str:
             row["cka_mask"], row["cka_class"], row["class_probe_accuracy"], row["participation_ratio_over_c"],
             row["probe_iou"]["pet"], sum(probe) / len(probe) if probe else None, row["rgb_probe_iou"]["pet"],
             row["ntv_p10_p50_p90"][1], row["effective_area_p10_p50_p90"][1],
-            *row["best_channel_iou"]["pet"].values(),
+            *row["best_channel_iou"]["pet"].values(), row["images"], row["is_head"],
+            *(v for name in CSV_INTERVALS.values() for v in row["intervals_90"].get(name, [None, None])),
         ])
     return buffer.getvalue()
 

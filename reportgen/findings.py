@@ -1,4 +1,8 @@
-"""Findings: plain sentences computed from the statistics, including when they contradict the claim."""
+"""Findings: plain sentences computed from the statistics, each number with its 90% interval.
+
+Peaks and "first reaches" are found among the hidden layers; the head, whose output is the
+prediction itself, is reported apart. Where two intervals overlap, a finding says it cannot tell.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import numpy as np
 
 CLAIM_LAYER = 43  # the original author: maps look "more like the mask" around conv layer 43 of 51
 PEAK_SHARE = 0.9
+NAN_PAIR = (float("nan"), float("nan"))
 
 
 def _first_reaching(values: list[float], share: float) -> tuple[int, float] | None:
@@ -26,78 +31,140 @@ def _argmax(values: list[float]) -> int | None:
     return max(finite)[1] if finite else None
 
 
+def with_interval(value: float, interval: tuple[float, float]) -> str:
+    """'0.46 (0.40-0.52)': a number and its 90% interval, or the number alone when that is undefined."""
+    low, high = interval
+    if math.isfinite(low) and math.isfinite(high):
+        return f"{value:.2f} ({low:.2f}-{high:.2f})"
+    return f"{value:.2f}"
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return not (a[1] < b[0] or b[1] < a[0]) if all(map(math.isfinite, (*a, *b))) else True
+
+
+class _Series:
+    """One per-layer statistic over the hidden layers, with its intervals."""
+
+    def __init__(self, layers, value, interval):
+        self.layers = layers
+        self.values = [float(value(r)) for r in layers]
+        self.intervals = [interval(r) for r in layers]
+
+
 def compute(report, chance: float = float("nan")) -> list[str]:
     """Sentences with the numbers behind them; a sentence is left out when its numbers are undefined."""
     results, records = report.layers, report.records
     if not results:
         return []
-    sentences = []
-    names = [f"conv {r.conv.index} ({r.conv.qualified_name})" for r in results]
-    probe = [float(r.probe_iou[0]) for r in results]
-    rgb = [float(r.rgb_probe_iou[0]) for r in results]
-    best_iou = [r.stats.iou_summary(0)[0] for r in results]
-    cka_mask = [r.stats.cka_mask for r in results]
-    ntv = [r.stats.ntv_median for r in results]
+    hidden = [r for r in results if not r.conv.is_output] or list(results)
+    heads = [r for r in results if r.conv.is_output]
+    name = {id(r): f"conv {r.conv.index} ({r.conv.qualified_name})" for r in results}
+    images = results[0].stats.images
+    sentences = [f"Every number below covers {images} images; the ranges are 90% intervals from a "
+                 "delete-one-fold jackknife over the images."] if images else []
+    sentences += _probe_findings(hidden, heads, name)
     source = "the model's own prediction" if any(r.mask_is_prediction for r in records) else "the ground-truth trimap"
-
-    reached = _first_reaching(probe, PEAK_SHARE)
-    if reached and reached[1] > 0:
-        i, peak = reached
-        top = _argmax(probe)
-        baseline = np.nanmax(rgb) if np.isfinite(rgb).any() else float("nan")
+    best = _Series(hidden, lambda r: r.stats.iou_summary(0)[0], lambda r: r.stats.interval("best_iou_pet_max"))
+    top = _argmax(best.values)
+    if top is not None:
         sentences.append(
-            f"A linear probe decodes the pet from the features at IoU {peak:.2f} at best ({names[top]}); "
-            f"it first reaches {PEAK_SHARE:.0%} of that at {names[i]}. The same probe on raw RGB reaches "
-            f"{baseline:.2f}, so the layers add {peak - baseline:+.2f} of decodability over the pixels.")
-    top_channel = _argmax(best_iou)
-    if top_channel is not None:
-        sentences.append(
-            f"The most mask-like single channel is in {names[top_channel]}: thresholded at the pet's own "
-            f"area it overlaps the pet with IoU {best_iou[top_channel]:.2f} (mask: {source}).")
-    finite_ntv = [(i, v) for i, v in enumerate(ntv) if math.isfinite(v)]
-    if len(finite_ntv) >= 6:
-        early = np.median([v for _, v in finite_ntv[:5]])
-        late = np.median([v for _, v in finite_ntv[-6:-1]])
+            f"The most mask-like single channel of the hidden layers is in {name[id(hidden[top])]}: thresholded at "
+            f"the pet's own area it overlaps the pet with IoU {with_interval(best.values[top], best.intervals[top])} "
+            f"(mask: {source}).")
+    ntv = [(r, float(r.stats.ntv_median)) for r in hidden if math.isfinite(r.stats.ntv_median)]
+    if len(ntv) >= 6:
+        early = float(np.median([v for _, v in ntv[:5]]))
+        late = float(np.median([v for _, v in ntv[-5:]]))
         direction = "falls" if late < early else "rises"
         sentences.append(
             f"Detail versus abstraction: the median normalised total variation {direction} from {early:.3f} per "
-            f"input pixel in the first five conv layers to {late:.3f} in the last five before the head "
+            f"input pixel in the first five conv layers to {late:.3f} in the last five hidden ones "
             f"(characteristic length {1 / early:.0f} to {1 / late:.0f} input pixels).")
-    sentences.extend(_class_findings(results, names, chance, len(records)))
-    if len(results) >= CLAIM_LAYER:
-        idx = CLAIM_LAYER - 1
-        maskness = [c for c in cka_mask]
-        peak_i = _argmax(maskness)
-        first = _first_reaching(maskness, PEAK_SHARE)
-        if peak_i is not None and first is not None and math.isfinite(maskness[idx]):
-            holds = maskness[idx] >= PEAK_SHARE * maskness[peak_i]
-            verdict = "holds" if holds else "does not hold"
-            sentences.append(
-                f"The original claim, 'mask-like around conv layer {CLAIM_LAYER}', {verdict} here by linear CKA "
-                f"with the mask: conv {CLAIM_LAYER} scores {maskness[idx]:.2f} against a peak of "
-                f"{maskness[peak_i]:.2f} at {names[peak_i]}; the first layer within {PEAK_SHARE:.0%} of the "
-                f"peak is {names[first[0]]}.")
+    sentences.extend(_class_findings(hidden, name, chance, len(records)))
+    sentences.extend(_claim(results, hidden, name))
     return sentences
 
 
-def _class_findings(results, names: list[str], chance: float, images: int) -> list[str]:
+def _probe_findings(hidden, heads, name) -> list[str]:
+    probe = _Series(hidden, lambda r: r.probe_iou[0], lambda r: r.intervals.get("probe_iou_pet", NAN_PAIR))
+    reached = _first_reaching(probe.values, PEAK_SHARE)
+    if not reached or reached[1] <= 0:
+        return []
+    first, peak = reached
+    top = _argmax(probe.values)
+    rgb = _Series(hidden, lambda r: r.rgb_probe_iou[0], lambda r: r.intervals.get("rgb_probe_iou_pet", NAN_PAIR))
+    sentences = []
+    text = (f"A linear probe (class-balanced decision) decodes the pet from a hidden layer's features at IoU "
+            f"{with_interval(peak, probe.intervals[top])} at best ({name[id(hidden[top])]}); it first reaches "
+            f"{PEAK_SHARE:.0%} of that at {name[id(hidden[first])]}.")
+    base = _argmax(rgb.values)
+    if base is not None:
+        baseline, interval = rgb.values[base], rgb.intervals[base]
+        if _overlap(probe.intervals[top], interval):
+            verdict = "the two cannot be told apart on these images"
+        else:
+            verdict = f"so the layers add {peak - baseline:+.2f} of decodability over the pixels"
+        text += f" The same probe on raw RGB reaches {with_interval(baseline, interval)}: {verdict}."
+    sentences.append(text)
+    for head in heads:
+        if math.isfinite(head.probe_iou[0]):
+            sentences.append(f"The head, {name[id(head)]}, is the prediction itself and is left out of these peaks; "
+                             f"the probe on it scores {with_interval(float(head.probe_iou[0]), head.intervals.get('probe_iou_pet', NAN_PAIR))}.")
+    return sentences
+
+
+def _class_findings(hidden, name, chance: float, images: int) -> list[str]:
     """Where the class of labelled images becomes linearly decodable from the pooled features."""
-    accuracy = [float(r.class_accuracy) for r in results]
-    top = _argmax(accuracy)
+    accuracy = _Series(hidden, lambda r: r.class_accuracy, lambda r: r.intervals.get("class_probe_accuracy", NAN_PAIR))
+    top = _argmax(accuracy.values)
     if top is None:
         return []
-    sentences = []
-    peak = accuracy[top]
-    first = next((i for i, v in enumerate(accuracy) if math.isfinite(v) and v >= PEAK_SHARE * peak), top)
-    beats = peak > chance if math.isfinite(chance) else True
-    sentences.append(
+    peak = accuracy.values[top]
+    first = next((i for i, v in enumerate(accuracy.values) if math.isfinite(v) and v >= PEAK_SHARE * peak), top)
+    low = accuracy.intervals[top][0]
+    if math.isfinite(chance) and math.isfinite(low):
+        beats = " (its interval is above chance)" if low > chance else "; its interval includes chance, so it cannot tell"
+    else:
+        beats = ""
+    sentences = [
         f"A linear probe on each layer's globally pooled features, tested on images it never saw, decodes the "
-        f"class at accuracy {peak:.2f} at best ({names[top]}), against {chance:.2f} for always guessing the most "
-        f"common class; it first reaches {PEAK_SHARE:.0%} of that at {names[first]}."
-        + ("" if beats else " No layer beats chance on these images.")
-        + (f" With {images} images this is a coarse estimate." if images < 30 else ""))
-    cka_class = [float(r.stats.cka_label) for r in results]
-    best = _argmax(cka_class)
+        f"class at accuracy {with_interval(peak, accuracy.intervals[top])} at best ({name[id(hidden[top])]}), "
+        f"against {chance:.2f} for always guessing the most common class{beats}; it first reaches "
+        f"{PEAK_SHARE:.0%} of that at {name[id(hidden[first])]}."
+        + (f" With {images} images this is a coarse estimate." if images < 30 else "")]
+    cka_class = _Series(hidden, lambda r: r.stats.cka_label, lambda r: r.stats.interval("cka_label"))
+    best = _argmax(cka_class.values)
     if best is not None:
-        sentences.append(f"Linear CKA with the one-hot class is highest at {names[best]} ({cka_class[best]:.2f}).")
+        sentences.append(f"Linear CKA with the one-hot class is highest at {name[id(hidden[best])]} "
+                         f"({with_interval(cka_class.values[best], cka_class.intervals[best])}).")
     return sentences
+
+
+def _claim(results, hidden, name) -> list[str]:
+    """The original author's 'mask-like around conv layer 43', tested by linear CKA with the mask."""
+    if len(results) < CLAIM_LAYER:
+        return []
+    claimed = results[CLAIM_LAYER - 1]
+    cka = _Series(hidden, lambda r: r.stats.cka_mask, lambda r: r.stats.interval("cka_mask"))
+    top = _argmax(cka.values)
+    first = _first_reaching(cka.values, PEAK_SHARE)
+    value, interval = float(claimed.stats.cka_mask), claimed.stats.interval("cka_mask")
+    if top is None or first is None or not math.isfinite(value):
+        return []
+    peak, peak_interval = cka.values[top], cka.intervals[top]
+    bar = (PEAK_SHARE * peak_interval[0], PEAK_SHARE * peak_interval[1])
+    if all(map(math.isfinite, (*interval, *bar))):
+        if interval[0] >= bar[1]:
+            verdict = "holds"
+        elif interval[1] < bar[0]:
+            verdict = "does not hold"
+        else:
+            verdict = "cannot be decided (the intervals overlap)"
+    else:
+        verdict = "holds" if value >= PEAK_SHARE * peak else "does not hold"
+    return [f"The original claim, 'mask-like around conv layer {CLAIM_LAYER}', {verdict} here by linear CKA with the "
+            f"mask: conv {CLAIM_LAYER} scores {with_interval(value, interval)} against a peak among the hidden layers "
+            f"of {with_interval(peak, peak_interval)} at {name[id(hidden[top])]}, where {PEAK_SHARE:.0%} of the peak "
+            f"is {PEAK_SHARE * peak:.2f}; the first hidden layer within {PEAK_SHARE:.0%} of the peak is "
+            f"{name[id(hidden[first[0]])]}."]

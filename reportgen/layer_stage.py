@@ -59,6 +59,7 @@ class LayerResult:
     probe_iou: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
     rgb_probe_iou: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
     class_accuracy: float = float("nan")  # the leave-out class probe on globally pooled features
+    intervals: dict = field(default_factory=dict)  # the probes' 90% jackknife intervals, by name
 
 
 @dataclass(frozen=True)

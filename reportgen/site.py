@@ -18,6 +18,7 @@ import numpy as np
 from reportgen import __version__, assets, compare, downloads, findings, outputs, render
 from reportgen.inputs import InputGeometry
 from reportgen.outdir import KEY_FILE
+from reportgen.stats import mean_defined as stats_mean
 
 INPUT_BOX = 96  # CSS pixels of an input picture on the index; 200 on an image page
 IMAGE_BOX = 200
@@ -136,8 +137,17 @@ def _picture_size(height: int, width: int, box: int) -> dict[str, int]:
     return {"width": w, "height": h}
 
 
+def fmt_interval(value, interval) -> str:
+    """A number with its 90% interval, '0.753 (0.701 to 0.804)', or the number alone when undefined."""
+    low, high = interval
+    if math.isfinite(low) and math.isfinite(high) and math.isfinite(float(value)):
+        return f"{fmt(value)} ({fmt(low)} to {fmt(high)})"
+    return fmt(value)
+
+
 def _class_accuracy_text(result, chance: float) -> str:
-    return f"{fmt(result.class_accuracy)} (chance {fmt(chance)})"
+    interval = result.intervals.get("class_probe_accuracy", (float("nan"),) * 2)
+    return f"{fmt_interval(result.class_accuracy, interval)} (chance {fmt(chance)})"
 
 
 def _layer_columns(report: Report) -> list[tuple[str, str]]:
@@ -247,26 +257,34 @@ def _image_views(report: Report) -> list[dict]:
 
 def _stat_rows(report: Report, result, chance: float) -> list[tuple[str, str]]:
     s = result.stats
+    nan = (float("nan"),) * 2
     rows = [
+        ("Images measured", f"{s.images}; ranges are 90% intervals (jackknife over image folds)"),
         ("Receptive field", f"{fmt(result.receptive_field, 4)} input pixels"),
         ("Stride", f"{fmt(result.stride)} input pixels per map pixel"),
     ]
     if report.has_mask:
-        mean_iou = np.nanmean(result.probe_iou) if np.isfinite(result.probe_iou).any() else float("nan")
+        mean_iou = stats_mean(result.probe_iou)
         rows += [
-            ("Mask decodability (probe IoU pet / mean)", f"{fmt(result.probe_iou[0])} / {fmt(mean_iou)}"
-             f" (RGB baseline {fmt(result.rgb_probe_iou[0])})"),
-            ("Linear CKA with the mask", fmt(s.cka_mask)),
-            ("Best single-channel IoU, pet (max / p90 / share > 0.5)", " / ".join(fmt(v) for v in s.iou_summary(0))),
+            ("Mask decodability (probe IoU, pet)", fmt_interval(result.probe_iou[0], result.intervals.get("probe_iou_pet", nan))),
+            ("Mask decodability (probe IoU, mean of classes)",
+             fmt_interval(mean_iou, result.intervals.get("probe_iou_mean", nan))),
+            ("RGB baseline (the same probe on pooled pixels, pet)",
+             fmt_interval(result.rgb_probe_iou[0], result.intervals.get("rgb_probe_iou_pet", nan))),
+            ("Linear CKA with the mask", fmt_interval(s.cka_mask, s.interval("cka_mask"))),
+            ("Best single-channel IoU, pet (max)", fmt_interval(s.iou_summary(0)[0], s.interval("best_iou_pet_max"))),
+            ("Best single-channel IoU, pet (p90 / share > 0.5)", " / ".join(fmt(v) for v in s.iou_summary(0)[1:])),
             ("Best single-channel IoU, background (max)", fmt(s.iou_summary(1)[0])),
         ]
     if report.has_classes:
         rows += [("Class decodability (leave-out probe accuracy)", _class_accuracy_text(result, chance)),
-                 ("Linear CKA with the class", fmt(s.cka_label))]
+                 ("Linear CKA with the class", fmt_interval(s.cka_label, s.interval("cka_label")))]
     return rows + [
-        ("nTV per input pixel (p10 / median / p90)", " / ".join(fmt(v) for v in s.band(s.ntv))),
-        ("Effective area fraction (p10 / median / p90)", " / ".join(fmt(v) for v in s.band(s.effective_area))),
-        ("Participation ratio / C", fmt(s.participation)),
+        ("nTV per input pixel, median over channels", fmt_interval(s.ntv_median, s.interval("ntv_median"))),
+        ("nTV per input pixel (p10 / p90 of channels)", " / ".join(fmt(v) for v in s.band(s.ntv)[::2])),
+        ("Effective area fraction, median over channels",
+         fmt_interval(_median(s.effective_area), s.interval("effective_area_median"))),
+        ("Participation ratio / C", fmt_interval(s.participation, s.interval("participation"))),
         ("Mean / std / near-zero share", f"{fmt(s.mean)} / {fmt(s.std)} / {fmt(s.near_zero_fraction)}"),
     ]
 

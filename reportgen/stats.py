@@ -94,15 +94,25 @@ def participation_ratio(covariance: np.ndarray) -> float:
     return trace * trace / frob2 if frob2 > 1e-30 else float("nan")
 
 
+_PER_CHANNEL = ("total", "total_sq", "near_zero", "spatial_std", "tv_num", "tv_den", "area_sum", "area_count")
+_PER_FOLD = ("images", "pixels", *_PER_CHANNEL, "inter", "union")
+
+
 @dataclass
 class LayerAccumulator:
-    """Everything one layer's statistics need, summed over the images seen so far."""
+    """Everything one layer's statistics need, summed per fold of images over the images seen so far.
+
+    Image i belongs to fold i mod F (F = min(images, MAX_FOLDS), the probe's folds). Keeping each
+    sum per fold costs F times the memory of one sum and gives, with no second pass, every statistic
+    without each fold: the delete-one-fold jackknife behind every interval (`finalise`).
+    """
 
     channels: int
     stride: float  # input pixels per feature pixel
-    images: int = 0
-    pixels: float = 0.0
-    total: np.ndarray = field(default=None)
+    fold_count: int | None = None  # F, fixed by the first `add` (from its total_images)
+    images: np.ndarray = field(default=None)  # F
+    pixels: np.ndarray = field(default=None)  # F
+    total: np.ndarray = field(default=None)  # F x C, and so on for every per-channel sum
     total_sq: np.ndarray = field(default=None)
     near_zero: np.ndarray = field(default=None)
     spatial_std: np.ndarray = field(default=None)  # sum over images of each channel's spatial std
@@ -110,45 +120,48 @@ class LayerAccumulator:
     tv_den: np.ndarray = field(default=None)
     area_sum: np.ndarray = field(default=None)
     area_count: np.ndarray = field(default=None)
-    inter: np.ndarray = field(default=None)  # 2 polarities x 3 classes x C
+    inter: np.ndarray = field(default=None)  # F x 2 polarities x 3 classes x C
     union: np.ndarray = field(default=None)
     folds: dict = field(default_factory=dict)  # fold -> FoldSums over pixels: the mask probe's and CKA's sums
     class_folds: dict = field(default_factory=dict)  # fold -> FoldSums over images: pooled features, class
 
-    def __post_init__(self):
-        c = self.channels
-        for name in ("total", "total_sq", "near_zero", "spatial_std", "tv_num", "tv_den", "area_sum", "area_count"):
-            if getattr(self, name) is None:
-                setattr(self, name, np.zeros(c, np.float64))
-        if self.inter is None:
-            self.inter = np.zeros((2, 3, c), np.float64)
-            self.union = np.zeros((2, 3, c), np.float64)
+    def _allocate(self, fold_count: int) -> None:
+        f, c = fold_count, self.channels
+        self.fold_count = f
+        self.images, self.pixels = np.zeros(f), np.zeros(f)
+        for name in _PER_CHANNEL:
+            setattr(self, name, np.zeros((f, c), np.float64))
+        self.inter, self.union = np.zeros((f, 2, 3, c)), np.zeros((f, 2, 3, c))
 
     def add(self, maps: np.ndarray, masks: np.ndarray | None, image_indices: list[int], total_images: int,
             measures: bool = True, labels: np.ndarray | None = None) -> None:
-        """Accumulate N x H x W x C activations with N x SH x SW trimaps (1..3) or None.
+        """Accumulate N x H x W x C activations of images `image_indices` (out of `total_images`) with
+        N x SH x SW trimaps (1..3) or None.
 
         With `measures` False only the descriptive sums and the ranking strength are kept. Without
         masks the mask-free measures (nTV, effective area, covariance) are kept and the mask ones are
         undefined; `labels` (N x K one-hot) add the class probe's sums. float16 maps (what the spill
         stores, always finite) are ranked for the channel IoU without a conversion.
         """
+        if self.fold_count is None:
+            self._allocate(min(total_images, MAX_FOLDS))
+        fold = np.asarray(image_indices) % self.fold_count
         stored = maps if maps.dtype == np.float16 else None
         maps = maps.astype(np.float32)
         if stored is None:
             maps = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
         n, h, w, c = maps.shape
-        self.images += n
-        self.pixels += n * h * w
+        np.add.at(self.images, fold, 1)
+        np.add.at(self.pixels, fold, h * w)
         flat = maps.reshape(n, h * w, c)
         magnitude = np.abs(flat)
         sums = flat.sum(axis=1, dtype=np.float64)  # n x C
         squares = np.einsum("npc,npc->nc", flat, flat).astype(np.float64)
         means = sums / (h * w)
-        self.total += sums.sum(axis=0)
-        self.total_sq += squares.sum(axis=0)
-        self.near_zero += np.count_nonzero(magnitude < NEAR_ZERO, axis=(0, 1))
-        self.spatial_std += np.sqrt(np.maximum(squares / (h * w) - means ** 2, 0.0)).sum(axis=0)
+        np.add.at(self.total, fold, sums)
+        np.add.at(self.total_sq, fold, squares)
+        np.add.at(self.near_zero, fold, np.count_nonzero(magnitude < NEAR_ZERO, axis=1))
+        np.add.at(self.spatial_std, fold, np.sqrt(np.maximum(squares / (h * w) - means ** 2, 0.0)))
         if not measures:
             return
 
@@ -158,8 +171,8 @@ class LayerAccumulator:
             grad += np.abs(np.diff(maps, axis=1)).mean(axis=(1, 2))
         if w > 1:
             grad += np.abs(np.diff(maps, axis=2)).mean(axis=(1, 2))
-        self.tv_num += grad.sum(axis=0)
-        self.tv_den += centred.sum(axis=0)
+        np.add.at(self.tv_num, fold, grad)
+        np.add.at(self.tv_den, fold, centred)
 
         # Entropy of p = a / M without forming p: H = log M - sum(a log a) / M.
         mass = magnitude.sum(axis=1, dtype=np.float64)  # n x C
@@ -167,28 +180,27 @@ class LayerAccumulator:
         defined = mass > 0
         safe_mass = np.where(defined, mass, 1.0)
         entropy = np.log(safe_mass) - a_log_a / safe_mass
-        self.area_sum += np.where(defined, np.exp(entropy) / (h * w), 0.0).sum(axis=0)
-        self.area_count += defined.sum(axis=0)
+        np.add.at(self.area_sum, fold, np.where(defined, np.exp(entropy) / (h * w), 0.0))
+        np.add.at(self.area_count, fold, defined)
 
         pooled = pool_to(maps, POOL_GRID)
-        folds = min(total_images, MAX_FOLDS)
         if masks is None:  # no mask: the sums still give the covariance (participation ratio)
             pooled_mask = np.zeros((*pooled.shape[:3], 0), np.float32)
         else:
             onehot = mask_onehot(masks, h, w)  # n x h x w x 3
-            self._channel_iou(flat if stored is None else stored.reshape(n, h * w, c), onehot.reshape(n, h * w, 3))
+            self._channel_iou(flat if stored is None else stored.reshape(n, h * w, c), onehot.reshape(n, h * w, 3),
+                              fold)
             pooled_mask = pool_to(onehot, POOL_GRID) if pooled.shape[1] != h or pooled.shape[2] != w else onehot
             if pooled_mask.shape[1:3] != pooled.shape[1:3]:
                 pooled_mask = mask_onehot(masks, pooled.shape[1], pooled.shape[2])
-        for k, image_index in enumerate(image_indices):
-            rows = pooled.shape[1] * pooled.shape[2]
-            add_to_fold(self.folds, image_index % folds, pooled[k].reshape(rows, c),
+        rows = pooled.shape[1] * pooled.shape[2]
+        for k in range(n):
+            add_to_fold(self.folds, int(fold[k]), pooled[k].reshape(rows, c),
                         pooled_mask[k].reshape(rows, pooled_mask.shape[-1]))
             if labels is not None:
-                add_to_fold(self.class_folds, image_index % folds, means[k:k + 1].astype(np.float32),
-                            labels[k:k + 1])
+                add_to_fold(self.class_folds, int(fold[k]), means[k:k + 1].astype(np.float32), labels[k:k + 1])
 
-    def _channel_iou(self, values: np.ndarray, onehot: np.ndarray) -> None:
+    def _channel_iou(self, values: np.ndarray, onehot: np.ndarray, fold: np.ndarray) -> None:
         """Area-matched thresholds per image: a channel's top-k (and bottom-k) pixels, k = the class's pixels.
 
         Pixels are ranked by their float16 values (what the spill stores) through 16-bit keys, which
@@ -220,13 +232,19 @@ class LayerAccumulator:
                         rows = keys[tied]
                         side = rows >= threshold[tied, None] if polarity == 0 else rows <= threshold[tied, None]
                         chosen[tied] = np.count_nonzero(side, axis=1)
-                    self.inter[polarity, cls] += hits
-                    self.union[polarity, cls] += chosen + k - hits
+                    self.inter[fold[i], polarity, cls] += hits
+                    self.union[fold[i], polarity, cls] += chosen + k - hits
 
     def merge(self, other: "LayerAccumulator") -> "LayerAccumulator":
+        if self.fold_count is None:
+            return other
+        if other.fold_count is None:
+            return self
+        if other.fold_count != self.fold_count:
+            raise ValueError(f"cannot merge accumulators of {self.fold_count} and {other.fold_count} folds")
         merged = LayerAccumulator(self.channels, self.stride)
-        for name in ("images", "pixels", "total", "total_sq", "near_zero", "spatial_std", "tv_num", "tv_den",
-                     "area_sum", "area_count", "inter", "union"):
+        merged._allocate(self.fold_count)
+        for name in _PER_FOLD:
             setattr(merged, name, getattr(self, name) + getattr(other, name))
         merged.folds = _merge_folds(self.folds, other.folds)
         merged.class_folds = _merge_folds(self.class_folds, other.class_folds)
@@ -274,10 +292,11 @@ def add_to_fold(folds: dict, fold: int, x: np.ndarray, y: np.ndarray) -> None:
     folds[fold] = folds[fold] + sums if fold in folds else sums
 
 
-def _total(folds: dict) -> FoldSums | None:
+def _total(folds: dict, drop: int | None = None) -> FoldSums | None:
     total = None
-    for sums in folds.values():
-        total = sums if total is None else total + sums
+    for fold, sums in folds.items():
+        if fold != drop:
+            total = sums if total is None else total + sums
     return total
 
 
@@ -297,6 +316,31 @@ def _max(values: np.ndarray) -> float:
     return float(finite.max()) if finite.size else float("nan")
 
 
+INTERVAL_LEVEL = 0.9
+
+
+def jackknife_interval(estimate: float, replicates, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+    """A delete-one-fold jackknife interval: estimate -/+ t(K-1) * se, se^2 = (K-1)/K sum (r_k - mean r)^2.
+
+    `replicates` are the statistic recomputed without each of the K folds. Undefined (NaN, NaN) when
+    the estimate is undefined or fewer than two replicates are defined.
+    """
+    from scipy.stats import t
+
+    values = np.asarray([r for r in replicates if np.isfinite(r)], np.float64)
+    k = len(values)
+    if not np.isfinite(estimate) or k < 2:
+        return float("nan"), float("nan")
+    spread = np.sqrt((k - 1) / k * np.sum((values - values.mean()) ** 2))
+    half = float(t.ppf(0.5 + level / 2, k - 1)) * spread
+    return float(estimate - half), float(estimate + half)
+
+
+# The per-layer numbers that get an interval, computed from the sums of any subset of the folds.
+LAYER_NUMBERS = ("mean", "std", "near_zero_fraction", "ntv_median", "effective_area_median", "best_iou_pet_max",
+                 "best_iou_pet_p90", "cka_mask", "participation", "cka_label")
+
+
 @dataclass(frozen=True)
 class LayerStats:
     """Finalised statistics of one conv layer. Per-channel arrays have one value per channel."""
@@ -313,6 +357,8 @@ class LayerStats:
     probe_weights: list  # per fold (W, b) for the leave-out probe, evaluated in the render pass
     cka_label: float = float("nan")  # linear CKA of globally pooled features with the one-hot class
     class_probe_weights: list = field(default_factory=list)  # the class probe's, per fold
+    images: int = 0  # how many images the statistics cover
+    intervals: dict = field(default_factory=dict)  # LAYER_NUMBERS name -> (low, high), 90% jackknife
 
     @property
     def ntv_median(self) -> float:
@@ -328,39 +374,67 @@ class LayerStats:
         frac = float((finite > 0.5).mean()) if finite.size else float("nan")
         return _max(values), _percentile(values, 90), frac
 
+    def interval(self, name: str) -> tuple[float, float]:
+        return self.intervals.get(name, (float("nan"), float("nan")))
 
-def finalise(acc: LayerAccumulator) -> LayerStats:
-    n = max(acc.pixels, 1.0)
-    mean = acc.total / n
-    variance = np.maximum(acc.total_sq / n - mean ** 2, 0.0)
-    overall_mean = float(acc.total.sum() / (n * acc.channels))
-    overall_var = float(acc.total_sq.sum() / (n * acc.channels) - overall_mean ** 2)
+
+def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
+    """Every statistic of the layer from the sums of all folds but `drop`: per channel and per layer."""
+    keep = np.ones(acc.fold_count, bool)
+    if drop is not None:
+        keep[drop] = False
+    part = {name: getattr(acc, name)[keep].sum(axis=0) for name in _PER_FOLD}
+    n = max(float(part["pixels"]), 1.0)
+    mean = part["total"] / n
+    variance = np.maximum(part["total_sq"] / n - mean ** 2, 0.0)
+    overall_mean = float(part["total"].sum() / (n * acc.channels))
+    overall_var = float(part["total_sq"].sum() / (n * acc.channels) - overall_mean ** 2)
     constant = variance <= 1e-12 * np.maximum(1.0, mean ** 2)
-    ntv = _undefined_where(acc.tv_num / np.where(acc.tv_den > 0, acc.tv_den, 1.0) / acc.stride,
-                           (acc.tv_den <= 1e-12) | constant)
-    area = _undefined_where(acc.area_sum / np.maximum(acc.area_count, 1), acc.area_count == 0)
-    iou = acc.inter / np.where(acc.union > 0, acc.union, 1.0)
-    best = np.where(acc.union[0] > 0, iou.max(axis=0), np.nan)
+    tv_den = part["tv_den"]
+    ntv = _undefined_where(part["tv_num"] / np.where(tv_den > 0, tv_den, 1.0) / acc.stride,
+                           (tv_den <= 1e-12) | constant)
+    area = _undefined_where(part["area_sum"] / np.maximum(part["area_count"], 1), part["area_count"] == 0)
+    union = part["union"]
+    iou = part["inter"] / np.where(union > 0, union, 1.0)
+    best = np.where(union[0] > 0, iou.max(axis=0), np.nan)
     best[:, constant] = np.nan
-    total = _total(acc.folds)
+    total = _total(acc.folds, drop)
+    cka_mask = participation = float("nan")
     if total is not None and total.n > 1:
         xx, xy, yy = total.centred()
         cka_mask = cka(xy.T, xx, yy) if yy.size else float("nan")
-        pr = participation_ratio(xx / (total.n - 1)) / acc.channels
-    else:
-        cka_mask, pr = float("nan"), float("nan")
-    by_image = _total(acc.class_folds)
+        participation = participation_ratio(xx / (total.n - 1)) / acc.channels
+    by_image = _total(acc.class_folds, drop)
     cka_label = float("nan")
     if by_image is not None and by_image.n > 1:
         xx, xy, yy = by_image.centred()
         cka_label = cka(xy.T, xx, yy)
+    return {
+        "mean": overall_mean, "std": float(np.sqrt(max(overall_var, 0.0))),
+        "near_zero_fraction": float(part["near_zero"].sum() / (n * acc.channels)),
+        "ntv_median": _percentile(ntv, 50), "effective_area_median": _percentile(area, 50),
+        "best_iou_pet_max": _max(best[0]), "best_iou_pet_p90": _percentile(best[0], 90),
+        "cka_mask": cka_mask, "participation": participation, "cka_label": cka_label,
+        "channel_strength": part["spatial_std"] / max(float(part["images"]), 1.0),
+        "ntv": ntv, "effective_area": area, "best_iou": best, "images": int(part["images"]),
+    }
+
+
+def finalise(acc: LayerAccumulator) -> LayerStats:
+    """The statistics of all images, each per-layer number with its delete-one-fold jackknife interval."""
+    if acc.fold_count is None:
+        acc._allocate(1)
+    whole = _numbers(acc)
+    intervals = {}
+    if acc.fold_count >= 2:
+        replicates = [_numbers(acc, drop=k) for k in range(acc.fold_count)]
+        intervals = {name: jackknife_interval(whole[name], [r[name] for r in replicates]) for name in LAYER_NUMBERS}
     return LayerStats(
-        mean=overall_mean, std=float(np.sqrt(max(overall_var, 0.0))),
-        near_zero_fraction=float(acc.near_zero.sum() / (n * acc.channels)),
-        channel_strength=acc.spatial_std / max(acc.images, 1),
-        ntv=ntv, effective_area=area, best_iou=best, cka_mask=cka_mask, participation=pr,
-        probe_weights=probe_weights(acc.folds), cka_label=cka_label,
-        class_probe_weights=probe_weights(acc.class_folds),
+        mean=whole["mean"], std=whole["std"], near_zero_fraction=whole["near_zero_fraction"],
+        channel_strength=whole["channel_strength"], ntv=whole["ntv"], effective_area=whole["effective_area"],
+        best_iou=whole["best_iou"], cka_mask=whole["cka_mask"], participation=whole["participation"],
+        probe_weights=probe_weights(acc.folds), cka_label=whole["cka_label"],
+        class_probe_weights=probe_weights(acc.class_folds), images=whole["images"], intervals=intervals,
     )
 
 
@@ -394,30 +468,69 @@ def probe_weights(folds: dict) -> list:
 
 
 @dataclass
-class ProbeScore:
-    """Confusion counts of the leave-out probe, accumulated in the render pass."""
+class FoldRatio:
+    """Per-fold counts whose ratio is a score (IoU: intersection / union; accuracy: hits / images),
+    accumulated in the render pass, with the jackknife over the folds for its interval."""
 
-    inter: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    union: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    folds: int
+    classes: int = 3
+    numerator: np.ndarray = field(default=None)  # F x K
+    denominator: np.ndarray = field(default=None)
 
-    def add(self, predicted: np.ndarray, truth: np.ndarray) -> None:
-        """Count pixels; truth -1 (no class covers most of the pixel) is left out."""
+    def __post_init__(self):
+        if self.numerator is None:
+            self.numerator = np.zeros((self.folds, self.classes))
+            self.denominator = np.zeros((self.folds, self.classes))
+
+    def add_pixels(self, predicted: np.ndarray, truth: np.ndarray, fold: int) -> None:
+        """IoU counts per class; truth -1 (no class covers most of the pixel) is left out."""
         scored = truth >= 0
-        for k in range(3):
-            self.inter[k] += np.sum((predicted == k) & (truth == k) & scored)
-            self.union[k] += np.sum(((predicted == k) | (truth == k)) & scored)
+        for k in range(self.classes):
+            self.numerator[fold, k] += np.sum((predicted == k) & (truth == k) & scored)
+            self.denominator[fold, k] += np.sum(((predicted == k) | (truth == k)) & scored)
 
-    def iou(self) -> np.ndarray:
-        return np.where(self.union > 0, self.inter / np.where(self.union > 0, self.union, 1), np.nan)
+    def add_hit(self, hit: bool, fold: int) -> None:
+        self.numerator[fold, 0] += float(hit)
+        self.denominator[fold, 0] += 1.0
+
+    def merge(self, other: "FoldRatio") -> "FoldRatio":
+        return FoldRatio(self.folds, self.classes, self.numerator + other.numerator,
+                         self.denominator + other.denominator)
+
+    def ratio(self, drop: int | None = None) -> np.ndarray:
+        keep = np.arange(self.folds) != drop
+        num, den = self.numerator[keep].sum(axis=0), self.denominator[keep].sum(axis=0)
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+    def interval(self, reduce=lambda r: float(r[0])) -> tuple[float, float]:
+        """The interval of `reduce(ratio)` (default: the first class), by the delete-one-fold jackknife."""
+        if self.folds < 2:
+            return float("nan"), float("nan")
+        return jackknife_interval(reduce(self.ratio()), [reduce(self.ratio(drop=k)) for k in range(self.folds)])
 
 
-def probe_predict(weights: list, pooled: np.ndarray, image_index: int, folds: int) -> np.ndarray | None:
-    """Class ids predicted on one image's pooled ... x C features by the probe that never saw it."""
+def mean_defined(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def probe_predict(weights: list, pooled: np.ndarray, image_index: int, folds: int,
+                  balanced: bool = False) -> np.ndarray | None:
+    """Class ids predicted on one image's pooled ... x C features by the probe that never saw it.
+
+    `balanced`: each pixel goes to the class whose predicted share most exceeds its share in the
+    probe's training data (argmax of prediction - prior: each class thresholded at its own prior),
+    so a rare class (the pet on a coarse grid) is not swallowed by the majority class, as a plain
+    argmax of a ridge regression tends to do when the features say little.
+    """
     fold = image_index % folds
     for f, w, mean_x, scale, mean_y in weights:
         if f == fold:
             x = (pooled.reshape(-1, pooled.shape[-1]) - mean_x) / scale
-            return (x @ w + mean_y).argmax(axis=1).reshape(pooled.shape[:-1])
+            scores = x @ w + mean_y
+            if balanced:
+                scores = np.where(mean_y > 1e-9, scores - mean_y, -np.inf)
+            return scores.argmax(axis=1).reshape(pooled.shape[:-1])
     return None
 
 

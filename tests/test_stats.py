@@ -48,24 +48,51 @@ def _accumulate(maps, trimaps, stride=1.0):
     return acc
 
 
-def _probe_iou(acc, maps, trimaps):
+def _probe_score(acc, maps, trimaps, balanced=True):
     final = stats.finalise(acc)
-    score = stats.ProbeScore()
     folds = min(len(maps), stats.MAX_FOLDS)
+    score = stats.FoldRatio(folds)
     for i in range(len(maps)):
         pooled = stats.pool_to(maps[i:i + 1], stats.POOL_GRID)[0]
         truth = stats.grid_truth(trimaps[i:i + 1], *pooled.shape[:2])[0]
-        score.add(stats.probe_predict(final.probe_weights, pooled, i, folds), truth)
-    return score.iou()
+        score.add_pixels(stats.probe_predict(final.probe_weights, pooled, i, folds, balanced), truth, i % folds)
+    return score
 
 
-def test_probe_scores_the_mask_itself_as_perfect_and_noise_as_chance(rng):
+def _probe_iou(acc, maps, trimaps):
+    return _probe_score(acc, maps, trimaps).ratio()
+
+
+def test_probe_scores_the_mask_itself_near_perfect_and_noise_as_chance(rng):
     trimaps = _blob_trimaps(8, 40, rng)
     onehot = stats.mask_onehot(trimaps, 40, 40).astype(np.float32)
-    assert _probe_iou(_accumulate(onehot, trimaps), onehot, trimaps)[0] == pytest.approx(1.0)
+    plain = _probe_score(_accumulate(onehot, trimaps), onehot, trimaps, balanced=False).ratio()
+    assert plain[0] == pytest.approx(1.0)
+    # The balanced rule thresholds the pet at its prior (~0.15), not at 0.5: boundary pixels with a
+    # pet share between the two are called pet, and only those.
+    assert 0.9 <= _probe_iou(_accumulate(onehot, trimaps), onehot, trimaps)[0] < 1.0
     noise = rng.normal(size=(8, 40, 40, 6)).astype(np.float32)
     assert _probe_iou(_accumulate(noise, trimaps), noise, trimaps)[0] < 0.3
 
+
+def test_balanced_probe_finds_a_uniquely_coloured_pet_where_argmax_finds_none(rng):
+    """A pet whose colour differs a little from a noisy background: the plain argmax of the ridge
+    regression almost never calls a pixel pet (the pet's predicted share stays below the
+    background's), the class-balanced decision finds it, well above what it scores on colourless noise."""
+    def scores(shift):
+        generator = np.random.default_rng(1)
+        trimaps = _blob_trimaps(10, 40, generator)
+        pet = (trimaps == 1)[..., None]
+        rgb = (generator.normal(120, 30, size=(10, 40, 40, 3)) + pet * np.array([shift, -shift / 2, shift / 4]))
+        rgb = rgb.astype(np.float32)
+        acc = _accumulate(rgb, trimaps)
+        return (_probe_score(acc, rgb, trimaps, balanced=False).ratio()[0],
+                _probe_score(acc, rgb, trimaps).ratio()[0])
+
+    plain, balanced = scores(10.0)
+    _, on_noise = scores(0.0)
+    assert plain < 0.05
+    assert balanced > on_noise + 0.07
 
 def test_uniform_blob_effective_area_equals_its_area():
     maps = np.zeros((1, 40, 40, 1), np.float32)
@@ -229,3 +256,49 @@ def test_labels_need_two_classes_and_every_image():
     assert stats.label_onehot([0, 0, 0]) is None
     assert stats.label_onehot([0, None, 1]) is None
     np.testing.assert_array_equal(stats.label_onehot([1, 0]), [[0, 1], [1, 0]])
+
+
+def test_jackknife_of_a_mean_is_the_t_interval(rng):
+    """For the mean of K equal folds the delete-one jackknife's standard error is exactly s / sqrt(K)."""
+    from scipy.stats import t
+
+    values = rng.normal(3.0, 2.0, size=10)
+    replicates = [(values.sum() - v) / 9 for v in values]
+    low, high = stats.jackknife_interval(values.mean(), replicates)
+    half = t.ppf(0.95, 9) * values.std(ddof=1) / np.sqrt(10)
+    assert (low, high) == pytest.approx((values.mean() - half, values.mean() + half), rel=1e-9)
+    assert stats.jackknife_interval(float("nan"), replicates) != stats.jackknife_interval(1.0, replicates)
+    assert np.isnan(stats.jackknife_interval(1.0, [1.0])[0])
+
+
+def _stationary(n, seed):
+    """Blob images whose channel 0 follows the mask and whose other channels are noise."""
+    generator = np.random.default_rng(seed)
+    trimaps = _blob_trimaps(n, 40, generator)
+    maps = generator.normal(size=(n, 40, 40, 4)).astype(np.float32)
+    maps[..., 0] += 0.8 * (trimaps == 1)
+    return maps, trimaps
+
+
+def test_intervals_shrink_as_images_are_added():
+    widths = []
+    for n in (10, 80):
+        maps, trimaps = _stationary(n, 7)
+        final = stats.finalise(_accumulate(maps, trimaps))
+        low, high = final.interval("cka_mask")
+        assert low <= final.cka_mask <= high
+        widths.append(high - low)
+    assert widths[1] < 0.6 * widths[0]
+
+
+def test_intervals_are_the_same_however_the_images_are_split():
+    maps, trimaps = _stationary(12, 8)
+    whole = stats.finalise(_accumulate(maps, trimaps))
+    parts = stats.LayerAccumulator(4, 1.0)
+    for chunk in (range(0, 5), range(5, 6), range(6, 12)):
+        part = stats.LayerAccumulator(4, 1.0)
+        part.add(maps[list(chunk)], trimaps[list(chunk)], list(chunk), 12)
+        parts = parts.merge(part)
+    merged = stats.finalise(parts)
+    for name in stats.LAYER_NUMBERS:
+        np.testing.assert_allclose(merged.interval(name), whole.interval(name), rtol=1e-6, equal_nan=True)
