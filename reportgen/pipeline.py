@@ -129,7 +129,7 @@ class _Captured:
     """What the capture pass leaves: spilled activations, the layer x layer CKA sums, every output."""
 
     spill: Spill
-    cross: stats.CrossLayerAccumulator | None
+    cross: stats.MinibatchCKA | None
     spatial: list[int]
     outputs: list[list[np.ndarray]]  # per model output, one array per image
 
@@ -156,12 +156,11 @@ def _capture(loaded: model_io.LoadedModel, probe, selected, image_index: int, op
         if start == 0:
             captured.spatial = [i for i, v in enumerate(layer_outputs) if v.ndim == 4]
             if options.statistics and captured.spatial:
-                captured.cross = stats.CrossLayerAccumulator([layer_outputs[i].shape[-1] for i in captured.spatial])
+                captured.cross = stats.MinibatchCKA(len(captured.spatial))
         for layer, values in enumerate(layer_outputs):
             captured.spill.write(layer, start, values)
-        if captured.cross is not None and start < stats.CKA_MAX_IMAGES:
-            keep = stats.CKA_MAX_IMAGES - start
-            captured.cross.add([layer_outputs[i][:keep] for i in captured.spatial])
+        if captured.cross is not None:
+            captured.cross.add([layer_outputs[i] for i in captured.spatial])
         progress("capturing activations", min(start + len(layer_outputs[0]), total), total)
     return captured
 

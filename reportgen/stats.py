@@ -542,75 +542,72 @@ def chance_accuracy(labels: list[int]) -> float:
 CKA_GRID = 5  # layer x layer CKA compares every layer on one common grid
 
 
-EXAMPLE_SPACE_ROWS = 1000  # up to 40 images at 5 x 5: compare layers through their example Gram matrices
-# A build keeps every layer's pooled rows for the layer x layer CKA (0.84 MB per image for the
-# SD-UNet) and finalises through one rows x rows Gram matrix per layer (51 x 500^2 float64 = 100 MB
-# at 20 images), so it uses the first 20 images: memory stays flat however many images are reported.
-CKA_MAX_IMAGES = 20
+def common_grid(maps: np.ndarray) -> np.ndarray:
+    """N x H x W x C onto N x 5 x 5 x C: area-pooled where 5 divides, else sampled (maps under 5 x 5 repeat)."""
+    n, h, w, c = maps.shape
+    if h >= CKA_GRID and w >= CKA_GRID and h % CKA_GRID == 0 and w % CKA_GRID == 0:
+        return maps.reshape(n, CKA_GRID, h // CKA_GRID, CKA_GRID, w // CKA_GRID, c).mean(axis=(2, 4))
+    rows = (np.arange(CKA_GRID) * h // CKA_GRID)
+    cols = (np.arange(CKA_GRID) * w // CKA_GRID)
+    return maps[:, rows][:, :, cols]
 
 
-class CrossLayerAccumulator:
-    """Layer x layer linear CKA from every layer's features pooled onto one 5 x 5 grid.
+def unbiased_hsic(grams: np.ndarray) -> np.ndarray:
+    """L x L matrix of the unbiased HSIC estimator (Song et al. 2012) between L n x n Gram matrices.
 
-    STATS.md pools the finer of two layers to the coarser grid; with 51 layers that is a
-    different grid per pair. Here every layer is area-pooled (or, below 5 x 5, repeated) onto
-    one 5 x 5 grid, the coarsest grid of the SD-UNet's spatial layers. Accumulating keeps those
-    pooled rows (25 per image: under 1 MB per image for the SD-UNet's 8,387 channels), merging
-    concatenates them, and finalising computes every pair at once: through the example Gram
-    matrices ZZ' while there are few rows, through one feature Gram Z'Z when there are many.
+    HSIC_1(K, L) = [tr(K~L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3)), with K~ the
+    Gram matrix with its diagonal set to 0; every pair at once, through matrix products.
+    """
+    count, n, _ = grams.shape
+    if n < 4:
+        raise ValueError(f"the unbiased HSIC needs at least 4 rows, got {n}")
+    tilde = grams.astype(np.float64).copy()
+    tilde[:, np.arange(n), np.arange(n)] = 0.0
+    flat = tilde.reshape(count, n * n)
+    sums = flat.sum(axis=1)
+    rows = tilde.sum(axis=2)  # L x n: K~ 1
+    return (flat @ flat.T + np.outer(sums, sums) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (rows @ rows.T)) / (n * (n - 3))
+
+
+class MinibatchCKA:
+    """Layer x layer linear CKA over any number of images in constant memory: minibatch CKA with
+    the unbiased HSIC estimator (Nguyen, Raghu and Kornblith, ICLR 2021).
+
+    Each batch of images (its pixels on every layer's common 5 x 5 grid as rows) adds its L x L
+    unbiased HSIC matrix to a running sum; CKA_ij = S_ij / sqrt(S_ii S_jj). Unlike the plain (biased)
+    estimator, it does not inflate CKA when a batch has few rows for many channels, and merging is
+    adding the sums. The result depends on which images form a batch: both drivers batch images the
+    same way (consecutive indices, BuildOptions.batch_size).
     """
 
-    def __init__(self, channels: list[int]):
-        self.channels = list(channels)
-        self.offsets = np.concatenate([[0], np.cumsum(self.channels)]).astype(int)
-        self.parts: list[np.ndarray] = []
-
-    @staticmethod
-    def common_grid(maps: np.ndarray) -> np.ndarray:
-        n, h, w, c = maps.shape
-        if h >= CKA_GRID and w >= CKA_GRID and h % CKA_GRID == 0 and w % CKA_GRID == 0:
-            return maps.reshape(n, CKA_GRID, h // CKA_GRID, CKA_GRID, w // CKA_GRID, c).mean(axis=(2, 4))
-        rows = (np.arange(CKA_GRID) * h // CKA_GRID)
-        cols = (np.arange(CKA_GRID) * w // CKA_GRID)
-        return maps[:, rows][:, :, cols]
+    def __init__(self, layers: int):
+        self.layers = layers
+        self.sums = np.zeros((layers, layers))
+        self.batches = 0
+        self.images = 0
 
     def add(self, layer_maps: list[np.ndarray]) -> None:
         """One batch: the N x H x W x C output of every layer, in the accumulator's layer order."""
-        self.parts.append(np.concatenate([
-            np.nan_to_num(self.common_grid(m.astype(np.float32)), nan=0.0, posinf=0.0, neginf=0.0).reshape(
-                -1, m.shape[-1])
-            for m in layer_maps], axis=1))
+        rows = [np.nan_to_num(common_grid(np.asarray(m, np.float32)), nan=0.0, posinf=0.0, neginf=0.0)
+                for m in layer_maps]
+        features = [r.reshape(-1, r.shape[-1]) for r in rows]
+        if features[0].shape[0] < 4:
+            return
+        grams = np.stack([f @ f.T for f in features])
+        self.sums += unbiased_hsic(grams)
+        self.batches += 1
+        self.images += len(layer_maps[0])
 
-    def merge(self, other: "CrossLayerAccumulator") -> "CrossLayerAccumulator":
-        merged = CrossLayerAccumulator(self.channels)
-        merged.parts = self.parts + other.parts
+    def merge(self, other: "MinibatchCKA") -> "MinibatchCKA":
+        merged = MinibatchCKA(self.layers)
+        merged.sums = self.sums + other.sums
+        merged.batches, merged.images = self.batches + other.batches, self.images + other.images
         return merged
 
-    def _block_products(self, z: np.ndarray) -> np.ndarray:
-        """L x L matrix of ||Z_j' Z_i||_F^2 for column-centred z."""
-        blocks = [slice(self.offsets[i], self.offsets[i + 1]) for i in range(len(self.channels))]
-        if z.shape[0] <= EXAMPLE_SPACE_ROWS:
-            grams = np.stack([(z[:, b] @ z[:, b].T).ravel() for b in blocks]).astype(np.float64)
-            return grams @ grams.T  # <K_i, K_j> = ||Z_j'Z_i||^2
-        # One layer's rows of Z'Z at a time, so memory stays at C_i x (all channels), not its square.
-        starts = self.offsets[:-1]
-        products = np.zeros((len(blocks), len(blocks)))
-        for i, block in enumerate(blocks):
-            rows = z[:, block].T @ z
-            np.square(rows, out=rows)
-            products[i] = np.add.reduceat(rows.sum(axis=0, dtype=np.float64), starts)
-        return products
-
     def finalise(self) -> np.ndarray:
-        """L x L matrix of linear CKA; NaN where a layer is constant."""
-        size = len(self.channels)
-        if not self.parts or sum(p.shape[0] for p in self.parts) < 2:
-            return np.full((size, size), np.nan)
-        z = np.concatenate(self.parts)
-        z -= z.mean(axis=0)
-        products = self._block_products(z)
-        norms = np.sqrt(np.diag(products))
-        denom = np.outer(norms, norms)
+        """L x L matrix of CKA; NaN where a layer is constant (its HSIC with itself is not positive)."""
+        diagonal = np.diag(self.sums)
         with np.errstate(invalid="ignore", divide="ignore"):
-            result = np.where(denom > 1e-20, products / np.where(denom > 0, denom, 1.0), np.nan)
-        return np.clip(result, 0.0, 1.0)
+            norms = np.sqrt(np.where(diagonal > 1e-20, diagonal, np.nan))
+            return np.clip(self.sums / np.outer(norms, norms), 0.0, 1.0) if self.batches else \
+                np.full((self.layers, self.layers), np.nan)

@@ -158,31 +158,60 @@ def test_participation_ratio_of_isotropic_and_rank_one():
     assert np.isnan(stats.participation_ratio(np.zeros((3, 3))))
 
 
-def test_layer_by_layer_cka_matches_direct_cka_and_merges(rng):
+def _unbiased_hsic_by_definition(k, l):
+    """HSIC_1 of Song et al. (2012) term by term: the sum over distinct index quadruples, expanded."""
+    n = k.shape[0]
+    k, l = k.copy(), l.copy()
+    np.fill_diagonal(k, 0)
+    np.fill_diagonal(l, 0)
+    one = np.ones(n)
+    return (np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * one @ k @ l @ one) / (n * (n - 3))
+
+
+def test_unbiased_hsic_matches_its_definition_for_every_pair(rng):
+    features = [rng.normal(size=(12, c)) for c in (3, 5, 2)]
+    grams = np.stack([f @ f.T for f in features])
+    expected = [[_unbiased_hsic_by_definition(a, b) for b in grams] for a in grams]
+    np.testing.assert_allclose(stats.unbiased_hsic(grams), expected, rtol=1e-10)
+
+
+def test_minibatch_cka_is_one_on_itself_symmetric_and_merges(rng):
     shapes = [(20, 20, 3), (10, 10, 4), (5, 5, 2)]
-    maps = [rng.normal(size=(4, *s)).astype(np.float32) for s in shapes]
-    maps[1][..., 0] += maps[0][:, ::2, ::2, 0]  # related layers score higher than unrelated ones
-    whole = stats.CrossLayerAccumulator([s[-1] for s in shapes])
-    whole.add(maps)
-    half_a, half_b = (stats.CrossLayerAccumulator([s[-1] for s in shapes]) for _ in range(2))
-    half_a.add([m[:1] for m in maps])
-    half_b.add([m[1:] for m in maps])
+    maps = [rng.normal(size=(6, *s)).astype(np.float32) for s in shapes]
+    # Layer 1 carries layer 0 (area-pooled 2x): related layers score higher than unrelated ones.
+    maps[1][..., :3] += 3 * maps[0].reshape(6, 10, 2, 10, 2, 3).mean(axis=(2, 4))
+    whole = stats.MinibatchCKA(3)
+    for start in (0, 3):
+        whole.add([m[start:start + 3] for m in maps])
+    left, right = stats.MinibatchCKA(3), stats.MinibatchCKA(3)
+    left.add([m[:3] for m in maps])
+    right.add([m[3:] for m in maps])
     matrix = whole.finalise()
-    np.testing.assert_allclose(half_a.merge(half_b).finalise(), matrix, rtol=1e-4)
-    np.testing.assert_allclose(np.diag(matrix), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(left.merge(right).finalise(), matrix, rtol=1e-12)
+    np.testing.assert_allclose(np.diag(matrix), 1.0)
     np.testing.assert_allclose(matrix, matrix.T)
-    grid = [stats.CrossLayerAccumulator.common_grid(m).reshape(-1, m.shape[-1]) for m in maps]
-    assert matrix[0, 1] == pytest.approx(stats.linear_cka(grid[0], grid[1]), rel=1e-4)
+    assert matrix[0, 1] > matrix[0, 2] + 0.1 and whole.images == 6
 
 
-def test_layer_cka_agrees_between_example_and_feature_space(rng, monkeypatch):
-    shapes = [(10, 10, 3), (5, 5, 6)]
-    maps = [rng.normal(size=(3, *s)).astype(np.float32) for s in shapes]
-    acc = stats.CrossLayerAccumulator([3, 6])
-    acc.add(maps)
-    by_examples = acc.finalise()
-    monkeypatch.setattr(stats, "EXAMPLE_SPACE_ROWS", 0)
-    np.testing.assert_allclose(acc.finalise(), by_examples, rtol=1e-4)
+def test_unbiased_cka_does_not_inflate_independent_wide_features(rng):
+    """Few rows, many channels, no relation: the biased CKA is far from 0, the minibatch unbiased one is not."""
+    acc = stats.MinibatchCKA(2)
+    biased = []
+    for _ in range(20):
+        a = rng.normal(size=(2, 5, 5, 200)).astype(np.float32)  # 50 rows, 200 channels
+        b = rng.normal(size=(2, 5, 5, 200)).astype(np.float32)
+        acc.add([a, b])
+        biased.append(stats.linear_cka(a.reshape(50, -1), b.reshape(50, -1)))
+    assert np.mean(biased) > 0.7
+    assert acc.finalise()[0, 1] < 0.1
+
+
+def test_minibatch_cka_of_a_constant_layer_is_undefined(rng):
+    acc = stats.MinibatchCKA(2)
+    acc.add([rng.normal(size=(2, 5, 5, 3)).astype(np.float32), np.zeros((2, 5, 5, 3), np.float32)])
+    matrix = acc.finalise()
+    assert matrix[0, 0] == pytest.approx(1.0) and np.isnan(matrix[1, 1]) and np.isnan(matrix[0, 1])
 
 
 def _class_maps(rng, labels, separable: bool):
