@@ -61,7 +61,8 @@ class AssetWriter:
         `read_image(k)` returns image k's activations of this layer; one image is in memory at a time.
         """
         spatial = len(result.shape) == 3
-        folds = min(len(records), stats.MAX_FOLDS)
+        # The statistics images' folds: the pictured images are the first of them (--stats-images).
+        folds = result.stats.folds or min(len(records), stats.MAX_FOLDS)
         score = stats.FoldRatio(folds)
         class_score = stats.FoldRatio(folds, classes=1)
         order = result.order

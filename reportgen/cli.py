@@ -71,6 +71,9 @@ def build(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only the summary line.")] = False,
     previous: Annotated[Optional[Path], typer.Option("--previous", help="A previous build (site folder or folder with manifest.json and stats.json) to compare with; default: the site already in --out.")] = None,
     statistics: Annotated[bool, typer.Option("--stats/--no-stats", help="Compute the abstraction statistics (probe, CKA, IoU, nTV...).")] = True,
+    stats_images: Annotated[Optional[str], typer.Option("--stats-images", help="Statistics over the first N images of the source, or all (default: the pictured images). Runs on Apache Beam (pip install 'reportgen[beam]').")] = None,
+    runner: Annotated[str, typer.Option("--runner", help="Beam runner of the statistics pass: DirectRunner (default, this machine's cores), FlinkRunner, SparkRunner, DataflowRunner.")] = "DirectRunner",
+    beam_options: Annotated[Optional[list[str]], typer.Option("--beam-option", help="A Beam pipeline option KEY=VALUE for the statistics pass (repeatable), e.g. project=my-project.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for the layers (default: one per core, at most 4); 1 runs everything in this process.")] = None,
 ):
     """Build the report site: every conv layer, every channel, every selected image."""
@@ -88,7 +91,8 @@ def build(
             imports=tuple(imports or ()), labels=labels, select=select, seed=seed,
             ids=tuple(ids or ()), tap=tap, cmap=cmap, scale=scale, data_dir=data_dir, unsafe_load=unsafe_load,
             workers=workers if workers is not None else max(1, min(4, os.cpu_count() or 1)),
-            statistics=statistics, previous=previous,
+            statistics=statistics, previous=previous, stats_images=_stats_images(stats_images), runner=runner,
+            beam_options=tuple(beam_options or ()),
         )
         options.check()
     except ReportgenError as error:
@@ -105,6 +109,19 @@ def build(
     else:
         typer.echo(f"built {out}: {result.pages} pages, {result.images} images, "
                    f"{result.bytes / 1e6:.1f} MB in {result.seconds:.1f} s")
+
+
+def _stats_images(text: str | None) -> int | None:
+    from reportgen.errors import InputError
+    from reportgen.pipeline import ALL_IMAGES
+
+    if text is None:
+        return None
+    if text.strip().lower() == "all":
+        return ALL_IMAGES
+    if not text.strip().isdigit():
+        raise InputError(f"--stats-images takes a number or all, got {text!r}")
+    return int(text)
 
 
 def _build_with_progress(run_build, out, options):

@@ -74,6 +74,7 @@ class LayerJob:
     cmap: str
     scale: str
     statistics: bool
+    given: stats.LayerStats | None = None  # finalised by the statistics pass (--stats-images)
 
 
 def save_records(records: list[ImageRecord], path: Path) -> Path:
@@ -132,7 +133,7 @@ def run(job: LayerJob) -> LayerResult:
     """Statistics, channel ranking, pictures and the probe's score of one layer."""
     records, masks = _records(job.records_path)
     labels = stats.label_onehot([r.label for r in records])
-    layer_stats = stats.finalise(accumulate(job.spilled, masks, job.input_height, job.statistics, labels))
+    layer_stats = job.given or stats.finalise(accumulate(job.spilled, masks, job.input_height, job.statistics, labels))
     order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
     result = replace(job.layer, stats=layer_stats, order=order)
     writer = _writer(job.staging, job.cmap, job.scale)

@@ -25,6 +25,7 @@ from reportgen.spill import FLOAT16_MAX, Spill
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
+ALL_IMAGES = -1  # --stats-images all
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class BuildOptions:
     data_dir: str | None = None
     workers: int = 2
     statistics: bool = True  # False: pictures and descriptive numbers only
+    stats_images: int | None = None  # statistics over this many images of the source (ALL_IMAGES: all)
+    runner: str = "DirectRunner"  # the Beam runner of the statistics pass
+    beam_options: tuple[str, ...] = ()  # KEY=VALUE Beam pipeline options
     previous: Path | None = None  # a previous build to compare with; default: the site in --out
 
     @property
@@ -67,6 +71,15 @@ class BuildOptions:
         """Everything that can be checked before TensorFlow loads: a typo costs no 10 s wait."""
         if self.images < 1:
             raise InputError(f"--images must be at least 1, got {self.images}")
+        if self.stats_images is not None and self.stats_images != ALL_IMAGES and self.stats_images < 1:
+            raise InputError(f"--stats-images must be at least 1 or all, got {self.stats_images}")
+        if _wants_stats_pass(self):
+            if self.select != "first" or self.ids:
+                raise InputError("--stats-images takes the first images of the source, so the pictured ones must be "
+                                 "the first too: use --select first and no --id")
+            from reportgen.stats_pass import pipeline_options
+
+            pipeline_options(self.runner, self.beam_options)  # Beam installed, options well formed
         self.convention  # noqa: B018  (validates the mode and the combination)
         check_choice(self.preprocess, PREPROCESS_MODES, "--preprocess mode")
         check_choice(self.fit, FITS, "--fit")
@@ -116,12 +129,52 @@ def _geometry(model, requested: tuple[int, int] | None, index: int, options: Bui
     return geometry
 
 
-def _load_images(options: BuildOptions, geometry: InputGeometry) -> list[sources.SourceImage]:
+def _source(options: BuildOptions, geometry: InputGeometry):
     if options.image_dir is not None:
-        items = sources.image_folder(options.image_dir, geometry, options.trimap_dir)
-    else:
-        items = sources.tfds_split(options.dataset, options.split, geometry, data_dir=options.data_dir)
-    return sources.select(items, options.images, options.select, options.seed, list(options.ids) or None)
+        return sources.image_folder(options.image_dir, geometry, options.trimap_dir)
+    return sources.tfds_split(options.dataset, options.split, geometry, data_dir=options.data_dir)
+
+
+def _load_images(options: BuildOptions, geometry: InputGeometry) -> list[sources.SourceImage]:
+    return sources.select(_source(options, geometry), options.images, options.select, options.seed,
+                          list(options.ids) or None)
+
+
+def _wants_stats_pass(options: BuildOptions) -> bool:
+    return options.statistics and options.stats_images is not None and (
+        options.stats_images == ALL_IMAGES or options.stats_images > options.images)
+
+
+def _stats_images(options: BuildOptions, geometry: InputGeometry) -> list[sources.SourceImage]:
+    """The statistics images: the first N of the source (all with ALL_IMAGES); the pictured ones come first."""
+    import itertools
+
+    count = None if options.stats_images == ALL_IMAGES else options.stats_images
+    chosen = list(itertools.islice(_source(options, geometry), count))
+    if count is not None and len(chosen) < count:
+        raise InputError(f"--stats-images {count}: the source has only {len(chosen)} images")
+    return chosen
+
+
+def _statistics_pass(options: BuildOptions, geometry: InputGeometry, chosen, progress: Progress):
+    """Every layer's statistics over the statistics images, on Beam: finalised LayerStats by conv
+    index, the layer x layer CKA of the spatial layers, and the class names of the images."""
+    from reportgen import stats_pass
+
+    progress(f"statistics of {len(chosen)} images (Beam)", 0, 1)
+    masks = [item.trimap for item in chosen] if all(item.trimap is not None for item in chosen) else None
+    class_names = sources.class_names(chosen)
+    labels = stats.label_onehot([class_names.index(item.label) if item.label is not None else None
+                                 for item in chosen]) if class_names else None
+    size = options.input_size
+    setup = stats_pass.PassSetup(
+        stats_pass.ModelSpec(options.model_path, options.weights_path, size[0] if size else None, options.unsafe_load,
+                             options.imports),
+        options.tap, options.image_input, options.convention, len(chosen), geometry.height)
+    work = stats_pass.batches([item.image for item in chosen], masks, labels, options.batch_size)
+    result = stats_pass.run_beam(setup, work, options.runner, options.beam_options, workers=options.workers)
+    progress(f"statistics of {len(chosen)} images (Beam)", 1, 1)
+    return {layer: stats.finalise(acc) for layer, acc in result.layers.items()}, result.cka, class_names
 
 
 @dataclass
@@ -216,14 +269,14 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int) -> l
 
 
 def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, staging: Path, input_height: int,
-                    options: BuildOptions, progress: Progress) -> list[LayerResult]:
+                    options: BuildOptions, progress: Progress, given: dict | None = None) -> list[LayerResult]:
     """Statistics and pictures of every layer, spread over the worker processes."""
     # Biggest layers first, so no worker is left with a big layer while the others have finished.
     by_size = sorted(range(len(skeletons)), key=lambda i: -int(np.prod(spill.layers[i].shape)))
     futures = {
         executor.submit(layer_stage.run, layer_stage.LayerJob(
             skeletons[i], spill.layers[i], records_path, staging, input_height, options.cmap, options.scale,
-            options.statistics)): i
+            options.statistics, (given or {}).get(i))): i
         for i in by_size
     }
     results: list[LayerResult | None] = [None] * len(futures)
@@ -293,6 +346,12 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
     namer = Namer()
     layer_slugs = [namer(c.qualified_name) for c in convs]
     class_names = sources.class_names(selected)
+    given = pass_cka = None
+    if _wants_stats_pass(options):
+        if in_memory is not None:
+            raise InputError("statistics beyond the pictured images load the model in Beam workers: save the model "
+                             "and use the command line, or leave stats_images unset")
+        given, pass_cka, class_names = _statistics_pass(options, geometry, _stats_images(options, geometry), progress)
 
     work = Path(tempfile.mkdtemp(prefix=".reportgen-", dir=out.parent if out.parent.exists() else None))
     try:
@@ -303,10 +362,11 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
         records_path = layer_stage.save_records(records, work / "records.pickle")
         skeletons = _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height)
         results = _analyse_layers(executor, skeletons, captured.spill, records_path, staging, geometry.height,
-                                  options, progress)
+                                  options, progress, given)
         layer_cka = np.full((len(convs), len(convs)), np.nan)
-        if captured.cross is not None:
-            layer_cka[np.ix_(captured.spatial, captured.spatial)] = captured.cross.finalise()
+        cross = pass_cka if pass_cka is not None else captured.cross
+        if cross is not None:
+            layer_cka[np.ix_(captured.spatial, captured.spatial)] = cross.finalise()
         captured.cross = None
 
         writer = assets.AssetWriter(staging, options.cmap, options.scale)

@@ -358,6 +358,7 @@ class LayerStats:
     cka_label: float = float("nan")  # linear CKA of globally pooled features with the one-hot class
     class_probe_weights: list = field(default_factory=list)  # the class probe's, per fold
     images: int = 0  # how many images the statistics cover
+    folds: int = 0  # the image folds of the probes and the jackknife (image i is in fold i mod folds)
     intervals: dict = field(default_factory=dict)  # LAYER_NUMBERS name -> (low, high), 90% jackknife
 
     @property
@@ -435,6 +436,7 @@ def finalise(acc: LayerAccumulator) -> LayerStats:
         best_iou=whole["best_iou"], cka_mask=whole["cka_mask"], participation=whole["participation"],
         probe_weights=probe_weights(acc.folds), cka_label=whole["cka_label"],
         class_probe_weights=probe_weights(acc.class_folds), images=whole["images"], intervals=intervals,
+        folds=acc.fold_count,
     )
 
 

@@ -1,0 +1,268 @@
+"""The statistics pass over `--stats-images`: the accumulators of `stats.py`, driven by Apache Beam.
+
+One implementation, two drivers. `Activations` runs the model on one batch of consecutive images
+and turns its conv outputs into the inputs of the accumulators; `add` and `merge` are the
+accumulators' own. `run_in_process` loops over the batches; `run_beam` is a Beam pipeline whose
+DoFn loads the model once per worker (`setup`) and whose `StatsCombineFn` is the accumulators as a
+CombineFn (create, add_input, merge_accumulators, extract_output). The DirectRunner in
+multi-processing mode on the machine's cores is the default; `--runner` and `--beam-option` pass
+standard pipeline options through, for Flink, Spark or Dataflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from reportgen import stats
+from reportgen.errors import InputError
+from reportgen.inputs import InputConvention
+
+log = logging.getLogger(__name__)
+
+CKA_KEY = -1  # the key of the layer x layer CKA among the per-layer keys 0..L-1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How a worker loads the model: plain values, so it pickles to any Beam worker."""
+
+    model_path: Path | None = None
+    weights_path: Path | None = None
+    input_size: int | None = None
+    unsafe: bool = False
+    imports: tuple[str, ...] = ()
+
+    def load(self):
+        from reportgen import model_io
+
+        return model_io.load(self.model_path, self.weights_path, self.input_size, self.unsafe, imports=self.imports)
+
+
+@dataclass(frozen=True)
+class PassSetup:
+    """What every worker needs besides the images."""
+
+    model: ModelSpec
+    tap: str
+    image_input: str | None
+    convention: InputConvention
+    total: int  # statistics images in all: fixes the folds
+    input_height: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Consecutive statistics images `start`, `start + 1`, ...: the unit of work, and of minibatch CKA."""
+
+    start: int
+    images: np.ndarray  # B x H x W x C uint8
+    masks: np.ndarray | None  # B x H x W trimaps, or None
+    labels: np.ndarray | None  # B x K one-hot classes, or None
+
+
+@dataclass(frozen=True)
+class LayerInput:
+    """One layer's outputs on one batch, as LayerAccumulator.add takes them."""
+
+    layer: int
+    maps: np.ndarray
+    batch: Batch
+    stride: float
+
+
+def batches(images, masks, labels, size: int) -> list[Batch]:
+    """The statistics images cut into batches of `size` consecutive images."""
+    out = []
+    for start in range(0, len(images), size):
+        end = start + size
+        out.append(Batch(start, np.stack(images[start:end]),
+                         None if masks is None else np.stack(masks[start:end]),
+                         None if labels is None else labels[start:end]))
+    return out
+
+
+class Activations:
+    """The model's conv outputs on a batch, as accumulator inputs; the model loads once (`setup`)."""
+
+    def __init__(self, setup: PassSetup):
+        self.config = setup
+        self.probe = None
+
+    def setup(self) -> None:
+        from reportgen import capture
+
+        loaded = self.config.model.load()
+        model = loaded.model
+        self.image_index = capture.image_input(model, self.config.image_input)
+        convs = capture.find_conv_layers(model, self.config.tap)
+        self.probe = capture.probe_model(model, convs)
+        self.spatial = None
+
+    def __call__(self, batch: Batch) -> list[tuple[int, object]]:
+        from reportgen import capture
+
+        if self.probe is None:
+            self.setup()
+        (_, outputs), = capture.stream_activations(self.probe, batch.images, len(batch.images), self.image_index,
+                                                   self.config.convention.apply)
+        # What the in-process build measures: the values as the spill stores them.
+        outputs = [np.clip(np.nan_to_num(o), -65504, 65504).astype(np.float16) for o in outputs]
+        elements: list[tuple[int, object]] = []
+        spatial = []
+        for layer, maps in enumerate(outputs):
+            if maps.ndim == 4:
+                spatial.append(maps)
+                elements.append((layer, LayerInput(layer, maps, batch, self.config.input_height / maps.shape[1])))
+        elements.append((CKA_KEY, spatial))
+        return elements
+
+
+def add(accumulator, element, total: int):
+    """Add one element to an accumulator (created lazily: its size comes from the first element)."""
+    if isinstance(element, LayerInput):
+        if accumulator is None:
+            accumulator = stats.LayerAccumulator(element.maps.shape[-1], element.stride)
+        batch = element.batch
+        indices = list(range(batch.start, batch.start + len(element.maps)))
+        accumulator.add(element.maps, batch.masks, indices, total, measures=True, labels=batch.labels)
+        return accumulator
+    if accumulator is None:
+        accumulator = stats.MinibatchCKA(len(element))
+    accumulator.add(element)
+    return accumulator
+
+
+def merge(accumulators):
+    merged = None
+    for accumulator in accumulators:
+        if accumulator is not None:
+            merged = accumulator if merged is None else merged.merge(accumulator)
+    return merged
+
+
+@dataclass
+class PassResult:
+    """Per conv layer (graph order, spatial layers only) its accumulator, and the layer x layer CKA."""
+
+    layers: dict  # layer index -> stats.LayerAccumulator
+    cka: stats.MinibatchCKA | None
+
+
+def run_in_process(setup: PassSetup, work: list[Batch]) -> PassResult:
+    """The reference driver: every batch in this process, one after the other."""
+    activations = Activations(setup)
+    found: dict = {}
+    for batch in work:
+        for key, element in activations(batch):
+            found[key] = add(found.get(key), element, setup.total)
+    return PassResult({k: v for k, v in found.items() if k != CKA_KEY}, found.get(CKA_KEY))
+
+
+def _beam():
+    try:
+        import apache_beam as beam
+    except ImportError:
+        raise InputError("--stats-images beyond the pictured images runs on Apache Beam, which is not installed; "
+                         "install the extra: pip install 'reportgen[beam]'") from None
+    for name in ("apache_beam", "apache_beam.runners", "apache_beam.utils", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # the workers' INFO lines are not for users
+    return beam
+
+
+def pipeline_options(runner: str, options: tuple[str, ...] = (), workers: int | None = None):
+    """Standard Beam pipeline options: the runner, the embedded default's processes, and each KEY=VALUE."""
+    beam = _beam()
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    args = [f"--runner={runner}"]
+    if runner == "DirectRunner":
+        args += [f"--direct_num_workers={workers or os.cpu_count() or 1}", "--direct_running_mode=multi_processing",
+                 "--default_sdk_harness_log_level=ERROR"]
+    for option in options:
+        if "=" not in option:
+            raise InputError(f"--beam-option takes KEY=VALUE, got {option!r}")
+        key, value = option.split("=", 1)
+        args.append(f"--{key.lstrip('-')}={value}")
+    del beam
+    return PipelineOptions(args)
+
+
+def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", options: tuple[str, ...] = (),
+             workers: int | None = None, results_folder: str | None = None) -> PassResult:
+    """The same statistics as `run_in_process`, on Beam: a DoFn per batch, a CombineFn per layer."""
+    beam = _beam()
+
+    class ActivationsDoFn(beam.DoFn):
+        """Loads the model once per worker, in `setup`, and emits each layer's outputs by layer key."""
+
+        def __init__(self, config: PassSetup):
+            self.config = config
+
+        def setup(self):
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            self.activations = Activations(self.config)
+            self.activations.setup()
+
+        def process(self, batch):
+            yield from self.activations(batch)
+
+    class StatsCombineFn(beam.CombineFn):
+        """A stats.py accumulator as a CombineFn: create, add, merge, extract."""
+
+        def __init__(self, total: int):
+            self.total = total
+
+        def create_accumulator(self):
+            return None
+
+        def add_input(self, accumulator, element):
+            return add(accumulator, element, self.total)
+
+        def merge_accumulators(self, accumulators):
+            return merge(accumulators)
+
+        def extract_output(self, accumulator):
+            return accumulator
+
+    class WriteResult(beam.DoFn):
+        """Each finished accumulator into the results folder, through Beam's file systems (local, gs://, ...)."""
+
+        def __init__(self, folder: str):
+            self.folder = folder
+
+        def process(self, keyed):
+            import pickle
+
+            from apache_beam.io.filesystems import FileSystems
+
+            key, accumulator = keyed
+            with FileSystems.create(FileSystems.join(self.folder, f"{key}.pickle")) as handle:
+                handle.write(pickle.dumps(accumulator, protocol=pickle.HIGHEST_PROTOCOL))
+
+    folder = results_folder or tempfile.mkdtemp(prefix="reportgen-beam-")
+    with beam.Pipeline(options=pipeline_options(runner, options, workers)) as pipeline:
+        _ = (pipeline
+             | "Batches" >> beam.Create(work)
+             | "Activations" >> beam.ParDo(ActivationsDoFn(setup))
+             | "Statistics" >> beam.CombinePerKey(StatsCombineFn(setup.total))
+             | "Write" >> beam.ParDo(WriteResult(folder)))
+    return _read_results(folder)
+
+
+def _read_results(folder: str) -> PassResult:
+    import pickle
+
+    from apache_beam.io.filesystems import FileSystems
+
+    found = {}
+    for match in FileSystems.match([FileSystems.join(folder, "*.pickle")])[0].metadata_list:
+        key = int(Path(match.path).stem)
+        with FileSystems.open(match.path) as handle:
+            found[key] = pickle.loads(handle.read())
+    return PassResult({k: v for k, v in found.items() if k != CKA_KEY}, found.get(CKA_KEY))
