@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # Non-editable on purpose: what we build and test is what `pip install .` gives a user.
 $(VENV)/.installed: $(BIN)/python $(SOURCES)
-	$(BIN)/python -m pip install --quiet ".[test]"
+	$(BIN)/python -m pip install --quiet ".[test,beam]"
 	# tf-keras writes the notebook-format checkpoints in the tests; without --no-deps pip would
 	# pull the full tensorflow package beside tensorflow-cpu.
 	$(BIN)/python -m pip install --quiet --no-deps tf-keras==2.21.0

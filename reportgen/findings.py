@@ -61,8 +61,14 @@ def compute(report, chance: float = float("nan")) -> list[str]:
     heads = [r for r in results if r.conv.is_output]
     name = {id(r): f"conv {r.conv.index} ({r.conv.qualified_name})" for r in results}
     images = results[0].stats.images
-    sentences = [f"Every number below covers {images} images; the ranges are 90% intervals from a "
-                 "delete-one-fold jackknife over the images."] if images else []
+    sentences = []
+    if images > len(records):
+        sentences.append(f"The statistics cover {images} images of the source; the probes are fitted on them and "
+                         f"scored on the {len(records)} pictured images, each held out of its fold's fit. The ranges "
+                         "are 90% intervals from a delete-one-fold jackknife over the images.")
+    elif images:
+        sentences.append(f"Every number below covers {images} images; the ranges are 90% intervals from a "
+                         "delete-one-fold jackknife over the images.")
     sentences += _probe_findings(hidden, heads, name)
     source = "the model's own prediction" if any(r.mask_is_prediction for r in records) else "the ground-truth trimap"
     best = _Series(hidden, lambda r: r.stats.iou_summary(0)[0], lambda r: r.stats.interval("best_iou_pet_max"))

@@ -1,0 +1,84 @@
+"""The statistics pass: Beam gives the in-process result, however the work is split over workers,
+and `--stats-images` makes every number of the site cover those images."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from reportgen import stats, stats_pass
+from reportgen.cli import app
+from reportgen.inputs import InputConvention
+
+
+@pytest.fixture(scope="module")
+def small_pass(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+    x = layers.Conv2D(6, 3, strides=2, padding="same", name="b")(x)
+    model = keras.Model(inputs, layers.Conv2D(3, 1, activation="softmax", name="c")(layers.UpSampling2D(2)(x)))
+    path = tmp_path_factory.mktemp("pass") / "small.keras"
+    model.save(path)
+    rng = np.random.default_rng(0)
+    images = list(rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8))
+    masks = list(rng.integers(1, 4, (12, 32, 32), dtype=np.uint8))
+    labels = stats.label_onehot([i % 2 for i in range(12)])
+    setup = stats_pass.PassSetup(stats_pass.ModelSpec(path), "conv", None, InputConvention("tf"), 12, 32)
+    work = stats_pass.batches(images, masks, labels, 5)
+    return setup, work, stats_pass.run_in_process(setup, work)
+
+
+def _assert_same(beam, reference):
+    assert sorted(beam.layers) == sorted(reference.layers) == [0, 1, 2]
+    for layer, accumulator in reference.layers.items():
+        mine, theirs = stats.finalise(beam.layers[layer]), stats.finalise(accumulator)
+        assert mine.images == theirs.images == 12
+        for name in ("mean", "std", "cka_mask", "cka_label", "participation"):
+            assert getattr(mine, name) == pytest.approx(getattr(theirs, name), rel=1e-9, nan_ok=True)
+        for name in stats.LAYER_NUMBERS:
+            np.testing.assert_allclose(mine.interval(name), theirs.interval(name), rtol=1e-9, equal_nan=True)
+        np.testing.assert_allclose(mine.ntv, theirs.ntv, rtol=1e-9)
+        np.testing.assert_allclose(mine.best_iou, theirs.best_iou, rtol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(beam.cka.finalise(), reference.cka.finalise(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("mode, workers", [("multi_processing", 2), ("in_memory", 1)])
+def test_beam_equals_in_process(small_pass, tmp_path, mode, workers):
+    """Two worker processes (the batches split between them, accumulators merged) and one bundle of all."""
+    setup, work, reference = small_pass
+    beam = stats_pass.run_beam(setup, work, workers=workers, options=(f"direct_running_mode={mode}",),
+                               results_folder=str(tmp_path))
+    _assert_same(beam, reference)
+
+
+def test_bundles_of_one_batch_merge_to_the_whole(small_pass):
+    """Each batch accumulated alone (a bundle of one), then merged in reverse: the same as all at once."""
+    setup, work, reference = small_pass
+    singles = [stats_pass.run_in_process(setup, [batch]) for batch in work]
+    merged = stats_pass.PassResult(
+        {layer: stats_pass.merge([s.layers[layer] for s in reversed(singles)]) for layer in reference.layers},
+        stats_pass.merge([s.cka for s in reversed(singles)]))
+    _assert_same(merged, reference)
+
+
+def test_stats_images_cover_more_than_the_pictured(runner, tmp_path, tiny_model_path, pets_folder):
+    images, trimaps = pets_folder
+    out = tmp_path / "site"
+    result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(images),
+                                 "--trimap-dir", str(trimaps), "--images", "2", "--stats-images", "all",
+                                 "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "data" / "stats.json").read_text())["layers"]
+    assert all(row["images"] == 6 for row in rows)
+    assert all(row["intervals_90"]["cka_mask"][0] is not None for row in rows)
+    assert "The statistics cover 6 images of the source" in (out / "index.html").read_text()
+
+
+def test_stats_images_needs_the_first_images(runner, tmp_path, tiny_model_path, pets_folder):
+    result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(pets_folder[0]),
+                                 "--images", "2", "--stats-images", "4", "--select", "random",
+                                 "--out", str(tmp_path / "site"), "-q"])
+    assert result.exit_code == 2 and "--select first" in result.output
