@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,14 +247,22 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
             with FileSystems.create(FileSystems.join(self.folder, f"{key}.pickle")) as handle:
                 handle.write(pickle.dumps(accumulator, protocol=pickle.HIGHEST_PROTOCOL))
 
-    folder = results_folder or tempfile.mkdtemp(prefix="reportgen-beam-")
+    remote = next((o.split("=", 1)[1] for o in options if o.lstrip("-").startswith("temp_location=")), None)
+    local = results_folder is None and remote is None
+    # Remote runners' workers cannot write into this machine's /tmp: results go to their temp_location.
+    folder = results_folder or (f"{remote.rstrip('/')}/reportgen-stats-{os.getpid()}-{time.time_ns()}" if remote
+                                else tempfile.mkdtemp(prefix="reportgen-beam-"))
     with beam.Pipeline(options=pipeline_options(runner, options, workers)) as pipeline:
         _ = (pipeline
              | "Batches" >> beam.Create(work)
              | "Activations" >> beam.ParDo(ActivationsDoFn(setup))
              | "Statistics" >> beam.CombinePerKey(StatsCombineFn(setup.total))
              | "Write" >> beam.ParDo(WriteResult(folder)))
-    return _read_results(folder)
+    try:
+        return _read_results(folder)
+    finally:
+        if local:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _read_results(folder: str) -> PassResult:
