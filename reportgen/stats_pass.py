@@ -11,6 +11,7 @@ standard pipeline options through, for Flink, Spark or Dataflow.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -39,6 +40,14 @@ class ModelSpec:
     input_size: int | None = None
     unsafe: bool = False
     imports: tuple[str, ...] = ()
+
+    def absolute(self) -> "ModelSpec":
+        """The same spec with absolute paths: workers may start in another folder."""
+        def resolve(path):
+            return None if path is None else Path(path).resolve()
+
+        return ModelSpec(resolve(self.model_path), resolve(self.weights_path), self.input_size, self.unsafe,
+                         tuple(str(Path(spec).resolve()) if spec.endswith(".py") else spec for spec in self.imports))
 
     def load(self):
         from reportgen import model_io
@@ -252,12 +261,23 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
     # Remote runners' workers cannot write into this machine's /tmp: results go to their temp_location.
     folder = results_folder or (f"{remote.rstrip('/')}/reportgen-stats-{os.getpid()}-{time.time_ns()}" if remote
                                 else tempfile.mkdtemp(prefix="reportgen-beam-"))
-    with beam.Pipeline(options=pipeline_options(runner, options, workers)) as pipeline:
-        _ = (pipeline
-             | "Batches" >> beam.Create(work)
-             | "Activations" >> beam.ParDo(ActivationsDoFn(setup))
-             | "Statistics" >> beam.CombinePerKey(StatsCombineFn(setup.total))
-             | "Write" >> beam.ParDo(WriteResult(folder)))
+    setup = dataclasses.replace(setup, model=setup.model.absolute())
+    # Beam's local workers start as `python -m ...` in this process's folder, which puts that folder
+    # first on their path: in a reportgen checkout they would import its source tree, not the
+    # installed package. They start in an empty folder instead.
+    here = os.getcwd()
+    neutral = tempfile.mkdtemp(prefix="reportgen-beam-cwd-")
+    os.chdir(neutral)
+    try:
+        with beam.Pipeline(options=pipeline_options(runner, options, workers)) as pipeline:
+            _ = (pipeline
+                 | "Batches" >> beam.Create(work)
+                 | "Activations" >> beam.ParDo(ActivationsDoFn(setup))
+                 | "Statistics" >> beam.CombinePerKey(StatsCombineFn(setup.total))
+                 | "Write" >> beam.ParDo(WriteResult(folder)))
+    finally:
+        os.chdir(here)
+        shutil.rmtree(neutral, ignore_errors=True)
     try:
         return _read_results(folder)
     finally:
