@@ -153,6 +153,17 @@ class AssetWriter:
         return relative
 
 
+def image_maps_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """H x W x C of `as_image_maps` for a conv output of `shape` (without the batch axis), without data."""
+    if len(shape) == 2:
+        return 1, shape[0], shape[1]
+    if len(shape) == 4:
+        return tuple(shape[1:])
+    if len(shape) == 3:
+        return tuple(shape)
+    return 1, 1, int(np.prod(shape))
+
+
 def as_image_maps(values: np.ndarray) -> np.ndarray:
     """Any conv output as N x H x W x C: 1-D (N x L x C) as 1 x L strips, 3-D as its middle depth slice."""
     if values.ndim == 3:

@@ -77,6 +77,12 @@ def _walk(model, path=()) -> Iterator[tuple[tuple[str, ...], object]]:
             yield path, layer
 
 
+def _consumers(model, layer) -> list:
+    """The layers of `model` that take `layer`'s output as an input."""
+    return [other for other in model.layers
+            if any(layer.output is t for node in other._inbound_nodes for t in node.input_tensors)]
+
+
 def _tap_layer(model, conv, tap: str):
     """The layer to capture for `conv`: itself, or the end of its norm/activation chain."""
     if tap == "conv":
@@ -84,10 +90,7 @@ def _tap_layer(model, conv, tap: str):
     followers = _follower_types()
     current = conv
     while True:
-        consumers = [
-            layer for layer in model.layers
-            if any(current.output is t for node in layer._inbound_nodes for t in node.input_tensors)
-        ]
+        consumers = _consumers(model, current)
         if len(consumers) != 1 or not isinstance(consumers[0], followers):
             return current
         current = consumers[0]
@@ -164,8 +167,7 @@ def first_conv_evidence(model, conv: ConvLayer, values: np.ndarray) -> str | Non
         return None
     from keras import layers
 
-    consumers = [other for other in owner.layers
-                 if any(layer.output is t for node in other._inbound_nodes for t in node.input_tensors)]
+    consumers = _consumers(owner, layer)
     if len(consumers) != 1 or not isinstance(consumers[0], layers.BatchNormalization):
         return None
     norm = consumers[0]
@@ -247,6 +249,17 @@ def image_input(model, name: str | None = None) -> int:
             raise InputError(f"input {tensor.name!r} has a shape with unknown sizes {tuple(tensor.shape)}; "
                              "reportgen feeds zeros to the inputs other than the image and needs their size")
     return index
+
+
+def as_stored(tensors) -> list:
+    """Symbolic outputs turned, inside the graph and so on every core, into what the spill stores:
+    finite float16. Every statistic is measured on these values, in the build and in the Beam pass."""
+    import keras
+
+    from reportgen.spill import FLOAT16_MAX
+
+    return [keras.ops.cast(keras.ops.clip(keras.ops.nan_to_num(t), -FLOAT16_MAX, FLOAT16_MAX), "float16")
+            for t in tensors]
 
 
 def probe_model(model, convs: Sequence[ConvLayer]):

@@ -94,7 +94,6 @@ def build(
             statistics=statistics, previous=previous, stats_images=_stats_images(stats_images), runner=runner,
             beam_options=tuple(beam_options or ()),
         )
-        options.check()
     except ReportgenError as error:
         _fail(error)
     try:

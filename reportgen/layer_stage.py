@@ -83,17 +83,18 @@ def save_records(records: list[ImageRecord], path: Path) -> Path:
     return path
 
 
-_loaded_records: dict[Path, tuple[list[ImageRecord], np.ndarray | None]] = {}
+_loaded_records: dict[Path, tuple] = {}
 
 
-def _records(path: Path) -> tuple[list[ImageRecord], np.ndarray | None]:
-    """The build's records and their masks stacked (None unless every image has one), read once per worker."""
+def _records(path: Path) -> tuple[list[ImageRecord], np.ndarray | None, np.ndarray | None]:
+    """The build's records, their masks stacked (None unless every image has one) and their one-hot
+    classes (None without class folders), read once per worker."""
     if path not in _loaded_records:
         _loaded_records.clear()  # a worker outlives builds: keep only the current one's
         with open(path, "rb") as handle:
             records = pickle.load(handle)
         masks = np.stack([r.mask for r in records]) if all(r.mask is not None for r in records) else None
-        _loaded_records[path] = records, masks
+        _loaded_records[path] = records, masks, stats.label_onehot([r.label for r in records])
     return _loaded_records[path]
 
 
@@ -131,8 +132,7 @@ def accumulate(spilled: SpilledLayer, masks: np.ndarray | None, input_height: in
 
 def run(job: LayerJob) -> LayerResult:
     """Statistics, channel ranking, pictures and the probe's score of one layer."""
-    records, masks = _records(job.records_path)
-    labels = stats.label_onehot([r.label for r in records])
+    records, masks, labels = _records(job.records_path)
     layer_stats = job.given or stats.finalise(accumulate(job.spilled, masks, job.input_height, job.statistics, labels))
     order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
     result = replace(job.layer, stats=layer_stats, order=order)

@@ -16,11 +16,10 @@ import numpy as np
 
 from reportgen import assets, capture, layer_stage, model_io, outdir, outputs, render, sources, stats, workers
 from reportgen.errors import InputError, OutputError, ReportgenError
-from reportgen.inputs import (FITS, INTERPOLATIONS, PREPROCESS_MODES, InputConvention, InputGeometry,
-                              check_choice)
+from reportgen.inputs import FITS, INTERPOLATIONS, InputConvention, InputGeometry, check_choice
 from reportgen.layer_stage import ImageRecord, LayerResult
 from reportgen.naming import Namer
-from reportgen.spill import FLOAT16_MAX, Spill
+from reportgen.spill import Spill
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +80,12 @@ class BuildOptions:
 
             pipeline_options(self.runner, self.beam_options)  # Beam installed, options well formed
         self.convention  # noqa: B018  (validates the mode and the combination)
-        check_choice(self.preprocess, PREPROCESS_MODES, "--preprocess mode")
         check_choice(self.fit, FITS, "--fit")
         check_choice(self.interpolation, tuple(INTERPOLATIONS), "--interpolation")
         check_choice(self.tap, capture.TAPS, "--tap")
         check_choice(self.scale, ("channel", "layer"), "--scale")
         check_choice(self.select, ("first", "random"), "--select")
         render.colormap_lut(self.cmap)
-        if self.labels is not None:
-            outputs.read_labels(self.labels)
         for spec in self.imports:
             if spec.endswith(".py") and not Path(spec).is_file():
                 raise InputError(f"--import file {spec!r} does not exist")
@@ -193,9 +189,7 @@ def _capture(loaded: model_io.LoadedModel, probe, selected, image_index: int, op
     import keras
 
     model = loaded.model
-    # The graph itself turns the activations into what the spill stores, on every core.
-    stored = [keras.ops.cast(keras.ops.clip(keras.ops.nan_to_num(out), -FLOAT16_MAX, FLOAT16_MAX), "float16")
-              for out in probe.outputs]
+    stored = capture.as_stored(probe.outputs)
     full_probe = keras.Model(model.inputs, [*stored, *model.outputs])
     total = len(selected)
     captured = _Captured(Spill(work, total), None, [], [[] for _ in model.outputs])
@@ -208,8 +202,8 @@ def _capture(loaded: model_io.LoadedModel, probe, selected, image_index: int, op
             kept.extend(np.asarray(values, np.float32))
         if start == 0:
             captured.spatial = [i for i, v in enumerate(layer_outputs) if v.ndim == 4]
-            if options.statistics and captured.spatial:
-                captured.cross = stats.MinibatchCKA(len(captured.spatial))
+            if options.statistics and captured.spatial and not _wants_stats_pass(options):
+                captured.cross = stats.MinibatchCKA(len(captured.spatial))  # else the Beam pass has it
         for layer, values in enumerate(layer_outputs):
             captured.spill.write(layer, start, values)
         if captured.cross is not None:
@@ -218,7 +212,7 @@ def _capture(loaded: model_io.LoadedModel, probe, selected, image_index: int, op
     return captured
 
 
-def _records(selected, specs: list[outputs.OutputSpec], captured: _Captured, class_names: list[str]):
+def _image_records(selected, specs: list[outputs.OutputSpec], captured: _Captured, class_names: list[str]):
     """One record per image: its picture as shown, its trimap, the model's segmentation, its class."""
     segmenting = next((k for k, spec in enumerate(specs) if spec.kind == "segmentation"), None)
     namer = Namer()
@@ -257,7 +251,7 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int) -> l
 
     results = []
     for conv, spilled, slug in zip(convs, spill.layers, slugs):
-        maps_shape = assets.as_image_maps(np.zeros((1, *spilled.shape), np.float16)).shape
+        maps_shape = (1, *assets.image_maps_shape(spilled.shape))
         results.append(LayerResult(
             conv=conv, slug=slug, role=describe_role(conv.name) if not conv.path else "",
             receptive_field=fields.get(conv.qualified_name, float("nan")),
@@ -306,7 +300,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
     progress = progress or (lambda stage, done, total: None)
     out = Path(out)
     outdir.check_output(out)
-    options.check()
+    options.check()  # and the labels file, read once: all before TensorFlow loads
     labels = outputs.read_labels(options.labels) if options.labels is not None else ()
     if in_memory is not None and in_memory.class_names:
         labels = tuple(str(name) for name in in_memory.class_names)
@@ -358,7 +352,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
         staging = work / "site"
         staging.mkdir()
         captured = _capture(loaded, probe, selected, image_index, options, work, progress)
-        records = _records(selected, specs, captured, class_names)
+        records = _image_records(selected, specs, captured, class_names)
         records_path = layer_stage.save_records(records, work / "records.pickle")
         skeletons = _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height)
         results = _analyse_layers(executor, skeletons, captured.spill, records_path, staging, geometry.height,

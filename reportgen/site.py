@@ -167,7 +167,7 @@ def _layer_row(result, thumb_image_slug: str, columns) -> dict:
         "class_probe": result.class_accuracy, "cka_class": s.cka_label, "ntv": s.ntv_median,
         "area": _median(s.effective_area), "participation": s.participation,
     }
-    maps_h, maps_w = assets.as_image_maps(np.zeros((1, *result.shape), np.float16)).shape[1:3]
+    maps_h, maps_w, _ = assets.image_maps_shape(result.shape)
     conv = result.conv
     return {
         "index": conv.index,

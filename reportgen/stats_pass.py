@@ -106,14 +106,16 @@ class Activations:
         self.probe = None
 
     def setup(self) -> None:
+        import keras
+
         from reportgen import capture
 
         loaded = self.config.model.load()
         model = loaded.model
         self.image_index = capture.image_input(model, self.config.image_input)
         convs = capture.find_conv_layers(model, self.config.tap)
-        self.probe = capture.probe_model(model, convs)
-        self.spatial = None
+        probe = capture.probe_model(model, convs)
+        self.probe = keras.Model(probe.inputs, capture.as_stored(probe.outputs))
 
     def __call__(self, batch: Batch) -> list[tuple[int, object]]:
         from reportgen import capture
@@ -122,8 +124,6 @@ class Activations:
             self.setup()
         (_, outputs), = capture.stream_activations(self.probe, batch.images, len(batch.images), self.image_index,
                                                    self.config.convention.apply)
-        # What the in-process build measures: the values as the spill stores them.
-        outputs = [np.clip(np.nan_to_num(o), -65504, 65504).astype(np.float16) for o in outputs]
         elements: list[tuple[int, object]] = []
         spatial = []
         for layer, maps in enumerate(outputs):
@@ -188,7 +188,7 @@ def _beam():
 
 def pipeline_options(runner: str, options: tuple[str, ...] = (), workers: int | None = None):
     """Standard Beam pipeline options: the runner, the embedded default's processes, and each KEY=VALUE."""
-    beam = _beam()
+    _beam()
     from apache_beam.options.pipeline_options import PipelineOptions
 
     args = [f"--runner={runner}"]
@@ -200,7 +200,6 @@ def pipeline_options(runner: str, options: tuple[str, ...] = (), workers: int | 
             raise InputError(f"--beam-option takes KEY=VALUE, got {option!r}")
         key, value = option.split("=", 1)
         args.append(f"--{key.lstrip('-')}={value}")
-    del beam
     return PipelineOptions(args)
 
 
