@@ -8,10 +8,12 @@ import numpy as np
 from PIL import Image
 
 from reportgen import render, stats
+from reportgen.naming import Namer
 
 TOP_OVERLAYS = 4
 THUMB = 64
 OVERLAY_HEIGHT = 120  # CSS pixels on the layer page (style.css .overlays img)
+EXAMPLE_QUALITY = 80  # statistics images shown only as dataset examples
 
 
 def layer_dir(slug: str) -> str:
@@ -25,6 +27,10 @@ def grid_path(layer_slug: str, image_slug: str, exact: bool) -> str:
 
 def top_path(layer_slug: str, image_slug: str) -> str:
     return f"{layer_dir(layer_slug)}/{image_slug}-top.webp"
+
+
+def example_path(image_slug: str) -> str:
+    return f"img/examples/{image_slug}.webp"
 
 
 def overlay_path(layer_slug: str, image_slug: str) -> str:
@@ -72,9 +78,14 @@ class AssetWriter:
             s = result.stats
             channels = result.shape[-1]
             low, high = np.full(channels, s.mean - 3 * s.std), np.full(channels, s.mean + 3 * s.std)
+        result.tile_ranges = np.zeros((len(records), result.shape[-1], 2), np.float32)
         for i, record in enumerate(records):
             maps = as_image_maps(read_image(i)[None])[0]
-            tiles = render.normalise_channels(maps, low, high)[order]
+            finite = np.nan_to_num(maps.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+            tile_low = finite.min(axis=(0, 1)) if low is None else low
+            tile_high = finite.max(axis=(0, 1)) if high is None else high
+            result.tile_ranges[i, :, 0], result.tile_ranges[i, :, 1] = tile_low, tile_high
+            tiles = render.normalise_channels(finite, tile_low, tile_high)[order]
             grid = render.compose_grid(tiles, result.layout, fill=0)
             exact = result.layout.lossless
             self._write(grid_path(result.slug, record.slug, exact),
@@ -132,6 +143,27 @@ class AssetWriter:
             self._rgb_probe[grid_shape] = _rgb_probe_iou(records, grid_shape)
         return self._rgb_probe[grid_shape]
 
+    def example_pictures(self, images, used, records) -> dict[int, dict]:
+        """The statistics images that are some channel's dataset example, once each for every layer:
+        a page crops each example from its image. Pictured images reuse their input picture.
+        Returns, by statistics image index, its id, picture and page (None unless pictured)."""
+        pictured = {record.id: record for record in records}
+        namer = Namer()
+        for record in records:
+            namer(record.id)  # keeps the pictured images' names for them
+        found = {}
+        for index in sorted(used):
+            item = images[index]
+            record = pictured.get(item.id)
+            if record is not None:
+                found[index] = {"id": item.id, "src": image_path(record.slug, "input"),
+                                "href": f"images/{record.slug}.html"}
+                continue
+            relative = example_path(namer(item.id))
+            self._write(relative, render.encode_webp(render.as_rgb(item.image), quality=EXAMPLE_QUALITY))
+            found[index] = {"id": item.id, "src": relative, "href": None}
+        return found
+
     def image_pictures(self, records) -> None:
         for record in records:
             self._write(image_path(record.slug, "input"), render.encode_webp(record.image, quality=90))
@@ -173,6 +205,17 @@ def as_image_maps(values: np.ndarray) -> np.ndarray:
     if values.ndim == 4:
         return values
     return values.reshape(values.shape[0], 1, 1, -1)
+
+
+def example_box(centre_y: float, centre_x: float, field: float, height: int, width: int) -> tuple[int, int, int]:
+    """Top, left and side of a dataset example: a square of the receptive field's side (at least 4
+    pixels, at most the image) around a point given as fractions of the height and width, moved
+    inside the image."""
+    side = int(round(field)) if np.isfinite(field) else min(height, width)
+    side = max(4, min(side, height, width))
+    top = int(np.clip(round(centre_y * height - side / 2), 0, height - side))
+    left = int(np.clip(round(centre_x * width - side / 2), 0, width - side))
+    return top, left, side
 
 
 def _mask_on_grid(record, height: int, width: int) -> np.ndarray:

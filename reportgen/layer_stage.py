@@ -60,6 +60,7 @@ class LayerResult:
     rgb_probe_iou: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
     class_accuracy: float = float("nan")  # the leave-out class probe on globally pooled features
     intervals: dict = field(default_factory=dict)  # the probes' 90% jackknife intervals, by name
+    tile_ranges: np.ndarray | None = None  # images x C x (low, high): each tile's colour range
 
 
 @dataclass(frozen=True)

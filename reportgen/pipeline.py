@@ -222,7 +222,7 @@ def _image_records(selected, specs: list[outputs.OutputSpec], captured: _Capture
         if segmenting is not None:
             prediction = np.argmax(captured.outputs[segmenting][i], axis=-1).astype(np.uint8)
             classes = specs[segmenting].class_count
-        shown = item.image if item.image.shape[-1] == 3 else np.repeat(item.image, 3, axis=-1)
+        shown = render.as_rgb(item.image)
         label = class_names.index(item.label) if item.label is not None and class_names else None
         records.append(ImageRecord(item.id, namer(item.id), shown, item.trimap, prediction,
                                    prediction_classes=classes or 0, label=label))
@@ -341,11 +341,13 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
     layer_slugs = [namer(c.qualified_name) for c in convs]
     class_names = sources.class_names(selected)
     given = pass_cka = None
+    statistics_images = selected
     if _wants_stats_pass(options):
         if in_memory is not None:
             raise InputError("statistics beyond the pictured images load the model in Beam workers: save the model "
                              "and use the command line, or leave stats_images unset")
-        given, pass_cka, class_names = _statistics_pass(options, geometry, _stats_images(options, geometry), progress)
+        statistics_images = _stats_images(options, geometry)
+        given, pass_cka, class_names = _statistics_pass(options, geometry, statistics_images, progress)
 
     work = Path(tempfile.mkdtemp(prefix=".reportgen-", dir=out.parent if out.parent.exists() else None))
     try:
@@ -365,6 +367,9 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
 
         writer = assets.AssetWriter(staging, options.cmap, options.scale)
         writer.image_pictures(records)
+        used = {int(i) for r in results if r.stats is not None and r.stats.examples is not None
+                for i in r.stats.examples.images.ravel() if i >= 0}
+        examples = writer.example_pictures(statistics_images, used, records)
         colorbar = writer.colorbar()
 
         progress("writing pages", 0, 1)
@@ -376,7 +381,8 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
             colorbar=colorbar, previous=previous, layer_cka=layer_cka, outputs=specs,
             predictions=captured.outputs, class_names=class_names, warnings=_warnings(
                 loaded, convs, captured, specs, options),
-            input_layers=capture.input_layers(model), original_sizes=[s.original_size for s in selected])
+            input_layers=capture.input_layers(model), original_sizes=[s.original_size for s in selected],
+            examples=examples)
         pages = site.write_site(staging, report, executor)
         outdir.swap_in(staging, out)
     except KeyboardInterrupt:

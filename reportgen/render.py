@@ -120,6 +120,11 @@ def colorize(indices: np.ndarray, cmap: str) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """An input picture as shown: a grayscale (H x W x 1) one repeated into three channels."""
+    return image if image.shape[-1] == 3 else np.repeat(image, 3, axis=-1)
+
+
 def encode_webp(rgb: np.ndarray, quality: int = WEBP_QUALITY) -> bytes:
     """Lossy WebP at the fastest method: method 2 is 40% slower for files 14% smaller."""
     buffer = io.BytesIO()

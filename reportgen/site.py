@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
-from reportgen import __version__, assets, compare, downloads, findings, outputs, render
+from reportgen import __version__, assets, channels, compare, downloads, findings, outputs, render
 from reportgen.inputs import InputGeometry
 from reportgen.outdir import KEY_FILE
 from reportgen.stats import mean_defined as stats_mean
@@ -23,6 +23,7 @@ from reportgen.stats import mean_defined as stats_mean
 INPUT_BOX = 96  # CSS pixels of an input picture on the index; 200 on an image page
 IMAGE_BOX = 200
 THUMB_BOX = 40
+STRONGEST_LINKS = 3  # channels linked from each row of the index's layer table
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Report:
     warnings: list[str]  # signs of a wrong input convention
     input_layers: list[str]  # the model's own Rescaling / Normalization layers at its start
     original_sizes: list  # (height, width) of each image before fitting, where known
+    examples: dict = field(default_factory=dict)  # statistics image index -> its id, picture and page
 
     @property
     def has_mask(self) -> bool:
@@ -72,6 +74,8 @@ def _environment() -> jinja2.Environment:
     loader = jinja2.FileSystemLoader(str(resources.files("reportgen.templates")))
     env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    # The channel data embedded in layer pages is the largest text of the site: no spaces in it.
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "separators": (",", ":")}
     return env
 
 
@@ -180,6 +184,8 @@ def _layer_row(result, thumb_image_slug: str, columns) -> dict:
         "rf_sort": _sortable(result.receptive_field),
         "cells": [{"text": fmt(values[key]), "sort": _sortable(values[key])} for key, _ in columns],
         "thumb": assets.top_path(result.slug, thumb_image_slug),
+        "strongest": [{"channel": int(c), "href": f"layers/{result.slug}.html#c{int(c)}"}
+                      for c in result.order[:STRONGEST_LINKS]],
         "thumb_size": _picture_size(*render.thumb_shape(maps_h, maps_w), THUMB_BOX),
     }
 
@@ -320,12 +326,15 @@ def _layer_context(report: Report, index: int, rows: list[dict], image_views: li
         "prev": rows[index - 1] if index > 0 else None,
         "next": rows[index + 1] if index + 1 < len(rows) else None,
         "columns": layout.columns, "per_layer_scale": report.options.scale == "layer",
+        "channel_data": channels.layer_channels(result, image_views, report.examples,
+                                                 report.geometry.size),
     }
 
 
 def _image_context(report: Report, index: int, rows: list[dict], image_views: list[dict]) -> dict:
     view = image_views[index]
-    strip = [{"layer": row, "src": assets.top_path(r.slug, view["slug"]), "size": row["thumb_size"]}
+    strip = [{"layer": row, "src": assets.top_path(r.slug, view["slug"]), "size": row["thumb_size"],
+              "channel": int(r.order[0]), "href": f"{row['href']}#c{int(r.order[0])}"}
              for row, r in zip(rows, report.layers)]
     return {"image": view, "strip": strip,
             "prev": image_views[index - 1] if index > 0 else None,

@@ -19,6 +19,7 @@ CLASSES = ("pet", "background", "border")
 PROBE_RIDGE = 1e-1
 MAX_FOLDS = 10
 NEAR_ZERO = 1e-3
+EXAMPLES = 6  # dataset examples kept per channel
 
 
 def pool_to(maps: np.ndarray, grid: int) -> np.ndarray:
@@ -124,6 +125,7 @@ class LayerAccumulator:
     union: np.ndarray = field(default=None)
     folds: dict = field(default_factory=dict)  # fold -> FoldSums over pixels: the mask probe's and CKA's sums
     class_folds: dict = field(default_factory=dict)  # fold -> FoldSums over images: pooled features, class
+    examples: "ChannelTopK | None" = None  # each channel's strongest images (dataset examples)
 
     def _allocate(self, fold_count: int) -> None:
         f, c = fold_count, self.channels
@@ -165,24 +167,33 @@ class LayerAccumulator:
         if not measures:
             return
 
-        centred = np.abs(flat - means[:, None, :].astype(np.float32)).mean(axis=1)  # n x C
+        # In-place on one scratch array: these passes over every value are most of the statistics' cost.
+        scratch = np.subtract(flat, means[:, None, :].astype(np.float32))
+        centred = np.abs(scratch, out=scratch).mean(axis=1)  # n x C
         grad = np.zeros((n, c), np.float64)
         if h > 1:
-            grad += np.abs(np.diff(maps, axis=1)).mean(axis=(1, 2))
+            step = np.abs(np.diff(maps, axis=1))
+            grad += step.mean(axis=(1, 2))
         if w > 1:
-            grad += np.abs(np.diff(maps, axis=2)).mean(axis=(1, 2))
+            step = np.abs(np.diff(maps, axis=2))
+            grad += step.mean(axis=(1, 2))
         np.add.at(self.tv_num, fold, grad)
         np.add.at(self.tv_den, fold, centred)
 
         # Entropy of p = a / M without forming p: H = log M - sum(a log a) / M.
         mass = magnitude.sum(axis=1, dtype=np.float64)  # n x C
-        a_log_a = (magnitude * np.log(np.maximum(magnitude, np.float32(1e-30)))).sum(axis=1, dtype=np.float64)
+        a_log_a = np.maximum(magnitude, np.float32(1e-30), out=scratch.reshape(magnitude.shape))
+        np.log(a_log_a, out=a_log_a)
+        a_log_a = np.multiply(a_log_a, magnitude, out=a_log_a).sum(axis=1, dtype=np.float64)
         defined = mass > 0
         safe_mass = np.where(defined, mass, 1.0)
         entropy = np.log(safe_mass) - a_log_a / safe_mass
         np.add.at(self.area_sum, fold, np.where(defined, np.exp(entropy) / (h * w), 0.0))
         np.add.at(self.area_count, fold, defined)
 
+        if self.examples is None:
+            self.examples = ChannelTopK(c)
+        self.examples.add(maps, image_indices)
         pooled = pool_to(maps, POOL_GRID)
         if masks is None:  # no mask: the sums still give the covariance (participation ratio)
             pooled_mask = np.zeros((*pooled.shape[:3], 0), np.float32)
@@ -248,6 +259,10 @@ class LayerAccumulator:
             setattr(merged, name, getattr(self, name) + getattr(other, name))
         merged.folds = _merge_folds(self.folds, other.folds)
         merged.class_folds = _merge_folds(self.class_folds, other.class_folds)
+        if self.examples is not None and other.examples is not None:
+            merged.examples = self.examples.merge(other.examples)
+        else:
+            merged.examples = self.examples if self.examples is not None else other.examples
         return merged
 
 
@@ -360,6 +375,7 @@ class LayerStats:
     images: int = 0  # how many images the statistics cover
     folds: int = 0  # the image folds of the probes and the jackknife (image i is in fold i mod folds)
     intervals: dict = field(default_factory=dict)  # LAYER_NUMBERS name -> (low, high), 90% jackknife
+    examples: "ChannelTopK | None" = None  # each channel's strongest statistics images
 
     @property
     def ntv_median(self) -> float:
@@ -436,7 +452,7 @@ def finalise(acc: LayerAccumulator) -> LayerStats:
         best_iou=whole["best_iou"], cka_mask=whole["cka_mask"], participation=whole["participation"],
         probe_weights=probe_weights(acc.folds), cka_label=whole["cka_label"],
         class_probe_weights=probe_weights(acc.class_folds), images=whole["images"], intervals=intervals,
-        folds=acc.fold_count,
+        folds=acc.fold_count, examples=acc.examples,
     )
 
 
@@ -509,6 +525,55 @@ class FoldRatio:
         if self.folds < 2:
             return float("nan"), float("nan")
         return jackknife_interval(reduce(self.ratio()), [reduce(self.ratio(drop=k)) for k in range(self.folds)])
+
+
+@dataclass
+class ChannelTopK:
+    """Each channel's `k` strongest images: the value and place of its maximum on each, best first.
+
+    One candidate per image and channel (its spatial maximum), so the examples are k different images.
+    Ties go to the lower image index: the order is total, and merging any split of the images gives
+    exactly what one pass over all of them gives.
+    """
+
+    channels: int
+    k: int = EXAMPLES
+    values: np.ndarray = field(default=None)  # C x k, descending; -inf where fewer than k images were seen
+    images: np.ndarray = field(default=None)  # C x k image indices (the statistics images'), -1 where empty
+    rows: np.ndarray = field(default=None)  # C x k, the maximum's place on the layer's grid
+    cols: np.ndarray = field(default=None)
+
+    def __post_init__(self):
+        if self.values is None:
+            self.values = np.full((self.channels, self.k), -np.inf, np.float32)
+            self.images = np.full((self.channels, self.k), -1, np.int64)
+            self.rows = np.zeros((self.channels, self.k), np.int32)
+            self.cols = np.zeros((self.channels, self.k), np.int32)
+
+    def add(self, maps: np.ndarray, image_indices) -> None:
+        """N x H x W x C finite activations of images `image_indices`."""
+        n, h, w, c = maps.shape
+        flat = maps.reshape(n, h * w, c)
+        where = flat.argmax(axis=1)  # n x C
+        peak = np.take_along_axis(flat, where[:, None, :], axis=1)[:, 0, :]
+        images = np.broadcast_to(np.asarray(image_indices, np.int64)[:, None], (n, c))
+        self._keep(np.concatenate([self.values, peak.T.astype(np.float32)], axis=1),
+                   np.concatenate([self.images, images.T], axis=1),
+                   np.concatenate([self.rows, (where // w).T.astype(np.int32)], axis=1),
+                   np.concatenate([self.cols, (where % w).T.astype(np.int32)], axis=1))
+
+    def _keep(self, values, images, rows, cols) -> None:
+        # Highest value first, then the lowest image index; empty slots (image -1, -inf) last.
+        order = np.lexsort((np.where(images < 0, np.iinfo(np.int64).max, images), -values), axis=1)[:, :self.k]
+        self.values, self.images, self.rows, self.cols = (np.take_along_axis(a, order, axis=1)
+                                                          for a in (values, images, rows, cols))
+
+    def merge(self, other: "ChannelTopK") -> "ChannelTopK":
+        merged = ChannelTopK(self.channels, self.k, self.values, self.images, self.rows, self.cols)
+        merged._keep(*(np.concatenate([a, b], axis=1) for a, b in
+                       ((self.values, other.values), (self.images, other.images), (self.rows, other.rows),
+                        (self.cols, other.cols))))
+        return merged
 
 
 def mean_defined(values: np.ndarray) -> float:

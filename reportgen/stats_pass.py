@@ -29,6 +29,7 @@ from reportgen.inputs import InputConvention
 log = logging.getLogger(__name__)
 
 CKA_KEY = -1  # the key of the layer x layer CKA among the per-layer keys 0..L-1
+BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class PassSetup:
     convention: InputConvention
     total: int  # statistics images in all: fixes the folds
     input_height: int
+    threads: int | None = None  # TensorFlow's threads per worker; None: its default (every core)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,12 @@ class Activations:
         import keras
 
         from reportgen import capture
+
+        if self.config.threads:
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(self.config.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(self.config.threads)
 
         loaded = self.config.model.load()
         model = loaded.model
@@ -261,12 +269,21 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
     folder = results_folder or (f"{remote.rstrip('/')}/reportgen-stats-{os.getpid()}-{time.time_ns()}" if remote
                                 else tempfile.mkdtemp(prefix="reportgen-beam-"))
     setup = dataclasses.replace(setup, model=setup.model.absolute())
+    if runner == "DirectRunner":
+        # One worker per core: TensorFlow's own threads in each would only fight over the same cores.
+        processes = workers or os.cpu_count() or 1
+        setup = dataclasses.replace(setup, threads=max(1, (os.cpu_count() or 1) // processes))
     # Beam's local workers start as `python -m ...` in this process's folder, which puts that folder
     # first on their path: in a reportgen checkout they would import its source tree, not the
     # installed package. They start in an empty folder instead.
     here = os.getcwd()
     neutral = tempfile.mkdtemp(prefix="reportgen-beam-cwd-")
     os.chdir(neutral)
+    saved_environment = dict(os.environ)
+    if setup.threads:
+        # The same for numpy's BLAS in the workers, which read this when they start: with a thread
+        # per core in each worker, the accumulators' matrix products ran twice as slow.
+        os.environ.update({name: str(setup.threads) for name in BLAS_THREADS})
     try:
         with beam.Pipeline(options=pipeline_options(runner, options, workers)) as pipeline:
             _ = (pipeline
@@ -276,6 +293,8 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
                  | "Write" >> beam.ParDo(WriteResult(folder)))
     finally:
         os.chdir(here)
+        os.environ.clear()
+        os.environ.update(saved_environment)
         shutil.rmtree(neutral, ignore_errors=True)
     try:
         return _read_results(folder)

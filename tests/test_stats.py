@@ -331,3 +331,41 @@ def test_intervals_are_the_same_however_the_images_are_split():
     merged = stats.finalise(parts)
     for name in stats.LAYER_NUMBERS:
         np.testing.assert_allclose(merged.interval(name), whole.interval(name), rtol=1e-6, equal_nan=True)
+
+
+def test_top_examples_are_each_channels_strongest_images_by_brute_force(rng):
+    maps = rng.standard_normal((20, 6, 5, 4)).astype(np.float32)
+    maps[:, :, :, 3] = 0.0  # a constant channel: every image ties; the lowest indices win
+    top = stats.ChannelTopK(4)
+    top.add(maps, list(range(20)))
+    for channel in range(3):
+        peaks = maps[..., channel].reshape(20, -1).max(axis=1)
+        expected = np.argsort(-peaks, kind="stable")[:stats.EXAMPLES]
+        np.testing.assert_array_equal(top.images[channel], expected)
+        np.testing.assert_array_equal(top.values[channel], peaks[expected])
+        for slot, image in enumerate(expected):
+            row, col = top.rows[channel, slot], top.cols[channel, slot]
+            assert maps[image, row, col, channel] == peaks[image]
+    np.testing.assert_array_equal(top.images[3], np.arange(stats.EXAMPLES))
+
+
+def test_top_examples_merge_exactly_in_any_split_and_order(rng):
+    maps = np.round(rng.standard_normal((17, 4, 4, 5)), 1).astype(np.float32)  # rounding makes ties
+    whole = stats.ChannelTopK(5)
+    whole.add(maps, list(range(17)))
+    parts = []
+    for start, end in ((0, 1), (1, 7), (7, 8), (8, 17)):
+        part = stats.ChannelTopK(5)
+        part.add(maps[start:end], list(range(start, end)))
+        parts.append(part)
+    for merged in (parts[0].merge(parts[1]).merge(parts[2].merge(parts[3])),
+                   parts[3].merge(parts[2]).merge(parts[1]).merge(parts[0])):
+        for name in ("values", "images", "rows", "cols"):
+            np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name))
+
+
+def test_fewer_images_than_examples_leave_empty_slots(rng):
+    top = stats.ChannelTopK(2)
+    top.add(rng.standard_normal((3, 2, 2, 2)).astype(np.float32), [5, 6, 7])
+    assert sorted(top.images[0, :3]) == [5, 6, 7]
+    assert (top.images[:, 3:] == -1).all() and np.isneginf(top.values[:, 3:]).all()

@@ -1,0 +1,82 @@
+"""The channel data of a layer page: what its script needs to name every tile and show any channel.
+
+Tiles are not separate files: a layer's grid is one picture per image, with its channels in rank
+order, so the page finds a tile by geometry (`grid`), its channel through `order`, and everything
+about that channel by its index in the model. The data is embedded in the page (a JSON script
+element), since a page opened from file:// may not fetch files beside it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from reportgen import assets, stats
+
+
+def _number(value, digits: int = 4) -> float | None:
+    """A few significant digits: what a person reads, at a third of the characters."""
+    value = float(value)
+    return float(f"{value:.{digits}g}") if math.isfinite(value) else None
+
+
+def _numbers(values) -> list:
+    return [_number(v) for v in np.asarray(values, np.float64)]
+
+
+def per_channel(result) -> list[dict]:
+    """The layer's per-channel statistics, each a name for people and its values in model order."""
+    s = result.stats
+    found = [("Strength (spatial std)", s.channel_strength), ("nTV per input pixel", s.ntv),
+             ("Effective area fraction", s.effective_area)]
+    if np.isfinite(s.best_iou).any():
+        found += [(f"Best IoU, {name}", s.best_iou[cls]) for cls, name in enumerate(stats.CLASSES)]
+    return [{"name": name, "values": _numbers(values)} for name, values in found]
+
+
+def layer_channels(result, image_views: list[dict], examples: dict[int, dict], input_size) -> dict:
+    """Everything the layer page's channel view shows, in one JSON-ready value.
+
+    `examples` maps a statistics image's index to its id, picture and page (`AssetWriter.example_pictures`).
+    """
+    layout = result.layout
+    return {
+        "channels": int(result.shape[-1]),
+        "order": [int(c) for c in result.order],
+        "grid": {"columns": layout.columns, "tile_w": layout.tile_w, "tile_h": layout.tile_h, "gap": layout.gap,
+                 "width": layout.width, "height": layout.height},
+        "stats": per_channel(result),
+        # Per pictured image, each channel's colour range (low, high) as its tile was drawn.
+        "ranges": [[[_number(low, 3), _number(high, 3)] for low, high in image] for image in result.tile_ranges]
+        if result.tile_ranges is not None else [],
+        "images": [{"id": v["id"], "href": v["href"], "input": v["input"]} for v in image_views],
+        "examples": _examples(result, examples, input_size),
+    }
+
+
+def _examples(result, examples: dict[int, dict], input_size) -> dict | None:
+    """Each channel's dataset examples as crops of shared pictures: which picture, where, the value."""
+    top = result.stats.examples if result.stats is not None else None
+    if top is None or len(result.shape) != 3:
+        return None
+    height, width = input_size
+    grid_h, grid_w = result.shape[:2]
+    used = sorted({int(i) for i in top.images.ravel() if i >= 0})
+    slot_of = {image: k for k, image in enumerate(used)}
+    items = []
+    for channel in range(top.channels):
+        found = []
+        for value, image, row, col in zip(top.values[channel], top.images[channel], top.rows[channel],
+                                          top.cols[channel]):
+            if image >= 0:
+                y, x, _ = assets.example_box((row + 0.5) / grid_h, (col + 0.5) / grid_w, result.receptive_field,
+                                             height, width)
+                found.append([_number(value), slot_of[int(image)], y, x])
+        items.append(found)
+    side = assets.example_box(0.5, 0.5, result.receptive_field, height, width)[2]
+    return {
+        "images": [examples[i] for i in used], "input": [height, width], "side": side,
+        "field": _number(result.receptive_field),
+        "items": items,  # per channel, strongest first: [value, index in `images`, top, left]
+    }
