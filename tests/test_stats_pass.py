@@ -42,6 +42,9 @@ def _assert_same(beam, reference):
             np.testing.assert_allclose(mine.interval(name), theirs.interval(name), rtol=1e-9, equal_nan=True)
         np.testing.assert_allclose(mine.ntv, theirs.ntv, rtol=1e-9)
         np.testing.assert_allclose(mine.best_iou, theirs.best_iou, rtol=1e-9, equal_nan=True)
+        for name in ("values", "images", "rows", "cols"):  # the dataset examples, exactly
+            np.testing.assert_array_equal(getattr(mine.examples, name), getattr(theirs.examples, name))
+        assert (mine.examples.images >= 0).all()
     np.testing.assert_allclose(beam.cka.finalise(), reference.cka.finalise(), rtol=1e-9)
 
 
