@@ -19,7 +19,7 @@ $(VENV)/.installed: $(BIN)/python $(SOURCES)
 	touch $@
 
 site: $(VENV)/.installed
-	$(BIN)/reportgen build --images 10 $(if $(PREVIOUS),--previous $(PREVIOUS))
+	$(BIN)/reportgen build --images 10 --stats-images all $(if $(PREVIOUS),--previous $(PREVIOUS))
 
 # Browser and validator tests need Chromium and Java; install them where we may (root, apt).
 test-deps:

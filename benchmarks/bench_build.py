@@ -25,7 +25,7 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 # What the browser loads for the page: images, scripts and the stylesheet, not download links.
-INDEX_ASSET = re.compile(r'(?:src="([^"#:]+)"|<link rel="stylesheet" href="([^"#:]+)")')
+PAGE_ASSET = re.compile(r'(?:src="([^"#:]+)"|<link rel="stylesheet" href="([^"#:]+)")')
 
 
 def _children(pid: int) -> list[int]:
@@ -85,12 +85,17 @@ def folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
-def index_mb(site: Path) -> float:
-    """The index page with everything it loads (lazy images included)."""
-    html = (site / "index.html").read_text()
-    refs = {a or b for a, b in INDEX_ASSET.findall(html)}
-    files = {site / "index.html"} | {site / ref for ref in refs if (site / ref).is_file()}
+def page_mb(page: Path) -> float:
+    """A page with everything it loads (lazy images included)."""
+    html = page.read_text()
+    refs = {a or b for a, b in PAGE_ASSET.findall(html)}
+    files = {page} | {(page.parent / ref).resolve() for ref in refs if (page.parent / ref).is_file()}
     return sum(f.stat().st_size for f in files) / 1e6
+
+
+def largest_layer_page(site: Path) -> tuple[float, str]:
+    """The heaviest layer page with what it loads, and its name."""
+    return max((page_mb(page), page.name) for page in (site / "layers").glob("*.html"))
 
 
 def main() -> None:
@@ -134,7 +139,9 @@ def main() -> None:
         print(f"peak memory, --images {args.large}:        {peak_large:6.0f} MB  "
               f"(ratio {peak_large / peak_small:.2f}; flat means close to 1; build took {large_s:.1f} s)")
         print(f"site size:                         {folder_mb(site):6.1f} MB  (budget 50 MB)")
-        print(f"index page with its images:        {index_mb(site):6.2f} MB  (budget 2 MB)")
+        print(f"index page with its images:        {page_mb(site / 'index.html'):6.2f} MB  (budget 2 MB)")
+        layer_mb, layer_name = largest_layer_page(site)
+        print(f"largest layer page with its files: {layer_mb:6.2f} MB  (budget 2 MB; {layer_name})")
         if not args.skip_notebook:
             start = time.monotonic()
             subprocess.run([sys.executable, str(Path(__file__).with_name("notebook_way.py")), str(work / "nb"),

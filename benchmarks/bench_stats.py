@@ -19,8 +19,9 @@ import argparse
 import json
 import subprocess
 import tempfile
+from pathlib import Path
 
-from bench_build import BIN, run_measured
+from bench_build import BIN, folder_mb, largest_layer_page, run_measured
 
 # Run in a fresh process: loads the shipped model and the images, then times what is asked.
 PROBE = r"""
@@ -69,10 +70,12 @@ def main() -> None:
                        capture_output=True)  # prepares the TFDS test split once, outside the timings
         forward_s = timed_probe("forward", args.images, args.batch_size)
         pass_s = timed_probe("pass", args.images, args.batch_size)
-        peaks = {}
+        peaks, sites = {}, {}
         for count in () if args.skip_memory else (args.small, args.images):
             _, peaks[count] = run_measured([reportgen, "build", "--images", "10", "--stats-images", str(count),
                                             "--out", f"{work}/site{count}", "-q"])
+            sites[count] = Path(work) / f"site{count}"
+            sites[count] = (folder_mb(sites[count]), *largest_layer_page(sites[count]))
     print(f"forward pass alone, {args.images} images:    {forward_s:6.1f} s")
     print(f"statistics pass on Beam, {args.images} images: {pass_s:6.1f} s")
     print(f"throughput, pass / forward:          {forward_s / pass_s:6.2f} x  (budget at least 0.5 x)")
@@ -81,6 +84,9 @@ def main() -> None:
     print(f"peak memory, --stats-images {args.small}:     {peaks[args.small]:6.0f} MB  (all processes)")
     print(f"peak memory, --stats-images {args.images}:    {peaks[args.images]:6.0f} MB  "
           f"(ratio {peaks[args.images] / peaks[args.small]:.2f}; budget at most 1.2)")
+    site_mb, layer_mb, layer_name = sites[args.images]
+    print(f"site, --stats-images {args.images}:           {site_mb:6.1f} MB  (budget 50 MB, dataset examples on)")
+    print(f"largest layer page with its files:   {layer_mb:6.2f} MB  (budget 2 MB; {layer_name})")
 
 
 if __name__ == "__main__":

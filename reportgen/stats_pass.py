@@ -115,8 +115,11 @@ class Activations:
         if self.config.threads:
             import tensorflow as tf
 
-            tf.config.threading.set_intra_op_parallelism_threads(self.config.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(self.config.threads)
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(self.config.threads)
+                tf.config.threading.set_inter_op_parallelism_threads(self.config.threads)
+            except RuntimeError:  # a worker in this very process (in_memory mode): TensorFlow runs already
+                pass
 
         loaded = self.config.model.load()
         model = loaded.model
