@@ -61,16 +61,19 @@ class AssetWriter:
             self._folders.add(path.parent)
         path.write_bytes(data)
 
-    def layer_pictures(self, result, read_image, records) -> None:
-        """Grid, top channel and overlays for every image; also scores the leave-out probes.
+    def layer_pictures(self, result, read_image, records, scores: stats.ProbeScores | None = None,
+                       rgb: stats.FoldRatio | None = None) -> None:
+        """Grid, top channel and overlays for every image; also scores the leave-out probes on them,
+        unless `scores` (and `rgb`, the baseline's) come from every statistics image.
 
         `read_image(k)` returns image k's activations of this layer; one image is in memory at a time.
         """
         spatial = len(result.shape) == 3
+        given = scores is not None
         # The statistics images' folds: the pictured images are the first of them (--stats-images).
-        folds = result.stats.folds or min(len(records), stats.MAX_FOLDS)
-        score = stats.FoldRatio(folds)
-        class_score = stats.FoldRatio(folds, classes=1)
+        scores = scores or stats.ProbeScores(result.stats.folds or min(len(records), stats.MAX_FOLDS),
+                                             result.stats.probe_weights if spatial else [],
+                                             result.stats.class_probe_weights)
         order = result.order
         top = order[:TOP_OVERLAYS]
         low = high = None
@@ -93,34 +96,28 @@ class AssetWriter:
                         else render.encode_jpeg(render.colorize(grid, self.cmap)))
             best = render.colorize(tiles[0], self.cmap)
             self._write(top_path(result.slug, record.slug), render.encode_webp(render.enlarge(best, THUMB)))
-            if result.stats.class_probe_weights and record.label is not None:
-                pooled = maps.reshape(-1, maps.shape[-1]).astype(np.float64).mean(axis=0, keepdims=True)
-                predicted = stats.probe_predict(result.stats.class_probe_weights, pooled, i, folds)
-                if predicted is not None:
-                    class_score.add_hit(predicted[0] == record.label, i % folds)
             if record.image.ndim == 3 and maps.shape[0] > 1:
                 # Overlays always use each channel's own range: with --scale channel the tiles have it.
                 heats = tiles[:len(top)] if self.scale == "channel" else render.normalise_channels(maps[..., top])
                 backdrop = self._overlay_backdrop(i, record.image)
                 strip = np.concatenate([render.overlay(backdrop, heat, self.cmap) for heat in heats], axis=1)
                 self._write(overlay_path(result.slug, record.slug), render.encode_jpeg(strip))
-            if spatial and result.stats.probe_weights:
-                pooled = stats.pool_to(maps[None], stats.POOL_GRID)[0]
-                predicted = stats.probe_predict(result.stats.probe_weights, pooled, i, folds, balanced=True)
-                truth = self._truth(i, record, pooled.shape[0], pooled.shape[1])
-                if predicted is not None:
-                    score.add_pixels(predicted, truth, i % folds)
-        result.probe_iou = score.ratio()
-        result.intervals["probe_iou_pet"] = score.interval()
-        result.intervals["probe_iou_mean"] = score.interval(stats.mean_defined)
-        if class_score.denominator.sum():
-            result.class_accuracy = float(class_score.ratio()[0])
-            result.intervals["class_probe_accuracy"] = class_score.interval()
-        if spatial and result.shape[0] > 1 and all(r.mask is not None for r in records):
+            if not given:
+                truth = (lambda h, w, i=i, record=record: self._truth(i, record, h, w)) \
+                    if record.mask is not None else None
+                scores.add_image(maps, i, truth, record.label)
+        result.probe_iou = scores.mask.ratio()
+        result.intervals["probe_iou_pet"] = scores.mask.interval()
+        result.intervals["probe_iou_mean"] = scores.mask.interval(stats.mean_defined)
+        if scores.has_classes:
+            result.class_accuracy = float(scores.classes.ratio()[0])
+            result.intervals["class_probe_accuracy"] = scores.classes.interval()
+        if rgb is None and spatial and result.shape[0] > 1 and all(r.mask is not None for r in records):
             grid_shape = stats.pool_to(np.zeros((1, *result.shape[:2], 1), np.float32), stats.POOL_GRID).shape[1:3]
-            baseline = self.rgb_probe(records, grid_shape)
-            result.rgb_probe_iou = baseline.ratio()
-            result.intervals["rgb_probe_iou_pet"] = baseline.interval()
+            rgb = self.rgb_probe(records, grid_shape)
+        if rgb is not None:
+            result.rgb_probe_iou = rgb.ratio()
+            result.intervals["rgb_probe_iou_pet"] = rgb.interval()
 
     def _overlay_backdrop(self, index: int, image: np.ndarray) -> np.ndarray:
         """The input at the overlays' stored height, which is the height the layer page shows them at."""
@@ -140,7 +137,8 @@ class AssetWriter:
     def rgb_probe(self, records, grid_shape: tuple[int, int]) -> stats.FoldRatio:
         """The probe baseline: the same leave-out ridge probe on raw RGB pooled to the layer's grid."""
         if grid_shape not in self._rgb_probe:
-            self._rgb_probe[grid_shape] = _rgb_probe_iou(records, grid_shape)
+            self._rgb_probe[grid_shape] = rgb_probe_iou([r.image for r in records],
+                                                        np.stack([r.mask for r in records]), grid_shape)
         return self._rgb_probe[grid_shape]
 
     def example_pictures(self, images, used, records) -> dict[int, dict]:
@@ -222,18 +220,18 @@ def _mask_on_grid(record, height: int, width: int) -> np.ndarray:
     return stats.grid_truth(record.mask[None], height, width)[0]
 
 
-def _rgb_probe_iou(records, grid_shape) -> stats.FoldRatio:
+def rgb_probe_iou(images, masks: np.ndarray, grid_shape) -> stats.FoldRatio:
+    """The probe baseline: the leave-out ridge probe on the images' RGB pooled to a layer's grid."""
     fold_sums: dict = {}
-    masks = np.stack([r.mask for r in records])
-    pooled_images = [stats.pool_to(r.image[None].astype(np.float32), max(grid_shape))[0] for r in records]
-    folds = min(len(records), stats.MAX_FOLDS)
+    pooled_images = [stats.pool_to(image[None].astype(np.float32), max(grid_shape))[0] for image in images]
+    folds = min(len(pooled_images), stats.MAX_FOLDS)
     for i, pooled in enumerate(pooled_images):
         y = stats.mask_onehot(masks[i:i + 1], *pooled.shape[:2])[0]
-        stats.add_to_fold(fold_sums, i % folds, pooled.reshape(-1, 3), y.reshape(-1, 3))
+        stats.add_to_fold(fold_sums, i % folds, pooled.reshape(-1, pooled.shape[-1]), y.reshape(-1, 3))
     weights = stats.probe_weights(fold_sums)
     score = stats.FoldRatio(folds)
     for i, pooled in enumerate(pooled_images):
         predicted = stats.probe_predict(weights, pooled, i, folds, balanced=True)
         if predicted is not None:
-            score.add_pixels(predicted, _mask_on_grid(records[i], *pooled.shape[:2]), i % folds)
+            score.add_pixels(predicted, stats.grid_truth(masks[i:i + 1], *pooled.shape[:2])[0], i % folds)
     return score

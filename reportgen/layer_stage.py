@@ -76,6 +76,8 @@ class LayerJob:
     scale: str
     statistics: bool
     given: stats.LayerStats | None = None  # finalised by the statistics pass (--stats-images)
+    scores: stats.ProbeScores | None = None  # the probes scored on every statistics image (--stats-images)
+    rgb: stats.FoldRatio | None = None  # the RGB baseline on every statistics image (--stats-images)
 
 
 def save_records(records: list[ImageRecord], path: Path) -> Path:
@@ -138,7 +140,7 @@ def run(job: LayerJob) -> LayerResult:
     order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
     result = replace(job.layer, stats=layer_stats, order=order)
     writer = _writer(job.staging, job.cmap, job.scale)
-    writer.layer_pictures(result, job.spilled.image, records)
+    writer.layer_pictures(result, job.spilled.image, records, job.scores, job.rgb)
     # The probes' weights served the render pass; the site needs only their scores.
     result.stats = replace(layer_stats, probe_weights=[], class_probe_weights=[])
     return result

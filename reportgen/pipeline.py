@@ -152,12 +152,24 @@ def _stats_images(options: BuildOptions, geometry: InputGeometry) -> list[source
     return chosen
 
 
-def _statistics_pass(options: BuildOptions, geometry: InputGeometry, chosen, progress: Progress):
-    """Every layer's statistics over the statistics images, on Beam: finalised LayerStats by conv
-    index, the layer x layer CKA of the spatial layers, and the class names of the images."""
+@dataclass
+class _PassOutcome:
+    """What the statistics pass over `--stats-images` found, by conv index."""
+
+    given: dict  # finalised stats.LayerStats
+    cka: stats.MinibatchCKA | None  # the layer x layer CKA sums of the spatial layers
+    class_names: list[str]
+    scores: dict  # the leave-out probes scored on every statistics image (stats.ProbeScores)
+
+
+def _statistics_pass(options: BuildOptions, geometry: InputGeometry, chosen, progress: Progress) -> _PassOutcome:
+    """Every layer's statistics over the statistics images, on Beam, in two passes over the images:
+    the sums of every statistic (the probes' fits among them), then the probes' scores, each image
+    predicted by the probe fitted without its fold."""
     from reportgen import stats_pass
 
-    progress(f"statistics of {len(chosen)} images (Beam)", 0, 1)
+    stage = f"statistics of {len(chosen)} images (Beam)"
+    progress(stage, 0, 1)
     masks = [item.trimap for item in chosen] if all(item.trimap is not None for item in chosen) else None
     class_names = sources.class_names(chosen)
     labels = stats.label_onehot([class_names.index(item.label) if item.label is not None else None
@@ -169,8 +181,27 @@ def _statistics_pass(options: BuildOptions, geometry: InputGeometry, chosen, pro
         options.tap, options.image_input, options.convention, len(chosen), geometry.height)
     work = stats_pass.batches([item.image for item in chosen], masks, labels, options.batch_size)
     result = stats_pass.run_beam(setup, work, options.runner, options.beam_options, workers=options.workers)
-    progress(f"statistics of {len(chosen)} images (Beam)", 1, 1)
-    return {layer: stats.finalise(acc) for layer, acc in result.layers.items()}, result.cka, class_names
+    progress(stage, 1, 1)
+    return _PassOutcome({layer: stats.finalise(acc) for layer, acc in result.layers.items()}, result.cka,
+                        class_names, result.scores)
+
+
+def _rgb_baselines(chosen, skeletons) -> dict:
+    """The probe baseline over every statistics image, per conv index: the leave-out probe on RGB
+    pooled to the layer's grid (one fit per grid size)."""
+    if not all(item.trimap is not None for item in chosen):
+        return {}
+    images = [render.as_rgb(item.image) for item in chosen]
+    masks = np.stack([item.trimap for item in chosen])
+    by_grid, found = {}, {}
+    for i, skeleton in enumerate(skeletons):
+        if len(skeleton.shape) != 3 or skeleton.shape[0] <= 1:
+            continue
+        grid = stats.pool_to(np.zeros((1, *skeleton.shape[:2], 1), np.float32), stats.POOL_GRID).shape[1:3]
+        if grid not in by_grid:
+            by_grid[grid] = assets.rgb_probe_iou(images, masks, grid)
+        found[i] = by_grid[grid]
+    return found
 
 
 @dataclass
@@ -263,14 +294,16 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int) -> l
 
 
 def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, staging: Path, input_height: int,
-                    options: BuildOptions, progress: Progress, given: dict | None = None) -> list[LayerResult]:
+                    options: BuildOptions, progress: Progress, outcome: _PassOutcome | None = None,
+                    rgb: dict | None = None) -> list[LayerResult]:
     """Statistics and pictures of every layer, spread over the worker processes."""
     # Biggest layers first, so no worker is left with a big layer while the others have finished.
     by_size = sorted(range(len(skeletons)), key=lambda i: -int(np.prod(spill.layers[i].shape)))
     futures = {
         executor.submit(layer_stage.run, layer_stage.LayerJob(
             skeletons[i], spill.layers[i], records_path, staging, input_height, options.cmap, options.scale,
-            options.statistics, (given or {}).get(i))): i
+            options.statistics, outcome and outcome.given.get(i), outcome and outcome.scores.get(i),
+            (rgb or {}).get(i))): i
         for i in by_size
     }
     results: list[LayerResult | None] = [None] * len(futures)
@@ -340,14 +373,15 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
     namer = Namer()
     layer_slugs = [namer(c.qualified_name) for c in convs]
     class_names = sources.class_names(selected)
-    given = pass_cka = None
+    outcome = None
     statistics_images = selected
     if _wants_stats_pass(options):
         if in_memory is not None:
             raise InputError("statistics beyond the pictured images load the model in Beam workers: save the model "
                              "and use the command line, or leave stats_images unset")
         statistics_images = _stats_images(options, geometry)
-        given, pass_cka, class_names = _statistics_pass(options, geometry, statistics_images, progress)
+        outcome = _statistics_pass(options, geometry, statistics_images, progress)
+        class_names = outcome.class_names
 
     work = Path(tempfile.mkdtemp(prefix=".reportgen-", dir=out.parent if out.parent.exists() else None))
     try:
@@ -357,10 +391,11 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
         records = _image_records(selected, specs, captured, class_names)
         records_path = layer_stage.save_records(records, work / "records.pickle")
         skeletons = _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height)
+        rgb = _rgb_baselines(statistics_images, skeletons) if outcome is not None else {}
         results = _analyse_layers(executor, skeletons, captured.spill, records_path, staging, geometry.height,
-                                  options, progress, given)
+                                  options, progress, outcome, rgb)
         layer_cka = np.full((len(convs), len(convs)), np.nan)
-        cross = pass_cka if pass_cka is not None else captured.cross
+        cross = outcome.cka if outcome is not None else captured.cross
         if cross is not None:
             layer_cka[np.ix_(captured.spatial, captured.spatial)] = cross.finalise()
         captured.cross = None

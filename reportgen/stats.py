@@ -576,6 +576,49 @@ class ChannelTopK:
         return merged
 
 
+@dataclass
+class ProbeScores:
+    """The leave-out probes scored over images: each image is predicted by the probe fitted without
+    its fold, and its counts go to its fold (`FoldRatio`), so the scores come with the jackknife.
+
+    The weights come from `finalise` (`LayerStats.probe_weights`, `class_probe_weights`); the images
+    may be the pictured ones (the render pass) or every statistics image (a second Beam pass).
+    """
+
+    folds: int
+    probe_weights: list
+    class_probe_weights: list
+    mask: FoldRatio = field(default=None)  # the mask probe's IoU counts, per class
+    classes: FoldRatio = field(default=None)  # the class probe's hits
+
+    def __post_init__(self):
+        if self.mask is None:
+            self.mask, self.classes = FoldRatio(self.folds), FoldRatio(self.folds, classes=1)
+
+    def add_image(self, maps: np.ndarray, index: int, truth=None, label: int | None = None) -> None:
+        """Statistics image `index`'s H x W x C maps; `truth(h, w)` gives its mask classes on an h x w
+        grid (or truth is None: no mask); `label` its class, or None."""
+        fold = index % self.folds
+        if self.class_probe_weights and label is not None:
+            pooled = maps.reshape(-1, maps.shape[-1]).astype(np.float64).mean(axis=0, keepdims=True)
+            predicted = probe_predict(self.class_probe_weights, pooled, index, self.folds)
+            if predicted is not None:
+                self.classes.add_hit(predicted[0] == label, fold)
+        if self.probe_weights and truth is not None and maps.shape[0] > 1:
+            pooled = pool_to(maps[None], POOL_GRID)[0]
+            predicted = probe_predict(self.probe_weights, pooled, index, self.folds, balanced=True)
+            if predicted is not None:
+                self.mask.add_pixels(predicted, truth(*pooled.shape[:2]), fold)
+
+    def merge(self, other: "ProbeScores") -> "ProbeScores":
+        return ProbeScores(self.folds, self.probe_weights, self.class_probe_weights, self.mask.merge(other.mask),
+                           self.classes.merge(other.classes))
+
+    @property
+    def has_classes(self) -> bool:
+        return bool(self.classes.denominator.sum())
+
+
 def mean_defined(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else float("nan")

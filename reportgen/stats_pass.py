@@ -4,7 +4,12 @@ One implementation, two drivers. `Activations` runs the model on one batch of co
 and turns its conv outputs into the inputs of the accumulators; `add` and `merge` are the
 accumulators' own. `run_in_process` loops over the batches; `run_beam` is a Beam pipeline whose
 DoFn loads the model once per worker (`setup`) and whose `StatsCombineFn` is the accumulators as a
-CombineFn (create, add_input, merge_accumulators, extract_output). The DirectRunner in
+CombineFn (create, add_input, merge_accumulators, extract_output).
+
+Two passes: the first sums every statistic (the probes' fits among them); the second, with the
+fitted weights as a side input, scores the probes on every image (`probe_scores`), each image
+predicted by the probe fitted without its fold. A second forward pass costs less than keeping
+each image's pooled features of every layer until the fits are known. The DirectRunner in
 multi-processing mode on the machine's cores is the default; `--runner` and `--beam-option` pass
 standard pipeline options through, for Flink, Spark or Dataflow.
 """
@@ -100,6 +105,9 @@ def batches(images, masks, labels, size: int) -> list[Batch]:
     return out
 
 
+_probes: dict = {}  # PassSetup -> (the probe model returning every conv output, the image input's index)
+
+
 class Activations:
     """The model's conv outputs on a batch, as accumulator inputs; the model loads once (`setup`)."""
 
@@ -121,12 +129,14 @@ class Activations:
             except RuntimeError:  # a worker in this very process (in_memory mode): TensorFlow runs already
                 pass
 
-        loaded = self.config.model.load()
-        model = loaded.model
-        self.image_index = capture.image_input(model, self.config.image_input)
-        convs = capture.find_conv_layers(model, self.config.tap)
-        probe = capture.probe_model(model, convs)
-        self.probe = keras.Model(probe.inputs, capture.as_stored(probe.outputs))
+        if self.config not in _probes:  # both passes' DoFns in one worker share the model
+            model = self.config.model.load().model
+            convs = capture.find_conv_layers(model, self.config.tap)
+            probe = capture.probe_model(model, convs)
+            _probes.clear()
+            _probes[self.config] = (keras.Model(probe.inputs, capture.as_stored(probe.outputs)),
+                                    capture.image_input(model, self.config.image_input))
+        self.probe, self.image_index = _probes[self.config]
 
     def __call__(self, batch: Batch) -> list[tuple[int, object]]:
         from reportgen import capture
@@ -145,8 +155,30 @@ class Activations:
         return elements
 
 
+def probe_scores(elements, weights: dict) -> list[tuple[int, stats.ProbeScores]]:
+    """One batch's leave-out probe scores per layer, from the elements `Activations` emits for it.
+
+    `weights`: layer -> (folds, mask probe weights, class probe weights), from the first pass.
+    """
+    found = []
+    for key, element in elements:
+        if not isinstance(element, LayerInput) or key not in weights:
+            continue
+        scores = stats.ProbeScores(*weights[key])
+        batch = element.batch
+        for k, maps in enumerate(element.maps):
+            truth = None if batch.masks is None else \
+                (lambda h, w, mask=batch.masks[k]: stats.grid_truth(mask[None], h, w)[0])
+            label = None if batch.labels is None else int(np.argmax(batch.labels[k]))
+            scores.add_image(maps, batch.start + k, truth, label)
+        found.append((key, scores))
+    return found
+
+
 def add(accumulator, element, total: int):
     """Add one element to an accumulator (created lazily: its size comes from the first element)."""
+    if isinstance(element, stats.ProbeScores):  # the second pass: per-batch scores, merged
+        return element if accumulator is None else accumulator.merge(element)
     if isinstance(element, LayerInput):
         if accumulator is None:
             accumulator = stats.LayerAccumulator(element.maps.shape[-1], element.stride)
@@ -170,20 +202,38 @@ def merge(accumulators):
 
 @dataclass
 class PassResult:
-    """Per conv layer (graph order, spatial layers only) its accumulator, and the layer x layer CKA."""
+    """Per conv layer (graph order, spatial layers only) its accumulator and its probes' scores, and
+    the layer x layer CKA."""
 
     layers: dict  # layer index -> stats.LayerAccumulator
     cka: stats.MinibatchCKA | None
+    scores: dict = dataclasses.field(default_factory=dict)  # layer index -> stats.ProbeScores
+
+
+def probe_fits(key: int, accumulator):
+    """A layer's probe weights per fold, (key, (folds, the mask probe's, the class probe's)), fitted
+    from its sums; nothing where the layer has no probe."""
+    if key != CKA_KEY:
+        fitted = (accumulator.fold_count, stats.probe_weights(accumulator.folds),
+                  stats.probe_weights(accumulator.class_folds))
+        if fitted[1] or fitted[2]:
+            yield key, fitted
 
 
 def run_in_process(setup: PassSetup, work: list[Batch]) -> PassResult:
-    """The reference driver: every batch in this process, one after the other."""
+    """The reference driver: every batch in this process, one after the other, twice: the sums of
+    every statistic, then the probes fitted from them scored on every image."""
     activations = Activations(setup)
     found: dict = {}
     for batch in work:
         for key, element in activations(batch):
             found[key] = add(found.get(key), element, setup.total)
-    return PassResult({k: v for k, v in found.items() if k != CKA_KEY}, found.get(CKA_KEY))
+    weights = dict(fit for key, acc in found.items() for fit in probe_fits(key, acc))
+    scores: dict = {}
+    for batch in work if weights else ():
+        for key, element in probe_scores(activations(batch), weights):
+            scores[key] = add(scores.get(key), element, setup.total)
+    return PassResult({k: v for k, v in found.items() if k != CKA_KEY}, found.get(CKA_KEY), scores)
 
 
 def _beam():
@@ -216,7 +266,8 @@ def pipeline_options(runner: str, options: tuple[str, ...] = (), workers: int | 
 
 def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", options: tuple[str, ...] = (),
              workers: int | None = None, results_folder: str | None = None) -> PassResult:
-    """The same statistics as `run_in_process`, on Beam: a DoFn per batch, a CombineFn per layer."""
+    """The same as `run_in_process`, on Beam, in one pipeline: a DoFn per batch and a CombineFn per
+    layer; the probes' weights, fitted from the combined sums, reach the second pass as a side input."""
     beam = _beam()
 
     class ActivationsDoFn(beam.DoFn):
@@ -230,8 +281,12 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
             self.activations = Activations(self.config)
             self.activations.setup()
 
-        def process(self, batch):
-            yield from self.activations(batch)
+        def process(self, batch, weights=None):
+            elements = self.activations(batch)
+            if weights is None:
+                yield from elements
+            elif weights:
+                yield from probe_scores(elements, weights)
 
     class StatsCombineFn(beam.CombineFn):
         """A stats.py accumulator as a CombineFn: create, add, merge, extract."""
@@ -254,8 +309,8 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
     class WriteResult(beam.DoFn):
         """Each finished accumulator into the results folder, through Beam's file systems (local, gs://, ...)."""
 
-        def __init__(self, folder: str):
-            self.folder = folder
+        def __init__(self, folder: str, kind: str):
+            self.folder, self.kind = folder, kind
 
         def process(self, keyed):
             import pickle
@@ -263,7 +318,7 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
             from apache_beam.io.filesystems import FileSystems
 
             key, accumulator = keyed
-            with FileSystems.create(FileSystems.join(self.folder, f"{key}.pickle")) as handle:
+            with FileSystems.create(FileSystems.join(self.folder, f"{self.kind}_{key}.pickle")) as handle:
                 handle.write(pickle.dumps(accumulator, protocol=pickle.HIGHEST_PROTOCOL))
 
     remote = next((o.split("=", 1)[1] for o in options if o.lstrip("-").startswith("temp_location=")), None)
@@ -289,11 +344,18 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
         os.environ.update({name: str(setup.threads) for name in BLAS_THREADS})
     try:
         with beam.Pipeline(options=pipeline_options(runner, options, workers)) as pipeline:
-            _ = (pipeline
-                 | "Batches" >> beam.Create(work)
-                 | "Activations" >> beam.ParDo(ActivationsDoFn(setup))
-                 | "Statistics" >> beam.CombinePerKey(StatsCombineFn(setup.total))
-                 | "Write" >> beam.ParDo(WriteResult(folder)))
+            batches = pipeline | "Batches" >> beam.Create(work)
+            sums = (batches
+                    | "Activations" >> beam.ParDo(ActivationsDoFn(setup))
+                    | "Statistics" >> beam.CombinePerKey(StatsCombineFn(setup.total)))
+            _ = sums | "Write statistics" >> beam.ParDo(WriteResult(folder, "stats"))
+            weights = (sums
+                       | "Fit probes" >> beam.FlatMapTuple(probe_fits)
+                       | "Probe weights" >> beam.combiners.ToDict())
+            _ = (batches
+                 | "Activations again" >> beam.ParDo(ActivationsDoFn(setup), weights=beam.pvalue.AsSingleton(weights))
+                 | "Probe scores" >> beam.CombinePerKey(StatsCombineFn(setup.total))
+                 | "Write probe scores" >> beam.ParDo(WriteResult(folder, "scores")))
     finally:
         os.chdir(here)
         os.environ.clear()
@@ -311,9 +373,10 @@ def _read_results(folder: str) -> PassResult:
 
     from apache_beam.io.filesystems import FileSystems
 
-    found = {}
+    found: dict = {"stats": {}, "scores": {}}
     for match in FileSystems.match([FileSystems.join(folder, "*.pickle")])[0].metadata_list:
-        key = int(Path(match.path).stem)
+        kind, key = Path(match.path).stem.rsplit("_", 1)
         with FileSystems.open(match.path) as handle:
-            found[key] = pickle.loads(handle.read())
-    return PassResult({k: v for k, v in found.items() if k != CKA_KEY}, found.get(CKA_KEY))
+            found[kind][int(key)] = pickle.loads(handle.read())
+    sums = found["stats"]
+    return PassResult({k: v for k, v in sums.items() if k != CKA_KEY}, sums.get(CKA_KEY), found["scores"])

@@ -57,6 +57,35 @@ def test_beam_equals_in_process(small_pass, tmp_path, mode, workers):
     _assert_same(beam, reference)
 
 
+def test_probe_scores_on_beam_equal_in_process_and_a_direct_count(small_pass, tmp_path):
+    """The second pass: the probes scored on every image, each by the probe fitted without its fold."""
+    setup, work, reference = small_pass
+    beam = stats_pass.run_beam(setup, work, workers=2, results_folder=str(tmp_path)).scores
+    local = reference.scores
+    assert sorted(local) == sorted(beam) == [0, 1, 2]
+    for layer in local:
+        for ratio in ("mask", "classes"):
+            np.testing.assert_array_equal(getattr(beam[layer], ratio).numerator, getattr(local[layer], ratio).numerator)
+            np.testing.assert_array_equal(getattr(beam[layer], ratio).denominator,
+                                          getattr(local[layer], ratio).denominator)
+        assert local[layer].classes.denominator.sum() == 12  # every image's class predicted once
+    # Layer "a" counted directly: its maps from the model, each image predicted by its fold's probe.
+    model = keras.saving.load_model(setup.model.model_path)
+    pixels = np.concatenate([b.images for b in work]).astype(np.float32) / 127.5 - 1  # --preprocess tf
+    maps = keras.Model(model.inputs, model.get_layer("a").output)(pixels).numpy()
+    masks = np.concatenate([b.masks for b in work])
+    folds, mask_weights = reference.layers[0].fold_count, stats.probe_weights(reference.layers[0].folds)
+    inter = union = 0.0
+    for i in range(12):
+        pooled = stats.pool_to(maps[i:i + 1].astype(np.float16), stats.POOL_GRID)[0]
+        predicted = stats.probe_predict(mask_weights, pooled, i, folds, balanced=True)
+        truth = stats.grid_truth(masks[i:i + 1], *pooled.shape[:2])[0]
+        inter += np.sum((predicted == 0) & (truth == 0))
+        union += np.sum(((predicted == 0) | (truth == 0)) & (truth >= 0))
+    # One batch of 12 here, batches of 5 in the pass: rounding may move a pixel at a decision boundary.
+    assert local[0].mask.ratio()[0] == pytest.approx(inter / union, abs=0.02)
+
+
 def test_bundles_of_one_batch_merge_to_the_whole(small_pass):
     """Each batch accumulated alone (a bundle of one), then merged in reverse: the same as all at once."""
     setup, work, reference = small_pass
@@ -77,6 +106,7 @@ def test_stats_images_cover_more_than_the_pictured(runner, tmp_path, tiny_model_
     rows = json.loads((out / "data" / "stats.json").read_text())["layers"]
     assert all(row["images"] == 6 for row in rows)
     assert all(row["intervals_90"]["cka_mask"][0] is not None for row in rows)
+    assert all(row["intervals_90"]["probe_iou_pet"][0] is not None for row in rows if row["output_shape"][0] > 1)
     assert "The statistics cover 6 images of the source" in (out / "index.html").read_text()
 
 
