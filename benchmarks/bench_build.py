@@ -98,6 +98,25 @@ def largest_layer_page(site: Path) -> tuple[float, str]:
     return max((page_mb(page), page.name) for page in (site / "layers").glob("*.html"))
 
 
+# The floor of a cold build: what no report of every conv layer can skip. A fresh process imports
+# TensorFlow, loads the model and the images, and runs one forward pass returning every conv output.
+FLOOR = r"""
+import itertools, sys
+import numpy as np
+from reportgen import capture, model_io, sources
+from reportgen.inputs import InputGeometry
+
+count = int(sys.argv[1])
+model = model_io.load(None, None, None, False).model
+size = model.inputs[0].shape[1]
+chosen = list(itertools.islice(sources.tfds_split("synthetic_pets", "test",
+                                                  InputGeometry(size, size, 3, "stretch", "nearest")), count))
+probe = capture.probe_model(model, capture.find_conv_layers(model, "conv"))
+for batch in capture.stream_activations(probe, np.stack([c.image for c in chosen]), 5, 0, lambda x: x):
+    pass
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10)
@@ -122,6 +141,8 @@ def main() -> None:
         start = time.monotonic()
         subprocess.run(cold, check=True, capture_output=True)
         rebuild_s = time.monotonic() - start
+        floors = [timed([sys.executable, "-c", FLOOR, str(args.images)]) for _ in range(args.repeat)]
+        floor_s = statistics.median(floors)
         no_stats_times = [timed([reportgen, "build", "--images", str(args.images), "--out",
                                  str(work / f"nostats{k}"), "-q", "--no-stats"])
                           for k in range(args.repeat)]
@@ -132,6 +153,8 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} cores")
         print(f"cold build, --images {args.images}:        {cold_s:6.1f} s   (budget 15 s; median of "
               f"{args.repeat}: {', '.join(f'{t:.1f}' for t in colds)})")
+        print(f"floor: TF + model + one forward:   {floor_s:6.1f} s   (median of {args.repeat}; cold build / floor "
+              f"{cold_s / floor_s:.2f} x, budget 2 x)")
         print(f"statistics cost:                   {cold_s - no_stats_s:6.1f} s   (budget 5 s; "
               f"build without statistics {no_stats_s:.1f} s)")
         print(f"rebuild, nothing changed:          {rebuild_s:6.1f} s   (budget 3 s)")

@@ -111,7 +111,8 @@ class AssetWriter:
         result.intervals["probe_iou_mean"] = scores.mask.interval(stats.mean_defined)
         if scores.has_classes:
             result.class_accuracy = float(scores.classes.ratio()[0])
-            result.intervals["class_probe_accuracy"] = scores.classes.interval()
+            result.intervals["class_probe_accuracy"] = stats.wilson_interval(scores.classes.numerator.sum(),
+                                                                              scores.classes.denominator.sum())
         if rgb is None and spatial and result.shape[0] > 1 and all(r.mask is not None for r in records):
             grid_shape = stats.pool_to(np.zeros((1, *result.shape[:2], 1), np.float32), stats.POOL_GRID).shape[1:3]
             rgb = self.rgb_probe(records, grid_shape)

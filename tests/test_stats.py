@@ -369,3 +369,14 @@ def test_fewer_images_than_examples_leave_empty_slots(rng):
     top.add(rng.standard_normal((3, 2, 2, 2)).astype(np.float32), [5, 6, 7])
     assert sorted(top.images[0, :3]) == [5, 6, 7]
     assert (top.images[:, 3:] == -1).all() and np.isneginf(top.values[:, 3:]).all()
+
+
+def test_wilson_interval_matches_its_closed_form_and_never_collapses():
+    z = 1.6448536269514722  # the 95th percentile of the normal: a 90% interval
+    low, high = stats.wilson_interval(10, 10)
+    assert high == 1.0 and low == pytest.approx(10 / (10 + z * z))  # all right: the lower bound is n / (n + z^2)
+    low, high = stats.wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(z * z / (10 + z * z))
+    low, high = stats.wilson_interval(50, 100)  # symmetric around 0.5, close to the normal interval for large n
+    assert (low + high) / 2 == pytest.approx(0.5) and high - low == pytest.approx(2 * z * 0.05 / (1 + z * z / 100)
+                                                                                   * np.sqrt(1 + z * z / 100), rel=1e-9)
