@@ -63,9 +63,9 @@ def compute(report, chance: float = float("nan")) -> list[str]:
     images = results[0].stats.images
     sentences = []
     if images > len(records):
-        sentences.append(f"The statistics cover {images} images of the source; the probes are fitted on them and "
-                         f"scored on the {len(records)} pictured images, each held out of its fold's fit. The ranges "
-                         "are 90% intervals from a delete-one-fold jackknife over the images.")
+        sentences.append(f"The statistics cover {images} images of the source, of which {len(records)} are "
+                         "pictured; the probes are scored on all of them, each image held out of its fold's fit. "
+                         "The ranges are 90% intervals from a delete-one-fold jackknife over the images.")
     elif images:
         sentences.append(f"Every number below covers {images} images; the ranges are 90% intervals from a "
                          "delete-one-fold jackknife over the images.")

@@ -277,7 +277,6 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
             self.config = config
 
         def setup(self):
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
             self.activations = Activations(self.config)
             self.activations.setup()
 
@@ -338,6 +337,7 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
     neutral = tempfile.mkdtemp(prefix="reportgen-beam-cwd-")
     os.chdir(neutral)
     saved_environment = dict(os.environ)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the workers' TensorFlow start-up lines are not for users
     if setup.threads:
         # The same for numpy's BLAS in the workers, which read this when they start: with a thread
         # per core in each worker, the accumulators' matrix products ran twice as slow.
