@@ -33,6 +33,7 @@ test: $(VENV)/.installed test-deps
 
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_build.py
+	$(BIN)/python benchmarks/bench_stats.py
 
 clean:
 	rm -rf $(VENV) site build *.egg-info

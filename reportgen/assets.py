@@ -206,15 +206,16 @@ def as_image_maps(values: np.ndarray) -> np.ndarray:
     return values.reshape(values.shape[0], 1, 1, -1)
 
 
-def example_box(centre_y: float, centre_x: float, field: float, height: int, width: int) -> tuple[int, int, int]:
-    """Top, left and side of a dataset example: a square of the receptive field's side (at least 4
-    pixels, at most the image) around a point given as fractions of the height and width, moved
-    inside the image."""
+def example_boxes(centre_y: np.ndarray, centre_x: np.ndarray, field: float, height: int,
+                  width: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Tops, lefts and the side of dataset examples: squares of the receptive field's side (at least 4
+    pixels, at most the image) around points given as fractions of the height and width, moved inside
+    the image."""
     side = int(round(field)) if np.isfinite(field) else min(height, width)
     side = max(4, min(side, height, width))
-    top = int(np.clip(round(centre_y * height - side / 2), 0, height - side))
-    left = int(np.clip(round(centre_x * width - side / 2), 0, width - side))
-    return top, left, side
+    tops = np.clip(np.round(np.asarray(centre_y) * height - side / 2), 0, height - side).astype(int)
+    lefts = np.clip(np.round(np.asarray(centre_x) * width - side / 2), 0, width - side).astype(int)
+    return tops, lefts, side
 
 
 def _mask_on_grid(record, height: int, width: int) -> np.ndarray:

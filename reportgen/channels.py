@@ -35,11 +35,9 @@ def per_channel(result) -> list[dict]:
     return [{"name": name, "values": _numbers(values)} for name, values in found]
 
 
-def layer_channels(result, image_views: list[dict], examples: dict[int, dict], input_size) -> dict:
-    """Everything the layer page's channel view shows, in one JSON-ready value.
-
-    `examples` maps a statistics image's index to its id, picture and page (`AssetWriter.example_pictures`).
-    """
+def channel_numbers(result, input_size) -> dict:
+    """The numeric part of a layer's channel data, computed beside its pictures in a worker process:
+    everything but the images' names and pictures, which only the whole build knows (`layer_channels`)."""
     layout = result.layout
     return {
         "channels": int(result.shape[-1]),
@@ -50,12 +48,23 @@ def layer_channels(result, image_views: list[dict], examples: dict[int, dict], i
         # Per pictured image, each channel's colour range (low, high) as its tile was drawn.
         "ranges": [[[_number(low, 3), _number(high, 3)] for low, high in image] for image in result.tile_ranges]
         if result.tile_ranges is not None else [],
-        "images": [{"id": v["id"], "href": v["href"], "input": v["input"]} for v in image_views],
-        "examples": _examples(result, examples, input_size),
+        "examples": _examples(result, input_size),
     }
 
 
-def _examples(result, examples: dict[int, dict], input_size) -> dict | None:
+def layer_channels(numbers: dict, image_views: list[dict], examples: dict[int, dict]) -> dict:
+    """Everything the layer page's channel view shows, in one JSON-ready value.
+
+    `examples` maps a statistics image's index to its id, picture and page (`AssetWriter.example_pictures`).
+    """
+    data = {**numbers, "images": [{"id": v["id"], "href": v["href"], "input": v["input"]} for v in image_views]}
+    if numbers["examples"] is not None:
+        shown = {key: value for key, value in numbers["examples"].items() if key != "used"}
+        data["examples"] = {**shown, "images": [examples[i] for i in numbers["examples"]["used"]]}
+    return data
+
+
+def _examples(result, input_size) -> dict | None:
     """Each channel's dataset examples as crops of shared pictures: which picture, where, the value."""
     top = result.stats.examples if result.stats is not None else None
     if top is None or len(result.shape) != 3:
@@ -64,19 +73,14 @@ def _examples(result, examples: dict[int, dict], input_size) -> dict | None:
     grid_h, grid_w = result.shape[:2]
     used = sorted({int(i) for i in top.images.ravel() if i >= 0})
     slot_of = {image: k for k, image in enumerate(used)}
-    items = []
-    for channel in range(top.channels):
-        found = []
-        for value, image, row, col in zip(top.values[channel], top.images[channel], top.rows[channel],
-                                          top.cols[channel]):
-            if image >= 0:
-                y, x, _ = assets.example_box((row + 0.5) / grid_h, (col + 0.5) / grid_w, result.receptive_field,
-                                             height, width)
-                found.append([_number(value), slot_of[int(image)], y, x])
-        items.append(found)
-    side = assets.example_box(0.5, 0.5, result.receptive_field, height, width)[2]
+    tops, lefts, side = assets.example_boxes((top.rows + 0.5) / grid_h, (top.cols + 0.5) / grid_w,
+                                             result.receptive_field, height, width)
+    items = [[[_number(value), slot_of[image], y, x]
+              for value, image, y, x in zip(values, images, ys, xs) if image >= 0]
+             for values, images, ys, xs in zip(top.values.tolist(), top.images.tolist(), tops.tolist(),
+                                               lefts.tolist())]
     return {
-        "images": [examples[i] for i in used], "input": [height, width], "side": side,
-        "field": _number(result.receptive_field),
+        "used": used,  # statistics image indices; `layer_channels` turns them into pictures
+        "input": [height, width], "side": side, "field": _number(result.receptive_field),
         "items": items,  # per channel, strongest first: [value, index in `images`, top, left]
     }

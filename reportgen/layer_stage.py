@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reportgen import assets, render, stats
+from reportgen import assets, channels, render, stats
 from reportgen.capture import ConvLayer
 from reportgen.spill import SpilledLayer
 
@@ -61,6 +61,7 @@ class LayerResult:
     class_accuracy: float = float("nan")  # the leave-out class probe on globally pooled features
     intervals: dict = field(default_factory=dict)  # the probes' 90% jackknife intervals, by name
     tile_ranges: np.ndarray | None = None  # images x C x (low, high): each tile's colour range
+    channel_numbers: dict = field(default_factory=dict)  # the layer page's channel data (channels.py)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class LayerJob:
     records_path: Path  # the build's ImageRecords, pickled once and read once per worker
     staging: Path
     input_height: int
+    input_width: int
     cmap: str
     scale: str
     statistics: bool
@@ -141,6 +143,8 @@ def run(job: LayerJob) -> LayerResult:
     result = replace(job.layer, stats=layer_stats, order=order)
     writer = _writer(job.staging, job.cmap, job.scale)
     writer.layer_pictures(result, job.spilled.image, records, job.scores, job.rgb)
+    result.channel_numbers = channels.channel_numbers(result, (job.input_height, job.input_width))
+    result.tile_ranges = None  # in the channel numbers now
     # The probes' weights served the render pass; the site needs only their scores.
     result.stats = replace(layer_stats, probe_weights=[], class_probe_weights=[])
     return result

@@ -293,7 +293,7 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int) -> l
     return results
 
 
-def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, staging: Path, input_height: int,
+def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, staging: Path, input_size: tuple[int, int],
                     options: BuildOptions, progress: Progress, outcome: _PassOutcome | None = None,
                     rgb: dict | None = None) -> list[LayerResult]:
     """Statistics and pictures of every layer, spread over the worker processes."""
@@ -301,7 +301,7 @@ def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, stagi
     by_size = sorted(range(len(skeletons)), key=lambda i: -int(np.prod(spill.layers[i].shape)))
     futures = {
         executor.submit(layer_stage.run, layer_stage.LayerJob(
-            skeletons[i], spill.layers[i], records_path, staging, input_height, options.cmap, options.scale,
+            skeletons[i], spill.layers[i], records_path, staging, *input_size, options.cmap, options.scale,
             options.statistics, outcome and outcome.given.get(i), outcome and outcome.scores.get(i),
             (rgb or {}).get(i))): i
         for i in by_size
@@ -392,7 +392,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
         records_path = layer_stage.save_records(records, work / "records.pickle")
         skeletons = _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height)
         rgb = _rgb_baselines(statistics_images, skeletons) if outcome is not None else {}
-        results = _analyse_layers(executor, skeletons, captured.spill, records_path, staging, geometry.height,
+        results = _analyse_layers(executor, skeletons, captured.spill, records_path, staging, geometry.size,
                                   options, progress, outcome, rgb)
         layer_cka = np.full((len(convs), len(convs)), np.nan)
         cross = outcome.cka if outcome is not None else captured.cross

@@ -326,8 +326,7 @@ def _layer_context(report: Report, index: int, rows: list[dict], image_views: li
         "prev": rows[index - 1] if index > 0 else None,
         "next": rows[index + 1] if index + 1 < len(rows) else None,
         "columns": layout.columns, "per_layer_scale": report.options.scale == "layer",
-        "channel_data": channels.layer_channels(result, image_views, report.examples,
-                                                 report.geometry.size),
+        "channel_data": channels.layer_channels(result.channel_numbers, image_views, report.examples),
     }
 
 
