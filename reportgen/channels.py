@@ -8,8 +8,6 @@ element), since a page opened from file:// may not fetch files beside it.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from reportgen import assets, stats
@@ -17,12 +15,17 @@ from reportgen import assets, stats
 
 def _number(value, digits: int = 4) -> float | None:
     """A few significant digits: what a person reads, at a third of the characters."""
-    value = float(value)
-    return float(f"{value:.{digits}g}") if math.isfinite(value) else None
+    return _numbers([value], digits)[0]
 
 
-def _numbers(values) -> list:
-    return [_number(v) for v in np.asarray(values, np.float64)]
+def _numbers(values, digits: int = 4) -> list:
+    """`_number` of every value; the decimals are worked out for all at once, since a layer page has
+    tens of thousands of numbers (Python's `round` then gives the shortest text of each)."""
+    values = np.asarray(values, np.float64)
+    finite = np.isfinite(values)
+    magnitude = np.where(finite & (values != 0), np.abs(values), 1.0)
+    decimals = (digits - 1 - np.floor(np.log10(magnitude))).astype(int)
+    return [round(v, d) if ok else None for v, d, ok in zip(values.tolist(), decimals.tolist(), finite.tolist())]
 
 
 def per_channel(result) -> list[dict]:
@@ -46,7 +49,7 @@ def channel_numbers(result, input_size) -> dict:
                  "width": layout.width, "height": layout.height},
         "stats": per_channel(result),
         # Per pictured image, each channel's colour range (low, high) as its tile was drawn.
-        "ranges": [[[_number(low, 3), _number(high, 3)] for low, high in image] for image in result.tile_ranges]
+        "ranges": [np.reshape(_numbers(image.ravel(), 3), (-1, 2)).tolist() for image in result.tile_ranges]
         if result.tile_ranges is not None else [],
         "examples": _examples(result, input_size),
     }
@@ -75,10 +78,9 @@ def _examples(result, input_size) -> dict | None:
     slot_of = {image: k for k, image in enumerate(used)}
     tops, lefts, side = assets.example_boxes((top.rows + 0.5) / grid_h, (top.cols + 0.5) / grid_w,
                                              result.receptive_field, height, width)
-    items = [[[_number(value), slot_of[image], y, x]
-              for value, image, y, x in zip(values, images, ys, xs) if image >= 0]
-             for values, images, ys, xs in zip(top.values.tolist(), top.images.tolist(), tops.tolist(),
-                                               lefts.tolist())]
+    values = np.reshape(_numbers(top.values.ravel()), top.values.shape).tolist()
+    items = [[[value, slot_of[image], y, x] for value, image, y, x in zip(*row) if image >= 0]
+             for row in zip(values, top.images.tolist(), tops.tolist(), lefts.tolist())]
     return {
         "used": used,  # statistics image indices; `layer_channels` turns them into pictures
         "input": [height, width], "side": side, "field": _number(result.receptive_field),

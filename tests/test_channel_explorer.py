@@ -195,3 +195,11 @@ def test_the_channel_that_fires_on_a_patch_finds_it_first(red_detector, runner, 
     assert picture.size == (48, 32)
     crop = np.asarray(picture, np.int32)[top:top + side, left:left + side]
     assert (crop[..., 0] - crop[..., 1] > 150).any()  # the crop shows the red patch
+
+
+def test_page_numbers_keep_four_significant_digits():
+    from reportgen.channels import _numbers
+
+    values = np.random.default_rng(0).standard_normal(2000) * 10.0 ** np.random.default_rng(1).integers(-8, 8, 2000)
+    assert _numbers(values) == [float(f"{v:.4g}") for v in values]
+    assert _numbers([np.nan, np.inf, 0.0]) == [None, None, 0.0]
