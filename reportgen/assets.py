@@ -84,11 +84,11 @@ class AssetWriter:
         result.tile_ranges = np.zeros((len(records), result.shape[-1], 2), np.float32)
         for i, record in enumerate(records):
             maps = as_image_maps(read_image(i)[None])[0]
-            finite = np.nan_to_num(maps.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-            tile_low = finite.min(axis=(0, 1)) if low is None else low
-            tile_high = finite.max(axis=(0, 1)) if high is None else high
+            values = maps.astype(np.float32)  # the spill's float16 values are finite
+            tile_low = values.min(axis=(0, 1)) if low is None else low
+            tile_high = values.max(axis=(0, 1)) if high is None else high
             result.tile_ranges[i, :, 0], result.tile_ranges[i, :, 1] = tile_low, tile_high
-            tiles = render.normalise_channels(finite, tile_low, tile_high)[order]
+            tiles = render.normalise_channels(values, tile_low, tile_high)[order]
             grid = render.compose_grid(tiles, result.layout, fill=0)
             exact = result.layout.lossless
             self._write(grid_path(result.slug, record.slug, exact),

@@ -81,7 +81,9 @@ def normalise_channels(maps: np.ndarray, low: np.ndarray | None = None, high: np
 
     A constant channel (no range) maps to the middle of the colormap, not to 0.
     """
-    maps = np.nan_to_num(maps.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    maps = maps if maps.dtype == np.float32 else maps.astype(np.float32)
+    if not np.isfinite(maps).all():  # one pass where nan_to_num takes four and a copy
+        maps = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
     if low is None:
         low = maps.min(axis=(0, 1))
     if high is None:
