@@ -31,8 +31,10 @@ def json_value(value):
     return value
 
 
-def write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+def write_json(path: Path, data, compact: bool = False) -> None:
+    """Indented for reading, or `compact` for the large files (a number per line tripled stats.json)."""
+    layout = {"separators": (",", ":")} if compact else {"indent": 1}
+    path.write_text(json.dumps(data, sort_keys=True, default=str, **layout) + "\n")
 
 
 def intervals(result) -> dict[str, list]:
@@ -42,8 +44,21 @@ def intervals(result) -> dict[str, list]:
     return {name: [json_value(v) for v in pair] for name, pair in sorted(found.items())}
 
 
-def stats_records(results) -> list[dict]:
-    """Every statistic of every layer, as plain JSON-ready data (the downloadable record)."""
+def _examples_record(top, ids: dict[int, str]) -> dict | None:
+    """A layer's dataset examples: the images' ids once, then per channel [image, value] pairs."""
+    if top is None:
+        return None
+    used = sorted({int(i) for i in top.images.ravel() if i >= 0})
+    slot = {image: k for k, image in enumerate(used)}
+    return {"images": [ids[i] for i in used],
+            "per_channel": [[[slot[int(i)], json_value(round(float(v), 4))] for v, i in zip(values, images) if i >= 0]
+                            for values, images in zip(top.values, top.images)]}
+
+
+def stats_records(results, example_ids: dict[int, str] | None = None) -> list[dict]:
+    """Every statistic of every layer, as plain JSON-ready data (the downloadable record).
+
+    `example_ids`: statistics image index -> id, for each channel's dataset examples."""
     rows = []
     for r in results:
         s = r.stats
@@ -80,6 +95,7 @@ def stats_records(results) -> list[dict]:
                 "effective_area": [json_value(float(v)) for v in s.effective_area],
                 "best_iou_pet": [json_value(float(v)) for v in s.best_iou[0]],
             },
+            "dataset_examples": _examples_record(s.examples, example_ids) if example_ids else None,
         })
     return rows
 

@@ -368,7 +368,7 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
     """
     from reportgen import charts, workers
 
-    stats_rows = downloads.stats_records(report.layers)
+    stats_rows = downloads.stats_records(report.layers, {i: e["id"] for i, e in report.examples.items()})
     chance = _chance(report)
     plan = charts.plan(stats_rows, report.layer_cka, chance)
     executor = executor or workers.InProcess()
@@ -397,7 +397,7 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
     data.mkdir(exist_ok=True)
     cka_rows = [[downloads.json_value(round(float(v), 6)) for v in row] for row in report.layer_cka]
     downloads.write_json(data / "stats.json", {"layers": stats_rows, "layer_cka": cka_rows,
-                                               "class_chance": downloads.json_value(chance)})
+                                               "class_chance": downloads.json_value(chance)}, compact=True)
     (data / "layers.csv").write_text(downloads.csv_text(stats_rows))
     downloads.write_json(data / "predictions.json", downloads.predictions(report))
     downloads.write_json(data / "changes.json", {"first_build": changes.first_build, "summary": changes.summary,

@@ -187,6 +187,10 @@ def test_the_channel_that_fires_on_a_patch_finds_it_first(red_detector, runner, 
         assert all(value == 0.0 for value, *_ in items) and first["id"] != "img09.png"
         return
     assert first["id"] == "img09.png" and first["href"] is None  # not pictured: shown by its id
+    download = next(row for row in json.loads((tmp_path / "site" / "data" / "stats.json").read_text())["layers"]
+                    if row["name"] == "detect")["dataset_examples"]
+    slot, value = download["per_channel"][RED][0]
+    assert download["images"][slot] == "img09.png" and value == pytest.approx(255.0, rel=1e-3)
     assert items[0][0] == pytest.approx(own_peak, rel=1e-3) and own_peak == pytest.approx(255.0)
     assert all(value == 0.0 for value, *_ in items[1:])
     top, left, side = items[0][2], items[0][3], examples["side"]
