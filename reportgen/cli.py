@@ -74,7 +74,7 @@ def build(
     stats_images: Annotated[Optional[str], typer.Option("--stats-images", help="Statistics over the first N images of the source, or all (default: the pictured images). Runs on Apache Beam (pip install 'reportgen[beam]').")] = None,
     runner: Annotated[str, typer.Option("--runner", help="Beam runner of the statistics pass: DirectRunner (default, this machine's cores), FlinkRunner, SparkRunner, DataflowRunner.")] = "DirectRunner",
     beam_options: Annotated[Optional[list[str]], typer.Option("--beam-option", help="A Beam pipeline option KEY=VALUE for the statistics pass (repeatable), e.g. project=my-project.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for the layers (default: one per core, at most 4); 1 runs everything in this process.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for the layers and for the Beam statistics pass (default: one per core, at most 4); 1 runs the layers in this process.")] = None,
 ):
     """Build the report site: every conv layer, every channel, every selected image."""
     _quiet_libraries()
