@@ -279,19 +279,25 @@ def _stat_rows(report: Report, result, chance: float) -> list[tuple[str, str]]:
              fmt_interval(result.rgb_probe_iou[0], result.intervals.get("rgb_probe_iou_pet", nan))),
             ("Linear CKA with the mask", fmt_interval(s.cka_mask, s.interval("cka_mask"))),
             ("Best single-channel IoU, pet (max)", fmt_interval(s.iou_summary(0)[0], s.interval("best_iou_pet_max"))),
-            ("Best single-channel IoU, pet (p90 / share > 0.5)", " / ".join(fmt(v) for v in s.iou_summary(0)[1:])),
-            ("Best single-channel IoU, background (max)", fmt(s.iou_summary(1)[0])),
+            ("Best single-channel IoU, pet (p90)", fmt_interval(s.iou_summary(0)[1], s.interval("best_iou_pet_p90"))),
+            ("Best single-channel IoU, pet (share of channels > 0.5)",
+             fmt_interval(s.iou_summary(0)[2], s.interval("best_iou_pet_share_above_half"))),
+            ("Best single-channel IoU, background (max)",
+             fmt_interval(s.iou_summary(1)[0], s.interval("best_iou_background_max"))),
         ]
     if report.has_classes:
         rows += [("Class decodability (leave-out probe accuracy)", _class_accuracy_text(result, chance)),
                  ("Linear CKA with the class", fmt_interval(s.cka_label, s.interval("cka_label")))]
     return rows + [
         ("nTV per input pixel, median over channels", fmt_interval(s.ntv_median, s.interval("ntv_median"))),
-        ("nTV per input pixel (p10 / p90 of channels)", " / ".join(fmt(v) for v in s.band(s.ntv)[::2])),
+        ("nTV per input pixel, p10 of channels", fmt_interval(s.band(s.ntv)[0], s.interval("ntv_p10"))),
+        ("nTV per input pixel, p90 of channels", fmt_interval(s.band(s.ntv)[2], s.interval("ntv_p90"))),
         ("Effective area fraction, median over channels",
          fmt_interval(_median(s.effective_area), s.interval("effective_area_median"))),
         ("Participation ratio / C", fmt_interval(s.participation, s.interval("participation"))),
-        ("Mean / std / near-zero share", f"{fmt(s.mean)} / {fmt(s.std)} / {fmt(s.near_zero_fraction)}"),
+        ("Mean", fmt_interval(s.mean, s.interval("mean"))),
+        ("Standard deviation", fmt_interval(s.std, s.interval("std"))),
+        ("Near-zero share (|a| < 0.001)", fmt_interval(s.near_zero_fraction, s.interval("near_zero_fraction"))),
     ]
 
 

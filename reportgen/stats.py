@@ -326,6 +326,11 @@ def _percentile(values: np.ndarray, q: float) -> float:
     return float(np.percentile(finite, q)) if finite.size else float("nan")
 
 
+def _share_above(values: np.ndarray, level: float) -> float:
+    finite = values[np.isfinite(values)]
+    return float((finite > level).mean()) if finite.size else float("nan")
+
+
 def _max(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.max()) if finite.size else float("nan")
@@ -369,8 +374,9 @@ def wilson_interval(hits: float, count: float, level: float = INTERVAL_LEVEL) ->
 
 
 # The per-layer numbers that get an interval, computed from the sums of any subset of the folds.
-LAYER_NUMBERS = ("mean", "std", "near_zero_fraction", "ntv_median", "effective_area_median", "best_iou_pet_max",
-                 "best_iou_pet_p90", "cka_mask", "participation", "cka_label")
+LAYER_NUMBERS = ("mean", "std", "near_zero_fraction", "ntv_median", "ntv_p10", "ntv_p90", "effective_area_median",
+                 "best_iou_pet_max", "best_iou_pet_p90", "best_iou_pet_share_above_half", "best_iou_background_max",
+                 "cka_mask", "participation", "cka_label")
 
 
 @dataclass(frozen=True)
@@ -404,9 +410,7 @@ class LayerStats:
     def iou_summary(self, cls: int = 0) -> tuple[float, float, float]:
         """Max, 90th percentile and fraction above 0.5 of the best single-channel IoU."""
         values = self.best_iou[cls]
-        finite = values[np.isfinite(values)]
-        frac = float((finite > 0.5).mean()) if finite.size else float("nan")
-        return _max(values), _percentile(values, 90), frac
+        return _max(values), _percentile(values, 90), _share_above(values, 0.5)
 
     def interval(self, name: str) -> tuple[float, float]:
         return self.intervals.get(name, (float("nan"), float("nan")))
@@ -446,8 +450,10 @@ def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
     return {
         "mean": overall_mean, "std": float(np.sqrt(max(overall_var, 0.0))),
         "near_zero_fraction": float(part["near_zero"].sum() / (n * acc.channels)),
-        "ntv_median": _percentile(ntv, 50), "effective_area_median": _percentile(area, 50),
+        "ntv_median": _percentile(ntv, 50), "ntv_p10": _percentile(ntv, 10), "ntv_p90": _percentile(ntv, 90),
+        "effective_area_median": _percentile(area, 50),
         "best_iou_pet_max": _max(best[0]), "best_iou_pet_p90": _percentile(best[0], 90),
+        "best_iou_pet_share_above_half": _share_above(best[0], 0.5), "best_iou_background_max": _max(best[1]),
         "cka_mask": cka_mask, "participation": participation, "cka_label": cka_label,
         "channel_strength": part["spatial_std"] / max(float(part["images"]), 1.0),
         "ntv": ntv, "effective_area": area, "best_iou": best, "images": int(part["images"]),
