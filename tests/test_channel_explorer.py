@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from keras import layers
 from PIL import Image
+from playwright.sync_api import expect
 
 from reportgen.cli import app
 from reportgen.render import GridLayout
@@ -64,35 +65,42 @@ def test_hover_focus_click_keys_and_back(browser, tiny_site, http_root, where): 
     page.click("button.expand")  # every tile visible
     for rank in (0, 1, layout.columns, len(ranking) - 1):
         page.mouse.move(*_tile_centre(page, layout, rank))
-        assert page.get_attribute("#tile-tip", "data-channel") == str(ranking[rank])
-        assert page.text_content("#tile-tip").startswith(f"Channel {ranking[rank]} · rank {rank + 1} of")
+        expect(page.locator("#tile-tip")).to_have_attribute("data-channel", str(ranking[rank]))
+        expect(page.locator("#tile-tip")).to_contain_text(f"Channel {ranking[rank]} · rank {rank + 1} of")
+
+    view = page.locator("#channel-view")
+
+    def showing(channel: int) -> None:
+        """The view shows `channel` and the address names it (navigation events may come later: wait)."""
+        expect(page).to_have_url(re.compile(rf"#c{channel}$"))
+        expect(view).to_be_visible()
+        expect(view).to_have_attribute("data-channel", str(channel))
 
     page.mouse.click(*_tile_centre(page, layout, 2))
-    assert page.url.endswith(f"#c{ranking[2]}")
-    assert page.is_visible("#channel-view")
+    showing(ranking[2])
     assert page.text_content("#channel-title").startswith(f"Channel {ranking[2]} of {len(ranking)}")
     page.keyboard.press("ArrowRight")
-    assert page.url.endswith(f"#c{ranking[3]}") and page.get_attribute("#channel-view", "data-channel") == \
-        str(ranking[3])
+    showing(ranking[3])
     page.keyboard.press("ArrowLeft")
     page.keyboard.press("ArrowLeft")
-    assert page.url.endswith(f"#c{ranking[1]}")
+    showing(ranking[1])
     page.go_back()
-    assert page.url.endswith(f"#c{ranking[2]}") and page.get_attribute("#channel-view", "data-channel") == \
-        str(ranking[2])
+    showing(ranking[2])
     page.keyboard.press("Escape")
-    assert not page.is_visible("#channel-view") and "#" not in page.url
+    expect(view).to_be_hidden()
+    assert "#" not in page.url
     page.go_back()  # Back after Esc reopens the channel it closed
-    assert page.is_visible("#channel-view") and page.url.endswith(f"#c{ranking[2]}")
+    showing(ranking[2])
     page.keyboard.press("Escape")
+    expect(view).to_be_hidden()
 
     page.focus(".tiles")  # the keyboard way: focus a grid, move with the arrows, Enter opens
-    assert page.get_attribute("#tile-tip", "data-channel") == str(ranking[0])
+    expect(page.locator("#tile-tip")).to_have_attribute("data-channel", str(ranking[0]))
     page.keyboard.press("ArrowDown")
     page.keyboard.press("ArrowRight")
-    assert page.get_attribute("#tile-tip", "data-channel") == str(ranking[layout.columns + 1])
+    expect(page.locator("#tile-tip")).to_have_attribute("data-channel", str(ranking[layout.columns + 1]))
     page.keyboard.press("Enter")
-    assert page.url.endswith(f"#c{ranking[layout.columns + 1]}") and page.is_visible("#channel-view")
+    showing(ranking[layout.columns + 1])
     assert page.outside == [] and page.errors == []
     page.close()
 
@@ -102,7 +110,8 @@ def test_deep_link_opens_the_view_with_every_picture_decoding(browser, tiny_site
     row = _layer_stats(tiny_site, LAYER)
     channel = row["channel_ranking"][5]
     page = _open(browser, (tiny_site / "layers" / f"{LAYER}.html").as_uri() + f"#c{channel}")
-    assert page.is_visible("#channel-view") and page.get_attribute("#channel-view", "data-channel") == str(channel)
+    expect(page.locator("#channel-view")).to_have_attribute("data-channel", str(channel))
+    expect(page.locator("#channel-view")).to_be_visible()
     stats_text = page.text_content("#channel-stats")
     assert "6 of 32" in stats_text and f"{row['channels']['strength'][channel]:.3g}"[:4] in stats_text
     assert page.locator("#channel-images figure").count() == 4

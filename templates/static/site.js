@@ -317,8 +317,10 @@
         document.getElementById("channel-title").focus();
       }
     }
+    // pushState, not location.hash: the view follows at once instead of on a later hashchange event.
     function open(channel) {
-      if (window.location.hash === "#c" + channel) { route(); } else { window.location.hash = "c" + channel; }
+      if (window.location.hash !== "#c" + channel) { history.pushState(null, "", "#c" + channel); }
+      route();
     }
     function close() {
       history.pushState(null, "", window.location.pathname + window.location.search);
