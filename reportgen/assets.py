@@ -62,11 +62,12 @@ class AssetWriter:
         path.write_bytes(data)
 
     def layer_pictures(self, result, read_image, records, scores: stats.ProbeScores | None = None,
-                       rgb: stats.FoldRatio | None = None) -> None:
+                       rgb: stats.FoldRatio | None = None) -> np.ndarray:
         """Grid, top channel and overlays for every image; also scores the leave-out probes on them,
         unless `scores` (and `rgb`, the baseline's) come from every statistics image.
 
         `read_image(k)` returns image k's activations of this layer; one image is in memory at a time.
+        Returns each tile's colour range, images x C x (low, high).
         """
         spatial = len(result.shape) == 3
         given = scores is not None
@@ -81,13 +82,13 @@ class AssetWriter:
             s = result.stats
             channels = result.shape[-1]
             low, high = np.full(channels, s.mean - 3 * s.std), np.full(channels, s.mean + 3 * s.std)
-        result.tile_ranges = np.zeros((len(records), result.shape[-1], 2), np.float32)
+        ranges = np.zeros((len(records), result.shape[-1], 2), np.float32)
         for i, record in enumerate(records):
             maps = as_image_maps(read_image(i)[None])[0]
             values = maps.astype(np.float32)  # the spill's float16 values are finite
             tile_low = values.min(axis=(0, 1)) if low is None else low
             tile_high = values.max(axis=(0, 1)) if high is None else high
-            result.tile_ranges[i, :, 0], result.tile_ranges[i, :, 1] = tile_low, tile_high
+            ranges[i, :, 0], ranges[i, :, 1] = tile_low, tile_high
             tiles = render.normalise_channels(values, tile_low, tile_high)[order]
             grid = render.compose_grid(tiles, result.layout, fill=0)
             exact = result.layout.lossless
@@ -114,11 +115,12 @@ class AssetWriter:
             result.intervals["class_probe_accuracy"] = stats.wilson_interval(scores.classes.numerator.sum(),
                                                                               scores.classes.denominator.sum())
         if rgb is None and spatial and result.shape[0] > 1 and all(r.mask is not None for r in records):
-            grid_shape = stats.pool_to(np.zeros((1, *result.shape[:2], 1), np.float32), stats.POOL_GRID).shape[1:3]
+            grid_shape = stats.pooled_shape(*result.shape[:2])
             rgb = self.rgb_probe(records, grid_shape)
         if rgb is not None:
             result.rgb_probe_iou = rgb.ratio()
             result.intervals["rgb_probe_iou_pet"] = rgb.interval()
+        return ranges
 
     def _overlay_backdrop(self, index: int, image: np.ndarray) -> np.ndarray:
         """The input at the overlays' stored height, which is the height the layer page shows them at."""

@@ -38,9 +38,10 @@ def per_channel(result) -> list[dict]:
     return [{"name": name, "values": _numbers(values)} for name, values in found]
 
 
-def channel_numbers(result, input_size) -> dict:
+def channel_numbers(result, input_size, ranges: np.ndarray) -> dict:
     """The numeric part of a layer's channel data, computed beside its pictures in a worker process:
-    everything but the images' names and pictures, which only the whole build knows (`layer_channels`)."""
+    everything but the images' names and pictures, which only the whole build knows (`layer_channels`).
+    `ranges`: each pictured image's colour range per channel (`AssetWriter.layer_pictures`)."""
     layout = result.layout
     return {
         "channels": int(result.shape[-1]),
@@ -49,8 +50,7 @@ def channel_numbers(result, input_size) -> dict:
                  "width": layout.width, "height": layout.height},
         "stats": per_channel(result),
         # Per pictured image, each channel's colour range (low, high) as its tile was drawn.
-        "ranges": [np.reshape(_numbers(image.ravel(), 3), (-1, 2)).tolist() for image in result.tile_ranges]
-        if result.tile_ranges is not None else [],
+        "ranges": [np.reshape(_numbers(image.ravel(), 3), (-1, 2)).tolist() for image in ranges],
         "examples": _examples(result, input_size),
     }
 
@@ -74,7 +74,7 @@ def _examples(result, input_size) -> dict | None:
         return None
     height, width = input_size
     grid_h, grid_w = result.shape[:2]
-    used = sorted({int(i) for i in top.images.ravel() if i >= 0})
+    used = top.used_images()
     slot_of = {image: k for k, image in enumerate(used)}
     tops, lefts, side = assets.example_boxes((top.rows + 0.5) / grid_h, (top.cols + 0.5) / grid_w,
                                              result.receptive_field, height, width)

@@ -48,7 +48,7 @@ def _examples_record(top, ids: dict[int, str]) -> dict | None:
     """A layer's dataset examples: the images' ids once, then per channel [image, value] pairs."""
     if top is None:
         return None
-    used = sorted({int(i) for i in top.images.ravel() if i >= 0})
+    used = top.used_images()
     slot = {image: k for k, image in enumerate(used)}
     return {"images": [ids[i] for i in used],
             "per_channel": [[[slot[int(i)], json_value(round(float(v), 4))] for v, i in zip(values, images) if i >= 0]

@@ -60,7 +60,6 @@ class LayerResult:
     rgb_probe_iou: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
     class_accuracy: float = float("nan")  # the leave-out class probe on globally pooled features
     intervals: dict = field(default_factory=dict)  # the probes' 90% jackknife intervals, by name
-    tile_ranges: np.ndarray | None = None  # images x C x (low, high): each tile's colour range
     channel_numbers: dict = field(default_factory=dict)  # the layer page's channel data (channels.py)
 
 
@@ -142,9 +141,8 @@ def run(job: LayerJob) -> LayerResult:
     order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
     result = replace(job.layer, stats=layer_stats, order=order)
     writer = _writer(job.staging, job.cmap, job.scale)
-    writer.layer_pictures(result, job.spilled.image, records, job.scores, job.rgb)
-    result.channel_numbers = channels.channel_numbers(result, (job.input_height, job.input_width))
-    result.tile_ranges = None  # in the channel numbers now
+    ranges = writer.layer_pictures(result, job.spilled.image, records, job.scores, job.rgb)
+    result.channel_numbers = channels.channel_numbers(result, (job.input_height, job.input_width), ranges)
     # The probes' weights served the render pass; the site needs only their scores.
     result.stats = replace(layer_stats, probe_weights=[], class_probe_weights=[])
     return result

@@ -197,7 +197,7 @@ def _rgb_baselines(chosen, skeletons) -> dict:
     for i, skeleton in enumerate(skeletons):
         if len(skeleton.shape) != 3 or skeleton.shape[0] <= 1:
             continue
-        grid = stats.pool_to(np.zeros((1, *skeleton.shape[:2], 1), np.float32), stats.POOL_GRID).shape[1:3]
+        grid = stats.pooled_shape(*skeleton.shape[:2])
         if grid not in by_grid:
             by_grid[grid] = assets.rgb_probe_iou(images, masks, grid)
         found[i] = by_grid[grid]
@@ -402,8 +402,8 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
 
         writer = assets.AssetWriter(staging, options.cmap, options.scale)
         writer.image_pictures(records)
-        used = {int(i) for r in results if r.stats is not None and r.stats.examples is not None
-                for i in r.stats.examples.images.ravel() if i >= 0}
+        used = {i for r in results if r.stats is not None and r.stats.examples is not None
+                for i in r.stats.examples.used_images()}
         examples = writer.example_pictures(statistics_images, used, records)
         colorbar = writer.colorbar()
 

@@ -25,10 +25,16 @@ EXAMPLES = 6  # dataset examples kept per channel
 def pool_to(maps: np.ndarray, grid: int) -> np.ndarray:
     """Area-pool N x H x W x C to N x g x g x C (g = min(grid, H)), by block means where H divides."""
     n, h, w, c = maps.shape
-    gh, gw = min(grid, h), min(grid, w)
-    if h % gh or w % gw:
-        gh, gw = _largest_divisor_at_most(h, grid), _largest_divisor_at_most(w, grid)
+    gh, gw = pooled_shape(h, w, grid)
     return maps.reshape(n, gh, h // gh, gw, w // gw, c).mean(axis=(2, 4))
+
+
+def pooled_shape(height: int, width: int, grid: int = POOL_GRID) -> tuple[int, int]:
+    """The grid `pool_to` pools an H x W map to."""
+    gh, gw = min(grid, height), min(grid, width)
+    if height % gh or width % gw:
+        gh, gw = _largest_divisor_at_most(height, grid), _largest_divisor_at_most(width, grid)
+    return gh, gw
 
 
 def _largest_divisor_at_most(value: int, limit: int) -> int:
@@ -590,6 +596,10 @@ class ChannelTopK:
         order = np.lexsort((np.where(images < 0, np.iinfo(np.int64).max, images), -values), axis=1)[:, :self.k]
         self.values, self.images, self.rows, self.cols = (np.take_along_axis(a, order, axis=1)
                                                           for a in (values, images, rows, cols))
+
+    def used_images(self) -> list[int]:
+        """The image indices that are some channel's example, in order."""
+        return sorted({int(i) for i in self.images.ravel() if i >= 0})
 
     def merge(self, other: "ChannelTopK") -> "ChannelTopK":
         merged = ChannelTopK(self.channels, self.k, self.values, self.images, self.rows, self.cols)
