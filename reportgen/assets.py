@@ -9,6 +9,7 @@ from PIL import Image
 
 from reportgen import render, stats
 from reportgen.naming import Namer
+from reportgen.targets import score_image
 
 TOP_OVERLAYS = 4
 THUMB = 64
@@ -61,7 +62,7 @@ class AssetWriter:
             self._folders.add(path.parent)
         path.write_bytes(data)
 
-    def layer_pictures(self, result, read_image, records, scores: stats.ProbeScores | None = None,
+    def layer_pictures(self, result, read_image, records, targets, scores: stats.ProbeScores | None = None,
                        rgb: stats.FoldRatio | None = None) -> np.ndarray:
         """Grid, top channel and overlays for every image; also scores the leave-out probes on them,
         unless `scores` (and `rgb`, the baseline's) come from every statistics image.
@@ -71,8 +72,7 @@ class AssetWriter:
         """
         spatial = len(result.shape) == 3
         given = scores is not None
-        # The statistics images' folds: the pictured images are the first of them (--stats-images).
-        scores = scores or stats.ProbeScores(result.stats.folds or min(len(records), stats.MAX_FOLDS),
+        scores = scores or stats.ProbeScores(targets.fold_count,
                                              result.stats.probe_weights if spatial else [],
                                              result.stats.class_probe_weights)
         order = result.order
@@ -105,8 +105,8 @@ class AssetWriter:
                 self._write(overlay_path(result.slug, record.slug), render.encode_jpeg(strip))
             if not given:
                 truth = (lambda h, w, i=i, record=record: self._truth(i, record, h, w)) \
-                    if record.mask is not None else None
-                scores.add_image(maps, i, truth, record.label)
+                    if record.mask is not None and targets.mask_source else None
+                score_image(scores, maps, i, targets, truth)
         result.probe_iou = scores.mask.ratio()
         result.intervals["probe_iou_pet"] = scores.mask.interval()
         result.intervals["probe_iou_mean"] = scores.mask.interval(stats.mean_defined)
@@ -116,7 +116,7 @@ class AssetWriter:
                                                                               scores.classes.denominator.sum())
         if rgb is None and spatial and result.shape[0] > 1 and all(r.mask is not None for r in records):
             grid_shape = stats.pooled_shape(*result.shape[:2])
-            rgb = self.rgb_probe(records, grid_shape)
+            rgb = self.rgb_probe(records, grid_shape, targets)
         if rgb is not None:
             result.rgb_probe_iou = rgb.ratio()
             result.intervals["rgb_probe_iou_pet"] = rgb.interval()
@@ -137,11 +137,12 @@ class AssetWriter:
             self._truths[key] = _mask_on_grid(record, height, width)
         return self._truths[key]
 
-    def rgb_probe(self, records, grid_shape: tuple[int, int]) -> stats.FoldRatio:
+    def rgb_probe(self, records, grid_shape: tuple[int, int], targets) -> stats.FoldRatio:
         """The probe baseline: the same leave-out ridge probe on raw RGB pooled to the layer's grid."""
         if grid_shape not in self._rgb_probe:
             self._rgb_probe[grid_shape] = rgb_probe_iou([r.image for r in records],
-                                                        np.stack([r.mask for r in records]), grid_shape)
+                                                        np.stack([r.mask for r in records]), grid_shape,
+                                                        targets.folds, targets.fold_count)
         return self._rgb_probe[grid_shape]
 
     def example_pictures(self, images, used, records) -> dict[int, dict]:
@@ -224,18 +225,18 @@ def _mask_on_grid(record, height: int, width: int) -> np.ndarray:
     return stats.grid_truth(record.mask[None], height, width)[0]
 
 
-def rgb_probe_iou(images, masks: np.ndarray, grid_shape) -> stats.FoldRatio:
-    """The probe baseline: the leave-out ridge probe on the images' RGB pooled to a layer's grid."""
+def rgb_probe_iou(images, masks: np.ndarray, grid_shape, folds: np.ndarray, fold_count: int) -> stats.FoldRatio:
+    """The probe baseline: the leave-out ridge probe on the images' RGB pooled to a layer's grid,
+    image i in fold `folds[i]` (the statistics' folds)."""
     fold_sums: dict = {}
     pooled_images = [stats.pool_to(image[None].astype(np.float32), max(grid_shape))[0] for image in images]
-    folds = min(len(pooled_images), stats.MAX_FOLDS)
     for i, pooled in enumerate(pooled_images):
         y = stats.mask_onehot(masks[i:i + 1], *pooled.shape[:2])[0]
-        stats.add_to_fold(fold_sums, i % folds, pooled.reshape(-1, pooled.shape[-1]), y.reshape(-1, 3))
+        stats.add_to_fold(fold_sums, int(folds[i]), pooled.reshape(-1, pooled.shape[-1]), y.reshape(-1, 3))
     weights = stats.probe_weights(fold_sums)
-    score = stats.FoldRatio(folds)
+    score = stats.FoldRatio(fold_count)
     for i, pooled in enumerate(pooled_images):
-        predicted = stats.probe_predict(weights, pooled, i, folds, balanced=True)
+        predicted = stats.probe_predict(weights, pooled, int(folds[i]), balanced=True)
         if predicted is not None:
-            score.add_pixels(predicted, stats.grid_truth(masks[i:i + 1], *pooled.shape[:2])[0], i % folds)
+            score.add_pixels(predicted, stats.grid_truth(masks[i:i + 1], *pooled.shape[:2])[0], int(folds[i]))
     return score

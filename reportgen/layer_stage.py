@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import assets, channels, render, stats
+from reportgen.targets import Targets, feed
 from reportgen.capture import ConvLayer
 from reportgen.spill import SpilledLayer
 
@@ -75,7 +76,7 @@ class LayerJob:
     input_width: int
     cmap: str
     scale: str
-    statistics: bool
+    targets: Targets  # the statistics images' folds, classes and mask source: the build's one decision
     given: stats.LayerStats | None = None  # finalised by the statistics pass (--stats-images)
     scores: stats.ProbeScores | None = None  # the probes scored on every statistics image (--stats-images)
     rgb: stats.FoldRatio | None = None  # the RGB baseline on every statistics image (--stats-images)
@@ -90,15 +91,14 @@ def save_records(records: list[ImageRecord], path: Path) -> Path:
 _loaded_records: dict[Path, tuple] = {}
 
 
-def _records(path: Path) -> tuple[list[ImageRecord], np.ndarray | None, np.ndarray | None]:
-    """The build's records, their masks stacked (None unless every image has one) and their one-hot
-    classes (None without class folders), read once per worker."""
+def _records(path: Path) -> tuple[list[ImageRecord], np.ndarray | None]:
+    """The build's records and their masks stacked (None unless every image has one), read once per worker."""
     if path not in _loaded_records:
         _loaded_records.clear()  # a worker outlives builds: keep only the current one's
         with open(path, "rb") as handle:
             records = pickle.load(handle)
         masks = np.stack([r.mask for r in records]) if all(r.mask is not None for r in records) else None
-        _loaded_records[path] = records, masks, stats.label_onehot([r.label for r in records])
+        _loaded_records[path] = records, masks
     return _loaded_records[path]
 
 
@@ -115,33 +115,22 @@ def _writer(staging: Path, cmap: str, scale: str) -> assets.AssetWriter:
 
 
 def accumulate(spilled: SpilledLayer, masks: np.ndarray | None, input_height: int,
-               measures: bool, labels: np.ndarray | None = None) -> stats.LayerAccumulator:
-    """One layer's statistics, one image at a time. 1-D and 3-D convs get the descriptive numbers only.
-
-    `masks` (trimaps) add the mask statistics; `labels` (one-hot classes per image) the class probe.
-    """
-    total = spilled.count
-    if len(spilled.shape) != 3:
-        accumulator = stats.LayerAccumulator(spilled.shape[-1], 1.0)
-        for k in range(total):
-            flat = spilled.image(k).reshape(1, -1, 1, spilled.shape[-1])
-            accumulator.add(flat, None, [k], total, measures=False)
-        return accumulator
-    accumulator = stats.LayerAccumulator(spilled.shape[-1], input_height / spilled.shape[0])
-    for k in range(total):
-        accumulator.add(spilled.raw(k)[None], None if masks is None else masks[k:k + 1], [k], total,
-                        measures=measures, labels=None if labels is None else labels[k:k + 1])
+               targets: Targets) -> stats.LayerAccumulator:
+    """One layer's statistics over the pictured images, one image at a time, through `targets.feed`."""
+    accumulator = targets.accumulator(spilled.shape, input_height)
+    for k in range(spilled.count):
+        feed(accumulator, spilled.raw(k)[None], [k], targets, None if masks is None else masks[k:k + 1])
     return accumulator
 
 
 def run(job: LayerJob) -> LayerResult:
     """Statistics, channel ranking, pictures and the probe's score of one layer."""
-    records, masks, labels = _records(job.records_path)
-    layer_stats = job.given or stats.finalise(accumulate(job.spilled, masks, job.input_height, job.statistics, labels))
+    records, masks = _records(job.records_path)
+    layer_stats = job.given or stats.finalise(accumulate(job.spilled, masks, job.input_height, job.targets))
     order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
     result = replace(job.layer, stats=layer_stats, order=order)
     writer = _writer(job.staging, job.cmap, job.scale)
-    ranges = writer.layer_pictures(result, job.spilled.image, records, job.scores, job.rgb)
+    ranges = writer.layer_pictures(result, job.spilled.image, records, job.targets, job.scores, job.rgb)
     result.channel_numbers = channels.channel_numbers(result, (job.input_height, job.input_width), ranges)
     # The probes' weights served the render pass; the site needs only their scores.
     result.stats = replace(layer_stats, probe_weights=[], class_probe_weights=[])

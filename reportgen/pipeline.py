@@ -20,6 +20,7 @@ from reportgen.inputs import FITS, INTERPOLATIONS, InputConvention, InputGeometr
 from reportgen.layer_stage import ImageRecord, LayerResult
 from reportgen.naming import Namer
 from reportgen.spill import Spill
+from reportgen.targets import MASK_TRIMAP, Targets
 
 log = logging.getLogger(__name__)
 
@@ -152,17 +153,31 @@ def _stats_images(options: BuildOptions, geometry: InputGeometry) -> list[source
     return chosen
 
 
+def decide_targets(statistics_images, specs: list[outputs.OutputSpec], options: BuildOptions) -> Targets:
+    """What every statistic is measured against, once for the build: the folds, each image's class,
+    the mask (the trimaps, or the model's 3-class segmentation standing in), and whether to measure."""
+    class_names = sources.class_names(statistics_images)
+    labels = [class_names.index(item.label) if item.label is not None else None for item in statistics_images] \
+        if class_names else None
+    segmenting = next((k for k, spec in enumerate(specs) if spec.kind == "segmentation" and spec.class_count == 3),
+                      None)
+    return Targets.decide([item.id for item in statistics_images], labels,
+                          trimaps_given=all(item.trimap is not None for item in statistics_images),
+                          prediction_output=segmenting, measures=options.statistics)
+
+
 @dataclass
 class _PassOutcome:
     """What the statistics pass over `--stats-images` found, by conv index."""
 
     given: dict  # finalised stats.LayerStats
     cka: stats.MinibatchCKA | None  # the layer x layer CKA sums of the spatial layers
-    class_names: list[str]
     scores: dict  # the leave-out probes scored on every statistics image (stats.ProbeScores)
+    masks: np.ndarray | None  # the masks measured against: the trimaps or the predicted ones
 
 
-def _statistics_pass(options: BuildOptions, geometry: InputGeometry, chosen, progress: Progress) -> _PassOutcome:
+def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, geometry: InputGeometry, chosen,
+                     targets: Targets, layer_count: int, progress: Progress) -> _PassOutcome:
     """Every layer's statistics over the statistics images, on Beam, in two passes over the images:
     the sums of every statistic (the probes' fits among them), then the probes' scores, each image
     predicted by the probe fitted without its fold."""
@@ -170,36 +185,33 @@ def _statistics_pass(options: BuildOptions, geometry: InputGeometry, chosen, pro
 
     stage = f"statistics of {len(chosen)} images (Beam)"
     progress(stage, 0, 1)
-    masks = [item.trimap for item in chosen] if all(item.trimap is not None for item in chosen) else None
-    class_names = sources.class_names(chosen)
-    labels = stats.label_onehot([class_names.index(item.label) if item.label is not None else None
-                                 for item in chosen]) if class_names else None
+    trimaps = [item.trimap for item in chosen] if targets.mask_source == MASK_TRIMAP else None
     size = options.input_size
     setup = stats_pass.PassSetup(
         stats_pass.ModelSpec(options.model_path, options.weights_path, size[0] if size else None, options.unsafe_load,
-                             options.imports),
-        options.tap, options.image_input, options.convention, len(chosen), geometry.height)
-    work = stats_pass.batches([item.image for item in chosen], masks, labels, options.batch_size)
+                             options.imports, loaded.checksum or None),
+        options.tap, options.image_input, options.convention, targets, geometry.height, layer_count)
+    work = stats_pass.batches([item.image for item in chosen], trimaps, options.batch_size)
     result = stats_pass.run_beam(setup, work, options.runner, options.beam_options, workers=options.workers)
     progress(stage, 1, 1)
+    masks = np.stack(trimaps) if trimaps is not None else result.masks
     return _PassOutcome({layer: stats.finalise(acc) for layer, acc in result.layers.items()}, result.cka,
-                        class_names, result.scores)
+                        result.scores, masks)
 
 
-def _rgb_baselines(chosen, skeletons) -> dict:
+def _rgb_baselines(chosen, masks: np.ndarray | None, skeletons, targets: Targets) -> dict:
     """The probe baseline over every statistics image, per conv index: the leave-out probe on RGB
-    pooled to the layer's grid (one fit per grid size)."""
-    if not all(item.trimap is not None for item in chosen):
+    pooled to the layer's grid (one fit per grid size), against the masks the layers were measured on."""
+    if masks is None:
         return {}
     images = [render.as_rgb(item.image) for item in chosen]
-    masks = np.stack([item.trimap for item in chosen])
     by_grid, found = {}, {}
     for i, skeleton in enumerate(skeletons):
         if len(skeleton.shape) != 3 or skeleton.shape[0] <= 1:
             continue
         grid = stats.pooled_shape(*skeleton.shape[:2])
         if grid not in by_grid:
-            by_grid[grid] = assets.rgb_probe_iou(images, masks, grid)
+            by_grid[grid] = assets.rgb_probe_iou(images, masks, grid, targets.folds, targets.fold_count)
         found[i] = by_grid[grid]
     return found
 
@@ -294,7 +306,7 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int) -> l
 
 
 def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, staging: Path, input_size: tuple[int, int],
-                    options: BuildOptions, progress: Progress, outcome: _PassOutcome | None = None,
+                    options: BuildOptions, targets: Targets, progress: Progress, outcome: _PassOutcome | None = None,
                     rgb: dict | None = None) -> list[LayerResult]:
     """Statistics and pictures of every layer, spread over the worker processes."""
     # Biggest layers first, so no worker is left with a big layer while the others have finished.
@@ -302,7 +314,7 @@ def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, stagi
     futures = {
         executor.submit(layer_stage.run, layer_stage.LayerJob(
             skeletons[i], spill.layers[i], records_path, staging, *input_size, options.cmap, options.scale,
-            options.statistics, outcome and outcome.given.get(i), outcome and outcome.scores.get(i),
+            targets, outcome and outcome.given.get(i), outcome and outcome.scores.get(i),
             (rgb or {}).get(i))): i
         for i in by_size
     }
@@ -372,7 +384,6 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
     fields = capture.receptive_fields(model, convs)
     namer = Namer()
     layer_slugs = [namer(c.qualified_name) for c in convs]
-    class_names = sources.class_names(selected)
     outcome = None
     statistics_images = selected
     if _wants_stats_pass(options):
@@ -380,8 +391,10 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
             raise InputError("statistics beyond the pictured images load the model in Beam workers: save the model "
                              "and use the command line, or leave stats_images unset")
         statistics_images = _stats_images(options, geometry)
-        outcome = _statistics_pass(options, geometry, statistics_images, progress)
-        class_names = outcome.class_names
+    targets = decide_targets(statistics_images, specs, options)
+    class_names = sources.class_names(statistics_images)
+    if _wants_stats_pass(options):
+        outcome = _statistics_pass(options, loaded, geometry, statistics_images, targets, len(convs), progress)
 
     work = Path(tempfile.mkdtemp(prefix=".reportgen-", dir=out.parent if out.parent.exists() else None))
     try:
@@ -391,9 +404,9 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
         records = _image_records(selected, specs, captured, class_names)
         records_path = layer_stage.save_records(records, work / "records.pickle")
         skeletons = _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height)
-        rgb = _rgb_baselines(statistics_images, skeletons) if outcome is not None else {}
+        rgb = _rgb_baselines(statistics_images, outcome.masks, skeletons, targets) if outcome is not None else {}
         results = _analyse_layers(executor, skeletons, captured.spill, records_path, staging, geometry.size,
-                                  options, progress, outcome, rgb)
+                                  options, targets, progress, outcome, rgb)
         layer_cka = np.full((len(convs), len(convs)), np.nan)
         cross = outcome.cka if outcome is not None else captured.cross
         if cross is not None:

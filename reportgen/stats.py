@@ -109,14 +109,14 @@ _PER_FOLD = ("images", "pixels", *_PER_CHANNEL, "inter", "union")
 class LayerAccumulator:
     """Everything one layer's statistics need, summed per fold of images over the images seen so far.
 
-    Image i belongs to fold i mod F (F = min(images, MAX_FOLDS), the probe's folds). Keeping each
-    sum per fold costs F times the memory of one sum and gives, with no second pass, every statistic
-    without each fold: the delete-one-fold jackknife behind every interval (`finalise`).
+    Each image belongs to one of F folds (the probe's folds), which `targets.Targets` assigns. Keeping
+    each sum per fold costs F times the memory of one sum and gives, with no second pass, every
+    statistic without each fold: the delete-one-fold jackknife behind every interval (`finalise`).
     """
 
     channels: int
     stride: float  # input pixels per feature pixel
-    fold_count: int | None = None  # F, fixed by the first `add` (from its total_images)
+    fold_count: int = 1  # F
     images: np.ndarray = field(default=None)  # F
     pixels: np.ndarray = field(default=None)  # F
     total: np.ndarray = field(default=None)  # F x C, and so on for every per-channel sum
@@ -133,6 +133,10 @@ class LayerAccumulator:
     class_folds: dict = field(default_factory=dict)  # fold -> FoldSums over images: pooled features, class
     examples: "ChannelTopK | None" = None  # each channel's strongest images (dataset examples)
 
+    def __post_init__(self):
+        if self.images is None:
+            self._allocate(self.fold_count)
+
     def _allocate(self, fold_count: int) -> None:
         f, c = fold_count, self.channels
         self.fold_count = f
@@ -141,19 +145,19 @@ class LayerAccumulator:
             setattr(self, name, np.zeros((f, c), np.float64))
         self.inter, self.union = np.zeros((f, 2, 3, c)), np.zeros((f, 2, 3, c))
 
-    def add(self, maps: np.ndarray, masks: np.ndarray | None, image_indices: list[int], total_images: int,
+    def add(self, maps: np.ndarray, masks: np.ndarray | None, image_indices, folds,
             measures: bool = True, labels: np.ndarray | None = None) -> None:
-        """Accumulate N x H x W x C activations of images `image_indices` (out of `total_images`) with
-        N x SH x SW trimaps (1..3) or None.
+        """Accumulate N x H x W x C activations of images `image_indices`, in folds `folds`, with
+        N x SH x SW trimaps (1..3) or None. `targets.feed` is the way every driver calls this.
 
         With `measures` False only the descriptive sums and the ranking strength are kept. Without
         masks the mask-free measures (nTV, effective area, covariance) are kept and the mask ones are
         undefined; `labels` (N x K one-hot) add the class probe's sums. float16 maps (what the spill
         stores, always finite) are ranked for the channel IoU without a conversion.
         """
-        if self.fold_count is None:
-            self._allocate(min(total_images, MAX_FOLDS))
-        fold = np.asarray(image_indices) % self.fold_count
+        fold = np.asarray(folds, np.int64)
+        if fold.size and (fold.min() < 0 or fold.max() >= self.fold_count):
+            raise ValueError(f"folds {fold.tolist()} outside the accumulator's {self.fold_count}")
         stored = maps if maps.dtype == np.float16 else None
         maps = maps.astype(np.float32)
         if stored is None:
@@ -253,14 +257,9 @@ class LayerAccumulator:
                     self.union[fold[i], polarity, cls] += chosen + k - hits
 
     def merge(self, other: "LayerAccumulator") -> "LayerAccumulator":
-        if self.fold_count is None:
-            return other
-        if other.fold_count is None:
-            return self
         if other.fold_count != self.fold_count:
             raise ValueError(f"cannot merge accumulators of {self.fold_count} and {other.fold_count} folds")
-        merged = LayerAccumulator(self.channels, self.stride)
-        merged._allocate(self.fold_count)
+        merged = LayerAccumulator(self.channels, self.stride, self.fold_count)
         for name in _PER_FOLD:
             setattr(merged, name, getattr(self, name) + getattr(other, name))
         merged.folds = _merge_folds(self.folds, other.folds)
@@ -345,11 +344,40 @@ def _max(values: np.ndarray) -> float:
 INTERVAL_LEVEL = 0.9
 
 
-def jackknife_interval(estimate: float, replicates, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
+UNIT = (0.0, 1.0)  # IoU, accuracy, CKA, shares
+POSITIVE = (0.0, float("inf"))  # std, nTV
+ANY = (float("-inf"), float("inf"))
+_EDGE = 1e-6  # how close to a bound a value is taken before its transform
+
+
+def _to_open(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    """Values of a bounded statistic onto the whole line: logit on (0, 1), log on (0, inf), else as they are."""
+    low, high = bounds
+    if np.isfinite(low) and np.isfinite(high):
+        p = np.clip((values - low) / (high - low), _EDGE, 1 - _EDGE)
+        return np.log(p / (1 - p))
+    if np.isfinite(low):
+        return np.log(np.maximum(values - low, _EDGE))
+    return values
+
+
+def _from_open(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    low, high = bounds
+    if np.isfinite(low) and np.isfinite(high):
+        return low + (high - low) / (1 + np.exp(-values))
+    if np.isfinite(low):
+        return low + np.exp(values)
+    return values
+
+
+def jackknife_interval(estimate: float, replicates, level: float = INTERVAL_LEVEL,
+                       bounds: tuple[float, float] = ANY) -> tuple[float, float]:
     """A delete-one-fold jackknife interval: estimate -/+ t(K-1) * se, se^2 = (K-1)/K sum (r_k - mean r)^2.
 
-    `replicates` are the statistic recomputed without each of the K folds. Undefined (NaN, NaN) when
-    the estimate is undefined or fewer than two replicates are defined.
+    `replicates` are the statistic recomputed without each of the K folds. A statistic bounded to
+    `bounds` gets its interval on the logit (two bounds) or log (one bound) scale, mapped back: it
+    never leaves the range, and it is not symmetric near a bound. Undefined (NaN, NaN) when the
+    estimate is undefined or fewer than two replicates are defined.
     """
     from scipy.stats import t
 
@@ -357,9 +385,12 @@ def jackknife_interval(estimate: float, replicates, level: float = INTERVAL_LEVE
     k = len(values)
     if not np.isfinite(estimate) or k < 2:
         return float("nan"), float("nan")
+    centre, values = _to_open(np.float64(estimate), bounds), _to_open(values, bounds)
     spread = np.sqrt((k - 1) / k * np.sum((values - values.mean()) ** 2))
     half = float(t.ppf(0.5 + level / 2, k - 1)) * spread
-    return float(estimate - half), float(estimate + half)
+    low, high = _from_open(np.array([centre - half, centre + half]), bounds)
+    # The round trip through the transform must not move a bound past the estimate itself.
+    return float(min(low, estimate)), float(max(high, estimate))
 
 
 def wilson_interval(hits: float, count: float, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
@@ -383,6 +414,11 @@ def wilson_interval(hits: float, count: float, level: float = INTERVAL_LEVEL) ->
 LAYER_NUMBERS = ("mean", "std", "near_zero_fraction", "ntv_median", "ntv_p10", "ntv_p90", "effective_area_median",
                  "best_iou_pet_max", "best_iou_pet_p90", "best_iou_pet_share_above_half", "best_iou_background_max",
                  "cka_mask", "participation", "cka_label")
+# The range of each: its interval stays inside it (`jackknife_interval`).
+RANGES = {"mean": ANY, "std": POSITIVE, "near_zero_fraction": UNIT, "ntv_median": POSITIVE, "ntv_p10": POSITIVE,
+          "ntv_p90": POSITIVE, "effective_area_median": UNIT, "best_iou_pet_max": UNIT, "best_iou_pet_p90": UNIT,
+          "best_iou_pet_share_above_half": UNIT, "best_iou_background_max": UNIT, "cka_mask": UNIT,
+          "participation": UNIT, "cka_label": UNIT}
 
 
 @dataclass(frozen=True)
@@ -402,7 +438,7 @@ class LayerStats:
     cka_label: float = float("nan")  # linear CKA of globally pooled features with the one-hot class
     class_probe_weights: list = field(default_factory=list)  # the class probe's, per fold
     images: int = 0  # how many images the statistics cover
-    folds: int = 0  # the image folds of the probes and the jackknife (image i is in fold i mod folds)
+    folds: int = 0  # the image folds of the probes and the jackknife (`targets.assign_folds`)
     intervals: dict = field(default_factory=dict)  # LAYER_NUMBERS name -> (low, high), 90% jackknife
     examples: "ChannelTopK | None" = None  # each channel's strongest statistics images
 
@@ -468,13 +504,12 @@ def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
 
 def finalise(acc: LayerAccumulator) -> LayerStats:
     """The statistics of all images, each per-layer number with its delete-one-fold jackknife interval."""
-    if acc.fold_count is None:
-        acc._allocate(1)
     whole = _numbers(acc)
     intervals = {}
     if acc.fold_count >= 2:
         replicates = [_numbers(acc, drop=k) for k in range(acc.fold_count)]
-        intervals = {name: jackknife_interval(whole[name], [r[name] for r in replicates]) for name in LAYER_NUMBERS}
+        intervals = {name: jackknife_interval(whole[name], [r[name] for r in replicates], bounds=RANGES[name])
+                     for name in LAYER_NUMBERS}
     return LayerStats(
         mean=whole["mean"], std=whole["std"], near_zero_fraction=whole["near_zero_fraction"],
         channel_strength=whole["channel_strength"], ntv=whole["ntv"], effective_area=whole["effective_area"],
@@ -553,7 +588,8 @@ class FoldRatio:
         """The interval of `reduce(ratio)` (default: the first class), by the delete-one-fold jackknife."""
         if self.folds < 2:
             return float("nan"), float("nan")
-        return jackknife_interval(reduce(self.ratio()), [reduce(self.ratio(drop=k)) for k in range(self.folds)])
+        return jackknife_interval(reduce(self.ratio()), [reduce(self.ratio(drop=k)) for k in range(self.folds)],
+                                  bounds=UNIT)
 
 
 @dataclass
@@ -628,18 +664,17 @@ class ProbeScores:
         if self.mask is None:
             self.mask, self.classes = FoldRatio(self.folds), FoldRatio(self.folds, classes=1)
 
-    def add_image(self, maps: np.ndarray, index: int, truth=None, label: int | None = None) -> None:
-        """Statistics image `index`'s H x W x C maps; `truth(h, w)` gives its mask classes on an h x w
-        grid (or truth is None: no mask); `label` its class, or None."""
-        fold = index % self.folds
+    def add_image(self, maps: np.ndarray, fold: int, truth=None, label: int | None = None) -> None:
+        """One statistics image's H x W x C maps, in fold `fold`; `truth(h, w)` gives its mask classes
+        on an h x w grid (or truth is None: no mask); `label` its class, or None."""
         if self.class_probe_weights and label is not None:
             pooled = maps.reshape(-1, maps.shape[-1]).astype(np.float64).mean(axis=0, keepdims=True)
-            predicted = probe_predict(self.class_probe_weights, pooled, index, self.folds)
+            predicted = probe_predict(self.class_probe_weights, pooled, fold)
             if predicted is not None:
                 self.classes.add_hit(predicted[0] == label, fold)
         if self.probe_weights and truth is not None and maps.shape[0] > 1:
             pooled = pool_to(maps[None], POOL_GRID)[0]
-            predicted = probe_predict(self.probe_weights, pooled, index, self.folds, balanced=True)
+            predicted = probe_predict(self.probe_weights, pooled, fold, balanced=True)
             if predicted is not None:
                 self.mask.add_pixels(predicted, truth(*pooled.shape[:2]), fold)
 
@@ -657,16 +692,14 @@ def mean_defined(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
-def probe_predict(weights: list, pooled: np.ndarray, image_index: int, folds: int,
-                  balanced: bool = False) -> np.ndarray | None:
-    """Class ids predicted on one image's pooled ... x C features by the probe that never saw it.
+def probe_predict(weights: list, pooled: np.ndarray, fold: int, balanced: bool = False) -> np.ndarray | None:
+    """Class ids predicted on one image's pooled ... x C features by the probe fitted without its fold.
 
     `balanced`: each pixel goes to the class whose predicted share most exceeds its share in the
     probe's training data (argmax of prediction - prior: each class thresholded at its own prior),
     so a rare class (the pet on a coarse grid) is not swallowed by the majority class, as a plain
     argmax of a ridge regression tends to do when the features say little.
     """
-    fold = image_index % folds
     for f, w, mean_x, scale, mean_y in weights:
         if f == fold:
             x = (pooled.reshape(-1, pooled.shape[-1]) - mean_x) / scale

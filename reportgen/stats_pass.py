@@ -1,21 +1,24 @@
 """The statistics pass over `--stats-images`: the accumulators of `stats.py`, driven by Apache Beam.
 
-One implementation, two drivers. `Activations` runs the model on one batch of consecutive images
-and turns its conv outputs into the inputs of the accumulators; `add` and `merge` are the
-accumulators' own. `run_in_process` loops over the batches; `run_beam` is a Beam pipeline whose
-DoFn loads the model once per worker (`setup`) and whose `StatsCombineFn` is the accumulators as a
-CombineFn (create, add_input, merge_accumulators, extract_output).
+One implementation, two drivers. `accumulate` runs the model on a shard of batches of consecutive
+images and feeds every layer's accumulator through `targets.feed`, the same function the render
+pass uses; `score` scores the leave-out probes the same way. `run_in_process` runs them on one
+shard of every batch; `run_beam` on Beam, the model loaded once per worker (`DoFn.setup`).
 
-Two passes: the first sums every statistic (the probes' fits among them); the second, with the
-fitted weights as a side input, scores the probes on every image (`probe_scores`), each image
-predicted by the probe fitted without its fold. A second forward pass costs less than keeping
-each image's pooled features of every layer until the fits are known. The DirectRunner in
-multi-processing mode on the machine's cores is the default; `--runner` and `--beam-option` pass
-standard pipeline options through, for Flink, Spark or Dataflow.
+Two passes: the first sums every statistic (the probes' fits among them); the client fits the
+probes from the sums, and the second pass scores them on every image, each image predicted by the
+probe fitted without its fold. A second forward pass costs less than keeping each image's pooled
+features of every layer until the fits are known. Each pass is a pipeline that ends in one step
+writing one result, checked on arrival; only accumulators cross its shuffles, summed per shard
+inside the DoFn, so no runner's way with combiners (the Dask runner lifts none) and no bundle size
+decides how much crosses. The DirectRunner in multi-processing mode on the machine's cores is the
+default; `--runner dask` with `--beam-option dask_client_address=HOST:PORT` runs on a Dask cluster,
+and `--runner` with `--beam-option` pass standard options through for Flink, Spark or Dataflow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -28,37 +31,90 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import stats
-from reportgen.errors import InputError
+from reportgen.errors import InputError, ReportgenError
 from reportgen.inputs import InputConvention
+from reportgen.targets import MASK_PREDICTION, MASK_TRIMAP, Targets, feed, mask_truth, score_image
 
 log = logging.getLogger(__name__)
 
 CKA_KEY = -1  # the key of the layer x layer CKA among the per-layer keys 0..L-1
+MASKS_KEY = -2  # the key of the predicted masks, where the prediction stands in for the trimaps
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How a worker loads the model: plain values, so it pickles to any Beam worker."""
+    """How a worker loads the model: plain values, so it pickles to any Beam worker.
 
-    model_path: Path | None = None
-    weights_path: Path | None = None
+    Paths are strings that Beam's `FileSystems` read (a local path, gs://, s3://, hdfs:// where their
+    extras are installed); a worker copies what is not local into its own temporary folder. The
+    client's SHA-256 of the model (or weights) file travels along, and a worker whose copy differs,
+    or that would build an untrained SD-UNet where the client had the trained one, stops.
+    """
+
+    model_path: str | None = None
+    weights_path: str | None = None
     input_size: int | None = None
     unsafe: bool = False
     imports: tuple[str, ...] = ()
+    sha256: str | None = None  # what the client loaded; None: not checked
+
+    def __post_init__(self):
+        for name in ("model_path", "weights_path"):  # a Path would turn gs://b/m into gs:/b/m
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(getattr(self, name)))
 
     def absolute(self) -> "ModelSpec":
-        """The same spec with absolute paths: workers may start in another folder."""
-        def resolve(path):
-            return None if path is None else Path(path).resolve()
-
-        return ModelSpec(resolve(self.model_path), resolve(self.weights_path), self.input_size, self.unsafe,
-                         tuple(str(Path(spec).resolve()) if spec.endswith(".py") else spec for spec in self.imports))
+        """The same spec with local paths made absolute (workers may start in another folder);
+        paths with a scheme (gs://...) are left as they are."""
+        return dataclasses.replace(self, model_path=_absolute(self.model_path), weights_path=_absolute(self.weights_path),
+                                   imports=tuple(_absolute(spec) if spec.endswith(".py") else spec
+                                                 for spec in self.imports))
 
     def load(self):
         from reportgen import model_io
 
-        return model_io.load(self.model_path, self.weights_path, self.input_size, self.unsafe, imports=self.imports)
+        folder = None
+        try:
+            model_path, weights_path, imports = self.model_path, self.weights_path, self.imports
+            if any(_remote(p) for p in (model_path, weights_path, *imports)):
+                folder = tempfile.mkdtemp(prefix="reportgen-model-")
+                model_path, weights_path = _local_copy(model_path, folder), _local_copy(weights_path, folder)
+                imports = tuple(_local_copy(spec, folder) if spec.endswith(".py") else spec for spec in imports)
+            loaded = model_io.load(None if model_path is None else Path(model_path),
+                                   None if weights_path is None else Path(weights_path), self.input_size,
+                                   self.unsafe, imports=imports)
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+        if self.sha256 is not None and loaded.checksum != self.sha256:
+            found = loaded.checksum[:12] or "no weights file (an untrained SD-UNet)"
+            raise ReportgenError(f"a statistics worker loaded a different model than this build: SHA-256 "
+                                 f"{found}, expected {self.sha256[:12]}; install the same reportgen and model "
+                                 "files on the workers")
+        return loaded
+
+
+def _remote(path: str | None) -> bool:
+    return path is not None and "://" in path
+
+
+def _absolute(path) -> str | None:
+    if path is None:
+        return None
+    return str(path) if _remote(str(path)) else str(Path(path).resolve())
+
+
+def _local_copy(path: str | None, folder: str) -> str | None:
+    """A file read through Beam's FileSystems, copied into `folder` (local paths are used as they are)."""
+    if not _remote(path):
+        return path
+    from apache_beam.io.filesystems import FileSystems
+
+    target = Path(folder) / path.rstrip("/").rsplit("/", 1)[-1]
+    with FileSystems.open(path) as source, open(target, "wb") as handle:
+        shutil.copyfileobj(source, handle, 1 << 20)
+    return str(target)
 
 
 @dataclass(frozen=True)
@@ -69,8 +125,9 @@ class PassSetup:
     tap: str
     image_input: str | None
     convention: InputConvention
-    total: int  # statistics images in all: fixes the folds
+    targets: Targets  # folds, classes, mask source: decided once by the client
     input_height: int
+    layer_count: int  # conv layers of the model: every one must come back
     threads: int | None = None  # TensorFlow's threads per worker; None: its default (every core)
 
 
@@ -80,36 +137,36 @@ class Batch:
 
     start: int
     images: np.ndarray  # B x H x W x C uint8
-    masks: np.ndarray | None  # B x H x W trimaps, or None
-    labels: np.ndarray | None  # B x K one-hot classes, or None
+    trimaps: np.ndarray | None  # B x H x W trimaps, or None
+
+    @property
+    def indices(self) -> np.ndarray:
+        return np.arange(self.start, self.start + len(self.images))
 
 
-@dataclass(frozen=True)
-class LayerInput:
-    """One layer's outputs on one batch, as LayerAccumulator.add takes them."""
-
-    layer: int
-    maps: np.ndarray
-    batch: Batch
-    stride: float
-
-
-def batches(images, masks, labels, size: int) -> list[Batch]:
+def batches(images, trimaps, size: int) -> list[Batch]:
     """The statistics images cut into batches of `size` consecutive images."""
-    out = []
-    for start in range(0, len(images), size):
-        end = start + size
-        out.append(Batch(start, np.stack(images[start:end]),
-                         None if masks is None else np.stack(masks[start:end]),
-                         None if labels is None else labels[start:end]))
-    return out
+    return [Batch(start, np.stack(images[start:start + size]),
+                  None if trimaps is None else np.stack(trimaps[start:start + size]))
+            for start in range(0, len(images), size)]
 
 
-_probes: dict = {}  # PassSetup -> (the probe model returning every conv output, the image input's index)
+def shards(work: list[Batch], count: int) -> list[tuple[Batch, ...]]:
+    """The batches in `count` runs of consecutive batches of near-equal length: a worker's unit.
+
+    A worker sums a whole shard before anything leaves it, so only accumulators cross a shuffle,
+    on any runner (the Dask runner lifts no combiner, and drops what `finish_bundle` emits).
+    """
+    count = max(1, min(count, len(work)))
+    edges = np.linspace(0, len(work), count + 1).round().astype(int)
+    return [tuple(work[a:b]) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+_probes: dict = {}  # what a worker loaded -> (probe of every conv output [and the prediction], image input index)
 
 
 class Activations:
-    """The model's conv outputs on a batch, as accumulator inputs; the model loads once (`setup`)."""
+    """The model's conv outputs on a batch, and the batch's masks; the model loads once (`setup`)."""
 
     def __init__(self, setup: PassSetup):
         self.config = setup
@@ -129,67 +186,85 @@ class Activations:
             except RuntimeError:  # a worker in this very process (in_memory mode): TensorFlow runs already
                 pass
 
-        if self.config not in _probes:  # both passes' DoFns in one worker share the model
+        key = (self.config.model, self.config.tap, self.config.image_input, self.config.targets.prediction_output)
+        if key not in _probes:  # both passes in one worker share the model
             model = self.config.model.load().model
             convs = capture.find_conv_layers(model, self.config.tap)
+            if len(convs) != self.config.layer_count:
+                raise ReportgenError(f"a statistics worker found {len(convs)} conv layers, the build "
+                                     f"{self.config.layer_count}")
             probe = capture.probe_model(model, convs)
+            outputs = capture.as_stored(probe.outputs)
+            predicts = self.config.targets.prediction_output
+            if predicts is not None:
+                outputs = [*outputs, model.outputs[predicts]]
             _probes.clear()
-            _probes[self.config] = (keras.Model(probe.inputs, capture.as_stored(probe.outputs)),
-                                    capture.image_input(model, self.config.image_input))
-        self.probe, self.image_index = _probes[self.config]
+            _probes[key] = (keras.Model(probe.inputs, outputs), capture.image_input(model, self.config.image_input))
+        self.probe, self.image_index = _probes[key]
 
-    def __call__(self, batch: Batch) -> list[tuple[int, object]]:
+    def __call__(self, batch: Batch) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Every conv layer's outputs on the batch, and its masks (the trimaps, or the prediction)."""
         from reportgen import capture
 
         if self.probe is None:
             self.setup()
         (_, outputs), = capture.stream_activations(self.probe, batch.images, len(batch.images), self.image_index,
                                                    self.config.convention.apply)
-        elements: list[tuple[int, object]] = []
+        targets = self.config.targets
+        if targets.mask_source == MASK_PREDICTION:
+            return outputs[:-1], targets.mask_of_prediction(np.asarray(outputs[-1], np.float32))
+        return outputs, batch.trimaps if targets.mask_source == MASK_TRIMAP else None
+
+
+def accumulate(activations: Activations, shard, input_height: int) -> dict:
+    """Every statistic's sums over a shard of batches: conv index -> LayerAccumulator, CKA_KEY -> the
+    layer x layer CKA. What both drivers run, the in-process one on one shard of every batch."""
+    targets = activations.config.targets
+    found: dict = {}
+    for batch in shard:
+        outputs, masks = activations(batch)
         spatial = []
         for layer, maps in enumerate(outputs):
-            if maps.ndim == 4:
+            if layer not in found:
+                found[layer] = targets.accumulator(maps.shape[1:], input_height)
+            feed(found[layer], maps, batch.indices, targets, masks)
+            if targets.measured(maps.shape[1:]):
                 spatial.append(maps)
-                elements.append((layer, LayerInput(layer, maps, batch, self.config.input_height / maps.shape[1])))
-        elements.append((CKA_KEY, spatial))
-        return elements
-
-
-def probe_scores(elements, weights: dict) -> list[tuple[int, stats.ProbeScores]]:
-    """One batch's leave-out probe scores per layer, from the elements `Activations` emits for it.
-
-    `weights`: layer -> (folds, mask probe weights, class probe weights), from the first pass.
-    """
-    found = []
-    for key, element in elements:
-        if not isinstance(element, LayerInput) or key not in weights:
-            continue
-        scores = stats.ProbeScores(*weights[key])
-        batch = element.batch
-        for k, maps in enumerate(element.maps):
-            truth = None if batch.masks is None else \
-                (lambda h, w, mask=batch.masks[k]: stats.grid_truth(mask[None], h, w)[0])
-            label = None if batch.labels is None else int(np.argmax(batch.labels[k]))
-            scores.add_image(maps, batch.start + k, truth, label)
-        found.append((key, scores))
+        if spatial and targets.measures:
+            found.setdefault(CKA_KEY, stats.MinibatchCKA(len(spatial))).add(spatial)
+        if targets.mask_source == MASK_PREDICTION:  # the client's RGB baseline needs them
+            found.setdefault(MASKS_KEY, Masks()).masks[batch.start] = masks
     return found
 
 
-def add(accumulator, element, total: int):
-    """Add one element to an accumulator (created lazily: its size comes from the first element)."""
-    if isinstance(element, stats.ProbeScores):  # the second pass: per-batch scores, merged
-        return element if accumulator is None else accumulator.merge(element)
-    if isinstance(element, LayerInput):
-        if accumulator is None:
-            accumulator = stats.LayerAccumulator(element.maps.shape[-1], element.stride)
-        batch = element.batch
-        indices = list(range(batch.start, batch.start + len(element.maps)))
-        accumulator.add(element.maps, batch.masks, indices, total, measures=True, labels=batch.labels)
-        return accumulator
-    if accumulator is None:
-        accumulator = stats.MinibatchCKA(len(element))
-    accumulator.add(element)
-    return accumulator
+@dataclass
+class Masks:
+    """The masks the statistics were measured against, by batch start: merged by union."""
+
+    masks: dict = dataclasses.field(default_factory=dict)
+
+    def merge(self, other: "Masks") -> "Masks":
+        return Masks({**self.masks, **other.masks})
+
+    def stacked(self) -> np.ndarray:
+        return np.concatenate([self.masks[start] for start in sorted(self.masks)])
+
+
+def score(activations: Activations, shard, weights: dict) -> dict:
+    """The leave-out probes scored on a shard of batches: conv index -> ProbeScores.
+
+    `weights`: conv index -> (folds, mask probe weights, class probe weights), fitted from every image.
+    """
+    targets = activations.config.targets
+    found: dict = {}
+    for batch in shard:
+        outputs, masks = activations(batch)
+        for layer, fitted in weights.items():
+            scores = found.setdefault(layer, stats.ProbeScores(*fitted))
+            for k, maps in enumerate(outputs[layer]):
+                truth = mask_truth(None if masks is None else masks[k], targets)
+                score_image(scores, maps, int(batch.indices[k]), targets, truth)
+    return found
 
 
 def merge(accumulators):
@@ -202,38 +277,68 @@ def merge(accumulators):
 
 @dataclass
 class PassResult:
-    """Per conv layer (graph order, spatial layers only) its accumulator and its probes' scores, and
-    the layer x layer CKA."""
+    """Per conv layer its accumulator and its probes' scores, and the layer x layer CKA."""
 
-    layers: dict  # layer index -> stats.LayerAccumulator
+    layers: dict  # conv index -> stats.LayerAccumulator
     cka: stats.MinibatchCKA | None
-    scores: dict = dataclasses.field(default_factory=dict)  # layer index -> stats.ProbeScores
+    scores: dict = dataclasses.field(default_factory=dict)  # conv index -> stats.ProbeScores
+    masks: np.ndarray | None = None  # N x H x W: the predicted masks, where the prediction stands in
 
 
-def probe_fits(key: int, accumulator):
-    """A layer's probe weights per fold, (key, (folds, the mask probe's, the class probe's)), fitted
-    from its sums; nothing where the layer has no probe."""
-    if key != CKA_KEY:
+def probe_fits(sums: dict) -> dict:
+    """Each layer's probe weights per fold, conv index -> (folds, the mask probe's, the class probe's),
+    fitted from its sums; layers without a probe are left out."""
+    fits = {}
+    for key, accumulator in sums.items():
+        if key < 0:
+            continue
         fitted = (accumulator.fold_count, stats.probe_weights(accumulator.folds),
                   stats.probe_weights(accumulator.class_folds))
         if fitted[1] or fitted[2]:
-            yield key, fitted
+            fits[key] = fitted
+    return fits
+
+
+def check_sums(sums: dict, setup: PassSetup) -> None:
+    """A result that lost a layer, the CKA or an image is an error: never a report built on part of the data."""
+    expected = len(setup.targets)
+    missing = [k for k in range(setup.layer_count) if k not in sums]
+    short = [k for k in range(setup.layer_count) if k in sums and int(sums[k].images.sum()) != expected]
+    if missing or short:
+        raise ReportgenError(f"the statistics pass came back incomplete: {len(missing)} of {setup.layer_count} layers "
+                             f"missing, {len(short)} with fewer than {expected} images; the runner lost results")
+    spatial = [k for k in range(setup.layer_count) if sums[k].examples is not None]
+    if spatial and (CKA_KEY not in sums or sums[CKA_KEY].images != expected):
+        raise ReportgenError("the statistics pass came back without the layer x layer CKA of every image; "
+                             "the runner lost results")
+    if setup.targets.mask_source == MASK_PREDICTION and (
+            MASKS_KEY not in sums or len(sums[MASKS_KEY].stacked()) != expected):
+        raise ReportgenError("the statistics pass came back without the predicted masks; the runner lost results")
+
+
+def check_scores(scores: dict, fits: dict, setup: PassSetup) -> None:
+    expected = len(setup.targets)
+    lost = [k for k in fits if k not in scores or (fits[k][2] and scores[k].classes.denominator.sum() != expected)]
+    if lost:
+        raise ReportgenError(f"the probe scores came back for {len(fits) - len(lost)} of {len(fits)} layers; "
+                             "the runner lost results")
+
+
+def _result(sums: dict, scores: dict) -> PassResult:
+    masks = sums[MASKS_KEY].stacked() if MASKS_KEY in sums else None
+    return PassResult({k: v for k, v in sums.items() if k >= 0}, sums.get(CKA_KEY), scores, masks)
 
 
 def run_in_process(setup: PassSetup, work: list[Batch]) -> PassResult:
     """The reference driver: every batch in this process, one after the other, twice: the sums of
     every statistic, then the probes fitted from them scored on every image."""
     activations = Activations(setup)
-    found: dict = {}
-    for batch in work:
-        for key, element in activations(batch):
-            found[key] = add(found.get(key), element, setup.total)
-    weights = dict(fit for key, acc in found.items() for fit in probe_fits(key, acc))
-    scores: dict = {}
-    for batch in work if weights else ():
-        for key, element in probe_scores(activations(batch), weights):
-            scores[key] = add(scores.get(key), element, setup.total)
-    return PassResult({k: v for k, v in found.items() if k != CKA_KEY}, found.get(CKA_KEY), scores)
+    sums = accumulate(activations, work, setup.input_height)
+    check_sums(sums, setup)
+    fits = probe_fits(sums)
+    scores = score(activations, work, fits) if fits else {}
+    check_scores(scores, fits, setup)
+    return _result(sums, scores)
 
 
 def _beam():
@@ -247,31 +352,84 @@ def _beam():
     return beam
 
 
-def pipeline_options(runner: str, options: tuple[str, ...] = (), workers: int | None = None):
-    """Standard Beam pipeline options: the runner, the embedded default's processes, and each KEY=VALUE."""
-    _beam()
-    from apache_beam.options.pipeline_options import PipelineOptions
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+RUNNER_NAMES = {"direct": "DirectRunner", "dask": DASK_RUNNER}  # short names for --runner
 
-    args = [f"--runner={runner}"]
-    if runner == "DirectRunner":
-        args += [f"--direct_num_workers={workers or os.cpu_count() or 1}", "--direct_running_mode=multi_processing",
-                 "--default_sdk_harness_log_level=ERROR"]
+
+def runner_class(runner: str) -> str:
+    return RUNNER_NAMES.get(runner.lower(), runner)
+
+
+def _option_pairs(options: tuple[str, ...]) -> dict[str, str]:
+    pairs = {}
     for option in options:
         if "=" not in option:
             raise InputError(f"--beam-option takes KEY=VALUE, got {option!r}")
         key, value = option.split("=", 1)
-        args.append(f"--{key.lstrip('-')}={value}")
+        pairs[key.strip().lstrip("-")] = value
+    return pairs
+
+
+def pipeline_options(runner: str, options: tuple[str, ...] = (), workers: int | None = None,
+                     partitions: int | None = None):
+    """Standard Beam pipeline options: the runner, the embedded default's processes, the Dask
+    partitions (one per shard, so the shards spread over the workers), and each KEY=VALUE."""
+    _beam()
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    runner = runner_class(runner)
+    pairs = _option_pairs(options)
+    args = [f"--runner={runner}"]
+    if runner == "DirectRunner":
+        args += [f"--direct_num_workers={workers or os.cpu_count() or 1}", "--direct_running_mode=multi_processing",
+                 "--default_sdk_harness_log_level=ERROR"]
+    if runner == DASK_RUNNER and partitions and "dask_npartitions" not in pairs and "dask_partition_size" not in pairs:
+        args.append(f"--dask_npartitions={partitions}")
+    args += [f"--{key}={value}" for key, value in pairs.items()]
     return PipelineOptions(args)
+
+
+def _dask_workers(options: tuple[str, ...]) -> tuple[int, int] | None:
+    """The Dask cluster's (workers, threads of the smallest worker), asked of its scheduler."""
+    address = _option_pairs(options).get("dask_client_address")
+    if not address:
+        return None
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError("--runner dask needs the dask extra: pip install 'apache-beam[dask]'") from None
+    try:
+        with Client(address, timeout=10) as client:
+            found = client.scheduler_info(n_workers=-1)["workers"].values()
+    except OSError as error:
+        raise InputError(f"cannot reach the Dask scheduler at {address}: {error}") from None
+    if not found:
+        raise InputError(f"the Dask scheduler at {address} has no workers")
+    return len(found), min(int(w.get("nthreads", 1)) for w in found)
 
 
 def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", options: tuple[str, ...] = (),
              workers: int | None = None, results_folder: str | None = None) -> PassResult:
-    """The same as `run_in_process`, on Beam, in one pipeline: a DoFn per batch and a CombineFn per
-    layer; the probes' weights, fitted from the combined sums, reach the second pass as a side input."""
+    """The same as `run_in_process`, on Beam: one pipeline for the sums, the probes fitted from them
+    here, a second pipeline for the probes' scores. Each pipeline ends in one leaf that writes one
+    result, checked on arrival: runners that compute only the last leaf (Dask) compute everything."""
     beam = _beam()
+    runner = runner_class(runner)
+    setup = dataclasses.replace(setup, model=setup.model.absolute())
+    processes = workers or os.cpu_count() or 1
+    if runner == "DirectRunner":
+        # One worker per core: TensorFlow's own threads in each would only fight over the same cores.
+        setup = dataclasses.replace(setup, threads=max(1, (os.cpu_count() or 1) // processes))
+    elif runner == DASK_RUNNER:
+        cluster = _dask_workers(options)
+        if cluster is not None:
+            processes = cluster[0]
+            setup = dataclasses.replace(setup, threads=cluster[1])
+    parts = shards(work, 2 * processes)  # two a worker: a slow one holds up the others by half a shard
 
-    class ActivationsDoFn(beam.DoFn):
-        """Loads the model once per worker, in `setup`, and emits each layer's outputs by layer key."""
+    class SumsDoFn(beam.DoFn):
+        """A shard's batches through the model (loaded once per worker, in `setup`), summed: it emits
+        only accumulators, by key."""
 
         def __init__(self, config: PassSetup):
             self.config = config
@@ -280,103 +438,92 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
             self.activations = Activations(self.config)
             self.activations.setup()
 
-        def process(self, batch, weights=None):
-            elements = self.activations(batch)
-            if weights is None:
-                yield from elements
-            elif weights:
-                yield from probe_scores(elements, weights)
+        def process(self, shard):
+            yield from accumulate(self.activations, shard, self.config.input_height).items()
 
-    class StatsCombineFn(beam.CombineFn):
-        """A stats.py accumulator as a CombineFn: create, add, merge, extract."""
+    class ScoresDoFn(SumsDoFn):
+        def __init__(self, config: PassSetup, fits: dict):
+            super().__init__(config)
+            self.fits = fits
 
-        def __init__(self, total: int):
-            self.total = total
-
-        def create_accumulator(self):
-            return None
-
-        def add_input(self, accumulator, element):
-            return add(accumulator, element, self.total)
-
-        def merge_accumulators(self, accumulators):
-            return merge(accumulators)
-
-        def extract_output(self, accumulator):
-            return accumulator
+        def process(self, shard):
+            yield from score(self.activations, shard, self.fits).items()
 
     class WriteResult(beam.DoFn):
-        """Each finished accumulator into the results folder, through Beam's file systems (local, gs://, ...)."""
+        """The one result, into the results folder, through Beam's file systems (local, gs://, ...)."""
 
-        def __init__(self, folder: str, kind: str):
-            self.folder, self.kind = folder, kind
+        def __init__(self, path: str):
+            self.path = path
 
-        def process(self, keyed):
+        def process(self, found):
             import pickle
 
             from apache_beam.io.filesystems import FileSystems
 
-            key, accumulator = keyed
-            with FileSystems.create(FileSystems.join(self.folder, f"{self.kind}_{key}.pickle")) as handle:
-                handle.write(pickle.dumps(accumulator, protocol=pickle.HIGHEST_PROTOCOL))
+            with FileSystems.create(self.path) as handle:
+                handle.write(pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL))
+            yield self.path
 
-    remote = next((o.split("=", 1)[1] for o in options if o.lstrip("-").startswith("temp_location=")), None)
+    def run(name: str, dofn) -> dict:
+        path = f"{folder.rstrip('/')}/{name}.pickle"
+        with beam.Pipeline(options=pipeline_options(runner, options, workers, len(parts))) as pipeline:
+            _ = (pipeline
+                 | "Shards" >> beam.Create(parts)
+                 | "Sums of a shard" >> beam.ParDo(dofn)
+                 | "By key" >> beam.GroupByKey()
+                 | "Merged" >> beam.MapTuple(lambda key, sums: (None, (key, merge(sums))))
+                 | "All keys" >> beam.GroupByKey()
+                 | "As one" >> beam.MapTuple(lambda _, pairs: dict(pairs))
+                 | "Write" >> beam.ParDo(WriteResult(path)))
+        return _read_result(path)
+
+    remote = _option_pairs(options).get("temp_location")
     local = results_folder is None and remote is None
     # Remote runners' workers cannot write into this machine's /tmp: results go to their temp_location.
     folder = results_folder or (f"{remote.rstrip('/')}/reportgen-stats-{os.getpid()}-{time.time_ns()}" if remote
                                 else tempfile.mkdtemp(prefix="reportgen-beam-"))
-    setup = dataclasses.replace(setup, model=setup.model.absolute())
-    if runner == "DirectRunner":
-        # One worker per core: TensorFlow's own threads in each would only fight over the same cores.
-        processes = workers or os.cpu_count() or 1
-        setup = dataclasses.replace(setup, threads=max(1, (os.cpu_count() or 1) // processes))
-    # Beam's local workers start as `python -m ...` in this process's folder, which puts that folder
-    # first on their path: in a reportgen checkout they would import its source tree, not the
-    # installed package. They start in an empty folder instead.
+    with _worker_environment(setup.threads):
+        try:
+            sums = run("sums", SumsDoFn(setup))
+            check_sums(sums, setup)
+            fits = probe_fits(sums)
+            scores = run("scores", ScoresDoFn(setup, fits)) if fits else {}
+            check_scores(scores, fits, setup)
+        finally:
+            if local:
+                shutil.rmtree(folder, ignore_errors=True)
+    return _result(sums, scores)
+
+
+@contextlib.contextmanager
+def _worker_environment(threads: int | None):
+    """Beam's local workers start as `python -m ...` in this process's folder, which puts that folder
+    first on their path: they start in an empty folder instead, with quiet TensorFlow and, where the
+    threads per worker are known, as many BLAS threads (numpy reads them when it starts: with a
+    thread per core in each worker, the accumulators' matrix products ran twice as slow)."""
     here = os.getcwd()
     neutral = tempfile.mkdtemp(prefix="reportgen-beam-cwd-")
+    saved = dict(os.environ)
     os.chdir(neutral)
-    saved_environment = dict(os.environ)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the workers' TensorFlow start-up lines are not for users
-    if setup.threads:
-        # The same for numpy's BLAS in the workers, which read this when they start: with a thread
-        # per core in each worker, the accumulators' matrix products ran twice as slow.
-        os.environ.update({name: str(setup.threads) for name in BLAS_THREADS})
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if threads:
+        os.environ.update({name: str(threads) for name in BLAS_THREADS})
     try:
-        with beam.Pipeline(options=pipeline_options(runner, options, workers)) as pipeline:
-            batches = pipeline | "Batches" >> beam.Create(work)
-            sums = (batches
-                    | "Activations" >> beam.ParDo(ActivationsDoFn(setup))
-                    | "Statistics" >> beam.CombinePerKey(StatsCombineFn(setup.total)))
-            _ = sums | "Write statistics" >> beam.ParDo(WriteResult(folder, "stats"))
-            weights = (sums
-                       | "Fit probes" >> beam.FlatMapTuple(probe_fits)
-                       | "Probe weights" >> beam.combiners.ToDict())
-            _ = (batches
-                 | "Activations again" >> beam.ParDo(ActivationsDoFn(setup), weights=beam.pvalue.AsSingleton(weights))
-                 | "Probe scores" >> beam.CombinePerKey(StatsCombineFn(setup.total))
-                 | "Write probe scores" >> beam.ParDo(WriteResult(folder, "scores")))
+        yield
     finally:
         os.chdir(here)
         os.environ.clear()
-        os.environ.update(saved_environment)
+        os.environ.update(saved)
         shutil.rmtree(neutral, ignore_errors=True)
-    try:
-        return _read_results(folder)
-    finally:
-        if local:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
-def _read_results(folder: str) -> PassResult:
+def _read_result(path: str) -> dict:
     import pickle
 
     from apache_beam.io.filesystems import FileSystems
 
-    found: dict = {"stats": {}, "scores": {}}
-    for match in FileSystems.match([FileSystems.join(folder, "*.pickle")])[0].metadata_list:
-        kind, key = Path(match.path).stem.rsplit("_", 1)
-        with FileSystems.open(match.path) as handle:
-            found[kind][int(key)] = pickle.loads(handle.read())
-    sums = found["stats"]
-    return PassResult({k: v for k, v in sums.items() if k != CKA_KEY}, sums.get(CKA_KEY), found["scores"])
+    if not FileSystems.exists(path):
+        raise ReportgenError("the statistics pass finished without writing its result; the runner did not run "
+                             "the pipeline's last step")
+    with FileSystems.open(path) as handle:
+        return pickle.loads(handle.read())

@@ -42,9 +42,18 @@ def _blob_trimaps(n, size, rng):
     return trimaps
 
 
+def _folds(indices, total):
+    """Image i in fold i mod F: a plain assignment for the accumulators' own tests."""
+    return np.asarray(indices) % min(total, stats.MAX_FOLDS)
+
+
+def _accumulator(channels, stride, total):
+    return stats.LayerAccumulator(channels, stride, min(total, stats.MAX_FOLDS))
+
+
 def _accumulate(maps, trimaps, stride=1.0):
-    acc = stats.LayerAccumulator(maps.shape[-1], stride)
-    acc.add(maps, trimaps, list(range(len(maps))), len(maps))
+    acc = _accumulator(maps.shape[-1], stride, len(maps))
+    acc.add(maps, trimaps, list(range(len(maps))), _folds(range(len(maps)), len(maps)))
     return acc
 
 
@@ -55,7 +64,7 @@ def _probe_score(acc, maps, trimaps, balanced=True):
     for i in range(len(maps)):
         pooled = stats.pool_to(maps[i:i + 1], stats.POOL_GRID)[0]
         truth = stats.grid_truth(trimaps[i:i + 1], *pooled.shape[:2])[0]
-        score.add_pixels(stats.probe_predict(final.probe_weights, pooled, i, folds, balanced), truth, i % folds)
+        score.add_pixels(stats.probe_predict(final.probe_weights, pooled, i % folds, balanced), truth, i % folds)
     return score
 
 
@@ -115,11 +124,11 @@ def test_ntv_ranks_an_edge_map_above_a_blob_at_every_resolution(size):
 def test_merge_equals_the_whole(rng):
     maps = rng.normal(size=(6, 16, 16, 5)).astype(np.float32)
     trimaps = _blob_trimaps(6, 64, rng)
-    whole = stats.LayerAccumulator(5, 4.0)
-    whole.add(maps, trimaps, list(range(6)), 6)
-    first, second = stats.LayerAccumulator(5, 4.0), stats.LayerAccumulator(5, 4.0)
-    first.add(maps[:2], trimaps[:2], [0, 1], 6)
-    second.add(maps[2:], trimaps[2:], [2, 3, 4, 5], 6)
+    whole = _accumulator(5, 4.0, 6)
+    whole.add(maps, trimaps, list(range(6)), _folds(range(6), 6))
+    first, second = _accumulator(5, 4.0, 6), _accumulator(5, 4.0, 6)
+    first.add(maps[:2], trimaps[:2], [0, 1], _folds([0, 1], 6))
+    second.add(maps[2:], trimaps[2:], [2, 3, 4, 5], _folds([2, 3, 4, 5], 6))
     merged = stats.finalise(first.merge(second))
     direct = stats.finalise(whole)
     for name in ("mean", "std", "near_zero_fraction", "cka_mask", "participation"):
@@ -225,13 +234,13 @@ def _class_maps(rng, labels, separable: bool):
 def _class_probe_accuracy(maps, labels):
     """The class probe as the build runs it: accumulate per image, finalise, predict each held-out image."""
     onehot = stats.label_onehot(list(labels))
-    acc = stats.LayerAccumulator(maps.shape[-1], 1.0)
+    acc = _accumulator(maps.shape[-1], 1.0, len(maps))
     for k in range(len(maps)):
-        acc.add(maps[k:k + 1], None, [k], len(maps), labels=onehot[k:k + 1])
+        acc.add(maps[k:k + 1], None, [k], _folds([k], len(maps)), labels=onehot[k:k + 1])
     final = stats.finalise(acc)
     folds = min(len(maps), stats.MAX_FOLDS)
     hits = [stats.probe_predict(final.class_probe_weights, maps[k].reshape(-1, maps.shape[-1]).mean(0, keepdims=True),
-                                k, folds)[0] == labels[k] for k in range(len(maps))]
+                                k % folds)[0] == labels[k] for k in range(len(maps))]
     return float(np.mean(hits)), final
 
 
@@ -257,14 +266,14 @@ def test_class_cka_equals_linear_cka_of_pooled_features(rng):
 
 def test_mask_free_statistics_are_defined_without_a_mask(rng):
     maps = rng.normal(size=(3, 16, 16, 4)).astype(np.float32)
-    acc = stats.LayerAccumulator(4, 2.0)
-    acc.add(maps, None, [0, 1, 2], 3)
+    acc = _accumulator(4, 2.0, 3)
+    acc.add(maps, None, [0, 1, 2], [0, 1, 2])
     final = stats.finalise(acc)
     assert np.isfinite(final.ntv).all() and np.isfinite(final.effective_area).all()
     assert np.isfinite(final.participation)
     assert np.isnan(final.cka_mask) and np.isnan(final.best_iou).all() and final.probe_weights == []
-    with_mask = stats.LayerAccumulator(4, 2.0)
-    with_mask.add(maps, np.ones((3, 32, 32), np.uint8), [0, 1, 2], 3)
+    with_mask = _accumulator(4, 2.0, 3)
+    with_mask.add(maps, np.ones((3, 32, 32), np.uint8), [0, 1, 2], [0, 1, 2])
     np.testing.assert_allclose(final.ntv, stats.finalise(with_mask).ntv)  # the mask changes nothing here
     assert final.participation == pytest.approx(stats.finalise(with_mask).participation)
 
@@ -273,10 +282,10 @@ def test_class_sums_merge_like_the_whole(rng):
     labels = np.array([0, 1, 0, 1, 1, 0])
     maps = _class_maps(rng, labels, True)
     onehot = stats.label_onehot(list(labels))
-    whole, left, right = (stats.LayerAccumulator(6, 1.0) for _ in range(3))
+    whole, left, right = (_accumulator(6, 1.0, 6) for _ in range(3))
     for k in range(6):
-        whole.add(maps[k:k + 1], None, [k], 6, labels=onehot[k:k + 1])
-        (left if k < 3 else right).add(maps[k:k + 1], None, [k], 6, labels=onehot[k:k + 1])
+        whole.add(maps[k:k + 1], None, [k], [k], labels=onehot[k:k + 1])
+        (left if k < 3 else right).add(maps[k:k + 1], None, [k], [k], labels=onehot[k:k + 1])
     merged = stats.finalise(left.merge(right))
     assert merged.cka_label == pytest.approx(stats.finalise(whole).cka_label, rel=1e-9)
 
@@ -323,10 +332,10 @@ def test_intervals_shrink_as_images_are_added():
 def test_intervals_are_the_same_however_the_images_are_split():
     maps, trimaps = _stationary(12, 8)
     whole = stats.finalise(_accumulate(maps, trimaps))
-    parts = stats.LayerAccumulator(4, 1.0)
+    parts = _accumulator(4, 1.0, 12)
     for chunk in (range(0, 5), range(5, 6), range(6, 12)):
-        part = stats.LayerAccumulator(4, 1.0)
-        part.add(maps[list(chunk)], trimaps[list(chunk)], list(chunk), 12)
+        part = _accumulator(4, 1.0, 12)
+        part.add(maps[list(chunk)], trimaps[list(chunk)], list(chunk), _folds(chunk, 12))
         parts = parts.merge(part)
     merged = stats.finalise(parts)
     for name in stats.LAYER_NUMBERS:

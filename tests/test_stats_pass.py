@@ -11,6 +11,7 @@ from keras import layers
 from reportgen import stats, stats_pass
 from reportgen.cli import app
 from reportgen.inputs import InputConvention
+from reportgen.targets import Targets
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +26,9 @@ def small_pass(tmp_path_factory):
     rng = np.random.default_rng(0)
     images = list(rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8))
     masks = list(rng.integers(1, 4, (12, 32, 32), dtype=np.uint8))
-    labels = stats.label_onehot([i % 2 for i in range(12)])
-    setup = stats_pass.PassSetup(stats_pass.ModelSpec(path), "conv", None, InputConvention("tf"), 12, 32)
-    work = stats_pass.batches(images, masks, labels, 5)
+    targets = Targets.decide([f"image_{i}" for i in range(12)], [i % 2 for i in range(12)], trimaps_given=True)
+    setup = stats_pass.PassSetup(stats_pass.ModelSpec(path), "conv", None, InputConvention("tf"), targets, 32, 3)
+    work = stats_pass.batches(images, masks, 5)
     return setup, work, stats_pass.run_in_process(setup, work)
 
 
@@ -73,13 +74,14 @@ def test_probe_scores_on_beam_equal_in_process_and_a_direct_count(small_pass, tm
     model = keras.saving.load_model(setup.model.model_path)
     pixels = np.concatenate([b.images for b in work]).astype(np.float32) / 127.5 - 1  # --preprocess tf
     maps = keras.Model(model.inputs, model.get_layer("a").output)(pixels).numpy()
-    masks = np.concatenate([b.masks for b in work])
+    masks = np.concatenate([b.trimaps for b in work])
     folds, mask_weights = reference.layers[0].fold_count, stats.probe_weights(reference.layers[0].folds)
     inter = union = 0.0
     for i in range(12):
         pooled = stats.pool_to(maps[i:i + 1].astype(np.float16), stats.POOL_GRID)[0]
-        predicted = stats.probe_predict(mask_weights, pooled, i, folds, balanced=True)
+        predicted = stats.probe_predict(mask_weights, pooled, setup.targets.folds[i], balanced=True)
         truth = stats.grid_truth(masks[i:i + 1], *pooled.shape[:2])[0]
+        assert folds == setup.targets.fold_count
         inter += np.sum((predicted == 0) & (truth == 0))
         union += np.sum(((predicted == 0) | (truth == 0)) & (truth >= 0))
     # One batch of 12 here, batches of 5 in the pass: rounding may move a pixel at a decision boundary.
@@ -89,10 +91,11 @@ def test_probe_scores_on_beam_equal_in_process_and_a_direct_count(small_pass, tm
 def test_bundles_of_one_batch_merge_to_the_whole(small_pass):
     """Each batch accumulated alone (a bundle of one), then merged in reverse: the same as all at once."""
     setup, work, reference = small_pass
-    singles = [stats_pass.run_in_process(setup, [batch]) for batch in work]
+    activations = stats_pass.Activations(setup)
+    singles = [stats_pass.accumulate(activations, [batch], setup.input_height) for batch in work]
     merged = stats_pass.PassResult(
-        {layer: stats_pass.merge([s.layers[layer] for s in reversed(singles)]) for layer in reference.layers},
-        stats_pass.merge([s.cka for s in reversed(singles)]))
+        {layer: stats_pass.merge([s[layer] for s in reversed(singles)]) for layer in reference.layers},
+        stats_pass.merge([s[stats_pass.CKA_KEY] for s in reversed(singles)]))
     _assert_same(merged, reference)
 
 
