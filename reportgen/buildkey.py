@@ -2,7 +2,7 @@
 
 A rebuild whose key matches the site in --out returns at once. Hashed: reportgen's own code and
 templates, the options, the model or weights file (or the shipped weights), and the images:
-file bytes for an image folder, the prepared data set's metadata for a TFDS data set.
+every file's path, size and bytes under an image or trimap folder, the prepared data set's metadata for a TFDS data set.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ UNHASHED_OPTIONS = ("workers", "previous")
 CHUNK = 1 << 20
 
 
-def _update_file(digest, path: Path) -> None:
-    digest.update(f"{path.name}\0".encode("utf-8", "surrogateescape"))
+def _update_file(digest, path: Path, name: str | None = None) -> None:
+    """The file's name (or `name`, its path within a folder), size and bytes."""
+    digest.update(f"{name or path.name}\0{path.stat().st_size}\0".encode("utf-8", "surrogateescape"))
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(CHUNK), b""):
             digest.update(chunk)
@@ -66,9 +67,12 @@ def input_key(options, shipped_weights: Path | None) -> str | None:
                 continue
             if not Path(folder).is_dir():
                 return None
-            for path in sorted(Path(folder).iterdir()):
+            # Every file under the folder, by its path in it: class sub-folders, an image moved from
+            # one class to another, a trimap edited in place all change the key.
+            digest.update(f"folder {folder == options.trimap_dir}\n".encode())
+            for path in sorted(Path(folder).rglob("*")):
                 if path.is_file():
-                    _update_file(digest, path)
+                    _update_file(digest, path, path.relative_to(folder).as_posix())
     else:
         infos = sorted((_tfds_data_dir(options) / options.dataset).glob("**/dataset_info.json"))
         if not infos:

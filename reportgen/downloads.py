@@ -161,6 +161,17 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _statistics_facts(report) -> dict | None:
+    """What the statistics cover and how they were computed: what a reader checks a number against."""
+    targets = report.targets
+    if targets is None:
+        return None
+    return {"images": len(targets), "engine": report.engine, "folds": targets.fold_count,
+            "fold_sizes": np.bincount(targets.folds, minlength=targets.fold_count).tolist(),
+            "fold_assignment": "by class, then by SHA-256 of the image id, dealt to the folds in turn",
+            "mask": targets.mask_source, "classes": targets.class_count}
+
+
 def manifest(report) -> dict:
     loaded, options, geometry = report.loaded, report.options, report.geometry
     return {
@@ -179,6 +190,7 @@ def manifest(report) -> dict:
                  "image_dir": str(options.image_dir) if options.image_dir else None,
                  "split": options.split, "image_ids": [r.id for r in report.records],
                  "class_names": report.class_names},
+        "statistics": _statistics_facts(report),
         "warnings": report.warnings,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(options).items())
                     if k not in ("workers",)},

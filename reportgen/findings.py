@@ -65,10 +65,10 @@ def compute(report, chance: float = float("nan")) -> list[str]:
     if images > len(records):
         sentences.append(f"The statistics cover {images} images of the source, of which {len(records)} are "
                          "pictured; the probes are scored on all of them, each image held out of its fold's fit. "
-                         "The ranges are 90% intervals from a delete-one-fold jackknife over the images.")
+                         f"The ranges are 90% intervals from a delete-one-fold jackknife over {images} images.")
     elif images:
         sentences.append(f"Every number below covers {images} images; the ranges are 90% intervals from a "
-                         "delete-one-fold jackknife over the images.")
+                         f"delete-one-fold jackknife over the {images} images.")
     sentences += _probe_findings(hidden, heads, name)
     source = "the model's own prediction" if any(r.mask_is_prediction for r in records) else "the ground-truth trimap"
     best = _Series(hidden, lambda r: r.stats.iou_summary(0)[0], lambda r: r.stats.interval("best_iou_pet_max"))
@@ -87,7 +87,7 @@ def compute(report, chance: float = float("nan")) -> list[str]:
             f"Detail versus abstraction: the median normalised total variation {direction} from {early:.3f} per "
             f"input pixel in the first five conv layers to {late:.3f} in the last five hidden ones "
             f"(characteristic length {1 / early:.0f} to {1 / late:.0f} input pixels).")
-    sentences.extend(_class_findings(hidden, name, chance, len(records)))
+    sentences.extend(_class_findings(hidden, name, chance, images))
     sentences.extend(_claim(results, hidden, name))
     return sentences
 

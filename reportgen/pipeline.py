@@ -199,6 +199,12 @@ def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, geomet
                         result.scores, masks)
 
 
+def stats_pass_engine(options: BuildOptions) -> str:
+    from reportgen.stats_pass import runner_class
+
+    return f"Apache Beam, {runner_class(options.runner)}"
+
+
 def _rgb_baselines(chosen, masks: np.ndarray | None, skeletons, targets: Targets) -> dict:
     """The probe baseline over every statistics image, per conv index: the leave-out probe on RGB
     pooled to the layer's grid (one fit per grid size), against the masks the layers were measured on."""
@@ -430,7 +436,8 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
             predictions=captured.outputs, class_names=class_names, warnings=_warnings(
                 loaded, convs, captured, specs, options),
             input_layers=capture.input_layers(model), original_sizes=[s.original_size for s in selected],
-            examples=examples)
+            examples=examples, targets=targets,
+            engine=stats_pass_engine(options) if outcome is not None else "in process")
         pages = site.write_site(staging, report, executor)
         outdir.swap_in(staging, out)
     except KeyboardInterrupt:

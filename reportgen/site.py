@@ -46,6 +46,8 @@ class Report:
     input_layers: list[str]  # the model's own Rescaling / Normalization layers at its start
     original_sizes: list  # (height, width) of each image before fitting, where known
     examples: dict = field(default_factory=dict)  # statistics image index -> its id, picture and page
+    targets: object = None  # targets.Targets: the statistics images, their folds, classes and mask
+    engine: str = "in process"  # where the statistics ran: "in process" or the Beam runner
 
     @property
     def has_mask(self) -> bool:

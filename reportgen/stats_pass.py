@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CKA_KEY = -1  # the key of the layer x layer CKA among the per-layer keys 0..L-1
 MASKS_KEY = -2  # the key of the predicted masks, where the prediction stands in for the trimaps
+SECONDS_KEY = -3  # the key of the worker-seconds each part took
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -238,6 +239,17 @@ def accumulate(activations: Activations, shard, input_height: int) -> dict:
 
 
 @dataclass
+class WorkerSeconds:
+    """Seconds spent in each part of the pass, summed over workers: what the benchmark prints."""
+
+    seconds: dict = dataclasses.field(default_factory=dict)
+
+    def merge(self, other: "WorkerSeconds") -> "WorkerSeconds":
+        return WorkerSeconds({k: self.seconds.get(k, 0.0) + other.seconds.get(k, 0.0)
+                              for k in {*self.seconds, *other.seconds}})
+
+
+@dataclass
 class Masks:
     """The masks the statistics were measured against, by batch start: merged by union."""
 
@@ -283,6 +295,7 @@ class PassResult:
     cka: stats.MinibatchCKA | None
     scores: dict = dataclasses.field(default_factory=dict)  # conv index -> stats.ProbeScores
     masks: np.ndarray | None = None  # N x H x W: the predicted masks, where the prediction stands in
+    seconds: dict = dataclasses.field(default_factory=dict)  # what each part took: sums, fits, scores
 
 
 def probe_fits(sums: dict) -> dict:
@@ -316,11 +329,22 @@ def check_sums(sums: dict, setup: PassSetup) -> None:
         raise ReportgenError("the statistics pass came back without the predicted masks; the runner lost results")
 
 
-def check_scores(scores: dict, fits: dict, setup: PassSetup) -> None:
+def _probed(accumulator) -> tuple[bool, bool]:
+    """Whether a layer's sums give a mask probe and a class probe (as `stats.probe_weights` decides)."""
+    def fits(folds: dict) -> bool:
+        return len(folds) >= 2 and next(iter(folds.values())).sy.size > 0
+
+    return fits(accumulator.folds), fits(accumulator.class_folds)
+
+
+def check_scores(scores: dict, sums: dict, setup: PassSetup) -> None:
+    """Every probe scored on every image, or an error."""
     expected = len(setup.targets)
-    lost = [k for k in fits if k not in scores or (fits[k][2] and scores[k].classes.denominator.sum() != expected)]
+    probed = {k: _probed(acc) for k, acc in sums.items() if k >= 0 and any(_probed(acc))}
+    lost = [k for k, (_, classes) in probed.items()
+            if k not in scores or (classes and scores[k].classes.denominator.sum() != expected)]
     if lost:
-        raise ReportgenError(f"the probe scores came back for {len(fits) - len(lost)} of {len(fits)} layers; "
+        raise ReportgenError(f"the probe scores came back for {len(probed) - len(lost)} of {len(probed)} layers; "
                              "the runner lost results")
 
 
@@ -337,7 +361,7 @@ def run_in_process(setup: PassSetup, work: list[Batch]) -> PassResult:
     check_sums(sums, setup)
     fits = probe_fits(sums)
     scores = score(activations, work, fits) if fits else {}
-    check_scores(scores, fits, setup)
+    check_scores(scores, sums, setup)
     return _result(sums, scores)
 
 
@@ -429,7 +453,7 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
 
     class SumsDoFn(beam.DoFn):
         """A shard's batches through the model (loaded once per worker, in `setup`), summed: it emits
-        only accumulators, by key."""
+        only accumulators, by key, and the worker-seconds it took."""
 
         def __init__(self, config: PassSetup):
             self.config = config
@@ -438,16 +462,23 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
             self.activations = Activations(self.config)
             self.activations.setup()
 
-        def process(self, shard):
-            yield from accumulate(self.activations, shard, self.config.input_height).items()
+        def process(self, keyed_shard):
+            started = time.monotonic()
+            yield from accumulate(self.activations, keyed_shard[1], self.config.input_height).items()
+            yield SECONDS_KEY, WorkerSeconds({"sums": time.monotonic() - started})
 
     class ScoresDoFn(SumsDoFn):
-        def __init__(self, config: PassSetup, fits: dict):
-            super().__init__(config)
-            self.fits = fits
+        """The probes, fitted from every image's sums, scored on a shard (the model again)."""
 
-        def process(self, shard):
-            yield from score(self.activations, shard, self.fits).items()
+        def process(self, joined):
+            _, found = joined
+            fits, = found["fits"]
+            if not fits:  # no probe: no second forward pass
+                return
+            started = time.monotonic()
+            for shard in found["shard"]:
+                yield from score(self.activations, shard, fits).items()
+            yield SECONDS_KEY, WorkerSeconds({"scores": time.monotonic() - started})
 
     class WriteResult(beam.DoFn):
         """The one result, into the results folder, through Beam's file systems (local, gs://, ...)."""
@@ -464,35 +495,60 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
                 handle.write(pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL))
             yield self.path
 
-    def run(name: str, dofn) -> dict:
-        path = f"{folder.rstrip('/')}/{name}.pickle"
-        with beam.Pipeline(options=pipeline_options(runner, options, workers, len(parts))) as pipeline:
-            _ = (pipeline
-                 | "Shards" >> beam.Create(parts)
-                 | "Sums of a shard" >> beam.ParDo(dofn)
-                 | "By key" >> beam.GroupByKey()
-                 | "Merged" >> beam.MapTuple(lambda key, sums: (None, (key, merge(sums))))
-                 | "All keys" >> beam.GroupByKey()
-                 | "As one" >> beam.MapTuple(lambda _, pairs: dict(pairs))
-                 | "Write" >> beam.ParDo(WriteResult(path)))
-        return _read_result(path)
+    def merged_by_key(pcoll, name: str):
+        return (pcoll
+                | f"{name} by key" >> beam.GroupByKey()
+                | f"{name} merged" >> beam.MapTuple(lambda key, parts: (key, merge(parts))))
+
+    def as_one(pcoll, name: str):
+        """Every (key, value) as one dict: one element, so one step consumes all of it."""
+        return (pcoll
+                | f"{name} to one key" >> beam.Map(lambda pair: (None, pair))
+                | f"{name} together" >> beam.GroupByKey()
+                | f"{name} as a dict" >> beam.MapTuple(lambda _, pairs: dict(pairs)))
+
+    def fan_out(fits: dict):
+        return [(k, fits) for k in range(len(parts))]
 
     remote = _option_pairs(options).get("temp_location")
     local = results_folder is None and remote is None
     # Remote runners' workers cannot write into this machine's /tmp: results go to their temp_location.
     folder = results_folder or (f"{remote.rstrip('/')}/reportgen-stats-{os.getpid()}-{time.time_ns()}" if remote
                                 else tempfile.mkdtemp(prefix="reportgen-beam-"))
+    path = f"{folder.rstrip('/')}/result.pickle"
+    # One pipeline, a DAG with one leaf (runners that compute only the last leaf, as Dask's does,
+    # compute all of it), and no side input (Dask's would compute the sums again inside every task):
+    # the fits meet each shard again through a CoGroupByKey.
+    pipeline = beam.Pipeline(options=pipeline_options(runner, options, workers, len(parts)))
+    shards_in = pipeline | "Shards" >> beam.Create(list(enumerate(parts)))
+    sums = merged_by_key(shards_in | "Sums of a shard" >> beam.ParDo(SumsDoFn(setup)), "Sums")
+    fits = (as_one(sums | "Without timings" >> beam.Filter(lambda pair: pair[0] != SECONDS_KEY), "Sums")
+            | "Fit probes" >> beam.Map(probe_fits)
+            | "To every shard" >> beam.FlatMap(fan_out))
+    scores = merged_by_key({"shard": shards_in, "fits": fits}
+                           | "Fits meet shards" >> beam.CoGroupByKey()
+                           | "Scores of a shard" >> beam.ParDo(ScoresDoFn(setup)), "Scores")
+    tagged = ((as_one(sums, "All sums") | "Tag sums" >> beam.Map(lambda found: ("sums", found))),
+              (as_one(scores, "All scores") | "Tag scores" >> beam.Map(lambda found: ("scores", found))))
+    _ = as_one(tagged | "Both" >> beam.Flatten(), "Result") | "Write" >> beam.ParDo(WriteResult(path))
     with _worker_environment(setup.threads):
         try:
-            sums = run("sums", SumsDoFn(setup))
-            check_sums(sums, setup)
-            fits = probe_fits(sums)
-            scores = run("scores", ScoresDoFn(setup, fits)) if fits else {}
-            check_scores(scores, fits, setup)
+            result = pipeline.run()
+            try:
+                result.wait_until_finish()
+            finally:
+                client = getattr(result, "client", None)  # the Dask runner's; left open, it logs the cluster's end
+                if client is not None:
+                    client.close()
+            found = _read_result(path)
         finally:
             if local:
                 shutil.rmtree(folder, ignore_errors=True)
-    return _result(sums, scores)
+    sums, scores = found.get("sums", {}), found.get("scores", {})
+    seconds = sums.pop(SECONDS_KEY, WorkerSeconds()).merge(scores.pop(SECONDS_KEY, WorkerSeconds()))
+    check_sums(sums, setup)
+    check_scores(scores, sums, setup)
+    return dataclasses.replace(_result(sums, scores), seconds=seconds.seconds)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,89 @@
+"""The statistics pass on a real distributed engine: a Dask cluster of one scheduler and two worker
+processes on 127.0.0.1, started here and stopped by process id, through Beam's DaskRunner."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from dask_cluster import local_cluster
+
+from reportgen.cli import app
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    with local_cluster(2, tmp_path_factory.mktemp("dask")) as (address, pids):
+        yield address
+    for pid in pids:  # stopped, and reaped
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def _numbers(rows):
+    """Every number of stats.json's layers, flattened in order, and every key path they sit on."""
+    found = []
+
+    def walk(value, path):
+        if isinstance(value, dict):
+            for key in sorted(value):
+                walk(value[key], f"{path}.{key}")
+        elif isinstance(value, list):
+            for k, item in enumerate(value):
+                walk(item, f"{path}[{k}]")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            found.append((path, float(value)))
+        elif value is None:
+            found.append((path, float("nan")))
+
+    walk(rows, "")
+    return found
+
+
+def test_dask_cluster_gives_the_direct_runners_statistics(dask_cluster, runner, tmp_path, tiny_model_path,
+                                                          pets_folder):
+    images, trimaps = pets_folder
+    common = ["build", "--model", str(tiny_model_path), "--image-dir", str(images), "--trimap-dir", str(trimaps),
+              "--images", "2", "--stats-images", "all", "-q"]
+    direct = runner.invoke(app, [*common, "--out", str(tmp_path / "direct")])
+    assert direct.exit_code == 0, direct.output
+    dask = runner.invoke(app, [*common, "--out", str(tmp_path / "dask"), "--runner", "dask",
+                               "--beam-option", f"dask_client_address={dask_cluster}"])
+    assert dask.exit_code == 0, dask.output
+    ours = json.loads((tmp_path / "dask" / "data" / "stats.json").read_text())
+    theirs = json.loads((tmp_path / "direct" / "data" / "stats.json").read_text())
+    assert all(row["images"] == 6 for row in ours["layers"])
+    mine, reference = _numbers(ours["layers"]), _numbers(theirs["layers"])
+    assert [p for p, _ in mine] == [p for p, _ in reference]
+    np.testing.assert_allclose([v for _, v in mine], [v for _, v in reference], rtol=1e-9, atol=1e-12,
+                               equal_nan=True)
+    manifest = json.loads((tmp_path / "dask" / "data" / "manifest.json").read_text())
+    assert manifest["statistics"]["engine"] == "Apache Beam, apache_beam.runners.dask.dask_runner.DaskRunner"
+    assert manifest["statistics"]["images"] == 6
+
+
+def test_a_lost_result_fails_loudly_and_keeps_the_site(dask_cluster, runner, tmp_path, tiny_model_path,
+                                                       pets_folder, monkeypatch):
+    """A result that comes back without a layer (a runner that dropped part of the pipeline): the
+    build stops with one line and a non-zero exit, and the earlier site stays."""
+    from reportgen import stats_pass
+
+    images, trimaps = pets_folder
+    out = tmp_path / "site"
+    common = ["build", "--model", str(tiny_model_path), "--image-dir", str(images), "--trimap-dir", str(trimaps),
+              "--images", "2", "--out", str(out), "-q"]
+    assert runner.invoke(app, common).exit_code == 0
+    before = (out / "data" / "stats.json").read_bytes()
+    read = stats_pass._read_result
+
+    def lose_a_layer(path):
+        found = read(path)
+        del found["sums"][0]
+        return found
+
+    monkeypatch.setattr(stats_pass, "_read_result", lose_a_layer)
+    result = runner.invoke(app, [*common, "--stats-images", "all", "--runner", "dask",
+                                 "--beam-option", f"dask_client_address={dask_cluster}"])
+    assert result.exit_code == 1
+    assert "came back incomplete" in result.output and len(result.output.strip().splitlines()) == 1
+    assert (out / "data" / "stats.json").read_bytes() == before
