@@ -18,6 +18,7 @@ import numpy as np
 from reportgen import __version__, assets, channels, compare, downloads, findings, outputs, render
 from reportgen.inputs import InputGeometry
 from reportgen.outdir import KEY_FILE
+from reportgen.stats import LAYER_STATISTICS
 from reportgen.stats import mean_defined as stats_mean
 
 INPUT_BOX = 96  # CSS pixels of an input picture on the index; 200 on an image page
@@ -279,28 +280,12 @@ def _stat_rows(report: Report, result, chance: float) -> list[tuple[str, str]]:
              fmt_interval(mean_iou, result.intervals.get("probe_iou_mean", nan))),
             ("RGB baseline (the same probe on pooled pixels, pet)",
              fmt_interval(result.rgb_probe_iou[0], result.intervals.get("rgb_probe_iou_pet", nan))),
-            ("Linear CKA with the mask", fmt_interval(s.cka_mask, s.interval("cka_mask"))),
-            ("Best single-channel IoU, pet (max)", fmt_interval(s.iou_summary(0)[0], s.interval("best_iou_pet_max"))),
-            ("Best single-channel IoU, pet (p90)", fmt_interval(s.iou_summary(0)[1], s.interval("best_iou_pet_p90"))),
-            ("Best single-channel IoU, pet (share of channels > 0.5)",
-             fmt_interval(s.iou_summary(0)[2], s.interval("best_iou_pet_share_above_half"))),
-            ("Best single-channel IoU, background (max)",
-             fmt_interval(s.iou_summary(1)[0], s.interval("best_iou_background_max"))),
-        ]
-    if report.has_classes:
-        rows += [("Class decodability (leave-out probe accuracy)", _class_accuracy_text(result, chance)),
-                 ("Linear CKA with the class", fmt_interval(s.cka_label, s.interval("cka_label")))]
-    return rows + [
-        ("nTV per input pixel, median over channels", fmt_interval(s.ntv_median, s.interval("ntv_median"))),
-        ("nTV per input pixel, p10 of channels", fmt_interval(s.band(s.ntv)[0], s.interval("ntv_p10"))),
-        ("nTV per input pixel, p90 of channels", fmt_interval(s.band(s.ntv)[2], s.interval("ntv_p90"))),
-        ("Effective area fraction, median over channels",
-         fmt_interval(_median(s.effective_area), s.interval("effective_area_median"))),
-        ("Participation ratio / C", fmt_interval(s.participation, s.interval("participation"))),
-        ("Mean", fmt_interval(s.mean, s.interval("mean"))),
-        ("Standard deviation", fmt_interval(s.std, s.interval("std"))),
-        ("Near-zero share (|a| < 0.001)", fmt_interval(s.near_zero_fraction, s.interval("near_zero_fraction"))),
     ]
+    if report.has_classes:
+        rows.append(("Class decodability (leave-out probe accuracy)", _class_accuracy_text(result, chance)))
+    shown = {"mask": report.has_mask, "classes": report.has_classes, "": True}
+    return rows + [(statistic.label, fmt_interval(s.value(statistic.key), s.interval(statistic.key)))
+                   for statistic in LAYER_STATISTICS if shown[statistic.needs]]
 
 
 def _depth_charts(report: Report, index: int) -> list[dict]:
@@ -397,7 +382,7 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
         pages.write("layer.html", f"layers/{result.slug}.html", **_layer_context(report, i, rows, image_views, chance))
     for i, view in enumerate(image_views):
         pages.write("image.html", f"images/{view['slug']}.html", **_image_context(report, i, rows, image_views))
-    pages.write("about.html", "about.html")
+    pages.write("about.html", "about.html", statistics=_statistics_table())
     pages.write("404.html", "404.html", root="")
 
     _copy_static(root)
@@ -415,6 +400,18 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
     for job in drawn:
         job.result()
     return pages.count
+
+
+def _statistics_table() -> list[dict]:
+    """The per-layer numbers with an interval, as about.html lists them: from their one definition."""
+    def scale(bounds) -> str:
+        low, high = bounds
+        if math.isfinite(low) and math.isfinite(high):
+            return f"[{fmt(low, 1)}, {fmt(high, 1)}]", "logit"
+        return (f"above {fmt(low, 1)}", "log") if math.isfinite(low) else ("any", "none")
+
+    return [{"key": s.key, "label": s.label, "range": scale(s.bounds)[0], "transform": scale(s.bounds)[1],
+             "definition": s.definition} for s in LAYER_STATISTICS]
 
 
 def _chance(report: Report) -> float:

@@ -410,15 +410,45 @@ def wilson_interval(hits: float, count: float, level: float = INTERVAL_LEVEL) ->
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-# The per-layer numbers that get an interval, computed from the sums of any subset of the folds.
-LAYER_NUMBERS = ("mean", "std", "near_zero_fraction", "ntv_median", "ntv_p10", "ntv_p90", "effective_area_median",
-                 "best_iou_pet_max", "best_iou_pet_p90", "best_iou_pet_share_above_half", "best_iou_background_max",
-                 "cka_mask", "participation", "cka_label")
-# The range of each: its interval stays inside it (`jackknife_interval`).
-RANGES = {"mean": ANY, "std": POSITIVE, "near_zero_fraction": UNIT, "ntv_median": POSITIVE, "ntv_p10": POSITIVE,
-          "ntv_p90": POSITIVE, "effective_area_median": UNIT, "best_iou_pet_max": UNIT, "best_iou_pet_p90": UNIT,
-          "best_iou_pet_share_above_half": UNIT, "best_iou_background_max": UNIT, "cka_mask": UNIT,
-          "participation": UNIT, "cka_label": UNIT}
+@dataclass(frozen=True)
+class LayerStatistic:
+    """One per-layer number, defined once: what the layer page, stats.json's `intervals_90` and the
+    jackknife read. Its value comes from the sums of any subset of the folds (`_numbers`)."""
+
+    key: str
+    label: str  # as the layer page names it
+    bounds: tuple[float, float]  # its range: its interval never leaves it
+    needs: str = ""  # "mask" or "classes": shown only where there is one
+    definition: str = ""  # one line, for the page's row
+
+
+LAYER_STATISTICS = (
+    LayerStatistic("cka_mask", "Linear CKA with the mask", UNIT, "mask",
+                   "centred linear CKA of the pooled pixels' features with the one-hot mask"),
+    LayerStatistic("best_iou_pet_max", "Best single-channel IoU, pet (max)", UNIT, "mask",
+                   "the best channel's IoU with the pet at an area-matched threshold"),
+    LayerStatistic("best_iou_pet_p90", "Best single-channel IoU, pet (p90)", UNIT, "mask",
+                   "the 90th percentile over channels of that IoU"),
+    LayerStatistic("best_iou_pet_share_above_half", "Best single-channel IoU, pet (share of channels > 0.5)", UNIT,
+                   "mask", "the share of channels whose IoU with the pet is above 0.5"),
+    LayerStatistic("best_iou_background_max", "Best single-channel IoU, background (max)", UNIT, "mask",
+                   "the best channel's IoU with the background"),
+    LayerStatistic("cka_label", "Linear CKA with the class", UNIT, "classes",
+                   "centred linear CKA of the globally pooled features with the one-hot class"),
+    LayerStatistic("ntv_median", "nTV per input pixel, median over channels", POSITIVE, "",
+                   "mean absolute neighbour difference over mean absolute deviation, per input pixel"),
+    LayerStatistic("ntv_p10", "nTV per input pixel, p10 of channels", POSITIVE),
+    LayerStatistic("ntv_p90", "nTV per input pixel, p90 of channels", POSITIVE),
+    LayerStatistic("effective_area_median", "Effective area fraction, median over channels", UNIT, "",
+                   "exp(entropy of |a| over positions) / positions"),
+    LayerStatistic("participation", "Participation ratio / C", UNIT, "",
+                   "(sum of the covariance's eigenvalues)^2 / sum of their squares, over C"),
+    LayerStatistic("mean", "Mean", ANY),
+    LayerStatistic("std", "Standard deviation", POSITIVE),
+    LayerStatistic("near_zero_fraction", "Near-zero share (|a| < 0.001)", UNIT),
+)
+LAYER_NUMBERS = tuple(statistic.key for statistic in LAYER_STATISTICS)
+RANGES = {statistic.key: statistic.bounds for statistic in LAYER_STATISTICS}
 
 
 @dataclass(frozen=True)
@@ -441,6 +471,10 @@ class LayerStats:
     folds: int = 0  # the image folds of the probes and the jackknife (`targets.assign_folds`)
     intervals: dict = field(default_factory=dict)  # LAYER_NUMBERS name -> (low, high), 90% jackknife
     examples: "ChannelTopK | None" = None  # each channel's strongest statistics images
+    numbers: dict = field(default_factory=dict)  # LAYER_NUMBERS name -> its value over every image
+
+    def value(self, name: str) -> float:
+        return float(self.numbers.get(name, float("nan")))
 
     @property
     def ntv_median(self) -> float:
@@ -516,7 +550,7 @@ def finalise(acc: LayerAccumulator) -> LayerStats:
         best_iou=whole["best_iou"], cka_mask=whole["cka_mask"], participation=whole["participation"],
         probe_weights=probe_weights(acc.folds), cka_label=whole["cka_label"],
         class_probe_weights=probe_weights(acc.class_folds), images=whole["images"], intervals=intervals,
-        folds=acc.fold_count, examples=acc.examples,
+        folds=acc.fold_count, examples=acc.examples, numbers={name: whole[name] for name in LAYER_NUMBERS},
     )
 
 

@@ -118,3 +118,54 @@ def test_stats_images_needs_the_first_images(runner, tmp_path, tiny_model_path, 
                                  "--images", "2", "--stats-images", "4", "--select", "random",
                                  "--out", str(tmp_path / "site"), "-q"])
     assert result.exit_code == 2 and "--select first" in result.output
+
+
+def _layer_numbers(site):
+    """Every number of stats.json's layer rows, by key path."""
+    found = {}
+
+    def walk(value, path):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}")
+        elif isinstance(value, list):
+            for k, item in enumerate(value):
+                walk(item, f"{path}[{k}]")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            found[path] = float(value)
+        elif value is None:
+            found[path] = float("nan")
+
+    walk(json.loads((site / "data" / "stats.json").read_text())["layers"], "")
+    return found
+
+
+@pytest.mark.parametrize("with_trimaps", [True, False], ids=["trimaps", "prediction-stands-in"])
+def test_in_process_and_beam_measure_the_same(runner, tmp_path, tiny_model_path, pets_folder, with_trimaps):
+    """The same six images measured by the render pass (all pictured) and by the Beam pass (two
+    pictured): one measurement path gives the same numbers, the mask being the trimaps or, without
+    them, the model's own segmentation.
+
+    TensorFlow runs with two threads here and one in each Beam worker, and oneDNN's sums then round
+    differently: a float16 activation may move by one step, and a pixel on a probe's decision
+    boundary may flip. So almost every number is equal to 1e-6 and the rest within a pixel's worth.
+    """
+    images, trimaps = pets_folder
+    common = ["build", "--model", str(tiny_model_path), "--image-dir", str(images), "-q",
+              *(["--trimap-dir", str(trimaps)] if with_trimaps else [])]
+    local, beam = tmp_path / "local", tmp_path / "beam"
+    assert runner.invoke(app, [*common, "--images", "6", "--out", str(local)]).exit_code == 0
+    result = runner.invoke(app, [*common, "--images", "2", "--stats-images", "all", "--out", str(beam)])
+    assert result.exit_code == 0, result.output
+    ours, theirs = _layer_numbers(beam), _layer_numbers(local)
+    assert ours.keys() == theirs.keys()
+    mine, reference = np.array([ours[k] for k in ours]), np.array([theirs[k] for k in ours])
+    np.testing.assert_array_equal(np.isnan(mine), np.isnan(reference))
+    close = np.isclose(mine, reference, rtol=1e-6, atol=1e-9, equal_nan=True)
+    assert close.mean() > 0.98, [k for k, same in zip(ours, close) if not same][:20]
+    np.testing.assert_allclose(mine, reference, rtol=0.02, atol=2e-3)
+    defined = [k for k, v in ours.items() if ("best_iou" in k or "probe_iou" in k or "cka_mask" in k)
+               and np.isfinite(v)]
+    assert len(defined) > 50  # the mask statistics are there, from the prediction too
+    manifest = json.loads((beam / "data" / "manifest.json").read_text())["statistics"]
+    assert manifest["mask"] == ("trimap" if with_trimaps else "prediction") and manifest["images"] == 6
