@@ -72,7 +72,7 @@ def build(
     previous: Annotated[Optional[Path], typer.Option("--previous", help="A previous build (site folder or folder with manifest.json and stats.json) to compare with; default: the site already in --out.")] = None,
     statistics: Annotated[bool, typer.Option("--stats/--no-stats", help="Compute the abstraction statistics (probe, CKA, IoU, nTV...).")] = True,
     stats_images: Annotated[Optional[str], typer.Option("--stats-images", help="Statistics over the first N images of the source, or all (default: the pictured images). Runs on Apache Beam (pip install 'reportgen[beam]').")] = None,
-    runner: Annotated[str, typer.Option("--runner", help="Beam runner of the statistics pass: DirectRunner (default, this machine's cores), FlinkRunner, SparkRunner, DataflowRunner.")] = "DirectRunner",
+    runner: Annotated[str, typer.Option("--runner", help="Beam runner of the statistics pass: DirectRunner (default, this machine's cores), dask (with --beam-option dask_client_address=HOST:PORT), FlinkRunner, SparkRunner, DataflowRunner.")] = "DirectRunner",
     beam_options: Annotated[Optional[list[str]], typer.Option("--beam-option", help="A Beam pipeline option KEY=VALUE for the statistics pass (repeatable), e.g. project=my-project.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for the layers and for the Beam statistics pass (default: one per core, at most 4); 1 runs the layers in this process.")] = None,
 ):

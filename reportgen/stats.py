@@ -87,13 +87,6 @@ def order_keys(values: np.ndarray) -> np.ndarray:
     return keys
 
 
-def label_onehot(labels: list[int | None]) -> np.ndarray | None:
-    """Class indices to one-hot rows; None unless every image has a class and there are two or more."""
-    if not labels or any(label is None for label in labels) or len(set(labels)) < 2:
-        return None
-    return np.eye(max(labels) + 1, dtype=np.float32)[np.asarray(labels)]
-
-
 def participation_ratio(covariance: np.ndarray) -> float:
     """(sum lambda)^2 / sum lambda^2 of a covariance; NaN when it is all zero."""
     trace = float(np.trace(covariance))

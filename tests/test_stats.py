@@ -233,7 +233,7 @@ def _class_maps(rng, labels, separable: bool):
 
 def _class_probe_accuracy(maps, labels):
     """The class probe as the build runs it: accumulate per image, finalise, predict each held-out image."""
-    onehot = stats.label_onehot(list(labels))
+    onehot = np.eye(int(max(labels)) + 1, dtype=np.float32)[labels]
     acc = _accumulator(maps.shape[-1], 1.0, len(maps))
     for k in range(len(maps)):
         acc.add(maps[k:k + 1], None, [k], _folds([k], len(maps)), labels=onehot[k:k + 1])
@@ -281,7 +281,7 @@ def test_mask_free_statistics_are_defined_without_a_mask(rng):
 def test_class_sums_merge_like_the_whole(rng):
     labels = np.array([0, 1, 0, 1, 1, 0])
     maps = _class_maps(rng, labels, True)
-    onehot = stats.label_onehot(list(labels))
+    onehot = np.eye(int(max(labels)) + 1, dtype=np.float32)[labels]
     whole, left, right = (_accumulator(6, 1.0, 6) for _ in range(3))
     for k in range(6):
         whole.add(maps[k:k + 1], None, [k], [k], labels=onehot[k:k + 1])
@@ -291,9 +291,11 @@ def test_class_sums_merge_like_the_whole(rng):
 
 
 def test_labels_need_two_classes_and_every_image():
-    assert stats.label_onehot([0, 0, 0]) is None
-    assert stats.label_onehot([0, None, 1]) is None
-    np.testing.assert_array_equal(stats.label_onehot([1, 0]), [[0, 1], [1, 0]])
+    from reportgen.targets import Targets
+
+    assert Targets.decide(["a", "b", "c"], [0, 0, 0]).onehot([0, 1]) is None
+    assert Targets.decide(["a", "b", "c"], [0, None, 1]).onehot([0, 1]) is None
+    np.testing.assert_array_equal(Targets.decide(["a", "b"], [1, 0]).onehot([0, 1]), [[0, 1], [1, 0]])
 
 
 def test_jackknife_of_a_mean_is_the_t_interval(rng):

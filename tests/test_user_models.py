@@ -420,3 +420,59 @@ def test_readme_notebook_example_runs(tmp_path, monkeypatch):
     predictions = json.loads((tmp_path / "notebook_site" / "data" / "predictions.json").read_text())
     assert len(predictions["images"]) == 4
     assert predictions["outputs"][0]["classes"] == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("classes", [10, 37])
+def test_class_folders_of_many_classes_get_scikit_learns_probe(runner, tmp_path, classes):
+    """Class folders taken round-robin (image i of class i mod K), K a multiple of the 10 folds or
+    not: the site's class probe equals scikit-learn's ridge on the model's own layer outputs, with
+    the folds the site lists."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import PredefinedSplit, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from reportgen import stats
+    from reportgen.targets import Targets
+
+    keras.utils.set_random_seed(classes)
+    rng = np.random.default_rng(classes)
+    folder = tmp_path / "photos"
+    colours = rng.integers(40, 216, (classes, 3))
+    for cls in rng.permutation(classes):  # folders made in any order
+        (folder / f"class_{cls:02d}").mkdir(parents=True)
+        for k in range(3):
+            noisy = colours[cls] + rng.normal(0, 20, (16, 16, 3))
+            Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(folder / f"class_{cls:02d}" / f"{k}.png")
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(16, 3, activation="relu", name="first")(inputs)
+    x = layers.Conv2D(24, 3, strides=2, name="second")(x)
+    model = keras.Model(inputs, layers.Dense(classes, activation="softmax")(layers.GlobalAveragePooling2D()(x)))
+    path = tmp_path / "colours.keras"
+    model.save(path)
+    count = 3 * classes
+    site = _build(runner, tmp_path / "site", "--model", path, "--image-dir", folder, "--images", count,
+                  "--preprocess", "tf")
+    found = _stats(site)
+    manifest = json.loads((site / "data" / "manifest.json").read_text())
+    ids = manifest["data"]["image_ids"]
+    names = manifest["data"]["class_names"]
+    labels = np.array([names.index(i.split("/")[0]) for i in ids])
+    targets = Targets.decide(ids, list(labels))
+    assert manifest["statistics"]["fold_sizes"] == np.bincount(targets.folds).tolist()
+
+    pixels = np.stack([np.asarray(Image.open(folder / i)) for i in ids]).astype(np.float32) / 127.5 - 1
+    for row in found["layers"]:
+        maps = keras.Model(model.inputs, model.get_layer(row["name"]).output)(pixels).numpy()
+        pooled = maps.astype(np.float16).astype(np.float64).mean(axis=(1, 2))  # the spill keeps float16
+
+        class PerRowRidge(Ridge):  # the probe's ridge is per training row: alpha = lambda * rows
+            def fit(self, x, y, sample_weight=None):
+                self.alpha = stats.PROBE_RIDGE * len(x)
+                return super().fit(x, y, sample_weight)
+
+        predicted = cross_val_predict(make_pipeline(StandardScaler(), PerRowRidge()), pooled, np.eye(classes)[labels],
+                                      cv=PredefinedSplit(targets.folds)).argmax(axis=1)
+        expected = float(np.mean(predicted == labels))
+        assert row["class_probe_accuracy"] == pytest.approx(expected, abs=1.01 / count), row["name"]
+        assert expected > 3 / classes  # far above chance (1 / classes): the colours are decodable
