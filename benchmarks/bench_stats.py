@@ -58,10 +58,10 @@ else:
     targets = Targets.decide([item.id for item in chosen], trimaps_given=True)
     layers = len(capture.find_conv_layers(loaded.model, "conv"))
     setup = stats_pass.PassSetup(stats_pass.ModelSpec(sha256=loaded.checksum), "conv", None, InputConvention(),
-                                 targets, size, layers)
-    work = stats_pass.batches(list(images), [item.trimap for item in chosen], batch)
+                                 targets, size, layers, sources.DatasetImages("synthetic_pets", "test", geometry),
+                                 batch)
     start = time.monotonic()
-    parts = stats_pass.run_beam(setup, work, what, options, workers=2).seconds
+    parts = stats_pass.run_beam(setup, what, options, workers=2).seconds
 print(json.dumps({"seconds": time.monotonic() - start, "images": len(images), "parts": parts}))
 """
 

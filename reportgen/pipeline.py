@@ -185,16 +185,19 @@ def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, geomet
 
     stage = f"statistics of {len(chosen)} images (Beam)"
     progress(stage, 0, 1)
-    trimaps = [item.trimap for item in chosen] if targets.mask_source == MASK_TRIMAP else None
     size = options.input_size
+    # Workers read the images themselves: the job carries file paths or a data set's name, not pixels.
+    images = sources.FolderImages.of(options.image_dir, geometry, options.trimap_dir, len(chosen)) \
+        if options.image_dir is not None else \
+        sources.DatasetImages(options.dataset, options.split, geometry, options.data_dir)
     setup = stats_pass.PassSetup(
         stats_pass.ModelSpec(options.model_path, options.weights_path, size[0] if size else None, options.unsafe_load,
                              options.imports, loaded.checksum or None),
-        options.tap, options.image_input, options.convention, targets, geometry.height, layer_count)
-    work = stats_pass.batches([item.image for item in chosen], trimaps, options.batch_size)
-    result = stats_pass.run_beam(setup, work, options.runner, options.beam_options, workers=options.workers)
+        options.tap, options.image_input, options.convention, targets, geometry.height, layer_count, images=images,
+        batch_size=options.batch_size)
+    result = stats_pass.run_beam(setup, options.runner, options.beam_options, workers=options.workers)
     progress(stage, 1, 1)
-    masks = np.stack(trimaps) if trimaps is not None else result.masks
+    masks = np.stack([item.trimap for item in chosen]) if targets.mask_source == MASK_TRIMAP else result.masks
     return _PassOutcome({layer: stats.finalise(acc) for layer, acc in result.layers.items()}, result.cka,
                         result.scores, masks)
 

@@ -128,24 +128,77 @@ def image_folder(folder: Path, geometry: InputGeometry | int, trimap_dir: Path |
         raise InputError(f"image folder {str(folder)!r} has no JPEG or PNG files (nor class sub-folders with any)")
     if trimap_dir is not None and not trimap_dir.is_dir():
         raise InputError(f"trimap folder {str(trimap_dir)!r} does not exist or is not a folder")
-    items = []
-    for path, label in files:
-        image = _open_image(path)
-        rgb = to_rgb_uint8(image)
-        trimap = None
-        if trimap_dir is not None:
-            trimap_path = trimap_dir / f"{path.stem}.png"
-            if trimap_path.is_file():
-                raw = np.asarray(_open_image(trimap_path))
-                if raw.ndim == 3:
-                    raw = raw[..., 0]
-                if raw.shape[:2] != rgb.shape[:2]:
-                    raise InputError(f"trimap {trimap_path.name!r} is {raw.shape[1]}x{raw.shape[0]} "
-                                     f"but its image is {rgb.shape[1]}x{rgb.shape[0]}")
-                trimap = geometry.trimap(_clean_trimap(raw, repr(trimap_path.name)))
-        ident = path.name if label is None else path.relative_to(folder).as_posix()
-        items.append(SourceImage(ident, geometry.pixels(rgb), trimap, label, rgb.shape[:2]))
-    return items
+    return [_load_file(folder, path, label, geometry, trimap_dir) for path, label in files]
+
+
+def _load_file(folder: Path, path: Path, label: str | None, geometry: InputGeometry,
+               trimap_dir: Path | None) -> SourceImage:
+    """One image file of an image folder, fitted to the input, with its trimap when there is one."""
+    image = _open_image(path)
+    rgb = to_rgb_uint8(image)
+    trimap = None
+    if trimap_dir is not None:
+        trimap_path = trimap_dir / f"{path.stem}.png"
+        if trimap_path.is_file():
+            raw = np.asarray(_open_image(trimap_path))
+            if raw.ndim == 3:
+                raw = raw[..., 0]
+            if raw.shape[:2] != rgb.shape[:2]:
+                raise InputError(f"trimap {trimap_path.name!r} is {raw.shape[1]}x{raw.shape[0]} "
+                                 f"but its image is {rgb.shape[1]}x{rgb.shape[0]}")
+            trimap = geometry.trimap(_clean_trimap(raw, repr(trimap_path.name)))
+    ident = path.name if label is None else path.relative_to(folder).as_posix()
+    return SourceImage(ident, geometry.pixels(rgb), trimap, label, rgb.shape[:2])
+
+
+@dataclass(frozen=True)
+class FolderImages:
+    """Statistics images that a worker reads itself: files of an image folder, by their paths.
+
+    Plain values, so a Beam job carries paths, not pixels; `read(start, end)` gives the images
+    `start` to `end` of the statistics images, exactly as `image_folder` gives them."""
+
+    folder: str
+    files: tuple[tuple[str, str | None], ...]  # (path within the folder, class) in statistics order
+    geometry: InputGeometry
+    trimap_dir: str | None = None
+
+    @classmethod
+    def of(cls, folder: Path, geometry: InputGeometry, trimap_dir: Path | None, count: int) -> "FolderImages":
+        files = tuple((path.relative_to(folder).as_posix(), label)
+                      for path, label in labelled_files(folder)[:count])
+        return cls(str(Path(folder).resolve()), files, geometry,
+                   None if trimap_dir is None else str(Path(trimap_dir).resolve()))
+
+    def read(self, start: int, end: int) -> list[SourceImage]:
+        folder = Path(self.folder)
+        trimaps = None if self.trimap_dir is None else Path(self.trimap_dir)
+        return [_load_file(folder, folder / path, label, self.geometry, trimaps) for path, label in self.files[start:end]]
+
+
+@dataclass(frozen=True)
+class DatasetImages:
+    """Statistics images that a worker reads itself from a TFDS split (prepared where it runs)."""
+
+    dataset: str
+    split: str
+    geometry: InputGeometry
+    data_dir: str | None = None
+
+    def read(self, start: int, end: int) -> list[SourceImage]:
+        import itertools
+
+        return list(itertools.islice(tfds_split(self.dataset, self.split, self.geometry, self.data_dir), start, end))
+
+
+@dataclass(frozen=True)
+class LoadedImages:
+    """Statistics images already in memory (the tests, and what no worker can read by itself)."""
+
+    items: tuple[SourceImage, ...]
+
+    def read(self, start: int, end: int) -> list[SourceImage]:
+        return list(self.items[start:end])
 
 
 def from_arrays(images, masks, labels, geometry: InputGeometry) -> list[SourceImage]:

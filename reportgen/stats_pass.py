@@ -120,7 +120,7 @@ def _local_copy(path: str | None, folder: str) -> str | None:
 
 @dataclass(frozen=True)
 class PassSetup:
-    """What every worker needs besides the images."""
+    """What every worker needs: the model, the statistics images (to read itself) and their targets."""
 
     model: ModelSpec
     tap: str
@@ -129,6 +129,8 @@ class PassSetup:
     targets: Targets  # folds, classes, mask source: decided once by the client
     input_height: int
     layer_count: int  # conv layers of the model: every one must come back
+    images: object = None  # sources.FolderImages, DatasetImages or LoadedImages: `read(start, end)`
+    batch_size: int = 5  # images per forward pass, and per minibatch of the layer x layer CKA
     threads: int | None = None  # TensorFlow's threads per worker; None: its default (every core)
 
 
@@ -145,22 +147,33 @@ class Batch:
         return np.arange(self.start, self.start + len(self.images))
 
 
-def batches(images, trimaps, size: int) -> list[Batch]:
-    """The statistics images cut into batches of `size` consecutive images."""
-    return [Batch(start, np.stack(images[start:start + size]),
-                  None if trimaps is None else np.stack(trimaps[start:start + size]))
-            for start in range(0, len(images), size)]
+def shards(total: int, batch_size: int, count: int) -> list[tuple[int, int]]:
+    """The statistics images 0..total-1 as `count` ranges of whole batches: a worker's unit.
 
-
-def shards(work: list[Batch], count: int) -> list[tuple[Batch, ...]]:
-    """The batches in `count` runs of consecutive batches of near-equal length: a worker's unit.
-
-    A worker sums a whole shard before anything leaves it, so only accumulators cross a shuffle,
-    on any runner (the Dask runner lifts no combiner, and drops what `finish_bundle` emits).
+    A worker reads a shard's images itself and sums the whole shard before anything leaves it, so
+    only paths go into the job and only accumulators cross a shuffle, on any runner (the Dask runner
+    lifts no combiner, and drops what `finish_bundle` emits). Ranges start on a batch boundary, so
+    every driver forms the same batches (the minibatch CKA depends on them).
     """
-    count = max(1, min(count, len(work)))
-    edges = np.linspace(0, len(work), count + 1).round().astype(int)
-    return [tuple(work[a:b]) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    batches = -(-total // batch_size)
+    count = max(1, min(count, batches))
+    edges = (np.linspace(0, batches, count + 1).round().astype(int) * batch_size).clip(max=total)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def read_batches(setup: "PassSetup", start: int, end: int) -> list[Batch]:
+    """A shard's images, read where this runs, in batches; images other than the client's are an error."""
+    items = setup.images.read(start, end)
+    ids = tuple(item.id for item in items)
+    if ids != setup.targets.ids[start:end]:
+        raise ReportgenError(f"a statistics worker read other images than this build at {start}-{end} "
+                             f"({len(ids)} images, the first {ids[:1]}); it must see the same image folder or "
+                             "prepared data set")
+    trimaps = setup.targets.mask_source == MASK_TRIMAP
+    return [Batch(first, np.stack([item.image for item in items[first - start:first - start + setup.batch_size]]),
+                  np.stack([item.trimap for item in items[first - start:first - start + setup.batch_size]])
+                  if trimaps else None)
+            for first in range(start, end, setup.batch_size)]
 
 
 _probes: dict = {}  # what a worker loaded -> (probe of every conv output [and the prediction], image input index)
@@ -217,12 +230,13 @@ class Activations:
         return outputs, batch.trimaps if targets.mask_source == MASK_TRIMAP else None
 
 
-def accumulate(activations: Activations, shard, input_height: int) -> dict:
-    """Every statistic's sums over a shard of batches: conv index -> LayerAccumulator, CKA_KEY -> the
-    layer x layer CKA. What both drivers run, the in-process one on one shard of every batch."""
-    targets = activations.config.targets
+def accumulate(activations: Activations, shard: tuple[int, int]) -> dict:
+    """Every statistic's sums over a shard (a range of statistics images): conv index -> LayerAccumulator,
+    CKA_KEY -> the layer x layer CKA. What both drivers run, the in-process one on one shard of all."""
+    setup = activations.config
+    targets, input_height = setup.targets, setup.input_height
     found: dict = {}
-    for batch in shard:
+    for batch in read_batches(setup, *shard):
         outputs, masks = activations(batch)
         spatial = []
         for layer, maps in enumerate(outputs):
@@ -262,14 +276,14 @@ class Masks:
         return np.concatenate([self.masks[start] for start in sorted(self.masks)])
 
 
-def score(activations: Activations, shard, weights: dict) -> dict:
-    """The leave-out probes scored on a shard of batches: conv index -> ProbeScores.
+def score(activations: Activations, shard: tuple[int, int], weights: dict) -> dict:
+    """The leave-out probes scored on a shard (a range of statistics images): conv index -> ProbeScores.
 
     `weights`: conv index -> (folds, mask probe weights, class probe weights), fitted from every image.
     """
     targets = activations.config.targets
     found: dict = {}
-    for batch in shard:
+    for batch in read_batches(activations.config, *shard):
         outputs, masks = activations(batch)
         for layer, fitted in weights.items():
             scores = found.setdefault(layer, stats.ProbeScores(*fitted))
@@ -353,14 +367,15 @@ def _result(sums: dict, scores: dict) -> PassResult:
     return PassResult({k: v for k, v in sums.items() if k >= 0}, sums.get(CKA_KEY), scores, masks)
 
 
-def run_in_process(setup: PassSetup, work: list[Batch]) -> PassResult:
-    """The reference driver: every batch in this process, one after the other, twice: the sums of
-    every statistic, then the probes fitted from them scored on every image."""
+def run_in_process(setup: PassSetup) -> PassResult:
+    """The reference driver: every image in this process, as one shard, twice: the sums of every
+    statistic, then the probes fitted from them scored on every image."""
     activations = Activations(setup)
-    sums = accumulate(activations, work, setup.input_height)
+    every = (0, len(setup.targets))
+    sums = accumulate(activations, every)
     check_sums(sums, setup)
     fits = probe_fits(sums)
-    scores = score(activations, work, fits) if fits else {}
+    scores = score(activations, every, fits) if fits else {}
     check_scores(scores, sums, setup)
     return _result(sums, scores)
 
@@ -432,7 +447,7 @@ def _dask_workers(options: tuple[str, ...]) -> tuple[int, int] | None:
     return len(found), min(int(w.get("nthreads", 1)) for w in found)
 
 
-def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", options: tuple[str, ...] = (),
+def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str, ...] = (),
              workers: int | None = None, results_folder: str | None = None) -> PassResult:
     """The same as `run_in_process`, on Beam: one pipeline for the sums, the probes fitted from them
     here, a second pipeline for the probes' scores. Each pipeline ends in one leaf that writes one
@@ -449,7 +464,8 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
         if cluster is not None:
             processes = cluster[0]
             setup = dataclasses.replace(setup, threads=cluster[1])
-    parts = shards(work, 2 * processes)  # two a worker: a slow one holds up the others by half a shard
+    # Two a worker: a slow one holds up the others by half a shard.
+    parts = shards(len(setup.targets), setup.batch_size, 2 * processes)
 
     class SumsDoFn(beam.DoFn):
         """A shard's batches through the model (loaded once per worker, in `setup`), summed: it emits
@@ -464,7 +480,7 @@ def run_beam(setup: PassSetup, work: list[Batch], runner: str = "DirectRunner", 
 
         def process(self, keyed_shard):
             started = time.monotonic()
-            yield from accumulate(self.activations, keyed_shard[1], self.config.input_height).items()
+            yield from accumulate(self.activations, keyed_shard[1]).items()
             yield SECONDS_KEY, WorkerSeconds({"sums": time.monotonic() - started})
 
     class ScoresDoFn(SumsDoFn):

@@ -11,6 +11,7 @@ from keras import layers
 from reportgen import stats, stats_pass
 from reportgen.cli import app
 from reportgen.inputs import InputConvention
+from reportgen.sources import LoadedImages, SourceImage
 from reportgen.targets import Targets
 
 
@@ -26,10 +27,12 @@ def small_pass(tmp_path_factory):
     rng = np.random.default_rng(0)
     images = list(rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8))
     masks = list(rng.integers(1, 4, (12, 32, 32), dtype=np.uint8))
-    targets = Targets.decide([f"image_{i}" for i in range(12)], [i % 2 for i in range(12)], trimaps_given=True)
-    setup = stats_pass.PassSetup(stats_pass.ModelSpec(path), "conv", None, InputConvention("tf"), targets, 32, 3)
-    work = stats_pass.batches(images, masks, 5)
-    return setup, work, stats_pass.run_in_process(setup, work)
+    items = tuple(SourceImage(f"image_{i}", image, mask, f"class_{i % 2}")
+                  for i, (image, mask) in enumerate(zip(images, masks)))
+    targets = Targets.decide([item.id for item in items], [i % 2 for i in range(12)], trimaps_given=True)
+    setup = stats_pass.PassSetup(stats_pass.ModelSpec(path), "conv", None, InputConvention("tf"), targets, 32, 3,
+                                 images=LoadedImages(items), batch_size=5)
+    return setup, items, stats_pass.run_in_process(setup)
 
 
 def _assert_same(beam, reference):
@@ -52,16 +55,16 @@ def _assert_same(beam, reference):
 @pytest.mark.parametrize("mode, workers", [("multi_processing", 2), ("in_memory", 1)])
 def test_beam_equals_in_process(small_pass, tmp_path, mode, workers):
     """Two worker processes (the batches split between them, accumulators merged) and one bundle of all."""
-    setup, work, reference = small_pass
-    beam = stats_pass.run_beam(setup, work, workers=workers, options=(f"direct_running_mode={mode}",),
+    setup, items, reference = small_pass
+    beam = stats_pass.run_beam(setup, workers=workers, options=(f"direct_running_mode={mode}",),
                                results_folder=str(tmp_path))
     _assert_same(beam, reference)
 
 
 def test_probe_scores_on_beam_equal_in_process_and_a_direct_count(small_pass, tmp_path):
     """The second pass: the probes scored on every image, each by the probe fitted without its fold."""
-    setup, work, reference = small_pass
-    beam = stats_pass.run_beam(setup, work, workers=2, results_folder=str(tmp_path)).scores
+    setup, items, reference = small_pass
+    beam = stats_pass.run_beam(setup, workers=2, results_folder=str(tmp_path)).scores
     local = reference.scores
     assert sorted(local) == sorted(beam) == [0, 1, 2]
     for layer in local:
@@ -72,9 +75,9 @@ def test_probe_scores_on_beam_equal_in_process_and_a_direct_count(small_pass, tm
         assert local[layer].classes.denominator.sum() == 12  # every image's class predicted once
     # Layer "a" counted directly: its maps from the model, each image predicted by its fold's probe.
     model = keras.saving.load_model(setup.model.model_path)
-    pixels = np.concatenate([b.images for b in work]).astype(np.float32) / 127.5 - 1  # --preprocess tf
+    pixels = np.stack([item.image for item in items]).astype(np.float32) / 127.5 - 1  # --preprocess tf
     maps = keras.Model(model.inputs, model.get_layer("a").output)(pixels).numpy()
-    masks = np.concatenate([b.trimaps for b in work])
+    masks = np.stack([item.trimap for item in items])
     folds, mask_weights = reference.layers[0].fold_count, stats.probe_weights(reference.layers[0].folds)
     inter = union = 0.0
     for i in range(12):
@@ -89,10 +92,11 @@ def test_probe_scores_on_beam_equal_in_process_and_a_direct_count(small_pass, tm
 
 
 def test_bundles_of_one_batch_merge_to_the_whole(small_pass):
-    """Each batch accumulated alone (a bundle of one), then merged in reverse: the same as all at once."""
-    setup, work, reference = small_pass
+    """Each batch accumulated alone (a shard of one), then merged in reverse: the same as all at once."""
+    setup, items, reference = small_pass
     activations = stats_pass.Activations(setup)
-    singles = [stats_pass.accumulate(activations, [batch], setup.input_height) for batch in work]
+    singles = [stats_pass.accumulate(activations, shard) for shard in stats_pass.shards(12, 5, 3)]
+    assert len(singles) == 3
     merged = stats_pass.PassResult(
         {layer: stats_pass.merge([s[layer] for s in reversed(singles)]) for layer in reference.layers},
         stats_pass.merge([s[stats_pass.CKA_KEY] for s in reversed(singles)]))
