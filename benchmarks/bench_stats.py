@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,8 @@ def timed_probe(what: str, images: int, batch: int, options: tuple[str, ...] = (
 
 
 def main() -> None:
+    # SIGTERM unwinds like Ctrl-C, so the Dask cluster started here is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=240)
     parser.add_argument("--small", type=int, default=24)
