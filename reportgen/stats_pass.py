@@ -136,7 +136,7 @@ class PassSetup:
 
 @dataclass(frozen=True)
 class Batch:
-    """Consecutive statistics images `start`, `start + 1`, ...: the unit of work, and of minibatch CKA."""
+    """Consecutive statistics images `start`, `start + 1`, ...: one forward pass, and one minibatch of CKA."""
 
     start: int
     images: np.ndarray  # B x H x W x C uint8
@@ -169,11 +169,13 @@ def read_batches(setup: "PassSetup", start: int, end: int) -> list[Batch]:
         raise ReportgenError(f"a statistics worker read other images than this build at {start}-{end} "
                              f"({len(ids)} images, the first {ids[:1]}); it must see the same image folder or "
                              "prepared data set")
-    trimaps = setup.targets.mask_source == MASK_TRIMAP
-    return [Batch(first, np.stack([item.image for item in items[first - start:first - start + setup.batch_size]]),
-                  np.stack([item.trimap for item in items[first - start:first - start + setup.batch_size]])
-                  if trimaps else None)
-            for first in range(start, end, setup.batch_size)]
+    with_trimaps = setup.targets.mask_source == MASK_TRIMAP
+    found = []
+    for first in range(start, end, setup.batch_size):
+        chunk = items[first - start:first - start + setup.batch_size]
+        found.append(Batch(first, np.stack([item.image for item in chunk]),
+                           np.stack([item.trimap for item in chunk]) if with_trimaps else None))
+    return found
 
 
 _probes: dict = {}  # what a worker loaded -> (probe of every conv output [and the prediction], image input index)
