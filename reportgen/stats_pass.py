@@ -314,18 +314,20 @@ class PassResult:
     seconds: dict = dataclasses.field(default_factory=dict)  # what each part took: sums, fits, scores
 
 
+def layer_fit(key: int, accumulator):
+    """A layer's probe weights per fold, (key, (folds, the mask probe's, the class probe's)), fitted
+    from its sums; nothing for a layer without a probe (or a key that is not a layer)."""
+    if key < 0:
+        return
+    fitted = (accumulator.fold_count, stats.probe_weights(accumulator.folds),
+              stats.probe_weights(accumulator.class_folds))
+    if fitted[1] or fitted[2]:
+        yield key, fitted
+
+
 def probe_fits(sums: dict) -> dict:
-    """Each layer's probe weights per fold, conv index -> (folds, the mask probe's, the class probe's),
-    fitted from its sums; layers without a probe are left out."""
-    fits = {}
-    for key, accumulator in sums.items():
-        if key < 0:
-            continue
-        fitted = (accumulator.fold_count, stats.probe_weights(accumulator.folds),
-                  stats.probe_weights(accumulator.class_folds))
-        if fitted[1] or fitted[2]:
-            fits[key] = fitted
-    return fits
+    """Every layer's probe fits, conv index -> (folds, mask probe weights, class probe weights)."""
+    return dict(fit for key, accumulator in sums.items() for fit in layer_fit(key, accumulator))
 
 
 def check_sums(sums: dict, setup: PassSetup) -> None:
@@ -490,7 +492,7 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
 
         def process(self, joined):
             _, found = joined
-            fits, = found["fits"]
+            fits = found["fits"][0] if found["fits"] else {}
             if not fits:  # no probe: no second forward pass
                 return
             started = time.monotonic()
@@ -540,8 +542,8 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
     pipeline = beam.Pipeline(options=pipeline_options(runner, options, workers, len(parts)))
     shards_in = pipeline | "Shards" >> beam.Create(list(enumerate(parts)))
     sums = merged_by_key(shards_in | "Sums of a shard" >> beam.ParDo(SumsDoFn(setup)), "Sums")
-    fits = (as_one(sums | "Without timings" >> beam.Filter(lambda pair: pair[0] != SECONDS_KEY), "Sums")
-            | "Fit probes" >> beam.Map(probe_fits)
+    # Each layer fitted where its sums are; only the fits, a few MB, come together.
+    fits = (as_one(sums | "Fit probes" >> beam.FlatMapTuple(layer_fit), "Fits")
             | "To every shard" >> beam.FlatMap(fan_out))
     scores = merged_by_key({"shard": shards_in, "fits": fits}
                            | "Fits meet shards" >> beam.CoGroupByKey()
