@@ -4,26 +4,10 @@ a known true value. No TensorFlow: the accumulators are fed as every driver feed
 
 import numpy as np
 import pytest
-from sklearn.linear_model import Ridge
-from sklearn.model_selection import PredefinedSplit, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn_reference import held_out_predictions
 
 from reportgen import stats
 from reportgen.targets import Targets, assign_folds, feed, mask_truth, score_image
-
-
-class PerRowRidge(Ridge):
-    """The probe's ridge is per training row, (X'X/m + a I) w = X'y/m: scikit-learn's alpha = a m."""
-
-    def fit(self, x, y, sample_weight=None):
-        self.alpha = stats.PROBE_RIDGE * len(x)
-        return super().fit(x, y, sample_weight)
-
-
-def _reference_predictions(features, targets_matrix, folds):
-    model = make_pipeline(StandardScaler(), PerRowRidge())
-    return cross_val_predict(model, features, targets_matrix, cv=PredefinedSplit(folds))
 
 
 def _class_images(rng, labels, channels=6, size=3):
@@ -50,7 +34,7 @@ def test_class_probe_equals_scikit_learn_ridge_with_the_same_folds(classes, per_
     final = stats.finalise(accumulator)
 
     pooled = maps.reshape(count, -1, maps.shape[-1]).mean(axis=1).astype(np.float64)
-    reference = _reference_predictions(pooled, np.eye(classes)[labels], targets.folds).argmax(axis=1)
+    reference = held_out_predictions(pooled, np.eye(classes)[labels], targets.folds).argmax(axis=1)
     ours = np.array([stats.probe_predict(final.class_probe_weights, pooled[i:i + 1], int(targets.folds[i]))[0]
                      for i in range(count)])
     assert np.mean(ours == reference) >= 0.99  # float32 solves may flip a near tie
@@ -77,7 +61,7 @@ def test_mask_probe_equals_scikit_learn_ridge_on_the_pooled_pixels():
 
     rows = maps.reshape(-1, channels).astype(np.float64)
     row_folds = np.repeat(targets.folds, size * size)
-    reference = _reference_predictions(rows, onehot.reshape(-1, 3), row_folds)
+    reference = held_out_predictions(rows, onehot.reshape(-1, 3), row_folds)
     for fold in range(targets.fold_count):  # the balanced decision: each class past its training share
         prior = onehot.reshape(-1, 3)[row_folds != fold].mean(axis=0)
         reference[row_folds == fold] -= prior

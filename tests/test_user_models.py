@@ -427,12 +427,8 @@ def test_class_folders_of_many_classes_get_scikit_learns_probe(runner, tmp_path,
     """Class folders taken round-robin (image i of class i mod K), K a multiple of the 10 folds or
     not: the site's class probe equals scikit-learn's ridge on the model's own layer outputs, with
     the folds the site lists."""
-    from sklearn.linear_model import Ridge
-    from sklearn.model_selection import PredefinedSplit, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn_reference import held_out_predictions
 
-    from reportgen import stats
     from reportgen.targets import Targets
 
     keras.utils.set_random_seed(classes)
@@ -465,14 +461,7 @@ def test_class_folders_of_many_classes_get_scikit_learns_probe(runner, tmp_path,
     for row in found["layers"]:
         maps = keras.Model(model.inputs, model.get_layer(row["name"]).output)(pixels).numpy()
         pooled = maps.astype(np.float16).astype(np.float64).mean(axis=(1, 2))  # the spill keeps float16
-
-        class PerRowRidge(Ridge):  # the probe's ridge is per training row: alpha = lambda * rows
-            def fit(self, x, y, sample_weight=None):
-                self.alpha = stats.PROBE_RIDGE * len(x)
-                return super().fit(x, y, sample_weight)
-
-        predicted = cross_val_predict(make_pipeline(StandardScaler(), PerRowRidge()), pooled, np.eye(classes)[labels],
-                                      cv=PredefinedSplit(targets.folds)).argmax(axis=1)
+        predicted = held_out_predictions(pooled, np.eye(classes)[labels], targets.folds).argmax(axis=1)
         expected = float(np.mean(predicted == labels))
         assert row["class_probe_accuracy"] == pytest.approx(expected, abs=1.01 / count), row["name"]
         assert expected > 3 / classes  # far above chance (1 / classes): the colours are decodable
