@@ -163,7 +163,7 @@ def decide_targets(statistics_images, specs: list[outputs.OutputSpec], options: 
                       None)
     return Targets.decide([item.id for item in statistics_images], labels,
                           trimaps_given=all(item.trimap is not None for item in statistics_images),
-                          prediction_output=segmenting, measures=options.statistics)
+                          prediction_output=segmenting, measures=options.statistics, class_names=class_names)
 
 
 @dataclass
@@ -401,7 +401,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
                              "and use the command line, or leave stats_images unset")
         statistics_images = _stats_images(options, geometry)
     targets = decide_targets(statistics_images, specs, options)
-    class_names = sources.class_names(statistics_images)
+    class_names = list(targets.class_names)
     if _wants_stats_pass(options):
         outcome = _statistics_pass(options, loaded, geometry, statistics_images, targets, len(convs), progress)
 

@@ -547,9 +547,14 @@ def finalise(acc: LayerAccumulator) -> LayerStats:
     )
 
 
+def can_fit_probe(folds: dict) -> bool:
+    """Whether fold sums give a leave-out probe: two folds at least, and targets (a mask, classes)."""
+    return len(folds) >= 2 and next(iter(folds.values())).sy.size > 0
+
+
 def probe_weights(folds: dict) -> list:
     """Ridge weights per held-out fold, fitted on the standardised features of the other folds."""
-    if len(folds) < 2 or next(iter(folds.values())).sy.size == 0:  # no targets (no mask): no probe
+    if not can_fit_probe(folds):
         return []
     total = _total(folds)
     weights = []

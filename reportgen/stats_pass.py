@@ -348,11 +348,8 @@ def check_sums(sums: dict, setup: PassSetup) -> None:
 
 
 def _probed(accumulator) -> tuple[bool, bool]:
-    """Whether a layer's sums give a mask probe and a class probe (as `stats.probe_weights` decides)."""
-    def fits(folds: dict) -> bool:
-        return len(folds) >= 2 and next(iter(folds.values())).sy.size > 0
-
-    return fits(accumulator.folds), fits(accumulator.class_folds)
+    """Whether a layer's sums give a mask probe and a class probe."""
+    return stats.can_fit_probe(accumulator.folds), stats.can_fit_probe(accumulator.class_folds)
 
 
 def check_scores(scores: dict, sums: dict, setup: PassSetup) -> None:

@@ -59,10 +59,11 @@ class Targets:
     mask_source: str | None = None  # MASK_TRIMAP, MASK_PREDICTION, or None: the mask-free statistics only
     prediction_output: int | None = None  # with MASK_PREDICTION: the model output whose argmax is the mask
     measures: bool = True  # False: the descriptive numbers and the ranking only (--no-stats)
+    class_names: tuple[str, ...] = ()  # the class folders' names, sorted: what `labels` index
 
     @classmethod
     def decide(cls, ids, labels=None, trimaps_given: bool = False, prediction_output: int | None = None,
-               measures: bool = True) -> "Targets":
+               measures: bool = True, class_names=()) -> "Targets":
         """The targets of `ids` (statistics images, in order) with their class indices (or None)."""
         ids = tuple(str(i) for i in ids)
         if labels is not None and (any(label is None for label in labels) or len(set(labels)) < 2):
@@ -72,7 +73,7 @@ class Targets:
         source = MASK_TRIMAP if trimaps_given else MASK_PREDICTION if prediction_output is not None else None
         return cls(ids, folds, fold_count, None if labels is None else np.asarray(labels, np.int64),
                    0 if labels is None else int(max(labels)) + 1, source,
-                   prediction_output if source == MASK_PREDICTION else None, measures)
+                   prediction_output if source == MASK_PREDICTION else None, measures, tuple(class_names))
 
     def __len__(self) -> int:
         return len(self.ids)
