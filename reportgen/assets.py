@@ -162,7 +162,7 @@ class AssetWriter:
                                 "href": f"images/{record.slug}.html"}
                 continue
             relative = example_path(namer(item.id))
-            self._write(relative, render.encode_webp(render.as_rgb(item.image), quality=EXAMPLE_QUALITY))
+            self._write(relative, render.encode_webp(render.as_rgb(item.picture), quality=EXAMPLE_QUALITY))
             found[index] = {"id": item.id, "src": relative, "href": None}
         return found
 

@@ -39,10 +39,10 @@ def _follower_types():
 
 @dataclass(frozen=True)
 class ConvLayer:
-    """One conv layer as the report sees it."""
+    """One call of a conv layer, the one on the path from the image input, as the report sees it."""
 
     index: int  # 1-based, in graph order
-    name: str  # the layer's own name, untrusted text
+    name: str  # the layer's own name (and which call, for a layer called more than once), untrusted text
     path: tuple[str, ...]  # names of the nested models that hold it, outermost first
     kind: str  # class name, e.g. Conv2D
     kernel: tuple[int, ...]
@@ -50,13 +50,28 @@ class ConvLayer:
     dilation: tuple[int, ...]
     filters: int
     params: int
-    output_shape: tuple[int, ...]  # without the batch axis
+    output_shape: tuple[int, ...]  # without the batch axis, channels last
     tap_name: str  # the layer whose output is captured (the conv itself or its activation)
     is_output: bool = False  # its output (after its own norm and activation) is a model output: the head
+    layer_name: str = ""  # the Keras layer's name (`name` without the call number)
+    route: tuple[int, ...] = (0,)  # which call of each nested model, then of the conv layer (graph.Call.route)
+    tap_node: int = 0  # which call of the tapped layer
+    channels_first: bool = False  # data_format="channels_first": the channel axis is moved last at capture
+    groups: int = 1
 
     @property
     def qualified_name(self) -> str:
         return "/".join((*self.path, self.name))
+
+    @property
+    def description(self) -> str:
+        """The layer's type as the report names it, with what sets it apart from a plain conv."""
+        if self.kind == "Dense":
+            return "Dense on the maps (a 1x1 conv)"
+        extras = [f"groups={self.groups}"] if self.groups > 1 else []
+        if self.channels_first:
+            extras.append("channels_first")
+        return f"{self.kind} ({', '.join(extras)})" if extras else self.kind
 
 
 def _tuple(value, rank: int) -> tuple[int, ...]:
@@ -77,59 +92,107 @@ def _walk(model, path=()) -> Iterator[tuple[tuple[str, ...], object]]:
             yield path, layer
 
 
-def _consumers(model, layer) -> list:
-    """The layers of `model` that take `layer`'s output as an input."""
-    return [other for other in model.layers
-            if any(layer.output is t for node in other._inbound_nodes for t in node.input_tensors)]
+def _tap_call(owner, layer, node_index: int, tap: str) -> tuple[object, int]:
+    """The call to capture for one conv call: itself, or the end of its norm/activation chain."""
+    from reportgen import graph
 
-
-def _tap_layer(model, conv, tap: str):
-    """The layer to capture for `conv`: itself, or the end of its norm/activation chain."""
     if tap == "conv":
-        return conv
+        return layer, node_index
     followers = _follower_types()
-    current = conv
+    current, index = layer, node_index
     while True:
-        consumers = _consumers(model, current)
-        if len(consumers) != 1 or not isinstance(consumers[0], followers):
-            return current
-        current = consumers[0]
+        after = graph.consumers(owner, current._inbound_nodes[index].output_tensors[0])
+        if len(after) != 1 or not isinstance(after[0].operation, followers):
+            return current, index
+        current = after[0].operation
+        index = current._inbound_nodes.index(after[0])
 
 
-def find_conv_layers(model, tap: str = "conv") -> list[ConvLayer]:
-    """Every conv layer of `model`, in graph order, with what the report needs to know of it."""
+def _is_conv(layer, node) -> bool:
+    """A conv layer, or a Dense layer applied to maps: a pointwise conv, as ConvNeXt writes them."""
+    from keras import layers
+
+    if isinstance(layer, conv_types()):
+        return True
+    return isinstance(layer, layers.Dense) and len(node.input_tensors[0].shape) >= 4
+
+
+def _channels_first(layer) -> bool:
+    return getattr(layer, "data_format", "channels_last") == "channels_first"
+
+
+def conv_calls(model, image_index: int = 0) -> tuple[list, list]:
+    """The conv calls (graph.Call) fed by the image input, and those it does not reach."""
+    from reportgen import graph
+
+    fed, unfed = [], []
+    for call, reached in graph.calls(model, [i == image_index for i in range(len(model.inputs))]):
+        if _is_conv(call.layer, call.node):
+            (fed if reached else unfed).append(call)
+    return fed, unfed
+
+
+def _call_names(found: list) -> list[str]:
+    """Each call's name: the layer's, numbered where one layer has several calls on the image's path."""
+    from collections import Counter
+
+    counts = Counter((call.path, call.layer.name) for call in found)
+    seen: Counter = Counter()
+    names = []
+    for call in found:
+        key = (call.path, call.layer.name)
+        seen[key] += 1
+        names.append(call.layer.name if counts[key] == 1 else f"{call.layer.name} (call {seen[key]})")
+    return names
+
+
+def unfed_conv_layers(model, image_index: int) -> list[str]:
+    """Qualified names of the conv layers that the image input does not reach (a siamese model's other branch)."""
+    fed, unfed = conv_calls(model, image_index)
+    reached = {(call.path, call.layer.name) for call in fed}
+    return ["/".join((*call.path, call.layer.name)) + ("" if (call.path, call.layer.name) not in reached
+                                                       else " (its other call)") for call in unfed]
+
+
+def find_conv_layers(model, tap: str = "conv", image_index: int = 0) -> list[ConvLayer]:
+    """Every conv call on the image input's path through `model`, in graph order, with what the report
+    needs to know of it."""
+    from reportgen import graph
+
     if tap not in TAPS:
         raise InputError(f"unknown tap {tap!r}; choose one of {', '.join(TAPS)}")
     found = []
-    containers = {(): model}
-    kinds = conv_types()
-    for path, layer in _walk(model):
-        if not isinstance(layer, kinds):
-            continue
-        owner = containers.get(path)
-        if owner is None:
-            owner = model
-            for name in path:
-                owner = owner.get_layer(name)
-            containers[path] = owner
-        rank = len(layer.output.shape) - 2
-        tapped = _tap_layer(owner, layer, tap)
-        block_end = _tap_layer(owner, layer, "activation")
-        is_output = not path and any(end.output is t for end in (layer, block_end) for t in model.outputs)
-        filters = getattr(layer, "filters", None) or int(layer.output.shape[-1])
+    fed, _ = conv_calls(model, image_index)
+    outputs = {id(t) for t in model.outputs}
+    for call, name in zip(fed, _call_names(fed)):
+        layer, node = call.layer, call.node
+        owner = graph.owner(model, call.path)
+        rank = len(node.output_tensors[0].shape) - 2
+        tapped, tap_index = _tap_call(owner, layer, call.node_index, tap)
+        end, end_index = _tap_call(owner, layer, call.node_index, "activation")
+        ends = (node.output_tensors[0], end._inbound_nodes[end_index].output_tensors[0])
+        shape = tuple(int(d) if d is not None else -1 for d in tapped._inbound_nodes[tap_index].output_tensors[0].shape[1:])
+        channels_first = _channels_first(layer) and len(shape) >= 2
+        if channels_first:
+            shape = (*shape[1:], shape[0])
         found.append(ConvLayer(
             index=len(found) + 1,
-            name=layer.name,
-            path=path,
+            name=name,
+            path=call.path,
             kind=type(layer).__name__,
             kernel=_tuple(getattr(layer, "kernel_size", 1), rank),
             strides=_tuple(getattr(layer, "strides", 1), rank),
             dilation=_tuple(getattr(layer, "dilation_rate", 1), rank),
-            filters=int(filters),
+            filters=int(getattr(layer, "filters", None) or getattr(layer, "units", None) or shape[-1]),
             params=int(layer.count_params()),
-            output_shape=tuple(int(d) if d is not None else -1 for d in tapped.output.shape[1:]),
+            output_shape=shape,
             tap_name=tapped.name,
-            is_output=is_output,
+            is_output=not call.path and any(id(t) in outputs for t in ends),
+            layer_name=layer.name,
+            route=call.route,
+            tap_node=tap_index,
+            channels_first=channels_first,
+            groups=int(getattr(layer, "groups", 1) or 1),
         ))
     return found
 
@@ -139,11 +202,13 @@ BOUNDED_ACTIVATIONS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hard_sigmoid
 SCALE_MISMATCH = 10.0  # conv outputs this many times off the BatchNorm statistics learnt in training
 
 
-def _layer_of(model, conv: ConvLayer):
-    owner = model
-    for name in conv.path:
-        owner = owner.get_layer(name)
-    return owner, owner.get_layer(conv.name)
+def _conv_output(model, conv: ConvLayer):
+    """The conv's owner (the nested model that holds it), the conv layer, and its call's output tensor."""
+    from reportgen import graph
+
+    owner = graph.owner(model, conv.path)
+    layer = owner.get_layer(conv.layer_name or conv.name)
+    return owner, layer, layer._inbound_nodes[conv.route[-1]].output_tensors[0]
 
 
 def first_conv_evidence(model, conv: ConvLayer, values: np.ndarray) -> str | None:
@@ -153,24 +218,26 @@ def first_conv_evidence(model, conv: ConvLayer, values: np.ndarray) -> str | Non
     that sits at its limits, and, where a BatchNormalization follows the conv, how far the outputs
     are from the moving mean and variance that BatchNorm learnt from the training inputs.
     """
-    owner, layer = _layer_of(model, conv)
+    owner, layer, output = _conv_output(model, conv)
     values = np.asarray(values, np.float32).reshape(-1, values.shape[-1])
     activation = getattr(getattr(layer, "activation", None), "__name__", "")
-    if conv.tap_name == conv.name and activation in BOUNDED_ACTIVATIONS:
+    if conv.tap_name == conv.layer_name and activation in BOUNDED_ACTIVATIONS:
         low, high = BOUNDED_ACTIVATIONS[activation]
         margin = 0.01 * (high - low)
         share = float(np.mean((values <= low + margin) | (values >= high - margin)))
         if share >= 0.5:
             return (f"the first conv ({conv.qualified_name}) is saturated: {share:.0%} of its {activation} outputs "
                     "sit at the activation's limits")
-    if conv.tap_name != conv.name:
+    if conv.tap_name != conv.layer_name:
         return None
     from keras import layers
 
-    consumers = _consumers(owner, layer)
-    if len(consumers) != 1 or not isinstance(consumers[0], layers.BatchNormalization):
+    from reportgen import graph
+
+    after = graph.consumers(owner, output)
+    if len(after) != 1 or not isinstance(after[0].operation, layers.BatchNormalization):
         return None
-    norm = consumers[0]
+    norm = after[0].operation
     mean = np.asarray(norm.moving_mean, np.float32)
     variance = np.asarray(norm.moving_variance, np.float32)
     if mean.shape != (values.shape[-1],):
@@ -181,6 +248,19 @@ def first_conv_evidence(model, conv: ConvLayer, values: np.ndarray) -> str | Non
         return (f"the first conv's outputs ({conv.qualified_name}) are {ratio:.3g} times the spread its "
                 f"BatchNormalization learnt in training (about 1 when the input matches training)")
     return None
+
+
+def _normalization_formula(layer) -> str:
+    """(x - mean) / sqrt(variance), with the values: given when the layer was built (ConvNeXt's fixed
+    ImageNet statistics), or adapted to data with `adapt()`."""
+    mean = np.asarray(layer.mean, np.float64).ravel()
+    std = np.sqrt(np.asarray(layer.variance, np.float64).ravel())
+    origin = "given" if getattr(layer, "input_mean", None) is not None else "adapted to data"
+    return f"(x - mean) / std, mean {_few(mean)}, std {_few(std)}, {origin}"
+
+
+def _few(values) -> str:
+    return ", ".join(f"{v:.4g}" for v in values[:4]) + (", ..." if len(values) > 4 else "")
 
 
 def input_layers(model) -> list[str]:
@@ -195,7 +275,7 @@ def input_layers(model) -> list[str]:
             found.append(f"{type(layer).__name__} {layer.name!r} (x * {np.asarray(layer.scale).ravel()[0]:g} "
                          f"+ {np.asarray(layer.offset).ravel()[0]:g})")
         elif isinstance(layer, layers.Normalization):
-            found.append(f"{type(layer).__name__} {layer.name!r} (learnt mean and variance)")
+            found.append(f"{type(layer).__name__} {layer.name!r} ({_normalization_formula(layer)})")
         elif isinstance(layer, (layers.Resizing, layers.CenterCrop)):
             found.append(f"{type(layer).__name__} {layer.name!r}")
         else:
@@ -203,29 +283,32 @@ def input_layers(model) -> list[str]:
     return found
 
 
-def _outer_tensor(model, path: tuple[str, ...], layer_name: str):
-    """The symbolic output of a (possibly nested) layer, expressed in `model`'s own graph."""
+def tapped_tensor(model, conv: ConvLayer):
+    """The symbolic output of a conv's tapped call, in `model`'s own graph, channels last."""
     import keras
 
-    if not path:
-        return model.get_layer(layer_name).output
-    nested = model.get_layer(path[0])
-    inner_output = _inner_output(nested, path[1:], layer_name)
-    # Re-apply the nested model's graph from its input up to the tapped layer, on the
-    # tensor that feeds it in the outer graph, so the probe stays one model.
-    node_inputs = nested._inbound_nodes[-1].input_tensors
-    sub = keras.Model(nested.inputs, inner_output)
-    return sub(node_inputs[0] if len(node_inputs) == 1 else node_inputs)
+    from reportgen import graph
+
+    owner = graph.owner(model, conv.path)
+    inner = owner.get_layer(conv.tap_name)._inbound_nodes[conv.tap_node].output_tensors[0]
+    tensor = graph.outer_tensor(model, conv.path, conv.route, inner)
+    return keras.ops.moveaxis(tensor, 1, -1) if conv.channels_first else tensor
 
 
-def _inner_output(model, path, layer_name):
-    if not path:
-        return model.get_layer(layer_name).output
-    return _outer_tensor(model, path, layer_name)
+def is_channels_first(shape) -> bool:
+    """An image input laid out (batch, channels, height, width): 1 or 3 channels first, and not last."""
+    shape = tuple(shape)
+    return len(shape) == 4 and shape[1] in (1, 3) and shape[-1] not in (1, 3, None)
+
+
+def image_shape(shape) -> tuple:
+    """(height, width, channels) of an image input's shape, in either layout; None where dynamic."""
+    shape = tuple(shape)
+    return (shape[2], shape[3], shape[1]) if is_channels_first(shape) else tuple(shape[1:4])
 
 
 def _is_image_shape(shape) -> bool:
-    return len(shape) == 4 and shape[-1] in (1, 3, None)
+    return len(shape) == 4 and image_shape(shape)[-1] in (1, 3, None)
 
 
 def image_input(model, name: str | None = None) -> int:
@@ -268,7 +351,7 @@ def probe_model(model, convs: Sequence[ConvLayer]):
 
     if not convs:
         raise InputError("the model has no convolution layers to report on")
-    outputs = [_outer_tensor(model, conv.path, conv.tap_name) for conv in convs]
+    outputs = [tapped_tensor(model, conv) for conv in convs]
     return keras.Model(model.inputs, outputs, name="reportgen_probe")
 
 
@@ -300,6 +383,8 @@ def _graph_optimizer_off():
 
 def _feed(probe, batch: np.ndarray, image_index: int):
     """The probe's inputs for one batch: the images, and zeros for any other input."""
+    if is_channels_first(probe.inputs[image_index].shape):
+        batch = np.moveaxis(batch, -1, 1)
     if len(probe.inputs) == 1:
         return [batch]
     return [batch if i == image_index else
@@ -332,7 +417,8 @@ def _batches(probe, images, batch_size: int, image_index: int, prepare) -> Itera
 
 def receptive_fields(model, convs: Sequence[ConvLayer]) -> dict[str, float]:
     """Receptive field in input pixels per conv layer, from the graph (STATS.md, item 8)."""
-    from reportgen.receptive import receptive_field_map
+    from reportgen.receptive import receptive_fields_by_call
 
-    fields = receptive_field_map(model)
-    return {conv.qualified_name: fields.get(conv.qualified_name, float("nan")) for conv in convs}
+    fields = receptive_fields_by_call(model)
+    return {conv.qualified_name: fields.get(("/".join((*conv.path, conv.layer_name)), conv.route), float("nan"))
+            for conv in convs}

@@ -49,7 +49,9 @@ def build(
     dataset: Annotated[str, typer.Option("--dataset", help="synthetic_pets (built locally) or oxford_iiit_pet (TFDS download).")] = "synthetic_pets",
     split: Annotated[str, typer.Option("--split", help="Data set split.")] = "test",
     image_dir: Annotated[Optional[Path], typer.Option("--image-dir", help="A folder of JPEG/PNG files instead of a data set.")] = None,
-    trimap_dir: Annotated[Optional[Path], typer.Option("--trimap-dir", help="Oxford-style trimaps (same stem, .png) for --image-dir.")] = None,
+    trimap_dir: Annotated[Optional[Path], typer.Option("--trimap-dir", help="Masks (same stem, .png) for --image-dir: Oxford trimaps (1-3) or binary (0/1, 0/255).")] = None,
+    depth: Annotated[str, typer.Option("--depth", help="16-bit images: scale (0-65535 to 0-255 as floats, every level kept) or raw (the stored values; give --rescale).")] = "scale",
+    mask_values: Annotated[Optional[str], typer.Option("--mask-values", help="What the mask values mean, e.g. 0=background,255=foreground or 0=background,1-4=foreground,255=ignore.")] = None,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     input_size: InputSizeOpt = None,
@@ -78,7 +80,7 @@ def build(
 ):
     """Build the report site: every conv layer, every channel, every selected image."""
     _quiet_libraries()
-    from reportgen.inputs import parse_rescale, parse_size
+    from reportgen.inputs import MaskValues, parse_rescale, parse_size
     from reportgen.pipeline import BuildOptions, build as run_build
 
     if ids:
@@ -86,6 +88,7 @@ def build(
     try:
         options = BuildOptions(
             images=images, dataset=dataset, split=split, image_dir=image_dir, trimap_dir=trimap_dir,
+            mask_values=MaskValues.parse(mask_values), depth=depth,
             model_path=model, weights_path=weights, input_size=parse_size(input_size), image_input=image_input,
             preprocess=preprocess, rescale=parse_rescale(rescale), fit=fit, interpolation=interpolation,
             imports=tuple(imports or ()), labels=labels, select=select, seed=seed,
@@ -159,13 +162,13 @@ def inspect(
     except ReportgenError as error:
         _fail(error)
     typer.echo(f"{loaded.description}: {len(convs)} conv layers, {loaded.model.count_params():,} parameters")
-    header = f"{'#':>3}  {'name':<28} {'type':<16} {'kernel':<7} {'dil':<5} {'output':<14} {'params':>10} {'RF px':>7}"
+    header = f"{'#':>3}  {'name':<28} {'type':<22} {'kernel':<7} {'dil':<5} {'output':<14} {'params':>10} {'RF px':>7}"
     typer.echo(header)
     for c in convs:
         kernel = "x".join(map(str, c.kernel))
         shape = "x".join(map(str, c.output_shape))
         field = fields.get(c.qualified_name, float("nan"))
-        typer.echo(f"{c.index:>3}  {c.qualified_name[:28]:<28} {c.kind:<16} {kernel:<7} {c.dilation[0]:<5} "
+        typer.echo(f"{c.index:>3}  {c.qualified_name[:28]:<28} {c.description[:22]:<22} {kernel:<7} {c.dilation[0]:<5} "
                    f"{shape:<14} {c.params:>10,} {field:>7.0f}")
 
 

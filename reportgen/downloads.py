@@ -68,7 +68,7 @@ def stats_records(results, example_ids: dict[int, str] | None = None) -> list[di
             "intervals_90": intervals(r),
             "index": r.conv.index,
             "name": r.conv.qualified_name,
-            "type": r.conv.kind,
+            "type": r.conv.description,
             "role": r.role,
             "output_shape": list(r.shape),
             "stride": json_value(r.stride),

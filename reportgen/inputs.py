@@ -171,25 +171,36 @@ class InputGeometry:
         return canvas_w, height, (canvas_w - width) // 2, 0
 
     def fit_array(self, array: np.ndarray, fill: int = 0, resample: Image.Resampling | None = None) -> np.ndarray:
-        """A uint8 H x W (x C) picture fitted to the geometry; masks pass NEAREST and their fill value."""
+        """A uint8 H x W (x C) picture fitted to the geometry; masks pass NEAREST and their fill value.
+        A float32 picture (a 16-bit image at full depth) is fitted channel by channel, in PIL's F mode."""
         resample = INTERPOLATIONS[self.interpolation] if resample is None else resample
-        height, width = array.shape[:2]
-        if (height, width) == self.size:
+        if array.shape[:2] == self.size:
             return array
-        picture = Image.fromarray(array)
+        if array.dtype == np.uint8:
+            return np.asarray(self._fit_picture(Image.fromarray(array), fill, resample))
+        planes = array[..., None] if array.ndim == 2 else array
+        fitted = [np.asarray(self._fit_picture(Image.fromarray(np.ascontiguousarray(planes[..., c], np.float32),
+                                                               mode="F"), fill, resample))
+                  for c in range(planes.shape[-1])]
+        return np.stack(fitted, axis=-1) if array.ndim == 3 else fitted[0]
+
+    def _fit_picture(self, picture: Image.Image, fill: int, resample: Image.Resampling) -> Image.Image:
+        width, height = picture.size
         if self.fit == "crop":
             picture = picture.crop(self._crop_box(width, height))
         elif self.fit == "pad" and abs(width / height - self.width / self.height) > 1e-9:
             canvas_w, canvas_h, left, top = self._pad_canvas(width, height)
-            canvas = Image.new(picture.mode, (canvas_w, canvas_h), fill if picture.mode in ("L", "P") else
+            canvas = Image.new(picture.mode, (canvas_w, canvas_h), fill if picture.mode in ("L", "P", "F") else
                                (fill,) * len(picture.getbands()))
             canvas.paste(picture, (left, top))
             picture = canvas
-        return np.asarray(picture.resize((self.width, self.height), resample))
+        return picture.resize((self.width, self.height), resample)
 
     def pixels(self, rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB H x W x 3 to the geometry, grayscale by PIL's L conversion where the model wants it."""
         fitted = self.fit_array(rgb)
+        if self.channels == 1 and fitted.dtype != np.uint8:  # PIL's L weights, without its rounding to 8 bits
+            return (fitted @ np.array([0.299, 0.587, 0.114], np.float32))[..., None].astype(np.float32)
         if self.channels == 1:
             return np.asarray(Image.fromarray(fitted).convert("L"))[..., None]
         return fitted
@@ -197,3 +208,74 @@ class InputGeometry:
     def trimap(self, trimap: np.ndarray) -> np.ndarray:
         """A trimap follows its image's geometry exactly; padding is 'not classified'."""
         return self.fit_array(trimap, fill=PAD_TRIMAP, resample=Image.Resampling.NEAREST)
+
+
+MASK_ROLES = {"foreground": 1, "background": 2, "ignore": 3}  # the Oxford trimap value each role becomes
+TRIMAP_VALUES = ((1, 1, "foreground"), (2, 2, "background"), (3, 3, "ignore"))
+BINARY_VALUES = {(0, 1): ((0, 0, "background"), (1, 1, "foreground")),
+                 (0, 255): ((0, 0, "background"), (255, 255, "foreground"))}
+
+
+@dataclass(frozen=True)
+class MaskValues:
+    """What the values stored in a mask file mean: ranges of values, each foreground, background or
+    ignore (Oxford's border band: left out of every IoU). The statistics measure the foreground;
+    the site calls it the pet, as in the Oxford convention.
+
+    Without `--mask-values`, each mask says itself: values within 1-3 are an Oxford trimap; 0 and 1,
+    or 0 and 255, a binary mask (0 background)."""
+
+    ranges: tuple[tuple[int, int, str], ...] = ()  # (low, high, role), both ends included; () = by the mask
+
+    @classmethod
+    def parse(cls, text: str | None) -> "MaskValues":
+        """`0=background,255=foreground` or `0=background,1-4=foreground,255=ignore`."""
+        if not text:
+            return cls()
+        ranges = []
+        for part in text.split(","):
+            values, _, role = part.partition("=")
+            low, _, high = values.strip().partition("-")
+            if role.strip() not in MASK_ROLES or not low.strip().isdigit() or (high and not high.strip().isdigit()):
+                raise InputError(f"--mask-values takes VALUE=ROLE or LOW-HIGH=ROLE, comma-separated, ROLE one of "
+                                 f"{', '.join(MASK_ROLES)}; got {part.strip()!r}")
+            low_value, high_value = int(low), int(high or low)
+            if high_value < low_value:
+                raise InputError(f"--mask-values range {values.strip()!r} runs backwards")
+            ranges.append((low_value, high_value, role.strip()))
+        if not any(role == "foreground" for *_, role in ranges):
+            raise InputError("--mask-values names no foreground value: the mask statistics measure the foreground")
+        return cls(tuple(ranges))
+
+    def convention(self, values: np.ndarray) -> tuple[tuple[int, int, str], ...] | None:
+        """The ranges that apply to a mask with these distinct values, or None if none does."""
+        if self.ranges:
+            return self.ranges
+        present = set(int(v) for v in values)
+        if present <= {1, 2, 3}:
+            return TRIMAP_VALUES
+        return next((ranges for pair, ranges in BINARY_VALUES.items() if present <= set(pair)), None)
+
+    def describe(self, ranges) -> str:
+        if ranges == TRIMAP_VALUES:
+            return "Oxford trimaps (1 pet, 2 background, 3 border)"
+        if not self.ranges:
+            return f"binary masks ({ranges[0][0]} background, {ranges[1][0]} foreground, shown as the pet)"
+        shown = ",".join(f"{low}={role}" if low == high else f"{low}-{high}={role}" for low, high, role in ranges)
+        return f"--mask-values {shown} (the foreground is shown as the pet)"
+
+    def to_trimap(self, mask: np.ndarray, where: str) -> tuple[np.ndarray, str]:
+        """A stored mask as trimap values (1 foreground, 2 background, 3 ignore), and its convention."""
+        values = np.unique(mask)
+        ranges = self.convention(values)
+        if ranges is None:
+            shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+            raise InputError(f"mask {where} has values {shown}: neither an Oxford trimap (1-3) nor a binary mask "
+                             "(0/1 or 0/255); say what they mean with --mask-values, e.g. 0=background,1-255=foreground")
+        trimap = np.zeros(mask.shape, np.uint8)
+        for low, high, role in ranges:
+            trimap[(mask >= low) & (mask <= high)] = MASK_ROLES[role]
+        if (trimap == 0).any():
+            stray = ", ".join(str(v) for v in np.unique(mask[trimap == 0])[:6])
+            raise InputError(f"mask {where} has values {stray} that --mask-values does not name")
+        return trimap, self.describe(ranges)

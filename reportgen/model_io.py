@@ -79,6 +79,10 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
 def _check_file(path: Path, what: str) -> None:
     if not path.exists():
         raise InputError(f"{what} file {str(path)!r} does not exist")
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        raise InputError(f"{what} {str(path)!r} is a TensorFlow SavedModel folder, whose inner layers cannot be "
+                         "tapped (keras.layers.TFSMLayer runs it whole): save the model as .keras from the code "
+                         "that trained it (model.save('model.keras'))")
     if not path.is_file():
         raise InputError(f"{what} path {str(path)!r} is not a file")
     if path.stat().st_size == 0:

@@ -28,8 +28,21 @@ class OutputSpec:
     classes: tuple[str, ...] = ()  # class names, from --labels or the shipped model; empty: use indices
 
     @property
+    def binary(self) -> bool:
+        """A one-channel sigmoid segmentation: class 1 (the foreground) where p > 0.5, else class 0."""
+        return self.kind == "segmentation" and self.shape[-1] == 1
+
+    @property
     def class_count(self) -> int:
+        if self.binary:
+            return 2
         return int(self.shape[-1]) if self.kind in ("segmentation", "classification") else 0
+
+    @property
+    def gives_mask(self) -> bool:
+        """Whether its prediction can stand in for the mask: binary (foreground as the pet), or three
+        classes in the Oxford order (pet, background, border)."""
+        return self.binary or (self.kind == "segmentation" and self.class_count == 3)
 
     def class_name(self, index: int) -> str:
         return self.classes[index] if index < len(self.classes) else f"class {index}"
@@ -92,7 +105,8 @@ def describe(model, image_size: tuple[int, int], labels: tuple[str, ...] = (),
     specs = []
     for name, tensor in zip(output_names(model), model.outputs):
         shape = tuple(None if d is None else int(d) for d in tuple(tensor.shape)[1:])
-        if len(shape) == 3 and shape[:2] == image_size and (shape[-1] or 0) >= 2:
+        if len(shape) == 3 and shape[:2] == image_size and ((shape[-1] or 0) >= 2 or
+                                                            (shape[-1] == 1 and _ends_in_scores(tensor))):
             kind = "segmentation"
         elif len(shape) == 1 and (shape[0] or 0) >= 2 and _ends_in_scores(tensor):
             kind = "classification"
@@ -149,7 +163,7 @@ def summarise(spec: OutputSpec, values: np.ndarray) -> ImageOutput:
         top = tuple((spec.class_name(int(i)), float(values[i])) for i in order)
         return ImageOutput(spec.name, spec.kind, top, "probability" if is_probability(values) else "score")
     if spec.kind == "segmentation":
-        share = np.bincount(values.argmax(axis=-1).ravel(), minlength=values.shape[-1]) / values[..., 0].size
+        share = np.bincount(pixel_classes(values).ravel(), minlength=spec.class_count) / values[..., 0].size
         parts = [f"{spec.class_name(int(k))} {share[k]:.0%}" for k in np.argsort(-share)[:3] if share[k] > 0]
         return ImageOutput(spec.name, spec.kind, summary="predicted area: " + ", ".join(parts))
     finite = values[np.isfinite(values)]
@@ -160,6 +174,24 @@ def summarise(spec: OutputSpec, values: np.ndarray) -> ImageOutput:
     else:
         text = f"{values.size} values, none finite"
     return ImageOutput(spec.name, spec.kind, summary=text)
+
+
+def pixel_classes(values: np.ndarray) -> np.ndarray:
+    """Each pixel's class in a segmentation output (... x K scores): the argmax; for one sigmoid
+    channel, 1 where p > 0.5 (the foreground) and 0 elsewhere."""
+    values = np.asarray(values)
+    if values.shape[-1] == 1:
+        return (values[..., 0] > 0.5).astype(np.int64)
+    return values.argmax(axis=-1)
+
+
+def as_trimap(values: np.ndarray) -> np.ndarray:
+    """A segmentation output (`gives_mask`) as the mask the statistics measure against, in trimap
+    values: a binary output's foreground 1 (the pet) and background 2; three classes in order, 1-3."""
+    values = np.asarray(values)
+    if values.shape[-1] == 1:
+        return np.where(values[..., 0] > 0.5, 1, 2).astype(np.uint8)
+    return (values.argmax(axis=-1) + 1).astype(np.uint8)
 
 
 def record_values(values: np.ndarray):
@@ -180,14 +212,20 @@ def _finite_list(values: np.ndarray):
     return [_finite_list(v) for v in values]
 
 
-def preprocessing_hint(input_convention: str) -> str:
+def preprocessing_hint(input_convention: str, own_input_layers: tuple[str, ...] = ()) -> str:
+    """What to check when the output ignores the image. A model that rescales its own input from 0-255
+    pixels, fed them as they are, points at its weights (untrained?) rather than at the convention."""
+    if own_input_layers and input_convention.startswith("--preprocess none"):
+        return (f"the model converts its own input ({'; '.join(own_input_layers)}) and was given 0-255 pixels, "
+                "so check its weights (are they trained?) rather than the input convention")
     return f"check the input convention (this build used {input_convention}; see --preprocess and --rescale)"
 
 
-def warnings_for(specs: list[OutputSpec], per_output: list[np.ndarray], input_convention: str) -> list[str]:
+def warnings_for(specs: list[OutputSpec], per_output: list[np.ndarray], input_convention: str,
+                 own_input_layers: tuple[str, ...] = ()) -> list[str]:
     """Outputs that do not depend on the image: signs that the pixels reached the model in a form it
-    was not trained on. `per_output[k]` holds output k for every image (N x ...)."""
-    hint = preprocessing_hint(input_convention)
+    was not trained on, or that it was never trained. `per_output[k]` holds output k for every image."""
+    hint = preprocessing_hint(input_convention, own_input_layers)
     found = []
     for spec, values in zip(specs, per_output):
         values = np.asarray(values, np.float64)
@@ -206,3 +244,53 @@ def warnings_for(specs: list[OutputSpec], per_output: list[np.ndarray], input_co
             found.append(f"Output {spec.name!r} is the same for all {len(values)} images (largest difference "
                          f"{spread:.2g}); {hint}.")
     return found
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """How often a class output named each labelled image's class: top-1, top-5, and the pairs it
+    confused most. Classes are matched by name when --labels names every class folder; otherwise by
+    position, as `image_dataset_from_directory` numbers sorted class folders."""
+
+    output: str
+    images: int
+    top1: int
+    top5: int
+    confused: tuple[tuple[str, str, int], ...]  # (true class, predicted class, images), most first
+    matched_by: str  # "name" or "folder order"
+
+    def describe(self) -> str:
+        from reportgen import stats
+
+        parts = []
+        for what, hits in (("top-1", self.top1), ("top-5", self.top5)):
+            low, high = stats.wilson_interval(hits, self.images)
+            parts.append(f"{what} {hits / self.images:.0%} (90% interval {low:.0%}-{high:.0%})")
+        confused = "; ".join(f"{true} taken for {predicted} ({count})" for true, predicted, count in self.confused)
+        return (f"output {self.output!r} on {self.images} labelled images: {', '.join(parts)}; classes matched by "
+                f"{self.matched_by}" + (f"; most confused: {confused}" if confused else ""))
+
+
+CONFUSED_PAIRS = 3
+
+
+def accuracy(spec: OutputSpec, values: np.ndarray, folder_labels: list[int | None],
+             folder_names: list[str]) -> Accuracy | None:
+    """The model's own accuracy on the labelled images (`values`: N x K scores), or None without labels."""
+    known = [i for i, label in enumerate(folder_labels) if label is not None]
+    if spec.kind != "classification" or not known or not folder_names:
+        return None
+    by_name = bool(spec.classes) and all(name in spec.classes for name in folder_names)
+    truth = np.array([spec.classes.index(folder_names[folder_labels[i]]) if by_name else folder_labels[i]
+                      for i in known])
+    scores = np.asarray(values, np.float64)[known]
+    ranked = np.argsort(-scores, axis=1, kind="stable")
+    top1 = int((ranked[:, 0] == truth).sum())
+    top5 = int((ranked[:, :5] == truth[:, None]).any(axis=1).sum())
+    pairs: dict[tuple[int, int], int] = {}
+    for true, predicted in zip(truth, ranked[:, 0]):
+        if true != predicted:
+            pairs[int(true), int(predicted)] = pairs.get((int(true), int(predicted)), 0) + 1
+    worst = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:CONFUSED_PAIRS]
+    confused = tuple((spec.class_name(t), spec.class_name(p), n) for (t, p), n in worst)
+    return Accuracy(spec.name, len(known), top1, top5, confused, "name" if by_name else "folder order")

@@ -16,7 +16,7 @@ import numpy as np
 
 from reportgen import assets, capture, layer_stage, model_io, outdir, outputs, render, sources, stats, workers
 from reportgen.errors import InputError, OutputError, ReportgenError
-from reportgen.inputs import FITS, INTERPOLATIONS, InputConvention, InputGeometry, check_choice
+from reportgen.inputs import FITS, INTERPOLATIONS, InputConvention, InputGeometry, MaskValues, check_choice
 from reportgen.layer_stage import ImageRecord, LayerResult
 from reportgen.naming import Namer
 from reportgen.spill import Spill
@@ -37,6 +37,8 @@ class BuildOptions:
     split: str = "test"
     image_dir: Path | None = None
     trimap_dir: Path | None = None
+    mask_values: MaskValues = MaskValues()  # what the stored mask values mean (--mask-values)
+    depth: str = "scale"  # 16-bit images: scaled to 0-255 as floats, or their raw values (sources.DEPTHS)
     model_path: Path | None = None
     weights_path: Path | None = None
     input_size: tuple[int, int] | None = None  # height, width, for models with a dynamic input size
@@ -73,6 +75,10 @@ class BuildOptions:
             raise InputError(f"--images must be at least 1, got {self.images}")
         if self.stats_images is not None and self.stats_images != ALL_IMAGES and self.stats_images < 1:
             raise InputError(f"--stats-images must be at least 1 or all, got {self.stats_images}")
+        if _wants_stats_pass(self) or self.runner != BuildOptions.runner:
+            from reportgen.stats_pass import check_runner
+
+            check_runner(self.runner)
         if _wants_stats_pass(self):
             if self.select != "first" or self.ids:
                 raise InputError("--stats-images takes the first images of the source, so the pictured ones must be "
@@ -82,6 +88,7 @@ class BuildOptions:
             pipeline_options(self.runner, self.beam_options)  # Beam installed, options well formed
         self.convention  # noqa: B018  (validates the mode and the combination)
         check_choice(self.fit, FITS, "--fit")
+        check_choice(self.depth, sources.DEPTHS, "--depth")
         check_choice(self.interpolation, tuple(INTERPOLATIONS), "--interpolation")
         check_choice(self.tap, capture.TAPS, "--tap")
         check_choice(self.scale, ("channel", "layer"), "--scale")
@@ -109,11 +116,11 @@ def _geometry(model, requested: tuple[int, int] | None, index: int, options: Bui
     shape = tuple(model.inputs[index].shape)
     if len(shape) != 4:
         raise InputError(f"the model's input shape {shape} is not an image (batch, height, width, channels)")
-    channels = shape[-1] if shape[-1] is not None else 3
-    fixed = shape[1:3]
+    *fixed, channels = capture.image_shape(shape)
+    channels = channels if channels is not None else 3
     if requested is not None:
         if any(d is not None and d != r for d, r in zip(fixed, requested)):
-            raise InputError(f"the model takes {shape[1]}x{shape[2]} images; it cannot take --input-size "
+            raise InputError(f"the model takes {fixed[0]}x{fixed[1]} images; it cannot take --input-size "
                              f"{requested[0]}x{requested[1]}")
         height, width = requested
     elif None in fixed:
@@ -128,7 +135,8 @@ def _geometry(model, requested: tuple[int, int] | None, index: int, options: Bui
 
 def _source(options: BuildOptions, geometry: InputGeometry):
     if options.image_dir is not None:
-        return sources.image_folder(options.image_dir, geometry, options.trimap_dir)
+        return sources.image_folder(options.image_dir, geometry, options.trimap_dir, options.mask_values,
+                                    options.depth)
     return sources.tfds_split(options.dataset, options.split, geometry, data_dir=options.data_dir)
 
 
@@ -159,8 +167,7 @@ def decide_targets(statistics_images, specs: list[outputs.OutputSpec], options: 
     class_names = sources.class_names(statistics_images)
     labels = [class_names.index(item.label) if item.label is not None else None for item in statistics_images] \
         if class_names else None
-    segmenting = next((k for k, spec in enumerate(specs) if spec.kind == "segmentation" and spec.class_count == 3),
-                      None)
+    segmenting = next((k for k, spec in enumerate(specs) if spec.gives_mask), None)
     return Targets.decide([item.id for item in statistics_images], labels,
                           trimaps_given=all(item.trimap is not None for item in statistics_images),
                           prediction_output=segmenting, measures=options.statistics, class_names=class_names)
@@ -187,7 +194,8 @@ def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, geomet
     progress(stage, 0, 1)
     size = options.input_size
     # Workers read the images themselves: the job carries file paths or a data set's name, not pixels.
-    images = sources.FolderImages.of(options.image_dir, geometry, options.trimap_dir, len(chosen)) \
+    images = sources.FolderImages.of(options.image_dir, geometry, options.trimap_dir, len(chosen),
+                                     options.mask_values, options.depth) \
         if options.image_dir is not None else \
         sources.DatasetImages(options.dataset, options.split, geometry, options.data_dir)
     setup = stats_pass.PassSetup(
@@ -213,7 +221,7 @@ def _rgb_baselines(chosen, masks: np.ndarray | None, skeletons, targets: Targets
     pooled to the layer's grid (one fit per grid size), against the masks the layers were measured on."""
     if masks is None:
         return {}
-    images = [render.as_rgb(item.image) for item in chosen]
+    images = [render.as_rgb(item.picture) for item in chosen]
     by_grid, found = {}, {}
     for i, skeleton in enumerate(skeletons):
         if len(skeleton.shape) != 3 or skeleton.shape[0] <= 1:
@@ -271,10 +279,13 @@ def _image_records(selected, specs: list[outputs.OutputSpec], captured: _Capture
     records = []
     for i, item in enumerate(selected):
         prediction = classes = None
-        if segmenting is not None:
-            prediction = np.argmax(captured.outputs[segmenting][i], axis=-1).astype(np.uint8)
+        if segmenting is not None and specs[segmenting].gives_mask:  # in the trimap's classes, 0-based
+            prediction = outputs.as_trimap(captured.outputs[segmenting][i]) - 1
+            classes = 3
+        elif segmenting is not None:
+            prediction = outputs.pixel_classes(captured.outputs[segmenting][i]).astype(np.uint8)
             classes = specs[segmenting].class_count
-        shown = render.as_rgb(item.image)
+        shown = render.as_rgb(item.picture)
         label = class_names.index(item.label) if item.label is not None and class_names else None
         records.append(ImageRecord(item.id, namer(item.id), shown, item.trimap, prediction,
                                    prediction_classes=classes or 0, label=label))
@@ -284,17 +295,37 @@ def _image_records(selected, specs: list[outputs.OutputSpec], captured: _Capture
 def _warnings(loaded, convs, captured: _Captured, specs, options: BuildOptions) -> list[str]:
     """Signs of a wrong input convention, said on the index page in sentences."""
     convention = options.convention.describe().split(":")[0]
-    found = outputs.warnings_for(specs, [np.stack(v) for v in captured.outputs], convention)
+    own = tuple(capture.input_layers(loaded.model))
+    found = outputs.warnings_for(specs, [np.stack(v) for v in captured.outputs], convention, own)
     shown = range(min(captured.spill.count, 10))
     first = np.stack([captured.spill.layers[0].image(k) for k in shown])
     evidence = capture.first_conv_evidence(loaded.model, convs[0], first)
     if evidence:
-        found.append(f"{evidence[0].upper()}{evidence[1:]}; {outputs.preprocessing_hint(convention)}.")
-    own = capture.input_layers(loaded.model)
+        found.append(f"{evidence[0].upper()}{evidence[1:]}; {outputs.preprocessing_hint(convention, own)}.")
     if own and not options.convention.is_identity:
         found.append(f"The model preprocesses its own input ({'; '.join(own)}) and this build also applied "
                      f"{convention}: make sure the input is not converted twice.")
     return found
+
+
+def _accuracy(specs, captured: _Captured, records, class_names: list[str]) -> str:
+    """The model's own accuracy on the pictured images where they are labelled, for the model card."""
+    for k, spec in enumerate(specs):
+        found = outputs.accuracy(spec, np.stack(captured.outputs[k]), [r.label for r in records], class_names)
+        if found is not None:
+            return f"on the pictured images, {found.describe()}"
+    return ""
+
+
+def _depth_note(items, depth: str) -> str:
+    """What became of 16-bit images, for the model card; empty when every image had 8 bits."""
+    deep = sum(1 for item in items if item.bit_depth > 8)
+    if not deep:
+        return ""
+    values = ("scaled from 0-65535 to 0-255 as floats, every level kept (--depth scale)" if depth == "scale"
+              else "passed with their stored values, 0-65535 (--depth raw)")
+    return (f"{deep} of the {len(items)} images have 16 bits per pixel: {values}; they are shown stretched "
+            "to each image's brightest pixel")
 
 
 def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int) -> list[LayerResult]:
@@ -373,7 +404,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
     image_index = capture.image_input(model, options.image_input)
     geometry = _geometry(model, options.input_size, image_index, options)
     specs = outputs.describe(model, geometry.size, labels, shipped=bool(loaded.meta))
-    convs = capture.find_conv_layers(model, options.tap)
+    convs = capture.find_conv_layers(model, options.tap, image_index)
     if not convs:
         raise InputError("the model has no convolution layers to report on")
 
@@ -440,6 +471,9 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
                 loaded, convs, captured, specs, options),
             input_layers=capture.input_layers(model), original_sizes=[s.original_size for s in selected],
             examples=examples, targets=targets,
+            mask_conventions=tuple(sorted({item.mask_convention for item in statistics_images if item.mask_convention})),
+            depth_note=_depth_note(statistics_images, options.depth),
+            accuracy=_accuracy(specs, captured, records, class_names),
             engine=stats_pass_engine(options) if outcome is not None else "in process")
         pages = site.write_site(staging, report, executor)
         outdir.swap_in(staging, out)

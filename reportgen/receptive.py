@@ -1,7 +1,8 @@
 """Receptive fields from the graph (STATS.md, item 8).
 
 r_l = r_{l-1} + (k' - 1) * j_{l-1},  j_l = j_{l-1} * stride,  k' = d (k - 1) + 1.
-Pooling counts as a kernel; upsampling divides the jump; where paths merge
+Pooling counts as a kernel; upsampling divides the jump (bilinear also reaches one input further);
+where paths merge
 (concatenate, add, multiply) the widest path wins.
 """
 
@@ -46,40 +47,48 @@ def layer_field(layer, incoming: Field) -> Field:
                           layers.GlobalAveragePooling1D, layers.GlobalMaxPooling1D)):
         return Field(float("inf"), j)
     if isinstance(layer, (layers.UpSampling2D, layers.UpSampling1D, layers.UpSampling3D)):
-        return Field(r, j / _first(getattr(layer, "size", 2)))
+        # Bilinear interpolation mixes two neighbouring inputs; nearest copies one.
+        reach = j if getattr(layer, "interpolation", "nearest") == "bilinear" else 0.0
+        return Field(r + reach, j / _first(getattr(layer, "size", 2)))
     return Field(r, j)
 
 
-def receptive_field_map(model, seeds: list[Field] | None = None, prefix: tuple[str, ...] = ()) -> dict[str, float]:
-    """Receptive field size of every layer's (first) output, keyed by qualified name."""
-    fields, _ = _propagate(model, seeds, prefix)
-    return fields
+def receptive_field_map(model) -> dict[str, float]:
+    """Receptive field size of every layer's first call on the graph, keyed by qualified name."""
+    found: dict[str, float] = {}
+    for (name, _), size in receptive_fields_by_call(model).items():
+        found.setdefault(name, size)
+    return found
 
 
-def _propagate(model, seeds, prefix):
-    import keras
+def receptive_fields_by_call(model) -> dict[tuple[str, tuple[int, ...]], float]:
+    """Receptive field size of every call of every layer, keyed by (qualified name, graph.Call.route).
 
-    known: dict[int, Field] = {}
-    for tensor, seed in zip(model.inputs, seeds or [Field(1.0, 1.0)] * len(model.inputs)):
-        known[id(tensor)] = seed
-    sizes: dict[str, float] = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue  # inputs are seeded above
-        for node in layer._inbound_nodes:
-            incoming = [known[id(t)] for t in node.input_tensors if id(t) in known]
-            if not incoming:
-                continue
-            widest = max(incoming, key=lambda f: f.size)
-            if isinstance(layer, keras.Model):
-                inner, outputs = _propagate(layer, [widest] * len(layer.inputs), (*prefix, layer.name))
-                sizes.update(inner)
-                results = outputs
-            else:
-                result = layer_field(layer, widest)
-                results = [result] * len(node.output_tensors)
-                sizes["/".join((*prefix, layer.name))] = result.size
-            for tensor, result in zip(node.output_tensors, results):
-                known[id(tensor)] = result
-    outputs = [known.get(id(t), Field(float("nan"), 1.0)) for t in model.outputs]
-    return sizes, outputs
+    The walk is over the graph's nodes, so operations written as code (`x + y`, `keras.ops.*`) pass the
+    field on like any elementwise layer, and a nested model called twice gets each call's own fields.
+    """
+    sizes: dict = {}
+    _propagate(model, [Field(1.0, 1.0)] * len(model.inputs), (), (), sizes)
+    return sizes
+
+
+def _propagate(model, seeds: list[Field], path: tuple[str, ...], route: tuple[int, ...], sizes: dict) -> list[Field]:
+    from reportgen import graph
+
+    known = {id(tensor): seed for tensor, seed in zip(model.inputs, seeds)}
+    for node in graph.nodes(model):
+        incoming = [known[id(t)] for t in node.input_tensors if id(t) in known]
+        if not incoming:
+            continue  # an input, or a branch that starts from a constant
+        operation = node.operation
+        call = (*route, operation._inbound_nodes.index(node))
+        if graph.is_container(operation):
+            fed = [known.get(id(t), Field(1.0, 1.0)) for t in node.input_tensors]
+            results = _propagate(operation, fed, (*path, operation.name), call, sizes)
+        else:
+            result = layer_field(operation, max(incoming, key=lambda f: f.size))
+            results = [result] * len(node.output_tensors)
+            sizes["/".join((*path, operation.name)), call] = result.size
+        for tensor, result in zip(node.output_tensors, results):
+            known[id(tensor)] = result
+    return [known.get(id(t), Field(float("nan"), 1.0)) for t in model.outputs]

@@ -48,6 +48,9 @@ class Report:
     original_sizes: list  # (height, width) of each image before fitting, where known
     examples: dict = field(default_factory=dict)  # statistics image index -> its id, picture and page
     targets: object = None  # targets.Targets: the statistics images, their folds, classes and mask
+    mask_conventions: tuple[str, ...] = ()  # how the given masks' stored values were read
+    depth_note: str = ""  # what became of 16-bit images
+    accuracy: str = ""  # the model's own accuracy on the labelled pictured images, in a sentence
     engine: str = "in process"  # where the statistics ran: "in process" or the Beam runner
 
     @property
@@ -181,7 +184,7 @@ def _layer_row(result, thumb_image_slug: str, columns) -> dict:
         "name": conv.qualified_name,
         "href": f"layers/{result.slug}.html",
         "role": result.role,
-        "kind": conv.kind,
+        "kind": conv.description,
         "shape": "x".join(str(d) for d in result.shape),
         "rf": fmt(result.receptive_field, 4),
         "rf_sort": _sortable(result.receptive_field),
@@ -204,12 +207,15 @@ def _model_view(report: Report) -> dict:
         "description": loaded.description,
         "parameters": f"{int(loaded.model.count_params()):,}",
         "conv_layers": len(report.layers),
-        "input": geometry.describe() + _other_inputs_note(loaded.model, options.image_input),
+        "input": geometry.describe() + _other_inputs_note(loaded.model, options.image_input)
+                 + (f". {report.depth_note}" if report.depth_note else ""),
         "reshaped": (f"{reshaped} of the {len(fitted)} images had another aspect ratio and were "
                      f"{ {'stretch': 'stretched', 'crop': 'cropped', 'pad': 'padded'}[geometry.fit] } to fit."
                      if reshaped else ""),
         "convention": options.convention.describe(),
         "own_preprocessing": "; ".join(report.input_layers) or "none found: the model takes the values as given",
+        "masks": "; ".join(report.mask_conventions),
+        "accuracy": report.accuracy,
         "outputs": [spec.describe() for spec in report.outputs],
         "classes": _class_list(named.classes) if named else "",
         "data_classes": _class_list(report.class_names) if report.class_names else "",
@@ -230,13 +236,17 @@ def _class_list(names, limit: int = 20) -> str:
 def _other_inputs_note(model, image_input: str | None) -> str:
     """What the report fed to a multi-input model's other inputs, said on the index."""
     from reportgen.capture import image_input as image_input_index
+    from reportgen.capture import unfed_conv_layers
 
     if len(model.inputs) == 1:
         return ""
     chosen = image_input_index(model, image_input)
     others = [t.name for i, t in enumerate(model.inputs) if i != chosen]
+    unfed = unfed_conv_layers(model, chosen)
+    left_out = (f"; {len(unfed)} conv layer calls that this input does not reach are left out: "
+                f"{_class_list(unfed)}") if unfed else ""
     return (f" (input {model.inputs[chosen].name!r}; the other inputs, {', '.join(map(repr, others))}, "
-            "were fed zeros)")
+            f"were fed zeros{left_out})")
 
 
 def _image_views(report: Report) -> list[dict]:

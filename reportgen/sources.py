@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from reportgen.errors import DatasetUnavailableError, InputError
-from reportgen.inputs import InputGeometry
+from reportgen.inputs import InputGeometry, MaskValues
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,14 @@ class SourceImage:
     trimap: np.ndarray | None  # uint8, height x width, 1 pet / 2 background / 3 border
     label: str | None = None  # the class folder it came from (image_dataset_from_directory layout)
     original_size: tuple[int, int] | None = None  # height, width before fitting
+    mask_convention: str | None = None  # what the stored mask's values meant (inputs.MaskValues.describe)
+    shown: np.ndarray | None = None  # uint8 picture as shown, where `image` holds more than 8 bits (float32)
+    bit_depth: int = 8  # of the stored file: 8, 16 (PIL's I;16 and I modes) or 32 (float, mode F)
+
+    @property
+    def picture(self) -> np.ndarray:
+        """The image as the site shows it: uint8, height x width x channels."""
+        return self.image if self.shown is None else self.shown
 
 
 def as_geometry(geometry: InputGeometry | int) -> InputGeometry:
@@ -46,11 +54,28 @@ def as_geometry(geometry: InputGeometry | int) -> InputGeometry:
     return geometry if isinstance(geometry, InputGeometry) else InputGeometry(geometry, geometry, 3)
 
 
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I")
+DEPTHS = ("scale", "raw")  # --depth: what a 16-bit image's values become
+
+
+def deep_rgb(image: Image.Image, depth: str) -> np.ndarray | None:
+    """A 16-bit image (PIL's I;16 and I modes) at its full depth, float32 RGB: 0-65535 scaled to 0-255
+    (`scale`, every level kept) or the stored values as they are (`raw`). None for 8-bit modes."""
+    if image.mode not in DEEP_MODES:
+        return None
+    wide = np.asarray(image, dtype=np.float32)
+    if depth == "scale":
+        wide = wide * np.float32(255.0 / 65535.0)
+    return np.repeat(wide[..., None], 3, axis=2)
+
+
 def to_rgb_uint8(image: Image.Image) -> np.ndarray:
-    """Any PIL mode (grayscale, palette, RGBA, 16-bit) to uint8 RGB; alpha is dropped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    """Any PIL mode (grayscale, palette, RGBA, 16-bit) to uint8 RGB, as shown; alpha is dropped (PIL's
+    RGB conversion) and a palette is looked up. A 16-bit image is stretched to its brightest pixel,
+    so that a 12-bit scan is not shown black."""
+    if image.mode in DEEP_MODES:
         wide = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if wide.max(initial=0) > 255 else 255.0
+        peak = max(wide.max(initial=0), 1.0)
         return np.repeat(np.clip(wide / peak * 255.0, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
     if image.mode == "F":
         wide = np.nan_to_num(np.asarray(image, dtype=np.float64))
@@ -58,14 +83,6 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
         scaled = ((wide - wide.min(initial=0)) / span * 255).astype(np.uint8)
         return np.repeat(scaled[..., None], 3, axis=2)
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-def _clean_trimap(trimap: np.ndarray, where: str) -> np.ndarray:
-    values = np.unique(trimap)
-    if not np.isin(values, (1, 2, 3)).all():
-        bad = ", ".join(str(v) for v in values[~np.isin(values, (1, 2, 3))][:5])
-        raise InputError(f"trimap {where} has values {bad} outside 1-3 (1 pet, 2 background, 3 border)")
-    return trimap.astype(np.uint8)
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -118,8 +135,9 @@ def class_names(items: list[SourceImage]) -> list[str]:
     return sorted({item.label for item in items if item.label is not None})
 
 
-def image_folder(folder: Path, geometry: InputGeometry | int, trimap_dir: Path | None = None) -> list[SourceImage]:
-    """JPEG/PNG files in `folder` (or in its class sub-folders); trimaps match by stem (`cat.jpg` -> `cat.png`)."""
+def image_folder(folder: Path, geometry: InputGeometry | int, trimap_dir: Path | None = None,
+                 mask_values: MaskValues = MaskValues(), depth: str = "scale") -> list[SourceImage]:
+    """JPEG/PNG files in `folder` (or in its class sub-folders); masks match by stem (`cat.jpg` -> `cat.png`)."""
     geometry = as_geometry(geometry)
     if not folder.is_dir():
         raise InputError(f"image folder {str(folder)!r} does not exist or is not a folder")
@@ -128,15 +146,15 @@ def image_folder(folder: Path, geometry: InputGeometry | int, trimap_dir: Path |
         raise InputError(f"image folder {str(folder)!r} has no JPEG or PNG files (nor class sub-folders with any)")
     if trimap_dir is not None and not trimap_dir.is_dir():
         raise InputError(f"trimap folder {str(trimap_dir)!r} does not exist or is not a folder")
-    return [_load_file(folder, path, label, geometry, trimap_dir) for path, label in files]
+    return [_load_file(folder, path, label, geometry, trimap_dir, mask_values, depth) for path, label in files]
 
 
 def _load_file(folder: Path, path: Path, label: str | None, geometry: InputGeometry,
-               trimap_dir: Path | None) -> SourceImage:
+               trimap_dir: Path | None, mask_values: MaskValues = MaskValues(), depth: str = "scale") -> SourceImage:
     """One image file of an image folder, fitted to the input, with its trimap when there is one."""
     image = _open_image(path)
     rgb = to_rgb_uint8(image)
-    trimap = None
+    trimap = convention = None
     if trimap_dir is not None:
         trimap_path = trimap_dir / f"{path.stem}.png"
         if trimap_path.is_file():
@@ -146,9 +164,14 @@ def _load_file(folder: Path, path: Path, label: str | None, geometry: InputGeome
             if raw.shape[:2] != rgb.shape[:2]:
                 raise InputError(f"trimap {trimap_path.name!r} is {raw.shape[1]}x{raw.shape[0]} "
                                  f"but its image is {rgb.shape[1]}x{rgb.shape[0]}")
-            trimap = geometry.trimap(_clean_trimap(raw, repr(trimap_path.name)))
+            trimap, convention = mask_values.to_trimap(raw, repr(trimap_path.name))
+            trimap = geometry.trimap(trimap)
     ident = path.name if label is None else path.relative_to(folder).as_posix()
-    return SourceImage(ident, geometry.pixels(rgb), trimap, label, rgb.shape[:2])
+    deep = deep_rgb(image, depth)
+    if deep is None:
+        return SourceImage(ident, geometry.pixels(rgb), trimap, label, rgb.shape[:2], convention)
+    return SourceImage(ident, geometry.pixels(deep), trimap, label, rgb.shape[:2], convention,
+                       shown=geometry.pixels(rgb), bit_depth=16)
 
 
 @dataclass(frozen=True)
@@ -162,18 +185,22 @@ class FolderImages:
     files: tuple[tuple[str, str | None], ...]  # (path within the folder, class) in statistics order
     geometry: InputGeometry
     trimap_dir: str | None = None
+    mask_values: MaskValues = MaskValues()
+    depth: str = "scale"
 
     @classmethod
-    def of(cls, folder: Path, geometry: InputGeometry, trimap_dir: Path | None, count: int) -> "FolderImages":
+    def of(cls, folder: Path, geometry: InputGeometry, trimap_dir: Path | None, count: int,
+           mask_values: MaskValues = MaskValues(), depth: str = "scale") -> "FolderImages":
         files = tuple((path.relative_to(folder).as_posix(), label)
                       for path, label in labelled_files(folder)[:count])
         return cls(str(Path(folder).resolve()), files, geometry,
-                   None if trimap_dir is None else str(Path(trimap_dir).resolve()))
+                   None if trimap_dir is None else str(Path(trimap_dir).resolve()), mask_values, depth)
 
     def read(self, start: int, end: int) -> list[SourceImage]:
         folder = Path(self.folder)
         trimaps = None if self.trimap_dir is None else Path(self.trimap_dir)
-        return [_load_file(folder, folder / path, label, self.geometry, trimaps) for path, label in self.files[start:end]]
+        return [_load_file(folder, folder / path, label, self.geometry, trimaps, self.mask_values, self.depth)
+                for path, label in self.files[start:end]]
 
 
 @dataclass(frozen=True)
@@ -202,7 +229,8 @@ class LoadedImages:
 
 
 def from_arrays(images, masks, labels, geometry: InputGeometry) -> list[SourceImage]:
-    """Images already in memory (the Python API): arrays of 0-255 values, optional trimaps and labels."""
+    """Images already in memory (the Python API): arrays of 0-255 values, optional masks (Oxford trimaps
+    or binary, as `MaskValues` reads them) and labels."""
     images = list(images)
     if not images:
         raise InputError("no images given")
@@ -225,13 +253,14 @@ def from_arrays(images, masks, labels, geometry: InputGeometry) -> list[SourceIm
                                  "the input convention itself")
             array = np.round(array).astype(np.uint8)
             rgb = np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array[..., :3]
-        trimap = None
+        trimap = convention = None
         if mask is not None:
             mask = np.asarray(mask)
             if mask.shape[:2] != rgb.shape[:2]:
                 raise InputError(f"mask {i} is {mask.shape[:2]} but its image is {rgb.shape[:2]}")
-            trimap = geometry.trimap(_clean_trimap(mask.astype(np.uint8), f"{i}"))
-        items.append(SourceImage(f"image_{i:04d}", geometry.pixels(rgb), trimap, label, rgb.shape[:2]))
+            trimap, convention = MaskValues().to_trimap(mask, f"{i}")
+            trimap = geometry.trimap(trimap)
+        items.append(SourceImage(f"image_{i:04d}", geometry.pixels(rgb), trimap, label, rgb.shape[:2], convention))
     return items
 
 

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -205,7 +206,8 @@ class Activations:
         key = (self.config.model, self.config.tap, self.config.image_input, self.config.targets.prediction_output)
         if key not in _probes:  # both passes in one worker share the model
             model = self.config.model.load().model
-            convs = capture.find_conv_layers(model, self.config.tap)
+            image_index = capture.image_input(model, self.config.image_input)
+            convs = capture.find_conv_layers(model, self.config.tap, image_index)
             if len(convs) != self.config.layer_count:
                 raise ReportgenError(f"a statistics worker found {len(convs)} conv layers, the build "
                                      f"{self.config.layer_count}")
@@ -215,7 +217,7 @@ class Activations:
             if predicts is not None:
                 outputs = [*outputs, model.outputs[predicts]]
             _probes.clear()
-            _probes[key] = (keras.Model(probe.inputs, outputs), capture.image_input(model, self.config.image_input))
+            _probes[key] = (keras.Model(probe.inputs, outputs), image_index)
         self.probe, self.image_index = _probes[key]
 
     def __call__(self, batch: Batch) -> tuple[list[np.ndarray], np.ndarray | None]:
@@ -400,6 +402,43 @@ def runner_class(runner: str) -> str:
     return RUNNER_NAMES.get(runner.lower(), runner)
 
 
+def installed_runners() -> dict[str, str]:
+    """The runners a user can name, short name -> class path: Beam's own (but its test runners), and
+    dask where dask.distributed is installed."""
+    import importlib.util
+
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    internal = ("Test", "BundleBased", "Switching")  # Beam's test runners and the DirectRunner's own parts
+    found = {path.rsplit(".", 1)[-1]: path for path in StandardOptions.ALL_KNOWN_RUNNERS}
+    found = {name: path for name, path in found.items() if not name.startswith(internal)}
+    if importlib.util.find_spec("distributed") is not None:
+        found["dask"] = DASK_RUNNER
+    return found
+
+
+def check_runner(runner: str) -> str:
+    """The runner's class path, or one line that lists the runners there are. Beam names runners
+    case-insensitively and with or without the `Runner` suffix; so does this."""
+    _beam()
+    name = runner_class(runner)
+    installed = installed_runners()
+    by_lower = {key.lower(): path for key, path in installed.items()}
+    path = by_lower.get(name.lower()) or by_lower.get(name.lower() + "runner")
+    if path is None and "." in name:
+        import importlib.util
+
+        module = name.rsplit(".", 1)[0]
+        try:
+            path = name if importlib.util.find_spec(module) is not None else None
+        except (ImportError, ValueError):
+            path = None
+    if path is None:
+        raise InputError(f"unknown --runner {runner!r}; the runners installed are {', '.join(sorted(installed))} "
+                         "(or a runner's full class path)")
+    return path
+
+
 def _option_pairs(options: tuple[str, ...]) -> dict[str, str]:
     pairs = {}
     for option in options:
@@ -582,12 +621,35 @@ def _worker_environment(threads: int | None):
     if threads:
         os.environ.update({name: str(threads) for name in BLAS_THREADS})
     try:
-        yield
+        with _workers_stderr(os.path.join(neutral, "workers.log")):
+            yield
     finally:
         os.chdir(here)
         os.environ.clear()
         os.environ.update(saved)
         shutil.rmtree(neutral, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _workers_stderr(log_path: str):
+    """The workers' start-up lines (Beam's 'apitools not found', 'Logging handler created', TensorFlow's
+    native notices) are not for users: the workers inherit a standard error that goes to a log. When
+    the pass fails, the log's end goes to this module's logger (at INFO)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(log_path, "wb") as log_file:
+            os.dup2(log_file.fileno(), 2)
+        yield
+    except Exception:
+        with open(log_path, "rb") as log_file:
+            tail = log_file.read()[-4000:].decode("utf-8", "replace")
+        log.info("the statistics workers' last output:\n%s", tail)
+        raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _read_result(path: str) -> dict:

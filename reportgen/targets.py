@@ -96,8 +96,10 @@ class Targets:
         return stats.LayerAccumulator(shape[-1], stride, self.fold_count)
 
     def mask_of_prediction(self, output: np.ndarray) -> np.ndarray:
-        """N x H x W x 3 class scores to N x H x W trimap classes 1..3 (as the records' masks)."""
-        return (np.argmax(output, axis=-1) + 1).astype(np.uint8)
+        """N x H x W x K segmentation scores (outputs.OutputSpec.gives_mask) to N x H x W trimap classes."""
+        from reportgen.outputs import as_trimap
+
+        return as_trimap(output)
 
 
 def feed(accumulator: stats.LayerAccumulator, maps: np.ndarray, indices, targets: Targets,

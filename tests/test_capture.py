@@ -24,7 +24,7 @@ def test_finds_all_51_convs_of_the_sd_unet_in_graph_order(tiny_model_path):
 def test_finds_by_type_not_by_name():
     inputs = keras.Input((16, 16, 3))
     x = layers.Conv2D(4, 3, padding="same", name="features")(inputs)
-    x = layers.Dense(4, name="conv_like_name")(x)
+    x = layers.LayerNormalization(name="conv_like_name")(x)
     x = layers.SeparableConv2D(4, 3, padding="same", name="sep")(x)
     x = layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
     x = layers.Conv2DTranspose(2, 3, strides=2, padding="same", name="tr")(x)

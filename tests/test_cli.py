@@ -155,7 +155,7 @@ def test_output_folder_that_is_not_a_site_is_not_replaced(runner, tmp_path, tiny
 def test_model_without_conv_layers(runner, tmp_path, pets_folder):
     inputs = keras.Input((32, 32, 3))
     path = tmp_path / "dense.keras"
-    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(path)
+    keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs))).save(path)
     result = _build(runner, tmp_path / "site", path, pets_folder[0], "--images", "1")
     _assert_one_line_error(result, "no convolution layers")
 

@@ -103,7 +103,7 @@ def test_bundles_of_one_batch_merge_to_the_whole(small_pass):
     _assert_same(merged, reference)
 
 
-def test_stats_images_cover_more_than_the_pictured(runner, tmp_path, tiny_model_path, pets_folder):
+def test_stats_images_cover_more_than_the_pictured(runner, tmp_path, tiny_model_path, pets_folder, capfd):
     images, trimaps = pets_folder
     out = tmp_path / "site"
     result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(images),
@@ -115,6 +115,19 @@ def test_stats_images_cover_more_than_the_pictured(runner, tmp_path, tiny_model_
     assert all(row["intervals_90"]["cka_mask"][0] is not None for row in rows)
     assert all(row["intervals_90"]["probe_iou_pet"][0] is not None for row in rows if row["output_shape"][0] > 1)
     assert "The statistics cover 6 images of the source" in (out / "index.html").read_text()
+    workers_said = capfd.readouterr().err
+    assert "Logging handler created" not in workers_said and "apitools" not in workers_said  # -q is quiet
+
+
+def test_an_unknown_runner_is_one_line_before_tensorflow(runner, tmp_path, monkeypatch):
+    import reportgen.model_io
+
+    monkeypatch.setattr(reportgen.model_io, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    result = runner.invoke(app, ["build", "--runner", "NopeRunner", "--stats-images", "20",
+                                 "--out", str(tmp_path / "site"), "-q"])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "unknown --runner 'NopeRunner'; the runners installed are" in line and "DirectRunner" in line
 
 
 def test_stats_images_needs_the_first_images(runner, tmp_path, tiny_model_path, pets_folder):

@@ -1,0 +1,104 @@
+"""Binary segmentation: a one-channel sigmoid U-Net with masks stored as 0/255 (a medical U-Net's
+layout). Its mask statistics must be the ones the same masks give as Oxford trimaps, whose path is
+checked against scikit-learn and written-out formulas elsewhere; its maps must be Keras' own."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+from PIL import Image
+
+from reportgen.cli import app
+
+SIZE = 32
+
+
+def _binary_unet():
+    keras.utils.set_random_seed(8)
+    inputs = keras.Input((SIZE, SIZE, 3), name="scan")
+    x = layers.Rescaling(1 / 255)(inputs)
+    skip = layers.Conv2D(8, 3, padding="same", activation="relu", name="enc")(x)
+    x = layers.Conv2D(12, 3, padding="same", activation="relu", name="mid")(layers.MaxPooling2D(2)(skip))
+    x = layers.Concatenate()([layers.UpSampling2D(2)(x), skip])
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="dec")(x)
+    return keras.Model(inputs, layers.Conv2D(1, 1, activation="sigmoid", name="lesion")(x), name="binary_unet")
+
+
+@pytest.fixture(scope="module")
+def masks(tmp_path_factory, pets_folder):
+    """The pets' trimaps as binary masks (pet 255, everything else 0), and as the equivalent trimaps
+    (pet 1, everything else 2), and with a third value that neither convention names."""
+    root = tmp_path_factory.mktemp("masks")
+    folders = {name: root / name for name in ("binary", "trimap", "three")}
+    for folder in folders.values():
+        folder.mkdir()
+    for path in sorted(pets_folder[1].iterdir()):
+        pet = np.asarray(Image.open(path)) == 1
+        Image.fromarray(np.where(pet, 255, 0).astype(np.uint8)).save(folders["binary"] / path.name)
+        Image.fromarray(np.where(pet, 1, 2).astype(np.uint8)).save(folders["trimap"] / path.name)
+        Image.fromarray(np.where(pet, 2, 0).astype(np.uint8)).save(folders["three"] / path.name)
+    model_path = root / "binary_unet.keras"
+    _binary_unet().save(model_path)
+    return folders, model_path
+
+
+def _build(runner, out, model_path, images, *args):
+    return runner.invoke(app, ["build", "--model", str(model_path), "--image-dir", str(images), "--images", "6",
+                               "--out", str(out), "-q", *map(str, args)])
+
+
+def _layers(site):
+    return json.loads((site / "data" / "stats.json").read_text())["layers"]
+
+
+def test_binary_masks_give_every_mask_statistic(runner, tmp_path, pets_folder, masks):
+    folders, model_path = masks
+    binary = tmp_path / "binary"
+    trimap = tmp_path / "trimap"
+    for out, folder in ((binary, folders["binary"]), (trimap, folders["trimap"])):
+        result = _build(runner, out, model_path, pets_folder[0], "--trimap-dir", folder)
+        assert result.exit_code == 0, result.output
+    from_binary, from_trimap = _layers(binary), _layers(trimap)
+    for row in from_binary:
+        assert row["probe_iou"]["pet"] is not None and row["cka_mask"] is not None, row["name"]
+        assert row["best_channel_iou"]["pet"]["max"] is not None
+    for a, b in zip(from_binary, from_trimap):
+        for key in ("probe_iou", "cka_mask", "rgb_probe_iou", "best_channel_iou", "channels"):
+            assert a[key] == b[key], (a["name"], key)
+    index = (binary / "index.html").read_text()
+    assert "binary masks (0 background, 255 foreground, shown as the pet)" in index
+    assert "per-pixel scores over 2 classes" in index
+
+
+def test_a_sigmoid_output_stands_in_for_missing_masks(runner, tmp_path, pets_folder, masks):
+    _, model_path = masks
+    site = tmp_path / "site"
+    result = _build(runner, site, model_path, pets_folder[0])
+    assert result.exit_code == 0, result.output
+    rows = _layers(site)
+    assert all(row["probe_iou"]["pet"] is not None for row in rows)
+    model = keras.models.load_model(model_path)
+    pixels = np.stack([np.asarray(Image.open(f).convert("RGB").resize((SIZE, SIZE), Image.Resampling.NEAREST),
+                                  np.float32) for f in sorted(pets_folder[0].iterdir())])
+    raw = keras.Model(model.inputs, model.get_layer("dec").output).predict(pixels, verbose=0)
+    strengths = raw.reshape(len(raw), -1, raw.shape[-1]).std(axis=1).mean(axis=0)
+    got = np.array(next(r for r in rows if r["name"] == "dec")["channels"]["strength"])
+    np.testing.assert_allclose(got, strengths, rtol=2e-3, atol=1e-3 * strengths.max())
+
+
+def test_mask_values_no_convention_names_are_refused_then_read(runner, tmp_path, pets_folder, masks):
+    folders, model_path = masks
+    site = tmp_path / "site"
+    result = _build(runner, site, model_path, pets_folder[0], "--trimap-dir", folders["three"])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "neither an Oxford trimap (1-3) nor a binary mask" in line and "--mask-values" in line
+    assert not site.exists()
+    result = _build(runner, site, model_path, pets_folder[0], "--trimap-dir", folders["three"],
+                    "--mask-values", "0=background,2=foreground")
+    assert result.exit_code == 0, result.output
+    assert "--mask-values 0=background,2=foreground" in (site / "index.html").read_text()
+    result = _build(runner, tmp_path / "other", model_path, pets_folder[0], "--mask-values", "0=bg")
+    assert result.exit_code == 2 and "ROLE one of foreground, background, ignore" in result.output
