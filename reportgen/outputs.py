@@ -258,12 +258,13 @@ class Accuracy:
     top5: int
     confused: tuple[tuple[str, str, int], ...]  # (true class, predicted class, images), most first
     matched_by: str  # "name" or "folder order"
+    classes: int = 0  # the output's class count: top-5 says nothing of five classes or fewer
 
     def describe(self) -> str:
         from reportgen import stats
 
         parts = []
-        for what, hits in (("top-1", self.top1), ("top-5", self.top5)):
+        for what, hits in (("top-1", self.top1), ("top-5", self.top5))[:2 if self.classes > 5 else 1]:
             low, high = stats.wilson_interval(hits, self.images)
             parts.append(f"{what} {hits / self.images:.0%} (90% interval {low:.0%}-{high:.0%})")
         confused = "; ".join(f"{true} taken for {predicted} ({count})" for true, predicted, count in self.confused)
@@ -293,4 +294,5 @@ def accuracy(spec: OutputSpec, values: np.ndarray, folder_labels: list[int | Non
             pairs[int(true), int(predicted)] = pairs.get((int(true), int(predicted)), 0) + 1
     worst = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:CONFUSED_PAIRS]
     confused = tuple((spec.class_name(t), spec.class_name(p), n) for (t, p), n in worst)
-    return Accuracy(spec.name, len(known), top1, top5, confused, "name" if by_name else "folder order")
+    return Accuracy(spec.name, len(known), top1, top5, confused, "name" if by_name else "folder order",
+                    spec.class_count)

@@ -212,7 +212,7 @@ def test_16_bit_images_keep_every_grey_level(runner, tmp_path, scans, depth, sca
     assert np.abs(_strengths(expected) - _strengths(quantised)).max() > 0.01 * _strengths(expected).max()
     _assert_strengths(_site_layers(site)["first"], expected)
     index = (site / "index.html").read_text()
-    assert f"4 of the 4 images have 16 bits per pixel" in index and f"(--depth {depth})" in index
+    assert "4 of the 4 images have 16 bits per pixel" in index and f"(--depth {depth})" in index
 
 
 # --- what the model got right: labelled folders of 10 classes -------------------------------------------

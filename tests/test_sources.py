@@ -20,10 +20,12 @@ def test_every_mode_becomes_rgb_uint8_at_input_size(tmp_path):
     items = sources.image_folder(tmp_path, 32)
     assert [i.id for i in items] == ["deep.png", "gray.png", "photo.JPG", "rgba.png"]
     for item in items:
-        assert item.image.shape == (32, 32, 3) and item.image.dtype == np.uint8
-        assert item.trimap is None
+        assert item.image.shape == (32, 32, 3) and item.picture.shape == (32, 32, 3)
+        assert item.picture.dtype == np.uint8 and item.trimap is None
+    assert [item.image.dtype for item in items] == [np.float32, np.uint8, np.uint8, np.uint8]
     deep = items[0].image
-    assert deep.max() > 128  # 16-bit scaled down, not clipped to white or truncated to black
+    assert deep.max() > 128 and deep.max() <= 255  # 16-bit scaled to 0-255, not clipped or truncated
+    assert len(np.unique(deep)) > 256  # every level kept
 
 
 def test_trimaps_load_and_are_checked(tmp_path):
