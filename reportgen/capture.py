@@ -150,8 +150,11 @@ def unfed_conv_layers(model, image_index: int) -> list[str]:
     """Qualified names of the conv layers that the image input does not reach (a siamese model's other branch)."""
     fed, unfed = conv_calls(model, image_index)
     reached = {(call.path, call.layer.name) for call in fed}
-    return ["/".join((*call.path, call.layer.name)) + ("" if (call.path, call.layer.name) not in reached
-                                                       else " (its other call)") for call in unfed]
+    names = []
+    for call in unfed:
+        name = "/".join((*call.path, call.layer.name))
+        names.append(f"{name} (its other call)" if (call.path, call.layer.name) in reached else name)
+    return names
 
 
 def find_conv_layers(model, tap: str = "conv", image_index: int = 0) -> list[ConvLayer]:

@@ -188,10 +188,8 @@ def pixel_classes(values: np.ndarray) -> np.ndarray:
 def as_trimap(values: np.ndarray) -> np.ndarray:
     """A segmentation output (`gives_mask`) as the mask the statistics measure against, in trimap
     values: a binary output's foreground 1 (the pet) and background 2; three classes in order, 1-3."""
-    values = np.asarray(values)
-    if values.shape[-1] == 1:
-        return np.where(values[..., 0] > 0.5, 1, 2).astype(np.uint8)
-    return (values.argmax(axis=-1) + 1).astype(np.uint8)
+    classes = pixel_classes(values)
+    return (2 - classes if np.shape(values)[-1] == 1 else classes + 1).astype(np.uint8)
 
 
 def record_values(values: np.ndarray):

@@ -76,9 +76,9 @@ class BuildOptions:
         if self.stats_images is not None and self.stats_images != ALL_IMAGES and self.stats_images < 1:
             raise InputError(f"--stats-images must be at least 1 or all, got {self.stats_images}")
         if _wants_stats_pass(self) or self.runner != BuildOptions.runner:
-            from reportgen.stats_pass import check_runner
+            from reportgen.stats_pass import runner_class
 
-            check_runner(self.runner)
+            runner_class(self.runner)  # Beam installed, and a runner it has
         if _wants_stats_pass(self):
             if self.select != "first" or self.ids:
                 raise InputError("--stats-images takes the first images of the source, so the pictured ones must be "
@@ -292,10 +292,10 @@ def _image_records(selected, specs: list[outputs.OutputSpec], captured: _Capture
     return records
 
 
-def _warnings(loaded, convs, captured: _Captured, specs, options: BuildOptions) -> list[str]:
-    """Signs of a wrong input convention, said on the index page in sentences."""
+def _warnings(loaded, convs, captured: _Captured, specs, options: BuildOptions, own: tuple[str, ...]) -> list[str]:
+    """Signs of a wrong input convention, said on the index page in sentences; `own` are the model's
+    own preprocessing layers (capture.input_layers)."""
     convention = options.convention.describe().split(":")[0]
-    own = tuple(capture.input_layers(loaded.model))
     found = outputs.warnings_for(specs, [np.stack(v) for v in captured.outputs], convention, own)
     shown = range(min(captured.spill.count, 10))
     first = np.stack([captured.spill.layers[0].image(k) for k in shown])
@@ -464,12 +464,13 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
         from reportgen import compare
 
         previous = compare.load_previous(options.previous if options.previous is not None else out)
+        own_input = tuple(capture.input_layers(model))
         report = site.Report(
             loaded=loaded, options=options, records=records, layers=results, key=key, geometry=geometry,
             colorbar=colorbar, previous=previous, layer_cka=layer_cka, outputs=specs,
             predictions=captured.outputs, class_names=class_names, warnings=_warnings(
-                loaded, convs, captured, specs, options),
-            input_layers=capture.input_layers(model), original_sizes=[s.original_size for s in selected],
+                loaded, convs, captured, specs, options, own_input),
+            input_layers=own_input, original_sizes=[s.original_size for s in selected],
             examples=examples, targets=targets,
             mask_conventions=tuple(sorted({item.mask_convention for item in statistics_images if item.mask_convention})),
             depth_note=_depth_note(statistics_images, options.depth),

@@ -44,7 +44,7 @@ class Report:
     predictions: list  # per output, one array per image
     class_names: list[str]  # classes of labelled images (class folders); empty otherwise
     warnings: list[str]  # signs of a wrong input convention
-    input_layers: list[str]  # the model's own Rescaling / Normalization layers at its start
+    input_layers: tuple[str, ...]  # the model's own Rescaling / Normalization layers at its start
     original_sizes: list  # (height, width) of each image before fitting, where known
     examples: dict = field(default_factory=dict)  # statistics image index -> its id, picture and page
     targets: object = None  # targets.Targets: the statistics images, their folds, classes and mask

@@ -395,11 +395,6 @@ def _beam():
 
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
-RUNNER_NAMES = {"direct": "DirectRunner", "dask": DASK_RUNNER}  # short names for --runner
-
-
-def runner_class(runner: str) -> str:
-    return RUNNER_NAMES.get(runner.lower(), runner)
 
 
 def installed_runners() -> dict[str, str]:
@@ -417,26 +412,26 @@ def installed_runners() -> dict[str, str]:
     return found
 
 
-def check_runner(runner: str) -> str:
-    """The runner's class path, or one line that lists the runners there are. Beam names runners
-    case-insensitively and with or without the `Runner` suffix; so does this."""
+def runner_class(runner: str) -> str:
+    """The runner as Beam is given it: its short name (DirectRunner, FlinkRunner, ...), the Dask runner's
+    class path for `dask`, or a full class path as given. Names are case-insensitive and the `Runner`
+    suffix optional, as Beam reads them; any other name is one line that lists the runners installed."""
     _beam()
-    name = runner_class(runner)
     installed = installed_runners()
-    by_lower = {key.lower(): path for key, path in installed.items()}
-    path = by_lower.get(name.lower()) or by_lower.get(name.lower() + "runner")
-    if path is None and "." in name:
+    by_lower = {name.lower(): name for name in installed}
+    name = by_lower.get(runner.lower()) or by_lower.get(runner.lower() + "runner")
+    if name is not None:
+        return installed[name] if name == "dask" else name
+    if "." in runner:
         import importlib.util
 
-        module = name.rsplit(".", 1)[0]
         try:
-            path = name if importlib.util.find_spec(module) is not None else None
+            if importlib.util.find_spec(runner.rsplit(".", 1)[0]) is not None:
+                return runner
         except (ImportError, ValueError):
-            path = None
-    if path is None:
-        raise InputError(f"unknown --runner {runner!r}; the runners installed are {', '.join(sorted(installed))} "
-                         "(or a runner's full class path)")
-    return path
+            pass
+    raise InputError(f"unknown --runner {runner!r}; the runners installed are {', '.join(sorted(installed))} "
+                     "(or a runner's full class path)")
 
 
 def _option_pairs(options: tuple[str, ...]) -> dict[str, str]:
