@@ -16,6 +16,7 @@ FULL_VALUES = 1000  # outputs of at most this many numbers per image are recorde
 SATURATED = 0.999  # a top-class probability this close to 1 on every image says nothing about the image
 CONSTANT_SPREAD = 1e-4  # relative spread across images below which an output is constant
 SHIPPED_CLASSES = ("pet", "background", "border")
+BINARY_CLASSES = ("background", "foreground")  # a sigmoid segmentation's classes 0 and 1, unless --labels names them
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ def describe(model, image_size: tuple[int, int], labels: tuple[str, ...] = (),
             kind = "classification"
         else:
             kind = "other"
-        specs.append(OutputSpec(name, shape, kind))
+        binary = kind == "segmentation" and shape[-1] == 1
+        specs.append(OutputSpec(name, shape, kind, BINARY_CLASSES if binary else ()))
     if shipped and specs and specs[0].kind == "segmentation":
         specs[0] = OutputSpec(specs[0].name, specs[0].shape, specs[0].kind, SHIPPED_CLASSES)
     if labels:

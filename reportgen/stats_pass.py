@@ -475,6 +475,8 @@ def _dask_workers(options: tuple[str, ...]) -> tuple[int, int] | None:
     try:
         with Client(address, timeout=10) as client:
             found = client.scheduler_info(n_workers=-1)["workers"].values()
+    except ValueError:  # distributed's parse_host_port
+        raise InputError(f"--beam-option dask_client_address={address!r} is not HOST:PORT") from None
     except OSError as error:
         raise InputError(f"cannot reach the Dask scheduler at {address}: {error}") from None
     if not found:

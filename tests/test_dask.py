@@ -87,3 +87,13 @@ def test_a_lost_result_fails_loudly_and_keeps_the_site(dask_cluster, runner, tmp
     assert result.exit_code == 1
     assert "came back incomplete" in result.output and len(result.output.strip().splitlines()) == 1
     assert (out / "data" / "stats.json").read_bytes() == before
+
+
+def test_a_malformed_scheduler_address_is_one_line(runner, tmp_path, tiny_model_path, pets_folder):
+    result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(pets_folder[0]),
+                                 "--images", "2", "--stats-images", "4", "--runner", "dask",
+                                 "--beam-option", "dask_client_address=127.0.0.1:12x", "--out", str(tmp_path / "s"),
+                                 "-q"])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "dask_client_address='127.0.0.1:12x' is not HOST:PORT" in line

@@ -79,6 +79,7 @@ def test_a_sigmoid_output_stands_in_for_missing_masks(runner, tmp_path, pets_fol
     assert result.exit_code == 0, result.output
     rows = _layers(site)
     assert all(row["probe_iou"]["pet"] is not None for row in rows)
+    assert "predicted area: background" in (site / "index.html").read_text()  # classes named, not numbered
     model = keras.models.load_model(model_path)
     pixels = np.stack([np.asarray(Image.open(f).convert("RGB").resize((SIZE, SIZE), Image.Resampling.NEAREST),
                                   np.float32) for f in sorted(pets_folder[0].iterdir())])
