@@ -2,6 +2,7 @@
 and `--stats-images` makes every number of the site cover those images."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -157,6 +158,18 @@ def _layer_numbers(site):
     return found
 
 
+def _interval_width(numbers, key):
+    """The width of the 90% interval that stats.json gives for the statistic at `key` (or that `key`
+    is an end of), 0 when it gives none."""
+    match = re.fullmatch(r"(\[\d+\])\.(?:intervals_90\.(\w+)\[\d\]|(\w+)(?:\.(\w+))?)", key)
+    if not match:
+        return 0.0
+    layer, interval, statistic, name = match.groups()
+    interval = interval or "_".join(filter(None, (statistic, name)))
+    ends = [numbers.get(f"{layer}.intervals_90.{interval}[{k}]", np.nan) for k in (0, 1)]
+    return float(ends[1] - ends[0]) if np.isfinite(ends).all() else 0.0
+
+
 @pytest.mark.parametrize("with_trimaps", [True, False], ids=["trimaps", "prediction-stands-in"])
 def test_in_process_and_beam_measure_the_same(runner, tmp_path, tiny_model_path, pets_folder, with_trimaps):
     """The same six images measured by the render pass (all pictured) and by the Beam pass (two
@@ -165,7 +178,9 @@ def test_in_process_and_beam_measure_the_same(runner, tmp_path, tiny_model_path,
 
     TensorFlow runs with two threads here and one in each Beam worker, and oneDNN's sums then round
     differently: a float16 activation may move by one step, and a pixel on a probe's decision
-    boundary may flip. So almost every number is equal to 1e-6 and the rest within a pixel's worth.
+    boundary may flip. So almost every number is equal to 1e-6 and the rest within a pixel's worth:
+    2%, or, where a pixel weighs more (an IoU over the few pixels a random model calls foreground,
+    3/176 against 2/177 on one CI machine), a fifth of the 90% interval the report gives it.
     """
     images, trimaps = pets_folder
     common = ["build", "--model", str(tiny_model_path), "--image-dir", str(images), "-q",
@@ -180,7 +195,9 @@ def test_in_process_and_beam_measure_the_same(runner, tmp_path, tiny_model_path,
     np.testing.assert_array_equal(np.isnan(mine), np.isnan(reference))
     close = np.isclose(mine, reference, rtol=1e-6, atol=1e-9, equal_nan=True)
     assert close.mean() > 0.98, [k for k, same in zip(ours, close) if not same][:20]
-    np.testing.assert_allclose(mine, reference, rtol=0.02, atol=2e-3)
+    far = ~np.isclose(mine, reference, rtol=0.02, atol=2e-3, equal_nan=True)
+    beyond = [(key, ours[key], theirs[key], _interval_width(theirs, key)) for key in np.array(list(ours))[far]]
+    assert all(abs(a - b) <= 0.2 * width for _, a, b, width in beyond), beyond
     defined = [k for k, v in ours.items() if ("best_iou" in k or "probe_iou" in k or "cka_mask" in k)
                and np.isfinite(v)]
     assert len(defined) > 50  # the mask statistics are there, from the prediction too
