@@ -348,6 +348,42 @@ def as_stored(tensors) -> list:
             for t in tensors]
 
 
+def stored_damage(tensors) -> list:
+    """What `as_stored` changes, per layer and image: [values that are NaN or infinite, finite values
+    beyond float16's range (clipped), the largest finite magnitude], as float32."""
+    import keras
+
+    from reportgen.spill import FLOAT16_MAX
+
+    found = []
+    for tensor in tensors:
+        values = keras.ops.cast(tensor, "float32")
+        per_image = tuple(range(1, len(tensor.shape)))
+        finite = keras.ops.isfinite(values)
+        magnitude = keras.ops.where(finite, keras.ops.abs(values), 0.0)
+        found.append(keras.ops.stack([
+            keras.ops.sum(keras.ops.cast(keras.ops.logical_not(finite), "float32"), axis=per_image),
+            keras.ops.sum(keras.ops.cast(magnitude > FLOAT16_MAX, "float32"), axis=per_image),
+            keras.ops.max(magnitude, axis=per_image)], axis=1))
+    return found
+
+
+def damage_note(damage: np.ndarray, values: int) -> str:
+    """A layer page's sentence on what storing changed, from `stored_damage` summed over the images
+    (counts) and maximised (magnitude); empty when nothing changed."""
+    from reportgen.spill import FLOAT16_MAX
+
+    broken, beyond, largest = float(damage[0]), float(damage[1]), float(damage[2])
+    said = []
+    if broken:
+        said.append(f"{broken:,.0f} of its {values:,} values on the pictured images are NaN or infinite "
+                    f"({broken / values:.1%}): they are stored, shown and measured as 0")
+    if beyond:
+        said.append(f"{beyond:,.0f} values reach beyond float16's range (the largest is {largest:.3g}): they are "
+                    f"stored, shown and measured as ±{FLOAT16_MAX:,.0f}, so this layer's statistics understate them")
+    return "; ".join(said)
+
+
 def probe_model(model, convs: Sequence[ConvLayer]):
     """One model from the inputs to every tapped conv output."""
     import keras

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from reportgen.errors import ReportgenError
+from reportgen.errors import OutputError, ReportgenError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -20,7 +21,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def _fail(error: ReportgenError) -> None:
-    typer.echo(f"error: {error}", err=True)
+    from reportgen.naming import printable
+
+    typer.echo(f"error: {printable(str(error))}", err=True)
     raise typer.Exit(code=error.exit_code)
 
 
@@ -45,7 +48,7 @@ UnsafeOpt = Annotated[bool, typer.Option("--unsafe-load", help="Allow model file
 @app.command()
 def build(
     images: Annotated[int, typer.Option("--images", help="How many images to report on.")] = 10,
-    out: Annotated[Path, typer.Option("--out", help="Output folder; replaced only when the build succeeds.")] = Path("site"),
+    out: Annotated[str, typer.Option("--out", help="Output folder; its site is replaced only when the build succeeds, and files you put at its top (CNAME, .git/) are kept.")] = "site",
     dataset: Annotated[str, typer.Option("--dataset", help="synthetic_pets (built locally) or oxford_iiit_pet (TFDS download).")] = "synthetic_pets",
     split: Annotated[str, typer.Option("--split", help="Data set split.")] = "test",
     image_dir: Annotated[Optional[Path], typer.Option("--image-dir", help="A folder of JPEG/PNG files instead of a data set.")] = None,
@@ -76,11 +79,12 @@ def build(
     stats_images: Annotated[Optional[str], typer.Option("--stats-images", help="Statistics over the first N images of the source, or all (default: the pictured images). Runs on Apache Beam (pip install 'reportgen[beam]').")] = None,
     runner: Annotated[str, typer.Option("--runner", help="Beam runner of the statistics pass: DirectRunner (default, this machine's cores), dask (with --beam-option dask_client_address=HOST:PORT), FlinkRunner, SparkRunner, DataflowRunner.")] = "DirectRunner",
     beam_options: Annotated[Optional[list[str]], typer.Option("--beam-option", help="A Beam pipeline option KEY=VALUE for the statistics pass (repeatable), e.g. project=my-project.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for the layers and for the Beam statistics pass (default: one per core, at most 4); 1 runs the layers in this process.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for the layers and for the Beam statistics pass (default and most: one per core; at most 4 by default); 1 runs the layers in this process.")] = None,
 ):
     """Build the report site: every conv layer, every channel, every selected image."""
     _quiet_libraries()
     from reportgen.inputs import MaskValues, parse_rescale, parse_size
+    from reportgen.naming import printable
     from reportgen.pipeline import BuildOptions, build as run_build
 
     if ids:
@@ -93,24 +97,39 @@ def build(
             preprocess=preprocess, rescale=parse_rescale(rescale), fit=fit, interpolation=interpolation,
             imports=tuple(imports or ()), labels=labels, select=select, seed=seed,
             ids=tuple(ids or ()), tap=tap, cmap=cmap, scale=scale, data_dir=data_dir, unsafe_load=unsafe_load,
-            workers=workers if workers is not None else max(1, min(4, os.cpu_count() or 1)),
+            workers=_workers(workers),
             statistics=statistics, previous=previous, stats_images=_stats_images(stats_images), runner=runner,
             beam_options=tuple(beam_options or ()),
         )
     except ReportgenError as error:
         _fail(error)
     try:
+        if not out.strip():
+            raise OutputError("--out is empty; give the folder to build the site in")
         if quiet or not sys.stderr.isatty():
-            result = run_build(out, options)
+            result = run_build(Path(out), options)
         else:
-            result = _build_with_progress(run_build, out, options)
+            result = _build_with_progress(run_build, Path(out), options)
     except ReportgenError as error:
         _fail(error)
+    out = printable(out)
     if result.skipped:
         typer.echo(f"up to date: {out} ({result.images} images, {result.bytes / 1e6:.1f} MB) in {result.seconds:.1f} s")
     else:
         typer.echo(f"built {out}: {result.pages} pages, {result.images} images, "
                    f"{result.bytes / 1e6:.1f} MB in {result.seconds:.1f} s")
+
+
+def _workers(requested: int | None) -> int:
+    """--workers, at most one per core: more only share the cores and multiply the memory."""
+    from reportgen.errors import InputError
+
+    cores = os.cpu_count() or 1
+    if requested is None:
+        return max(1, min(4, cores))
+    if requested < 1:
+        raise InputError(f"--workers must be at least 1, got {requested}")
+    return min(requested, cores)
 
 
 def _stats_images(text: str | None) -> int | None:
@@ -151,6 +170,7 @@ def inspect(
     _quiet_libraries()
     from reportgen import capture, model_io
     from reportgen.inputs import parse_size
+    from reportgen.naming import printable
 
     try:
         size = parse_size(input_size)
@@ -161,15 +181,15 @@ def inspect(
         fields = capture.receptive_fields(loaded.model, convs)
     except ReportgenError as error:
         _fail(error)
-    typer.echo(f"{loaded.description}: {len(convs)} conv layers, {loaded.model.count_params():,} parameters")
+    typer.echo(printable(f"{loaded.description}: {len(convs)} conv layers, {loaded.model.count_params():,} parameters"))
     header = f"{'#':>3}  {'name':<28} {'type':<22} {'kernel':<7} {'dil':<5} {'output':<14} {'params':>10} {'RF px':>7}"
     typer.echo(header)
     for c in convs:
         kernel = "x".join(map(str, c.kernel))
         shape = "x".join(map(str, c.output_shape))
         field = fields.get(c.qualified_name, float("nan"))
-        typer.echo(f"{c.index:>3}  {c.qualified_name[:28]:<28} {c.description[:22]:<22} {kernel:<7} {c.dilation[0]:<5} "
-                   f"{shape:<14} {c.params:>10,} {field:>7.0f}")
+        typer.echo(f"{c.index:>3}  {printable(c.qualified_name)[:28]:<28} {printable(c.description)[:22]:<22} "
+                   f"{kernel:<7} {c.dilation[0]:<5} {shape:<14} {c.params:>10,} {field:>7.0f}")
 
 
 @app.command()
@@ -234,6 +254,9 @@ def main() -> None:
     try:
         app()
         code = 0
+    except KeyboardInterrupt:  # outside a build's own handling: before it started, or after it ended
+        print("error: interrupted", file=sys.stderr)
+        code = 130
     except SystemExit as done:
         if done.code is None or isinstance(done.code, int):
             code = done.code or 0
@@ -244,6 +267,7 @@ def main() -> None:
         sys.exit(code)
     from reportgen import workers
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done: a Ctrl-C now only ends it sooner
     workers.discard(wait=True)  # os._exit skips the atexit hooks that would end the workers
     sys.stdout.flush()
     sys.stderr.flush()

@@ -6,6 +6,7 @@ The previous build is a folder holding `manifest.json` and `stats.json` (a previ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ NOTABLE = 0.05  # absolute change worth a reader's attention
 class Previous:
     manifest: dict
     stats: dict
+    folder: str = ""
+    problem: str | None = None  # why the files found are not a build that can be compared with
 
 
 @dataclass
@@ -45,9 +48,13 @@ def load_previous(path: Path | None) -> Previous | None:
         manifest, stats = folder / "manifest.json", folder / "stats.json"
         if manifest.is_file() and stats.is_file():
             try:
-                return Previous(json.loads(manifest.read_text()), json.loads(stats.read_text()))
-            except (OSError, ValueError):
-                return None
+                found = Previous(json.loads(manifest.read_text()), json.loads(stats.read_text()), str(folder))
+            except (OSError, ValueError) as error:
+                return Previous({}, {}, str(folder), f"its files cannot be read ({error.__class__.__name__})")
+            if not (isinstance(found.manifest, dict) and isinstance(found.stats, dict)
+                    and isinstance(found.stats.get("layers"), list)):
+                return dataclasses.replace(found, problem="its files are not a reportgen build's")
+            return found
     return None
 
 
@@ -66,6 +73,16 @@ def _fmt(value) -> str:
 def compare(previous: Previous | None, manifest: dict, layers: list[dict]) -> Comparison:
     if previous is None:
         return Comparison(first_build=True, summary=["First build: there is no previous build to compare with."])
+    if previous.problem is None:
+        try:
+            return _compare(previous, manifest, layers)
+        except (AttributeError, TypeError, KeyError):  # a hand-edited or foreign build
+            previous = dataclasses.replace(previous, problem="its files are not a reportgen build's")
+    return Comparison(first_build=True, summary=[f"The previous build in {previous.folder} was not compared with: "
+                                                 f"{previous.problem}."])
+
+
+def _compare(previous: Previous, manifest: dict, layers: list[dict]) -> Comparison:
     result = Comparison(first_build=False)
     old_model = previous.manifest.get("model", {})
     new_model = manifest["model"]

@@ -96,6 +96,7 @@ def stats_records(results, example_ids: dict[int, str] | None = None) -> list[di
                 "best_iou_pet": [json_value(float(v)) for v in s.best_iou[0]],
             },
             "dataset_examples": _examples_record(s.examples, example_ids) if example_ids else None,
+            "stored_note": r.stored_note or None,
         })
     return rows
 
@@ -113,13 +114,24 @@ CSV_INTERVALS = {"cka_mask": "cka_mask", "cka_class": "cka_label", "class_probe_
                  "best_channel_iou_pet_max": "best_iou_pet_max"}
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula (OWASP CSV injection)
+
+
+def csv_cell(value):
+    """A cell that a spreadsheet shows as text: a string that a spreadsheet would run as a formula
+    (a layer named "=HYPERLINK(...)") gets a leading apostrophe, as OWASP recommends. Numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def csv_text(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*CSV_FIELDS, *(f"{column}_{end}" for column in CSV_INTERVALS for end in ("low", "high"))])
     for row in rows:
         probe = [v for v in row["probe_iou"].values() if v is not None]
-        writer.writerow([
+        writer.writerow(csv_cell(cell) for cell in [
             row["index"], row["name"], row["type"], row["role"], "x".join(map(str, row["output_shape"])),
             row["stride"], row["receptive_field"], row["mean"], row["std"], row["near_zero_fraction"],
             row["cka_mask"], row["cka_class"], row["class_probe_accuracy"], row["participation_ratio_over_c"],

@@ -26,6 +26,10 @@ class OutputError(ReportgenError):
 
 
 class BuildInterrupted(ReportgenError):
-    """The user interrupted a build; the previous site is left as it was."""
+    """The user interrupted a build (Ctrl-C: exit 130, SIGTERM: 143); the previous site is left as it was."""
 
     exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

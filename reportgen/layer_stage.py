@@ -62,6 +62,7 @@ class LayerResult:
     class_accuracy: float = float("nan")  # the leave-out class probe on globally pooled features
     intervals: dict = field(default_factory=dict)  # the probes' 90% jackknife intervals, by name
     channel_numbers: dict = field(default_factory=dict)  # the layer page's channel data (channels.py)
+    stored_note: str = ""  # what storing changed: NaN or infinite values, values beyond float16 (capture.damage_note)
 
 
 @dataclass(frozen=True)

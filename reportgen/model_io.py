@@ -179,6 +179,8 @@ def _import_one(spec: str):
     except ModuleNotFoundError as error:
         raise InputError(f"--import {spec!r}: no module named {error.name!r} "
                          "(give a module on the Python path, or a path to a .py file)") from None
+    except SystemExit as stop:
+        raise InputError(f"--import {spec!r} called sys.exit({stop.code!r}) while it was imported") from None
     except Exception as error:  # the user's code may raise anything while it runs
         raise InputError(f"--import {spec!r} raised {_short(error)}") from None
 
@@ -190,9 +192,13 @@ def load_model_file(path: Path, unsafe: bool = False, custom_objects: dict | Non
     _check_file(path, "model")
     suffix = path.suffix.lower()
     if suffix == ".keras" and not zipfile.is_zipfile(path):
-        raise InputError(f"model file {path.name!r} is not a valid .keras archive (truncated or corrupt)")
+        raise InputError(f"model file {str(path)!r} is not a valid .keras archive (truncated or corrupt)")
     if suffix not in (".keras", ".h5", ".hdf5"):
-        raise InputError(f"model file {path.name!r} must be a .keras or .h5 file")
+        raise InputError(f"model file {str(path)!r} must be a .keras or .h5 file")
+    hostile = _code_running_names(_stored_config(path))
+    if hostile:
+        raise InputError(f"model file {str(path)!r} names {', '.join(hostile[:3])}, which would run code on this "
+                         "machine, where a Keras class belongs; it was not loaded (the file may be hostile)")
     try:
         legacy = _legacy_objects(legacy_h5=suffix in (".h5", ".hdf5"))
         return keras.models.load_model(path, custom_objects={**legacy, **(custom_objects or {})},
@@ -200,15 +206,58 @@ def load_model_file(path: Path, unsafe: bool = False, custom_objects: dict | Non
     except (ValueError, TypeError) as error:
         text = str(error)
         if "safe_mode" in text or "lambda" in text.lower():
-            raise InputError(f"model file {path.name!r} contains Python code (a Lambda layer); it is not loaded "
+            raise InputError(f"model file {str(path)!r} contains Python code (a Lambda layer); it is not loaded "
                              "in safe mode. Pass --unsafe-load only if you trust the file") from None
         unknown = _unknown_class(text)
         if unknown:
-            raise InputError(f"model file {path.name!r} uses a class Keras does not know ({unknown}); give the "
+            raise InputError(f"model file {str(path)!r} uses a class Keras does not know ({unknown}); give the "
                              "module that defines it with --import MODULE_OR_FILE.py") from None
-        raise InputError(f"cannot load model file {path.name!r}: {_short(error)}") from None
+        raise InputError(f"cannot load model file {str(path)!r}: {_short(error)}") from None
     except Exception as error:  # h5py, zipfile and deserialisation errors have no common base
-        raise InputError(f"cannot load model file {path.name!r}: {_short(error)}") from None
+        raise InputError(f"cannot load model file {str(path)!r}: {_short(error)}") from None
+
+
+# Modules whose names in a model config can only mean running code, never a Keras class.
+CODE_RUNNING_MODULES = frozenset({"os", "posix", "nt", "subprocess", "builtins", "__builtin__", "sys", "shutil",
+                                  "importlib", "runpy", "pty", "socket", "ctypes", "pickle", "marshal",
+                                  "multiprocessing", "webbrowser"})
+
+
+def _stored_config(path: Path):
+    """The architecture config stored in a .keras archive or a legacy .h5 file; None where unreadable
+    (loading then says what is wrong)."""
+    import json
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("config.json"))
+        import h5py
+
+        with h5py.File(path, "r") as stored:
+            text = stored.attrs.get("model_config")
+            return json.loads(text.decode() if isinstance(text, bytes) else text) if text is not None else None
+    except Exception:  # noqa: BLE001  (any damage is reported by the load itself)
+        return None
+
+
+def _code_running_names(config) -> list[str]:
+    """`module.name` of every object in `config` whose module runs code (os.system, subprocess.Popen)."""
+    found = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            module = value.get("module")
+            if isinstance(module, str) and module.split(".")[0] in CODE_RUNNING_MODULES:
+                found.append(f"{module}.{value.get('class_name')}")
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(config)
+    return sorted(set(found))
 
 
 def _unknown_class(text: str) -> str | None:
@@ -233,7 +282,7 @@ def load_weights_into(model, path: Path) -> None:
     try:
         model.load_weights(path)
     except Exception as error:
-        raise InputError(f"weights file {path.name!r} does not fit this model: {_short(error)}") from None
+        raise InputError(f"weights file {str(path)!r} does not fit this model: {_short(error)}") from None
 
 
 def shipped_meta() -> dict:

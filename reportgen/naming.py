@@ -35,3 +35,9 @@ class Namer:
             counter += 1
         self._taken[name] = text
         return name
+
+
+def printable(text: str) -> str:
+    """Text for a terminal: control characters (ESC, BEL, CR...) and bytes that are not UTF-8 shown as
+    Python escapes (\\x1b), so a hostile layer name cannot move the cursor or rewrite a line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

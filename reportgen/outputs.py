@@ -75,9 +75,10 @@ def output_names(model) -> list[str]:
 
 
 def read_labels(path: Path) -> tuple[str, ...]:
-    """One class name per line (blank lines at the end ignored), as Keras' label files are."""
+    """One class name per line (blank lines at the end ignored), as Keras' label files are; a
+    byte-order mark (Windows editors write one) is not part of the first name."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise InputError(f"labels file {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as error:

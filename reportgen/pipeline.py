@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import as_completed
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import assets, capture, layer_stage, model_io, outdir, outputs, render, sources, stats, workers
-from reportgen.errors import InputError, OutputError, ReportgenError
+from reportgen.errors import BuildInterrupted, InputError, OutputError, ReportgenError
 from reportgen.inputs import FITS, INTERPOLATIONS, InputConvention, InputGeometry, MaskValues, check_choice
 from reportgen.layer_stage import ImageRecord, LayerResult
 from reportgen.naming import Namer
@@ -73,16 +73,20 @@ class BuildOptions:
         """Everything that can be checked before TensorFlow loads: a typo costs no 10 s wait."""
         if self.images < 1:
             raise InputError(f"--images must be at least 1, got {self.images}")
+        if self.seed < 0:
+            raise InputError(f"--seed must be 0 or more, got {self.seed}")
+        if self.image_dir is None:
+            sources.check_split(self.dataset, self.split)
         if self.stats_images is not None and self.stats_images != ALL_IMAGES and self.stats_images < 1:
             raise InputError(f"--stats-images must be at least 1 or all, got {self.stats_images}")
         if _wants_stats_pass(self) or self.runner != BuildOptions.runner:
             from reportgen.stats_pass import runner_class
 
             runner_class(self.runner)  # Beam installed, and a runner it has
-        if _wants_stats_pass(self):
-            if self.select != "first" or self.ids:
-                raise InputError("--stats-images takes the first images of the source, so the pictured ones must be "
-                                 "the first too: use --select first and no --id")
+        if _wants_stats_pass(self) and (self.select != "first" or self.ids):
+            raise InputError("--stats-images takes the first images of the source, so the pictured ones must be "
+                             "the first too: use --select first and no --id")
+        if _wants_stats_pass(self) or self.beam_options:
             from reportgen.stats_pass import pipeline_options
 
             pipeline_options(self.runner, self.beam_options)  # Beam installed, options well formed
@@ -141,8 +145,10 @@ def _source(options: BuildOptions, geometry: InputGeometry):
 
 
 def _load_images(options: BuildOptions, geometry: InputGeometry) -> list[sources.SourceImage]:
-    return sources.select(_source(options, geometry), options.images, options.select, options.seed,
-                          list(options.ids) or None)
+    chosen = sources.select(_source(options, geometry), options.images, options.select, options.seed,
+                            list(options.ids) or None)
+    sources.check_masks(chosen, options.trimap_dir)
+    return chosen
 
 
 def _wants_stats_pass(options: BuildOptions) -> bool:
@@ -158,6 +164,7 @@ def _stats_images(options: BuildOptions, geometry: InputGeometry) -> list[source
     chosen = list(itertools.islice(_source(options, geometry), count))
     if count is not None and len(chosen) < count:
         raise InputError(f"--stats-images {count}: the source has only {len(chosen)} images")
+    sources.check_masks(chosen, options.trimap_dir)
     return chosen
 
 
@@ -241,6 +248,7 @@ class _Captured:
     cross: stats.MinibatchCKA | None
     spatial: list[int]
     outputs: list[list[np.ndarray]]  # per model output, one array per image
+    damage: np.ndarray | None = None  # per layer: capture.stored_damage summed (counts) and maximised
 
 
 def _capture(loaded: model_io.LoadedModel, probe, selected, image_index: int, options: BuildOptions, work: Path,
@@ -250,14 +258,20 @@ def _capture(loaded: model_io.LoadedModel, probe, selected, image_index: int, op
 
     model = loaded.model
     stored = capture.as_stored(probe.outputs)
-    full_probe = keras.Model(model.inputs, [*stored, *model.outputs])
+    damage = capture.stored_damage(probe.outputs)
+    full_probe = keras.Model(model.inputs, [*stored, *damage, *model.outputs])
     total = len(selected)
-    captured = _Captured(Spill(work, total), None, [], [[] for _ in model.outputs])
+    captured = _Captured(Spill(work, total), None, [], [[] for _ in model.outputs], np.zeros((len(stored), 3)))
     images = np.stack([s.image for s in selected])
     prepare = options.convention.apply
+    layers = len(stored)
     for start, batch_outputs in capture.stream_activations(full_probe, images, options.batch_size, image_index,
                                                           prepare):
-        layer_outputs, model_outputs = batch_outputs[:len(stored)], batch_outputs[len(stored):]
+        layer_outputs, model_outputs = batch_outputs[:layers], batch_outputs[2 * layers:]
+        for layer, found in enumerate(batch_outputs[layers:2 * layers]):
+            found = np.asarray(found, np.float64)
+            captured.damage[layer, :2] += found[:, :2].sum(axis=0)
+            captured.damage[layer, 2] = max(captured.damage[layer, 2], found[:, 2].max(initial=0))
         for kept, values in zip(captured.outputs, model_outputs):
             kept.extend(np.asarray(values, np.float32))
         if start == 0:
@@ -305,6 +319,14 @@ def _warnings(loaded, convs, captured: _Captured, specs, options: BuildOptions, 
     if own and not options.convention.is_identity:
         found.append(f"The model preprocesses its own input ({'; '.join(own)}) and this build also applied "
                      f"{convention}: make sure the input is not converted twice.")
+    if options.image_dir is not None:
+        found += sources.unread_files_note(options.image_dir)
+    damaged = [f"conv {conv.index} ({conv.qualified_name})" for conv, changed in zip(convs, captured.damage)
+               if changed[:2].any()]
+    if damaged:
+        found.append(f"{len(damaged)} conv layers give values that cannot be stored as they are (NaN, infinite, or "
+                     f"beyond float16's range): {', '.join(damaged[:5])}{' and more' if len(damaged) > 5 else ''}. "
+                     "Their pages say what became of them.")
     return found
 
 
@@ -328,12 +350,13 @@ def _depth_note(items, depth: str) -> str:
             "to each image's brightest pixel")
 
 
-def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int) -> list[LayerResult]:
-    """What is known of each layer before its statistics: name, role, shape, grid layout."""
+def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int, damage: np.ndarray) -> list[LayerResult]:
+    """What is known of each layer before its statistics: name, role, shape, grid layout, and what
+    storing its values changed."""
     from reportgen.models.sd_unet import describe_role
 
     results = []
-    for conv, spilled, slug in zip(convs, spill.layers, slugs):
+    for conv, spilled, slug, changed in zip(convs, spill.layers, slugs, damage):
         maps_shape = (1, *assets.image_maps_shape(spilled.shape))
         results.append(LayerResult(
             conv=conv, slug=slug, role=describe_role(conv.name) if not conv.path else "",
@@ -341,6 +364,7 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int) -> l
             stride=input_height / max(maps_shape[1], 1) if len(spilled.shape) == 3 else float("nan"),
             layout=render.GridLayout.for_maps(*maps_shape[1:]),
             shape=spilled.shape,
+            stored_note=capture.damage_note(changed, spilled.count * int(np.prod(spilled.shape))),
         ))
     return results
 
@@ -378,14 +402,29 @@ class InMemory:
 
 def build(out: Path, options: BuildOptions, progress: Progress | None = None,
           in_memory: InMemory | None = None) -> BuildResult:
-    """Build the whole site into `out`, replacing it only when everything succeeded."""
-    from reportgen import site
-
+    """Build the whole site into `out`, replacing it only when everything succeeded. An interruption
+    (Ctrl-C, SIGTERM) ends the processes the build started and leaves the previous site as it was."""
     started = time.monotonic()
-    progress = progress or (lambda stage, done, total: None)
-    out = Path(out)
+    shown = Path(out)
+    out = outdir.real_path(shown)
     outdir.check_output(out)
     options.check()  # and the labels file, read once: all before TensorFlow loads
+    before = workers.descendants()
+    with outdir.lock(out), workers.interruptible() as interruption:
+        try:
+            result = _build(out, options, progress or (lambda stage, done, total: None), in_memory, started)
+        except KeyboardInterrupt:
+            workers.discard(terminate=True)
+            workers.end_processes(workers.descendants() - before)
+            raise BuildInterrupted("interrupted; the previous site was left as it was",
+                                   interruption.exit_code) from None
+    return dataclasses.replace(result, out=shown)
+
+
+def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMemory | None,
+           started: float) -> BuildResult:
+    from reportgen import site
+
     labels = outputs.read_labels(options.labels) if options.labels is not None else ()
     if in_memory is not None and in_memory.class_names:
         labels = tuple(str(name) for name in in_memory.class_names)
@@ -394,7 +433,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
 
     key = None if in_memory else buildkey.input_key(options, model_io.models_dir() / model_io.DEFAULT_WEIGHTS)
     if key is not None and outdir.is_up_to_date(out, key):
-        return BuildResult(out, 0, outdir.image_count(out), outdir.folder_size(out), time.monotonic() - started,
+        return BuildResult(out, 0, outdir.image_count(out), outdir.site_size(out), time.monotonic() - started,
                            skipped=True)
 
     executor = workers.pool(options.workers)  # its processes start while TensorFlow loads
@@ -417,7 +456,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
     if key is None:  # inputs that cannot be hashed cheaply: key on what was loaded instead
         key = buildkey.loaded_key(loaded, options, selected)
         if outdir.is_up_to_date(out, key):
-            return BuildResult(out, 0, len(selected), outdir.folder_size(out), time.monotonic() - started,
+            return BuildResult(out, 0, len(selected), outdir.site_size(out), time.monotonic() - started,
                                skipped=True)
 
     probe = capture.probe_model(model, convs)
@@ -436,14 +475,14 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
     if _wants_stats_pass(options):
         outcome = _statistics_pass(options, loaded, geometry, statistics_images, targets, len(convs), progress)
 
-    work = Path(tempfile.mkdtemp(prefix=".reportgen-", dir=out.parent if out.parent.exists() else None))
+    work = outdir.scratch_folder(out)
     try:
         staging = work / "site"
         staging.mkdir()
         captured = _capture(loaded, probe, selected, image_index, options, work, progress)
         records = _image_records(selected, specs, captured, class_names)
         records_path = layer_stage.save_records(records, work / "records.pickle")
-        skeletons = _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height)
+        skeletons = _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height, captured.damage)
         rgb = _rgb_baselines(statistics_images, outcome.masks, skeletons, targets) if outcome is not None else {}
         results = _analyse_layers(executor, skeletons, captured.spill, records_path, staging, geometry.size,
                                   options, targets, progress, outcome, rgb)
@@ -477,12 +516,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
             accuracy=_accuracy(specs, captured, records, class_names),
             engine=stats_pass_engine(options) if outcome is not None else "in process")
         pages = site.write_site(staging, report, executor)
-        outdir.swap_in(staging, out)
-    except KeyboardInterrupt:
-        from reportgen.errors import BuildInterrupted
-
-        workers.discard()
-        raise BuildInterrupted("interrupted; the previous site was left as it was") from None
+        outdir.swap_in(staging, out, work)
     except BrokenProcessPool:
         workers.discard()
         raise ReportgenError("a worker process died (out of memory?); --workers 1 runs the build in one process") from None
@@ -490,7 +524,7 @@ def build(out: Path, options: BuildOptions, progress: Progress | None = None,
         raise OutputError(f"cannot write the site: {error.strerror or error}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return BuildResult(out, pages, len(records), outdir.folder_size(out), time.monotonic() - started)
+    return BuildResult(out, pages, len(records), outdir.site_size(out), time.monotonic() - started)
 
 
 def _load_model(options: BuildOptions, in_memory: InMemory | None) -> model_io.LoadedModel:

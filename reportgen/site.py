@@ -324,7 +324,7 @@ def _layer_context(report: Report, index: int, rows: list[dict], image_views: li
         "colorbar": report.colorbar,
         "grids": [{"image": v, "grid": assets.grid_path(result.slug, v["slug"], layout.lossless),
                    "overlay": assets.overlay_path(result.slug, v["slug"])} for v in image_views],
-        "has_overlays": layout.tile_h > 1, "depth_note": _depth_note(result.shape),
+        "has_overlays": layout.tile_h > 1, "depth_note": _depth_note(result.shape), "stored_note": result.stored_note,
         "depth_charts": _depth_charts(report, index),
         "prev": rows[index - 1] if index > 0 else None,
         "next": rows[index + 1] if index + 1 < len(rows) else None,

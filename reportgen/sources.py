@@ -8,19 +8,28 @@ with an optional folder of Oxford-style trimaps.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from reportgen import outdir
 from reportgen.errors import DatasetUnavailableError, InputError
 from reportgen.inputs import InputGeometry, MaskValues
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+def _readable_suffixes() -> frozenset[str]:
+    """The file name endings of every format Pillow can open here (JPEG, PNG, GIF, BMP, TIFF, WebP...)."""
+    Image.init()
+    return frozenset(suffix for suffix, kind in Image.registered_extensions().items() if kind in Image.OPEN)
+
+
+IMAGE_SUFFIXES = _readable_suffixes()
 MAX_IMAGE_PIXELS = 80_000_000  # a bigger file is refused rather than decoded into gigabytes
 TFDS_DATASETS = ("synthetic_pets", "oxford_iiit_pet")
 DOWNLOAD_HOSTS = {"oxford_iiit_pet": "thor.robots.ox.ac.uk"}  # where TFDS fetches each data set from
@@ -87,7 +96,7 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
 
 def _open_image(path: Path) -> Image.Image:
     """Open and fully decode an image file, turning every way it can fail into an InputError."""
-    name = path.name
+    name = str(path)  # with its folder: class folders hold files of the same name
     try:
         if path.stat().st_size == 0:
             raise InputError(f"image file {name!r} is empty (0 bytes)")
@@ -103,13 +112,26 @@ def _open_image(path: Path) -> Image.Image:
         raise InputError(f"cannot read image file {name!r}: {error.__class__.__name__}") from None
 
 
+def _is_site(folder: Path) -> bool:
+    """A reportgen site or scratch folder (an --out inside the image folder): never read as images."""
+    return folder.name.startswith(outdir.SCRATCH_PREFIX) or (folder / outdir.SITE_MARKER).exists()
+
+
 def _class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and not _is_site(p))
 
 
-def _image_files(folder: Path, recursive: bool = False) -> list[Path]:
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _files(folder: Path, recursive: bool) -> list[Path]:
+    """The visible files of `folder`, and with `recursive` of its visible sub-folders that are not sites."""
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file():
+            found.append(entry)
+        elif recursive and entry.is_dir() and not _is_site(entry):
+            found.extend(_files(entry, recursive))
+    return found
 
 
 def labelled_files(folder: Path) -> list[tuple[Path, str | None]]:
@@ -119,15 +141,92 @@ def labelled_files(folder: Path) -> list[tuple[Path, str | None]]:
     Classes are taken in turn (round-robin, files sorted by name within each), so the first N images
     cover every class, as a probe of the class needs.
     """
-    direct = _image_files(folder)
-    if direct:
-        return [(path, None) for path in direct]
-    per_class = [(sub.name, _image_files(sub, recursive=True)) for sub in _class_folders(folder)]
+    return _survey(folder)[0]
+
+
+def _survey(folder: Path) -> tuple[list[tuple[Path, str | None]], list[Path]]:
+    """`labelled_files`, and the visible files beside them that no image reader takes."""
+    direct = _files(folder, recursive=False)
+    if any(p.suffix.lower() in IMAGE_SUFFIXES for p in direct):
+        return ([(p, None) for p in direct if p.suffix.lower() in IMAGE_SUFFIXES],
+                [p for p in direct if p.suffix.lower() not in IMAGE_SUFFIXES])
+    per_class, others = [], list(direct)
+    for sub in _class_folders(folder):
+        files = _files(sub, recursive=True)
+        per_class.append((sub.name, [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]))
+        others += [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
     per_class = [(name, files) for name, files in per_class if files]
     ordered = []
     for rank in range(max((len(files) for _, files in per_class), default=0)):
         ordered.extend((files[rank], name) for name, files in per_class if rank < len(files))
-    return ordered
+    return ordered, others
+
+
+def unread_files_note(folder: Path) -> list[str]:
+    """A sentence naming the files of an image folder that were not read, none when every file was."""
+    unread = _survey(folder)[1]
+    if not unread:
+        return []
+    names = [shown_name(p.relative_to(folder).as_posix()) for p in unread]
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return [f"{len(names)} files of the image folder are not in a format Pillow reads and were left out: "
+            f"{', '.join(names[:5])}{more}."]
+
+
+def shown_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (a Latin-1 name) become U+FFFD."""
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
+class FolderSource(Sequence):
+    """The images of an image folder in their stable order, each decoded only when it is taken: the
+    file names are listed and sorted at once, so choosing 2 of 150 photos decodes 2."""
+
+    def __init__(self, folder: Path, geometry: InputGeometry, trimap_dir: Path | None = None,
+                 mask_values: MaskValues = MaskValues(), depth: str = "scale"):
+        if not folder.is_dir():
+            raise InputError(f"image folder {str(folder)!r} does not exist or is not a folder")
+        self.files, self.skipped = _survey(folder)
+        if not self.files:
+            raise InputError(f"image folder {str(folder)!r} has no image files (nor class sub-folders with any)")
+        if trimap_dir is not None and not trimap_dir.is_dir():
+            raise InputError(f"trimap folder {str(trimap_dir)!r} does not exist or is not a folder")
+        self.folder, self.geometry, self.trimap_dir = folder, geometry, trimap_dir
+        self.mask_values, self.depth = mask_values, depth
+        self.ids = [_ident(folder, path, label) for path, label in self.files]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        path, label = self.files[index]
+        return _load_file(self.folder, path, label, self.geometry, self.trimap_dir, self.mask_values, self.depth)
+
+
+def _ident(folder: Path, path: Path, label: str | None) -> str:
+    return shown_name(path.name if label is None else path.relative_to(folder).as_posix())
+
+
+def _mask_path(trimap_dir: Path, image: Path) -> Path:
+    return trimap_dir / f"{image.stem}.png"
+
+
+def check_masks(images: list[SourceImage], trimap_dir: Path | None) -> None:
+    """With --trimap-dir, every image used has its mask: a mask for some images only would leave the
+    others out of every mask statistic, so it is refused, naming the images without one."""
+    if trimap_dir is None:
+        return
+    missing = [item.id for item in images if item.trimap is None]
+    if len(missing) == len(images):
+        raise InputError(f"no mask in {str(trimap_dir)!r} matches an image (a mask is named like its image, "
+                         f"as cat.jpg -> cat.png)")
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise InputError(f"{len(missing)} of {len(images)} images have no mask in {str(trimap_dir)!r}: "
+                         f"{', '.join(map(repr, missing[:3]))}{more}; give a mask for each image, or leave out "
+                         "--trimap-dir")
 
 
 def class_names(items: list[SourceImage]) -> list[str]:
@@ -136,17 +235,10 @@ def class_names(items: list[SourceImage]) -> list[str]:
 
 
 def image_folder(folder: Path, geometry: InputGeometry | int, trimap_dir: Path | None = None,
-                 mask_values: MaskValues = MaskValues(), depth: str = "scale") -> list[SourceImage]:
-    """JPEG/PNG files in `folder` (or in its class sub-folders); masks match by stem (`cat.jpg` -> `cat.png`)."""
-    geometry = as_geometry(geometry)
-    if not folder.is_dir():
-        raise InputError(f"image folder {str(folder)!r} does not exist or is not a folder")
-    files = labelled_files(folder)
-    if not files:
-        raise InputError(f"image folder {str(folder)!r} has no JPEG or PNG files (nor class sub-folders with any)")
-    if trimap_dir is not None and not trimap_dir.is_dir():
-        raise InputError(f"trimap folder {str(trimap_dir)!r} does not exist or is not a folder")
-    return [_load_file(folder, path, label, geometry, trimap_dir, mask_values, depth) for path, label in files]
+                 mask_values: MaskValues = MaskValues(), depth: str = "scale") -> FolderSource:
+    """The image files in `folder` (or in its class sub-folders), in any format Pillow reads; masks match
+    by stem (`cat.jpg` -> `cat.png`). Files are decoded as they are taken."""
+    return FolderSource(folder, as_geometry(geometry), trimap_dir, mask_values, depth)
 
 
 def _load_file(folder: Path, path: Path, label: str | None, geometry: InputGeometry,
@@ -156,17 +248,17 @@ def _load_file(folder: Path, path: Path, label: str | None, geometry: InputGeome
     rgb = to_rgb_uint8(image)
     trimap = convention = None
     if trimap_dir is not None:
-        trimap_path = trimap_dir / f"{path.stem}.png"
+        trimap_path = _mask_path(trimap_dir, path)
         if trimap_path.is_file():
             raw = np.asarray(_open_image(trimap_path))
             if raw.ndim == 3:
                 raw = raw[..., 0]
             if raw.shape[:2] != rgb.shape[:2]:
-                raise InputError(f"trimap {trimap_path.name!r} is {raw.shape[1]}x{raw.shape[0]} "
+                raise InputError(f"trimap {str(trimap_path)!r} is {raw.shape[1]}x{raw.shape[0]} "
                                  f"but its image is {rgb.shape[1]}x{rgb.shape[0]}")
-            trimap, convention = mask_values.to_trimap(raw, repr(trimap_path.name))
+            trimap, convention = mask_values.to_trimap(raw, repr(str(trimap_path)))
             trimap = geometry.trimap(trimap)
-    ident = path.name if label is None else path.relative_to(folder).as_posix()
+    ident = _ident(folder, path, label)
     deep = deep_rgb(image, depth)
     if deep is None:
         return SourceImage(ident, geometry.pixels(rgb), trimap, label, rgb.shape[:2], convention)
@@ -264,6 +356,21 @@ def from_arrays(images, masks, labels, geometry: InputGeometry) -> list[SourceIm
     return items
 
 
+SPLITS = {"synthetic_pets": ("train", "test"), "oxford_iiit_pet": ("train", "test")}
+
+
+def check_split(dataset: str, split: str) -> None:
+    """The data set is one reportgen knows, and `split` names its splits, in TFDS' split syntax
+    (`test`, `train[:10%]`, `train+test`)."""
+    if dataset not in TFDS_DATASETS:
+        raise InputError(f"unknown data set {dataset!r}; choose one of {', '.join(TFDS_DATASETS)} or use --image-dir")
+    for part in split.split("+"):
+        name = part.split("[", 1)[0].strip()
+        if name not in SPLITS[dataset]:
+            raise InputError(f"data set {dataset!r} has no split {name!r}; its splits are "
+                             f"{', '.join(SPLITS[dataset])} (TFDS syntax such as test[:50%] works too)")
+
+
 def _tfds_name(dataset: str, split: str) -> str:
     if dataset == "synthetic_pets":
         import reportgen.datasets.synthetic_pets  # noqa: F401  (registers the builder)
@@ -339,6 +446,10 @@ def select(items: Iterable[SourceImage], count: int, how: str = "first", seed: i
     """Pick `count` images: the first ones, a seeded random sample, or explicit ids in the given order."""
     if count < 1:
         raise InputError(f"--images must be at least 1, got {count}")
+    if isinstance(items, FolderSource):  # choose by name, then decode only the chosen
+        stand_ins = [SourceImage(ident, None, None) for ident in items.ids]
+        index = {ident: k for k, ident in enumerate(items.ids)}
+        return [items[index[item.id]] for item in select(stand_ins, count, how, seed, ids, pool_limit)]
     if ids:
         wanted = {ident: None for ident in ids}
         for item in items:

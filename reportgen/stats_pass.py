@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import os
 import shutil
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reportgen import stats
+from reportgen import outdir, stats
 from reportgen.errors import InputError, ReportgenError
 from reportgen.inputs import InputConvention
 from reportgen.targets import MASK_PREDICTION, MASK_TRIMAP, Targets, feed, mask_truth, score_image
@@ -385,13 +386,29 @@ def run_in_process(setup: PassSetup) -> PassResult:
 
 def _beam():
     try:
-        import apache_beam as beam
+        with _root_logger_untouched():
+            import apache_beam as beam
     except ImportError:
         raise InputError("--stats-images beyond the pictured images runs on Apache Beam, which is not installed; "
                          "install the extra: pip install 'reportgen[beam]'") from None
     for name in ("apache_beam", "apache_beam.runners", "apache_beam.utils", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)  # the workers' INFO lines are not for users
     return beam
+
+
+@contextlib.contextmanager
+def _root_logger_untouched():
+    """Beam warns on the root logger as it is imported, which also gives the root logger a handler
+    (logging.basicConfig): its warning is not for users, and every later log line would print."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
 
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
@@ -437,10 +454,11 @@ def runner_class(runner: str) -> str:
 def _option_pairs(options: tuple[str, ...]) -> dict[str, str]:
     pairs = {}
     for option in options:
-        if "=" not in option:
+        key, _, value = option.partition("=")
+        key = key.strip().lstrip("-")
+        if "=" not in option or not key.isidentifier():
             raise InputError(f"--beam-option takes KEY=VALUE, got {option!r}")
-        key, value = option.split("=", 1)
-        pairs[key.strip().lstrip("-")] = value
+        pairs[key] = value
     return pairs
 
 
@@ -460,7 +478,15 @@ def pipeline_options(runner: str, options: tuple[str, ...] = (), workers: int | 
     if runner == DASK_RUNNER and partitions and "dask_npartitions" not in pairs and "dask_partition_size" not in pairs:
         args.append(f"--dask_npartitions={partitions}")
     args += [f"--{key}={value}" for key, value in pairs.items()]
-    return PipelineOptions(args)
+    parsed = PipelineOptions(args)
+    refusal = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(refusal):  # argparse prints its whole usage, then exits
+            parsed.get_all_options(retain_unknown_options=True)
+    except SystemExit:
+        reason = (refusal.getvalue().strip().splitlines() or ["refused"])[-1].split("error: ", 1)[-1]
+        raise InputError(f"Beam refuses the --beam-option values: {reason}") from None
+    return parsed
 
 
 def _dask_workers(options: tuple[str, ...]) -> tuple[int, int] | None:
@@ -563,28 +589,28 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
     def fan_out(fits: dict):
         return [(k, fits) for k in range(len(parts))]
 
-    remote = _option_pairs(options).get("temp_location")
-    local = results_folder is None and remote is None
-    # Remote runners' workers cannot write into this machine's /tmp: results go to their temp_location.
-    folder = results_folder or (f"{remote.rstrip('/')}/reportgen-stats-{os.getpid()}-{time.time_ns()}" if remote
-                                else tempfile.mkdtemp(prefix="reportgen-beam-"))
-    path = f"{folder.rstrip('/')}/result.pickle"
-    # One pipeline, a DAG with one leaf (runners that compute only the last leaf, as Dask's does,
-    # compute all of it), and no side input (Dask's would compute the sums again inside every task):
-    # the fits meet each shard again through a CoGroupByKey.
-    pipeline = beam.Pipeline(options=pipeline_options(runner, options, workers, len(parts)))
-    shards_in = pipeline | "Shards" >> beam.Create(list(enumerate(parts)))
-    sums = merged_by_key(shards_in | "Sums of a shard" >> beam.ParDo(SumsDoFn(setup)), "Sums")
-    # Each layer fitted where its sums are; only the fits, a few MB, come together.
-    fits = (as_one(sums | "Fit probes" >> beam.FlatMapTuple(layer_fit), "Fits")
-            | "To every shard" >> beam.FlatMap(fan_out))
-    scores = merged_by_key({"shard": shards_in, "fits": fits}
-                           | "Fits meet shards" >> beam.CoGroupByKey()
-                           | "Scores of a shard" >> beam.ParDo(ScoresDoFn(setup)), "Scores")
-    tagged = ((as_one(sums, "All sums") | "Tag sums" >> beam.Map(lambda found: ("sums", found))),
-              (as_one(scores, "All scores") | "Tag scores" >> beam.Map(lambda found: ("scores", found))))
-    _ = as_one(tagged | "Both" >> beam.Flatten(), "Result") | "Write" >> beam.ParDo(WriteResult(path))
     with _worker_environment(setup.threads):
+        remote = _option_pairs(options).get("temp_location")
+        local = results_folder is None and remote is None
+        # Remote runners' workers cannot write into this machine's /tmp: results go to their temp_location.
+        folder = results_folder or (f"{remote.rstrip('/')}/reportgen-stats-{os.getpid()}-{time.time_ns()}" if remote
+                                    else tempfile.mkdtemp(prefix="reportgen-beam-"))
+        path = f"{folder.rstrip('/')}/result.pickle"
+        # One pipeline, a DAG with one leaf (runners that compute only the last leaf, as Dask's does,
+        # compute all of it), and no side input (Dask's would compute the sums again inside every task):
+        # the fits meet each shard again through a CoGroupByKey.
+        pipeline = beam.Pipeline(options=pipeline_options(runner, options, workers, len(parts)))
+        shards_in = pipeline | "Shards" >> beam.Create(list(enumerate(parts)))
+        sums = merged_by_key(shards_in | "Sums of a shard" >> beam.ParDo(SumsDoFn(setup)), "Sums")
+        # Each layer fitted where its sums are; only the fits, a few MB, come together.
+        fits = (as_one(sums | "Fit probes" >> beam.FlatMapTuple(layer_fit), "Fits")
+                | "To every shard" >> beam.FlatMap(fan_out))
+        scores = merged_by_key({"shard": shards_in, "fits": fits}
+                               | "Fits meet shards" >> beam.CoGroupByKey()
+                               | "Scores of a shard" >> beam.ParDo(ScoresDoFn(setup)), "Scores")
+        tagged = ((as_one(sums, "All sums") | "Tag sums" >> beam.Map(lambda found: ("sums", found))),
+                  (as_one(scores, "All scores") | "Tag scores" >> beam.Map(lambda found: ("scores", found))))
+        _ = as_one(tagged | "Both" >> beam.Flatten(), "Result") | "Write" >> beam.ParDo(WriteResult(path))
         try:
             result = pipeline.run()
             try:
@@ -611,9 +637,11 @@ def _worker_environment(threads: int | None):
     threads per worker are known, as many BLAS threads (numpy reads them when it starts: with a
     thread per core in each worker, the accumulators' matrix products ran twice as slow)."""
     here = os.getcwd()
-    neutral = tempfile.mkdtemp(prefix="reportgen-beam-cwd-")
-    saved = dict(os.environ)
+    neutral = str(outdir.owned_folder("reportgen-beam-", Path(tempfile.gettempdir())))
+    saved, saved_tempdir = dict(os.environ), tempfile.tempdir
     os.chdir(neutral)
+    # Beam's own scratch (beam-temp*, its requirements cache) goes here too, and goes with it.
+    tempfile.tempdir = os.environ["TMPDIR"] = neutral
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if threads:
         os.environ.update({name: str(threads) for name in BLAS_THREADS})
@@ -624,6 +652,7 @@ def _worker_environment(threads: int | None):
         os.chdir(here)
         os.environ.clear()
         os.environ.update(saved)
+        tempfile.tempdir = saved_tempdir
         shutil.rmtree(neutral, ignore_errors=True)
 
 

@@ -10,9 +10,13 @@ process running TensorFlow's threads is not safe.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing
 import os
 import signal
+import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
 SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -21,9 +25,18 @@ _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
 
 
-def _ignore_interrupts() -> None:
-    # Ctrl-C reaches the whole process group; the main process handles it and cleans up.
+def _start_worker(parent: int) -> None:
+    # Ctrl-C reaches the whole process group; the main process handles it and ends the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A main process killed outright (kill -9) cannot end its workers, which would hold its standard
+    # output open (`reportgen build | tee` would never end): they end when they see it gone.
+    threading.Thread(target=_end_with, args=(parent,), daemon=True, name="end-with-parent").start()
+
+
+def _end_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _warm_up() -> None:
@@ -65,7 +78,7 @@ def pool(workers: int) -> Executor:
         discard()
     if _pool is None:
         _pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                    initializer=_ignore_interrupts)
+                                    initializer=_start_worker, initargs=(os.getpid(),))
         _pool_size = workers
         # One BLAS thread per worker: the workers already fill the cores, and idle BLAS threads
         # spin-wait, taking the cores from the other workers. Spawned children read these at start.
@@ -87,13 +100,100 @@ def _broken(executor: ProcessPoolExecutor) -> bool:
     return bool(getattr(executor, "_broken", False))
 
 
-def discard(wait: bool = False) -> None:
+def discard(wait: bool = False, terminate: bool = False) -> None:
     """Stop the shared pool (after an interruption or a dead worker, or at exit); the next build
-    starts a new one. `wait` joins the workers: idle ones exit at once."""
+    starts a new one. `wait` joins the workers: idle ones exit at once; `terminate` ends busy ones."""
     global _pool
     if _pool is not None:
+        processes = list(getattr(_pool, "_processes", {}).values()) if terminate else []
         _pool.shutdown(wait=wait, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=5)
         _pool = None
+
+
+def descendants() -> set[int]:
+    """The ids of this process's descendants (Beam's workers are its children's children): from /proc
+    where there is one, else the children that multiprocessing started."""
+    try:
+        parents = {}
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                        fields = stat.read().rsplit(b")", 1)[1].split()
+                except OSError:
+                    continue
+                if fields[0] != b"Z":
+                    parents[int(entry.name)] = int(fields[1])
+    except OSError:
+        return {child.pid for child in multiprocessing.active_children()}
+    found, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def end_processes(pids: set[int], grace: float = 3.0) -> None:
+    """SIGTERM to each, then SIGKILL to those still alive after `grace` seconds. Multiprocessing's
+    resource tracker is spared: it is this process's for good, and ends with it."""
+    from multiprocessing import resource_tracker
+
+    pids = pids - {getattr(resource_tracker._resource_tracker, "_pid", None)}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        multiprocessing.active_children()  # reaps the ended children that multiprocessing started
+        pids = {pid for pid in pids if _alive(pid)}
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+
+
+class Interruption:
+    """How a build was interrupted: the exit code its message goes out with."""
+
+    exit_code = 130
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[Interruption]:
+    """SIGTERM (a CI cancel, `docker stop`) interrupts like Ctrl-C: a KeyboardInterrupt in the main
+    thread, so the same clean-up runs, and exit 143 instead of 130."""
+    interruption = Interruption()
+    if threading.current_thread() is not threading.main_thread():
+        yield interruption
+        return
+
+    def on_term(signum, frame):
+        interruption.exit_code = 128 + signum
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield interruption
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 atexit.register(discard)

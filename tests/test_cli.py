@@ -104,7 +104,7 @@ def test_bad_input_gets_one_line_and_leaves_the_site(runner, tmp_path, tiny_mode
     elif case == "corrupt h5":
         model = tmp_path / "bad.h5"
         model.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
-        fragment = "cannot load model file 'bad.h5'"
+        fragment = f"cannot load model file '{model}'"
     elif case == "not a model":
         model = tmp_path / "notes.keras"
         model.write_text("hello")
@@ -114,12 +114,12 @@ def test_bad_input_gets_one_line_and_leaves_the_site(runner, tmp_path, tiny_mode
     elif case == "empty folder":
         images = tmp_path / "empty"
         images.mkdir()
-        fragment = "no JPEG or PNG"
+        fragment = "no image files"
     elif case == "non-image file":
         images = tmp_path / "mixed"
         images.mkdir()
         (images / "photo.jpg").write_text("<html>not a photo</html>")
-        fragment = "cannot read image file 'photo.jpg'"
+        extra, fragment = ["--images", "1"], f"cannot read image file '{images / 'photo.jpg'}'"
     elif case == "bad cmap":
         extra, fragment = ["--cmap", "rainbowz"], "unknown colormap"
     elif case == "both model and weights":

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from reportgen import compare
 
 
@@ -35,7 +37,13 @@ def test_changes_in_model_images_and_statistics_are_reported(tmp_path):
     assert result.notable == 1
 
 
-def test_unreadable_previous_is_treated_as_absent(tmp_path):
-    (tmp_path / "manifest.json").write_text("{not json")
-    (tmp_path / "stats.json").write_text("{}")
-    assert compare.load_previous(tmp_path) is None
+@pytest.mark.parametrize("manifest, stats", [("{not json", "{}"), ("[1, 2]", "{}"), ("{}", '{"layers": 3}'),
+                                             ('{"model": 1, "data": []}', '{"layers": [{"name": "conv"}]}')],
+                         ids=["not-json", "a-list", "layers-not-a-list", "foreign-shapes"])
+def test_a_damaged_previous_build_is_named_and_not_compared(tmp_path, manifest, stats):
+    (tmp_path / "manifest.json").write_text(manifest)
+    (tmp_path / "stats.json").write_text(stats)
+    result = compare.compare(compare.load_previous(tmp_path), _manifest("b" * 64, ["x"]), _stats(0.42))
+    assert result.first_build and not result.rows
+    (line,) = result.summary
+    assert line.startswith(f"The previous build in {tmp_path} was not compared with: its files")
