@@ -230,6 +230,11 @@ def warnings_for(specs: list[OutputSpec], per_output: list[np.ndarray], input_co
     found = []
     for spec, values in zip(specs, per_output):
         values = np.asarray(values, np.float64)
+        broken = ~np.isfinite(values)
+        if broken.any():
+            found.append(f"Output {spec.name!r} is NaN or infinite in {broken.sum():,} of its {values.size:,} values "
+                         f"on the {len(values)} pictured images; the layer pages say where it starts.")
+            continue
         if len(values) < 2:
             continue
         if spec.kind == "classification" and is_probability(values):
@@ -239,8 +244,8 @@ def warnings_for(specs: list[OutputSpec], per_output: list[np.ndarray], input_co
                              f"{spec.class_name(int(top[0]))!r}, with probability at least {SATURATED}: the model "
                              f"is saturated, not looking at the images; {hint}.")
                 continue
-        spread = float(np.nanmax(np.ptp(values, axis=0))) if values.size else 0.0
-        scale = float(np.nanmax(np.abs(values))) if values.size else 0.0
+        spread = float(np.max(np.ptp(values, axis=0))) if values.size else 0.0
+        scale = float(np.max(np.abs(values))) if values.size else 0.0
         if spread <= CONSTANT_SPREAD * max(scale, 1e-6):
             found.append(f"Output {spec.name!r} is the same for all {len(values)} images (largest difference "
                          f"{spread:.2g}); {hint}.")

@@ -58,7 +58,7 @@ def test_files_the_user_adds_to_the_site_survive_every_rebuild(runner, site, tin
     scratch_like = site.with_name(f".{site.name}.old")  # the name the swap once used as scratch
     scratch_like.mkdir()
     (scratch_like / "mine.txt").write_text("mine\n")
-    kept = {**{f"CNAME": "maps.example.org\n", ".git/HEAD": "ref: refs/heads/gh-pages\n", "notes/why.md": "kept\n"}}
+    kept = {"CNAME": "maps.example.org\n", ".git/HEAD": "ref: refs/heads/gh-pages\n", "notes/why.md": "kept\n"}
     for extra in (["--images", "2"], ["--images", "2", "--scale", "layer"]):
         result = _build(runner, site, tiny_model_path, pets_folder[0], *extra)
         assert result.exit_code == 0, result.output
@@ -379,3 +379,44 @@ def test_a_config_that_runs_code_is_called_hostile(runner, tmp_path, pets_folder
     result = _build(runner, tmp_path / "site", evil, pets_folder[0], "--images", "1")
     _one_line(result, f"model file '{evil}' names subprocess.Popen, which would run code on this machine", 2)
     assert "--import" not in result.output
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_nan_and_values_beyond_float16_are_said_on_the_layer_page(runner, tmp_path, pets_folder):
+    """One conv gives NaN on one of its two channels, another gives values near 1e9: each page says
+    how many values and what became of them (0, or float16's ±65,000), and so do stats.json and
+    the index; no numpy warning reaches the terminal."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((16, 16, 3))
+    broken = layers.Conv2D(2, 3, padding="same", name="broken")(inputs)
+    huge = layers.Conv2D(2, 3, padding="same", name="huge")(inputs)
+    x = layers.Conv2D(2, 1, name="head")(layers.Concatenate()([broken, huge]))
+    model = keras.Model(inputs, x)
+    kernel, bias = model.get_layer("broken").get_weights()
+    kernel[..., 1] = np.nan
+    model.get_layer("broken").set_weights([kernel, bias])
+    kernel, bias = model.get_layer("huge").get_weights()
+    model.get_layer("huge").set_weights([np.full_like(kernel, 1e7), bias])
+    path = tmp_path / "damaged.keras"
+    model.save(path)
+    out = tmp_path / "site"
+    result = _build(runner, out, path, pets_folder[0], "--images", "2", "--workers", "1")  # warnings raise here
+    assert result.exit_code == 0 and result.output.startswith("built"), result.output
+    pictures = np.stack([np.asarray(Image.open(p).convert("RGB").resize((16, 16), Image.Resampling.NEAREST),
+                                    np.float32) for p in sorted(pets_folder[0].iterdir())[:2]])
+    largest = float(np.abs(np.asarray(keras.Model(inputs, huge)(pictures))).max())
+    rows = {row["name"]: row for row in json.loads((out / "data" / "stats.json").read_text())["layers"]}
+    nan_values, all_values = 2 * 16 * 16, 2 * 16 * 16 * 2
+    assert rows["broken"]["stored_note"].startswith(
+        f"{nan_values:,} of its {all_values:,} values on the pictured images are NaN or infinite (50.0%)")
+    assert rows["broken"]["channels"]["strength"][1] == 0  # stored and measured as 0
+    beyond = rows["huge"]["stored_note"]
+    assert "values reach beyond float16's range (the largest is" in beyond and f"{largest:.3g}" in beyond
+    assert rows["head"]["stored_note"] is not None  # the NaN reaches it
+    page = next(p for p in (out / "layers").glob("*.html") if "huge" in p.name).read_text()
+    assert "Values changed in storing:" in page and "±65,000" in page
+    index = (out / "index.html").read_text()
+    assert "3 conv layers give values that cannot be stored as they are" in index
+    assert "is NaN or infinite in 1,024 of its 1,024 values on the 2 pictured images" in index

@@ -1,8 +1,11 @@
 """No way to break it: hostile names, random bytes, a full disk and Ctrl-C."""
 
+import csv
 import errno
 import html
 import json
+import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import keras
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 from keras import layers
 from PIL import Image
 
+import reportgen
 from reportgen import pipeline
 from reportgen.cli import app
 
@@ -129,3 +133,81 @@ def test_ctrl_c_mid_build_leaves_the_previous_site(runner, tmp_path, tiny_model_
     assert result.exit_code == 130 and "interrupted" in result.output
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert not list(tmp_path.glob(".reportgen-*"))
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+hostile_text = st.text(alphabet=st.one_of(st.sampled_from(list("<>\"'&=+-@/\\\x1b\x07\r\t;:()")),
+                                          st.characters(blacklist_categories=("Cs",))), min_size=1, max_size=30)
+
+
+class _Markup(HTMLParser):
+    """Every tag and attribute of a page, as a browser would see them."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags, self.attributes = set(), set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        self.attributes.update(name for name, _ in attrs)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(layer=hostile_text, classes=st.lists(hostile_text, min_size=2, max_size=2, unique=True),
+       labels=st.lists(hostile_text, min_size=2, max_size=2), file_name=hostile_text)
+def test_fuzzed_names_never_reach_markup_formulas_or_the_terminal(runner, tmp_path_factory, layer, classes, labels,
+                                                                  file_name):
+    """Layer names, class folders, labels and file names drawn to be hostile: the pages hold only the
+    templates' own tags and no event handler, layers.csv no formula cell, the terminal no control
+    character, and an error is one line."""
+    layer, file_name = layer.replace("/", "_"), _file_name(file_name)
+    classes = [_file_name(c) for c in classes]
+    classes[1] += "_2" if classes[1] == classes[0] else ""
+    labels = [" ".join(line.split()) or "x" for line in labels]
+    folder = tmp_path_factory.mktemp("fuzz")
+    inputs = keras.Input((16, 16, 3))
+    try:
+        x = layers.Conv2D(2, 3, padding="same", name=layer)(inputs)
+    except ValueError:  # a name Keras itself refuses
+        return
+    model = keras.Model(inputs, layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling2D()(x)))
+    model.save(folder / "m.keras")
+    images = folder / "images"
+    images.mkdir()
+    for name in classes:
+        _one_image(images / name, f"{file_name}.png")
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+    out = folder / "site"
+    common = ["--model", str(folder / "m.keras"), "--image-dir", str(images), "--labels", str(folder / "labels.txt"),
+              "--out", str(out), "-q"]
+    result = runner.invoke(app, ["build", *common, "--images", "2"])
+    assert result.exit_code == 0, result.output
+    assert not CONTROL.search(result.output)
+    for page in [*out.rglob("*.html"), *out.rglob("*.svg")]:
+        markup = _Markup()
+        markup.feed(page.read_text(encoding="utf-8"))
+        if page.suffix == ".html":
+            assert markup.tags <= TEMPLATE_TAGS, (page.name, markup.tags - TEMPLATE_TAGS)
+        assert not markup.tags & {"script", "foreignobject", "iframe"} or page.suffix == ".html", page.name
+        assert not {a for a in markup.attributes if a.startswith("on")}, page.name
+    with open(out / "data" / "layers.csv", newline="", encoding="utf-8") as handle:
+        for row in csv.reader(handle):
+            assert not [cell for cell in row if cell.startswith(FORMULA_STARTS)], row
+    inspect = runner.invoke(app, ["inspect", "--model", str(folder / "m.keras")])
+    assert inspect.exit_code == 0 and not CONTROL.search(inspect.output), inspect.output
+    missing = runner.invoke(app, ["build", *common, "--id", f"{layer}{file_name}"])
+    lines = missing.output.strip().splitlines()
+    assert missing.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") \
+        and not CONTROL.search(missing.output), missing.output
+
+
+def _file_name(text: str) -> str:
+    """`text` as a name a file system takes: no separator, no NUL, not hidden."""
+    name = text.replace("/", "_").replace("\x00", "_").lstrip(".")
+    return name if name not in ("", "..") else "x"
+
+
+# The tags the templates write: a page with any other tag has markup injected into it.
+TEMPLATE_TAGS = frozenset(tag.lower() for template in (Path(reportgen.__file__).parent / "templates").glob("*.html")
+                          for tag in re.findall(r"<([a-zA-Z][a-zA-Z0-9]*)", template.read_text()))
