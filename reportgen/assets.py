@@ -93,7 +93,7 @@ class AssetWriter:
             grid = render.compose_grid(tiles, result.layout, fill=0)
             exact = result.layout.lossless
             self._write(grid_path(result.slug, record.slug, exact),
-                        render.encode_indexed_png(grid, self.cmap) if exact
+                        render.encode_indexed_png(render.quantise(grid, result.layout.levels), self.cmap) if exact
                         else render.encode_jpeg(render.colorize(grid, self.cmap)))
             best = render.colorize(tiles[0], self.cmap)
             self._write(top_path(result.slug, record.slug), render.encode_webp(render.enlarge(best, THUMB)))

@@ -54,6 +54,7 @@ def build(
     image_dir: Annotated[Optional[Path], typer.Option("--image-dir", help="A folder of JPEG/PNG files instead of a data set.")] = None,
     trimap_dir: Annotated[Optional[Path], typer.Option("--trimap-dir", help="Masks (same stem, .png) for --image-dir: Oxford trimaps (1-3) or binary (0/1, 0/255).")] = None,
     depth: Annotated[str, typer.Option("--depth", help="16-bit images: scale (0-65535 to 0-255 as floats, every level kept) or raw (the stored values; give --rescale).")] = "scale",
+    exif: Annotated[bool, typer.Option("--exif/--no-exif", help="Apply the EXIF orientation of photos (default: ignored, as Keras' image_dataset_from_directory does).")] = False,
     mask_values: Annotated[Optional[str], typer.Option("--mask-values", help="What the mask values mean, e.g. 0=background,255=foreground or 0=background,1-4=foreground,255=ignore.")] = None,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
@@ -92,7 +93,7 @@ def build(
     try:
         options = BuildOptions(
             images=images, dataset=dataset, split=split, image_dir=image_dir, trimap_dir=trimap_dir,
-            mask_values=MaskValues.parse(mask_values), depth=depth,
+            mask_values=MaskValues.parse(mask_values), depth=depth, exif=exif,
             model_path=model, weights_path=weights, input_size=parse_size(input_size), image_input=image_input,
             preprocess=preprocess, rescale=parse_rescale(rescale), fit=fit, interpolation=interpolation,
             imports=tuple(imports or ()), labels=labels, select=select, seed=seed,

@@ -39,6 +39,7 @@ class BuildOptions:
     trimap_dir: Path | None = None
     mask_values: MaskValues = MaskValues()  # what the stored mask values mean (--mask-values)
     depth: str = "scale"  # 16-bit images: scaled to 0-255 as floats, or their raw values (sources.DEPTHS)
+    exif: bool = False  # apply EXIF orientation (image_dataset_from_directory does not)
     model_path: Path | None = None
     weights_path: Path | None = None
     input_size: tuple[int, int] | None = None  # height, width, for models with a dynamic input size
@@ -68,6 +69,10 @@ class BuildOptions:
     @property
     def convention(self) -> InputConvention:
         return InputConvention(self.preprocess, self.rescale)
+
+    @property
+    def reading(self) -> sources.Reading:
+        return sources.Reading(self.mask_values, self.depth, self.exif)
 
     def check(self) -> None:
         """Everything that can be checked before TensorFlow loads: a typo costs no 10 s wait."""
@@ -139,8 +144,7 @@ def _geometry(model, requested: tuple[int, int] | None, index: int, options: Bui
 
 def _source(options: BuildOptions, geometry: InputGeometry):
     if options.image_dir is not None:
-        return sources.image_folder(options.image_dir, geometry, options.trimap_dir, options.mask_values,
-                                    options.depth)
+        return sources.image_folder(options.image_dir, geometry, options.trimap_dir, options.reading)
     return sources.tfds_split(options.dataset, options.split, geometry, data_dir=options.data_dir)
 
 
@@ -201,8 +205,7 @@ def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, geomet
     progress(stage, 0, 1)
     size = options.input_size
     # Workers read the images themselves: the job carries file paths or a data set's name, not pixels.
-    images = sources.FolderImages.of(options.image_dir, geometry, options.trimap_dir, len(chosen),
-                                     options.mask_values, options.depth) \
+    images = sources.FolderImages.of(options.image_dir, geometry, options.trimap_dir, len(chosen), options.reading) \
         if options.image_dir is not None else \
         sources.DatasetImages(options.dataset, options.split, geometry, options.data_dir)
     setup = stats_pass.PassSetup(
@@ -339,15 +342,22 @@ def _accuracy(specs, captured: _Captured, records, class_names: list[str]) -> st
     return ""
 
 
-def _depth_note(items, depth: str) -> str:
-    """What became of 16-bit images, for the model card; empty when every image had 8 bits."""
+def _stored_form_note(items, depth: str, exif: bool) -> str:
+    """What became of 16-bit images and of EXIF orientations, for the model card; empty when every
+    image had 8 bits and none an orientation."""
+    said = []
     deep = sum(1 for item in items if item.bit_depth > 8)
-    if not deep:
-        return ""
-    values = ("scaled from 0-65535 to 0-255 as floats, every level kept (--depth scale)" if depth == "scale"
-              else "passed with their stored values, 0-65535 (--depth raw)")
-    return (f"{deep} of the {len(items)} images have 16 bits per pixel: {values}; they are shown stretched "
-            "to each image's brightest pixel")
+    if deep:
+        values = ("scaled from 0-65535 to 0-255 as floats, every level kept (--depth scale)" if depth == "scale"
+                  else "passed with their stored values, 0-65535 (--depth raw)")
+        said.append(f"{deep} of the {len(items)} images have 16 bits per pixel: {values}; they are shown "
+                    "stretched to each image's brightest pixel")
+    rotated = sum(1 for item in items if item.exif_rotated)
+    if rotated:
+        said.append(f"{rotated} of the {len(items)} images have an EXIF orientation: "
+                    + ("it was applied (--exif)" if exif else
+                       "it was ignored, as in Keras image_dataset_from_directory (--exif applies it)"))
+    return ". ".join(said)
 
 
 def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int, damage: np.ndarray) -> list[LayerResult]:
@@ -367,6 +377,27 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int, dama
             stored_note=capture.damage_note(changed, spilled.count * int(np.prod(spilled.shape))),
         ))
     return results
+
+
+# Lossless grid pixels an image may store at 256 colour levels: the shipped SD-UNet stores 1.3
+# million; EfficientNetV2B0 at 224 px stores 3.9 million, which at 10 images passed the 50 MB budget.
+LOSSLESS_PIXELS_PER_IMAGE = 2_500_000
+
+
+def _fit_pictures(skeletons: list[LayerResult]) -> tuple[list[LayerResult], str]:
+    """The layers' grids made to fit the site's budget: a model with very many small maps (stored
+    exactly, as palette PNGs) has them drawn in fewer colour levels. Returns the layers and the
+    model card's sentence on it, empty when nothing was reduced."""
+    exact = [s for s in skeletons if s.layout.lossless]
+    pixels = sum(s.layout.width * s.layout.height for s in exact)
+    levels = render.grid_levels(pixels, LOSSLESS_PIXELS_PER_IMAGE)
+    if levels == 256:
+        return skeletons, ""
+    fitted = [dataclasses.replace(s, layout=dataclasses.replace(s.layout, levels=levels)) if s.layout.lossless else s
+              for s in skeletons]
+    return fitted, (f"the grids of the {len(exact)} layers with small maps are drawn in {levels} colour levels, "
+                    f"not 256, to keep the site near 50 MB ({pixels / 1e6:.1f} million stored pixels an image); "
+                    "every number on the pages is exact")
 
 
 def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, staging: Path, input_size: tuple[int, int],
@@ -482,7 +513,8 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         captured = _capture(loaded, probe, selected, image_index, options, work, progress)
         records = _image_records(selected, specs, captured, class_names)
         records_path = layer_stage.save_records(records, work / "records.pickle")
-        skeletons = _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height, captured.damage)
+        skeletons, picture_note = _fit_pictures(
+            _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height, captured.damage))
         rgb = _rgb_baselines(statistics_images, outcome.masks, skeletons, targets) if outcome is not None else {}
         results = _analyse_layers(executor, skeletons, captured.spill, records_path, staging, geometry.size,
                                   options, targets, progress, outcome, rgb)
@@ -512,7 +544,8 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
             input_layers=own_input, original_sizes=[s.original_size for s in selected],
             examples=examples, targets=targets,
             mask_conventions=tuple(sorted({item.mask_convention for item in statistics_images if item.mask_convention})),
-            depth_note=_depth_note(statistics_images, options.depth),
+            stored_form_note=_stored_form_note(statistics_images, options.depth, options.exif),
+            picture_note=picture_note,
             accuracy=_accuracy(specs, captured, records, class_names),
             engine=stats_pass_engine(options) if outcome is not None else "in process")
         pages = site.write_site(staging, report, executor)

@@ -49,7 +49,8 @@ class Report:
     examples: dict = field(default_factory=dict)  # statistics image index -> its id, picture and page
     targets: object = None  # targets.Targets: the statistics images, their folds, classes and mask
     mask_conventions: tuple[str, ...] = ()  # how the given masks' stored values were read
-    depth_note: str = ""  # what became of 16-bit images
+    stored_form_note: str = ""  # what became of 16-bit images and EXIF orientations
+    picture_note: str = ""  # how the pictures were reduced to fit the site's budget, if they were
     accuracy: str = ""  # the model's own accuracy on the labelled pictured images, in a sentence
     engine: str = "in process"  # where the statistics ran: "in process" or the Beam runner
 
@@ -208,13 +209,14 @@ def _model_view(report: Report) -> dict:
         "parameters": f"{int(loaded.model.count_params()):,}",
         "conv_layers": len(report.layers),
         "input": geometry.describe() + _other_inputs_note(loaded.model, options.image_input)
-                 + (f". {report.depth_note}" if report.depth_note else ""),
+                 + (f". {report.stored_form_note}" if report.stored_form_note else ""),
         "reshaped": (f"{reshaped} of the {len(fitted)} images had another aspect ratio and were "
                      f"{ {'stretch': 'stretched', 'crop': 'cropped', 'pad': 'padded'}[geometry.fit] } to fit."
                      if reshaped else ""),
         "convention": options.convention.describe(),
         "own_preprocessing": "; ".join(report.input_layers) or "none found: the model takes the values as given",
         "masks": "; ".join(report.mask_conventions),
+        "pictures": report.picture_note[:1].upper() + report.picture_note[1:],
         "accuracy": report.accuracy,
         "outputs": [spec.describe() for spec in report.outputs],
         "classes": _class_list(named.classes) if named else "",
@@ -325,6 +327,7 @@ def _layer_context(report: Report, index: int, rows: list[dict], image_views: li
         "grids": [{"image": v, "grid": assets.grid_path(result.slug, v["slug"], layout.lossless),
                    "overlay": assets.overlay_path(result.slug, v["slug"])} for v in image_views],
         "has_overlays": layout.tile_h > 1, "depth_note": _depth_note(result.shape), "stored_note": result.stored_note,
+        "levels": layout.levels if layout.lossless else 256,
         "depth_charts": _depth_charts(report, index),
         "prev": rows[index - 1] if index > 0 else None,
         "next": rows[index + 1] if index + 1 < len(rows) else None,

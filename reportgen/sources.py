@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from reportgen import outdir
 from reportgen.errors import DatasetUnavailableError, InputError
@@ -51,6 +51,7 @@ class SourceImage:
     mask_convention: str | None = None  # what the stored mask's values meant (inputs.MaskValues.describe)
     shown: np.ndarray | None = None  # uint8 picture as shown, where `image` holds more than 8 bits (float32)
     bit_depth: int = 8  # of the stored file: 8, 16 (PIL's I;16 and I modes) or 32 (float, mode F)
+    exif_rotated: bool = False  # the file's EXIF orientation says it is stored turned or mirrored
 
     @property
     def picture(self) -> np.ndarray:
@@ -65,6 +66,18 @@ def as_geometry(geometry: InputGeometry | int) -> InputGeometry:
 
 DEEP_MODES = ("I;16", "I;16B", "I;16L", "I")
 DEPTHS = ("scale", "raw")  # --depth: what a 16-bit image's values become
+EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How an image folder's files are read: what mask values mean (--mask-values), what a 16-bit
+    image's values become (--depth), and whether EXIF orientation is applied (--exif; Keras'
+    image_dataset_from_directory does not)."""
+
+    mask_values: MaskValues = MaskValues()
+    depth: str = "scale"
+    exif: bool = False
 
 
 def deep_rgb(image: Image.Image, depth: str) -> np.ndarray | None:
@@ -183,7 +196,7 @@ class FolderSource(Sequence):
     file names are listed and sorted at once, so choosing 2 of 150 photos decodes 2."""
 
     def __init__(self, folder: Path, geometry: InputGeometry, trimap_dir: Path | None = None,
-                 mask_values: MaskValues = MaskValues(), depth: str = "scale"):
+                 reading: Reading = Reading()):
         if not folder.is_dir():
             raise InputError(f"image folder {str(folder)!r} does not exist or is not a folder")
         self.files, self.skipped = _survey(folder)
@@ -191,8 +204,7 @@ class FolderSource(Sequence):
             raise InputError(f"image folder {str(folder)!r} has no image files (nor class sub-folders with any)")
         if trimap_dir is not None and not trimap_dir.is_dir():
             raise InputError(f"trimap folder {str(trimap_dir)!r} does not exist or is not a folder")
-        self.folder, self.geometry, self.trimap_dir = folder, geometry, trimap_dir
-        self.mask_values, self.depth = mask_values, depth
+        self.folder, self.geometry, self.trimap_dir, self.reading = folder, geometry, trimap_dir, reading
         self.ids = [_ident(folder, path, label) for path, label in self.files]
 
     def __len__(self) -> int:
@@ -202,7 +214,7 @@ class FolderSource(Sequence):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         path, label = self.files[index]
-        return _load_file(self.folder, path, label, self.geometry, self.trimap_dir, self.mask_values, self.depth)
+        return _load_file(self.folder, path, label, self.geometry, self.trimap_dir, self.reading)
 
 
 def _ident(folder: Path, path: Path, label: str | None) -> str:
@@ -235,16 +247,19 @@ def class_names(items: list[SourceImage]) -> list[str]:
 
 
 def image_folder(folder: Path, geometry: InputGeometry | int, trimap_dir: Path | None = None,
-                 mask_values: MaskValues = MaskValues(), depth: str = "scale") -> FolderSource:
+                 reading: Reading = Reading()) -> FolderSource:
     """The image files in `folder` (or in its class sub-folders), in any format Pillow reads; masks match
     by stem (`cat.jpg` -> `cat.png`). Files are decoded as they are taken."""
-    return FolderSource(folder, as_geometry(geometry), trimap_dir, mask_values, depth)
+    return FolderSource(folder, as_geometry(geometry), trimap_dir, reading)
 
 
 def _load_file(folder: Path, path: Path, label: str | None, geometry: InputGeometry,
-               trimap_dir: Path | None, mask_values: MaskValues = MaskValues(), depth: str = "scale") -> SourceImage:
+               trimap_dir: Path | None, reading: Reading = Reading()) -> SourceImage:
     """One image file of an image folder, fitted to the input, with its trimap when there is one."""
     image = _open_image(path)
+    rotated = image.getexif().get(EXIF_ORIENTATION, 1) not in (0, 1)
+    if rotated and reading.exif:
+        image = ImageOps.exif_transpose(image)
     rgb = to_rgb_uint8(image)
     trimap = convention = None
     if trimap_dir is not None:
@@ -256,14 +271,15 @@ def _load_file(folder: Path, path: Path, label: str | None, geometry: InputGeome
             if raw.shape[:2] != rgb.shape[:2]:
                 raise InputError(f"trimap {str(trimap_path)!r} is {raw.shape[1]}x{raw.shape[0]} "
                                  f"but its image is {rgb.shape[1]}x{rgb.shape[0]}")
-            trimap, convention = mask_values.to_trimap(raw, repr(str(trimap_path)))
+            trimap, convention = reading.mask_values.to_trimap(raw, repr(str(trimap_path)))
             trimap = geometry.trimap(trimap)
     ident = _ident(folder, path, label)
-    deep = deep_rgb(image, depth)
+    deep = deep_rgb(image, reading.depth)
     if deep is None:
-        return SourceImage(ident, geometry.pixels(rgb), trimap, label, rgb.shape[:2], convention)
+        return SourceImage(ident, geometry.pixels(rgb), trimap, label, rgb.shape[:2], convention,
+                           exif_rotated=rotated)
     return SourceImage(ident, geometry.pixels(deep), trimap, label, rgb.shape[:2], convention,
-                       shown=geometry.pixels(rgb), bit_depth=16)
+                       shown=geometry.pixels(rgb), bit_depth=16, exif_rotated=rotated)
 
 
 @dataclass(frozen=True)
@@ -277,21 +293,20 @@ class FolderImages:
     files: tuple[tuple[str, str | None], ...]  # (path within the folder, class) in statistics order
     geometry: InputGeometry
     trimap_dir: str | None = None
-    mask_values: MaskValues = MaskValues()
-    depth: str = "scale"
+    reading: Reading = Reading()
 
     @classmethod
     def of(cls, folder: Path, geometry: InputGeometry, trimap_dir: Path | None, count: int,
-           mask_values: MaskValues = MaskValues(), depth: str = "scale") -> "FolderImages":
+           reading: Reading = Reading()) -> "FolderImages":
         files = tuple((path.relative_to(folder).as_posix(), label)
                       for path, label in labelled_files(folder)[:count])
         return cls(str(Path(folder).resolve()), files, geometry,
-                   None if trimap_dir is None else str(Path(trimap_dir).resolve()), mask_values, depth)
+                   None if trimap_dir is None else str(Path(trimap_dir).resolve()), reading)
 
     def read(self, start: int, end: int) -> list[SourceImage]:
         folder = Path(self.folder)
         trimaps = None if self.trimap_dir is None else Path(self.trimap_dir)
-        return [_load_file(folder, folder / path, label, self.geometry, trimaps, self.mask_values, self.depth)
+        return [_load_file(folder, folder / path, label, self.geometry, trimaps, self.reading)
                 for path, label in self.files[start:end]]
 
 

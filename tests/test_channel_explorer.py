@@ -1,6 +1,7 @@
 """The channel explorer: every tile names its channel, every channel has a view with a link, and the
 dataset examples are each channel's strongest images, checked against the model's own output."""
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -21,9 +22,22 @@ LAYER = "e4_sa_main_conv1"  # 8 x 8 x 32 in the tiny model: four rows of tiles
 
 
 def channel_data(page: Path) -> dict:
+    """A layer page's channel data, its packed numbers read back: `ranges` as per image, per channel
+    (low, high), and the examples' `items` as per channel [value, image slot, top, left]."""
     found = re.search(r'<script type="application/json" id="channel-data"[^>]*>(.*?)</script>', page.read_text(),
                       re.S)
-    return json.loads(found.group(1))
+    data = json.loads(found.group(1))
+    data["ranges"] = [_words(text).view(np.float16).astype(float).reshape(-1, 2).tolist() for text in data["ranges"]]
+    if data["examples"]:
+        words = _words(data["examples"]["items"]).reshape(-1, 4)
+        rows = [[float(np.uint16(w[0]).view(np.float16)), int(w[1]), int(w[2]), int(w[3])] for w in words]
+        ends = np.cumsum([0, *data["examples"]["counts"]])
+        data["examples"]["items"] = [rows[a:b] for a, b in zip(ends[:-1], ends[1:])]
+    return data
+
+
+def _words(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<u2")
 
 
 def _layer_stats(site: Path, slug: str) -> dict:
@@ -116,6 +130,13 @@ def test_deep_link_opens_the_view_with_every_picture_decoding(browser, tiny_site
     assert "6 of 32" in stats_text and f"{row['channels']['strength'][channel]:.3g}"[:4] in stats_text
     assert page.locator("#channel-images figure").count() == 4
     assert page.locator("#channel-examples figure").count() == 4  # 4 statistics images: 4 examples
+    # The packed numbers, read back by the page, are the page's own numbers (read back here independently).
+    data = channel_data(tiny_site / "layers" / f"{LAYER}.html")
+    low, high = data["ranges"][0][channel]
+    assert low < high and page.text_content("#channel-images figcaption") \
+        .endswith(f"range {float(f'{low:.3g}'):g} to {float(f'{high:.3g}'):g}")
+    first_value = data["examples"]["items"][channel][0][0]
+    assert page.text_content("#channel-examples figcaption").startswith(f"{float(f'{first_value:.3g}'):g} · ")
     # Every picture the channel data refers to decodes: the examples' images and each tile's grid.
     sources = page.evaluate("""Array.from(document.querySelectorAll('[data-src]')).map(e => e.dataset.src)
         .concat(Array.from(document.querySelectorAll('.tiles img')).map(i => i.src))""")

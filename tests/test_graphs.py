@@ -7,12 +7,13 @@ images' path, so a build that tapped the wrong call or read the wrong axis fails
 """
 
 import json
+import re
 
 import keras
 import numpy as np
 import pytest
 from keras import layers
-from PIL import Image
+from PIL import Image, ImageOps
 
 from reportgen.cli import app
 
@@ -215,6 +216,40 @@ def test_16_bit_images_keep_every_grey_level(runner, tmp_path, scans, depth, sca
     assert "4 of the 4 images have 16 bits per pixel" in index and f"(--depth {depth})" in index
 
 
+# --- EXIF orientation -------------------------------------------------------------------------------------
+
+def test_exif_orientation_is_ignored_as_keras_does_or_applied_with_exif(runner, tmp_path):
+    """Four photos stored on their side (EXIF orientation 6, as phones write them): without --exif the
+    model sees them as stored, as image_dataset_from_directory gives them; with --exif, turned upright.
+    Each site's strengths equal the model's own layer output on the one or the other."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(4)
+    stored, upright = [], []
+    for i in range(4):
+        pixels = np.zeros((SIZE, SIZE, 3), np.uint8)
+        pixels[:, : SIZE // 4] = rng.integers(100, 255, 3)  # a bright band on the left as stored
+        pixels += rng.integers(0, 40, pixels.shape, dtype=np.uint8)
+        photo = Image.fromarray(pixels)
+        exif = photo.getexif()
+        exif[0x0112] = 6
+        photo.save(photos / f"photo_{i}.jpg", exif=exif, quality=95)
+        with Image.open(photos / f"photo_{i}.jpg") as saved:
+            stored.append(np.asarray(saved.convert("RGB"), np.float32))
+            upright.append(np.asarray(ImageOps.exif_transpose(saved).convert("RGB"), np.float32))
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, layers.Conv2D(4, (1, 5), padding="same", name="edges")(inputs), name="oriented")
+    probe = keras.Model(model.inputs, model.get_layer("edges").output)
+    as_stored, turned = probe.predict(np.stack(stored), verbose=0), probe.predict(np.stack(upright), verbose=0)
+    assert np.abs(_strengths(as_stored) - _strengths(turned)).max() > 0.05 * _strengths(as_stored).max()
+    for flag, expected, said in ((None, as_stored, "it was ignored, as in Keras image_dataset_from_directory"),
+                                 ("--exif", turned, "it was applied (--exif)")):
+        site = _build(runner, tmp_path, model, photos, *([flag] if flag else []), name=f"site{flag}")
+        _assert_strengths(_site_layers(site)["edges"], expected)
+        assert f"4 of the 4 images have an EXIF orientation: {said}" in (site / "index.html").read_text()
+
+
 # --- what the model got right: labelled folders of 10 classes -------------------------------------------
 
 def _wilson(hits, n, z=1.6448536269514722):
@@ -273,3 +308,39 @@ def test_a_saved_model_folder_is_refused_with_what_to_do(runner, tmp_path, pets_
     (line,) = result.output.strip().splitlines()
     assert "is a TensorFlow SavedModel folder" in line and "save the model as .keras" in line
     assert {p: p.read_bytes() for p in site.rglob("*") if p.is_file()} == before
+
+
+# --- pictures fitted to the site's budget ----------------------------------------------------------------
+
+def test_many_small_maps_are_drawn_in_fewer_levels_and_the_card_says_so(runner, tmp_path, tiny_model_path,
+                                                                         pets_folder, monkeypatch):
+    """The tiny SD-UNet stores 0.3 million lossless grid pixels an image; with a budget of 0.1 million
+    its small-map grids come out in fewer colour levels, said on the card and on each such page,
+    while the numbers stay those of the full-level build."""
+    from reportgen import pipeline, render
+
+    def built(name):
+        out = tmp_path / name
+        result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(pets_folder[0]),
+                                     "--images", "2", "--out", str(out), "-q"])
+        assert result.exit_code == 0, result.output
+        return out
+
+    full = built("full")
+    assert "<dt>Pictures</dt>" not in (full / "index.html").read_text()  # the default model is not reduced
+    monkeypatch.setattr(pipeline, "LOSSLESS_PIXELS_PER_IMAGE", 100_000)
+    reduced = built("reduced")
+    card = (reduced / "index.html").read_text()
+    found = re.search(r"<dt>Pictures</dt><dd>The grids of the (\d+) layers with small maps are drawn in (\d+) "
+                      r"colour levels, not 256", card)
+    assert found, card
+    layers, levels = int(found.group(1)), int(found.group(2))
+    assert levels in render.GRID_LEVELS and levels < 256
+    pages = [p for p in (reduced / "layers").glob("*.html") if f"drawn in {levels} colour levels" in p.read_text()]
+    assert len(pages) == layers
+    for page in pages[:5]:
+        for grid in (reduced / "img" / "layers" / page.stem).glob("*[0-9a-f].png"):
+            assert len(np.unique(np.asarray(Image.open(grid)))) <= levels, grid
+            full_grid = np.asarray(Image.open(full / grid.relative_to(reduced)), np.int32)
+            assert np.abs(np.asarray(Image.open(grid), np.int32) - full_grid).max() <= 256 // levels // 2 + 1
+    assert _site_layers(reduced) == _site_layers(full)

@@ -90,6 +90,18 @@
     });
   });
 
+  // Numbers packed by reportgen.channels.packed: base64 of little-endian 16-bit words.
+  function unpack(text) {
+    var bytes = Uint8Array.from(atob(text), function (c) { return c.charCodeAt(0); });
+    return new Uint16Array(bytes.buffer);
+  }
+  function half(bits) {  // IEEE 754 binary16
+    var sign = bits & 0x8000 ? -1 : 1, exponent = (bits >> 10) & 31, fraction = bits & 1023;
+    if (exponent === 0) { return sign * fraction * Math.pow(2, -24); }
+    if (exponent === 31) { return fraction ? NaN : sign * Infinity; }
+    return sign * (1 + fraction / 1024) * Math.pow(2, exponent - 15);
+  }
+
   // The channel explorer. A layer's grid is one picture per image with the channels in rank order,
   // so a tile is found by geometry and named through `order`; the channel view is driven by the
   // address (#c<K>, K the channel's index in the model), so links, reloads and Back all work.
@@ -98,6 +110,12 @@
     if (!source) { return; }
     var data = JSON.parse(source.textContent);
     var root = source.getAttribute("data-root") || "";
+    var ranges = data.ranges.map(function (text) { return text ? unpack(text) : null; });
+    var exampleStart = [0];
+    if (data.examples) {
+      var exampleItems = unpack(data.examples.items);
+      data.examples.counts.forEach(function (count, c) { exampleStart.push(exampleStart[c] + count); });
+    }
     var grid = data.grid;
     var rankOf = {};
     data.order.forEach(function (channel, rank) { rankOf[channel] = rank; });
@@ -230,7 +248,10 @@
       box.replaceChildren();
       var examples = data.examples;
       if (!examples) { note.textContent = "No dataset examples for this layer (statistics off, or not a 2-D map)."; return; }
-      var items = examples.items[channel];
+      var items = [];
+      for (var k = exampleStart[channel]; k < exampleStart[channel + 1]; k++) {
+        items.push([half(exampleItems[4 * k]), exampleItems[4 * k + 1], exampleItems[4 * k + 2], exampleItems[4 * k + 3]]);
+      }
       note.textContent = "The " + items.length + " statistics images on which this channel's maximum is highest, " +
         "each a " + examples.side + " x " + examples.side + "-pixel square around that maximum (the receptive field " +
         "is " + fmt(examples.field) + " input pixels), with the value there.";
@@ -276,7 +297,7 @@
         input.width = parseFloat(tile.style.width);
         input.height = parseFloat(tile.style.height);
         stack.append(input, tile);
-        var range = data.ranges[i] ? data.ranges[i][channel] : null;
+        var range = ranges[i] ? [half(ranges[i][2 * channel]), half(ranges[i][2 * channel + 1])] : null;
         var caption = element("figcaption");
         var anchor = element("a", "", info.id);
         anchor.href = root + info.href;
