@@ -7,6 +7,7 @@ layer: the call on the path from the image input. This module finds those calls.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -95,7 +96,23 @@ def calls(model, fed_inputs: Sequence[bool], path: tuple[str, ...] = (), route: 
 
 def consumers(model, tensor) -> list:
     """The nodes of `model`'s graph that take `tensor` as an input."""
-    return [node for node in nodes(model) if any(t is tensor for t in node.input_tensors)]
+    return _consumer_index(model).get(id(tensor), [])
+
+
+_consumers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _consumer_index(model) -> dict[int, list]:
+    """Tensor id -> the nodes that take it, built once per model: asked once per conv layer, a walk of
+    the graph each time made finding EfficientNet's 91 conv layers quadratic."""
+    if model not in _consumers:
+        index: dict[int, list] = {}
+        for node in nodes(model):
+            for tensor in node.input_tensors:
+                if not index.get(id(tensor)) or index[id(tensor)][-1] is not node:
+                    index.setdefault(id(tensor), []).append(node)
+        _consumers[model] = index
+    return _consumers[model]
 
 
 def owner(model, path: tuple[str, ...]):
