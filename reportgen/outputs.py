@@ -284,14 +284,20 @@ CONFUSED_PAIRS = 3
 def accuracy(spec: OutputSpec, values: np.ndarray, folder_labels: list[int | None],
              folder_names: list[str]) -> Accuracy | None:
     """The model's own accuracy on the labelled images (`values`: N x K scores), or None without labels."""
+    return ranked_accuracy(spec, np.argsort(-np.asarray(values, np.float64), axis=1, kind="stable")[:, :5],
+                           folder_labels, folder_names)
+
+
+def ranked_accuracy(spec: OutputSpec, ranked: np.ndarray, folder_labels: list[int | None],
+                    folder_names: list[str]) -> Accuracy | None:
+    """`accuracy` from each image's five best classes (N x 5 class indices, best first)."""
     known = [i for i, label in enumerate(folder_labels) if label is not None]
     if spec.kind != "classification" or not known or not folder_names:
         return None
     by_name = bool(spec.classes) and all(name in spec.classes for name in folder_names)
     truth = np.array([spec.classes.index(folder_names[folder_labels[i]]) if by_name else folder_labels[i]
                       for i in known])
-    scores = np.asarray(values, np.float64)[known]
-    ranked = np.argsort(-scores, axis=1, kind="stable")
+    ranked = np.asarray(ranked)[known]
     top1 = int((ranked[:, 0] == truth).sum())
     top5 = int((ranked[:, :5] == truth[:, None]).any(axis=1).sum())
     pairs: dict[tuple[int, int], int] = {}

@@ -192,10 +192,11 @@ class _PassOutcome:
     cka: stats.MinibatchCKA | None  # the layer x layer CKA sums of the spatial layers
     scores: dict  # the leave-out probes scored on every statistics image (stats.ProbeScores)
     masks: np.ndarray | None  # the masks measured against: the trimaps or the predicted ones
+    quality: object = None  # stats_pass.Quality: the model's own results on the statistics images
 
 
 def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, geometry: InputGeometry, chosen,
-                     targets: Targets, layer_count: int, progress: Progress) -> _PassOutcome:
+                     targets: Targets, layer_count: int, progress: Progress, graded) -> _PassOutcome:
     """Every layer's statistics over the statistics images, on Beam, in two passes over the images:
     the sums of every statistic (the probes' fits among them), then the probes' scores, each image
     predicted by the probe fitted without its fold."""
@@ -212,12 +213,57 @@ def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, geomet
         stats_pass.ModelSpec(options.model_path, options.weights_path, size[0] if size else None, options.unsafe_load,
                              options.imports, loaded.checksum or None),
         options.tap, options.image_input, options.convention, targets, geometry.height, layer_count, images=images,
-        batch_size=options.batch_size)
+        batch_size=options.batch_size, graded=graded)
     result = stats_pass.run_beam(setup, options.runner, options.beam_options, workers=options.workers)
     progress(stage, 1, 1)
     masks = np.stack([item.trimap for item in chosen]) if targets.mask_source == MASK_TRIMAP else result.masks
     return _PassOutcome({layer: stats.finalise(acc) for layer, acc in result.layers.items()}, result.cka,
-                        result.scores, masks)
+                        result.scores, masks, result.quality)
+
+
+def _graded(specs: list[outputs.OutputSpec], targets: Targets, statistics_images):
+    """The model's outputs whose own results the statistics images can grade: the first class output
+    when the images have classes, the first segmentation when they have trimaps."""
+    from reportgen.stats_pass import Graded
+
+    labelled = bool(targets.class_names) and all(item.label is not None for item in statistics_images)
+    classes = next((k for k, spec in enumerate(specs) if spec.kind == "classification"), None) if labelled else None
+    masks = next((k for k, spec in enumerate(specs) if spec.gives_mask), None) \
+        if targets.mask_source == MASK_TRIMAP else None
+    return Graded(classes, masks)
+
+
+def _graded_in_process(graded, captured: _Captured, selected, targets: Targets):
+    """The pictured images' own results, graded as the Beam workers grade the statistics images."""
+    from reportgen.stats_pass import Quality, grade
+
+    quality = Quality()
+    if not graded.outputs:
+        return quality
+    values = {k: np.stack(captured.outputs[k]) for k in graded.outputs}
+    trimaps = np.stack([item.trimap for item in selected]) if graded.mask_output is not None else None
+    grade(quality, graded, values, 0, trimaps, targets)
+    return quality
+
+
+def _quality_notes(specs, quality, graded, statistics_images, class_names: list[str], where: str) -> tuple[str, str]:
+    """The model card's sentences on the model's own results over `where`: accuracy, and IoU per class."""
+    accuracy = iou = ""
+    if quality is None:
+        return accuracy, iou
+    ranked = quality.stacked_ranks()
+    if graded.class_output is not None and ranked is not None:
+        found = outputs.ranked_accuracy(specs[graded.class_output], ranked,
+                                        [class_names.index(item.label) for item in statistics_images], class_names)
+        accuracy = f"on {where}, {found.describe()}" if found is not None else ""
+    if quality.iou is not None:
+        ratio = quality.iou.ratio()
+        from reportgen.site import fmt_interval
+
+        parts = [f"{name} {fmt_interval(ratio[k], quality.iou.interval(lambda r, k=k: float(r[k])))}"
+                 for k, name in enumerate(stats.CLASSES) if np.isfinite(ratio[k])]
+        iou = f"IoU against the trimaps on {where}: {', '.join(parts)} (90% intervals, jackknife over folds)"
+    return accuracy, iou
 
 
 def stats_pass_engine(options: BuildOptions) -> str:
@@ -503,14 +549,22 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         statistics_images = _stats_images(options, geometry)
     targets = decide_targets(statistics_images, specs, options)
     class_names = list(targets.class_names)
+    graded = _graded(specs, targets, statistics_images)
     if _wants_stats_pass(options):
-        outcome = _statistics_pass(options, loaded, geometry, statistics_images, targets, len(convs), progress)
+        outcome = _statistics_pass(options, loaded, geometry, statistics_images, targets, len(convs), progress,
+                                   graded)
 
     work = outdir.scratch_folder(out)
     try:
         staging = work / "site"
         staging.mkdir()
         captured = _capture(loaded, probe, selected, image_index, options, work, progress)
+        if outcome is None:
+            quality, graded_on = _graded_in_process(graded, captured, selected, targets), "the pictured images"
+        else:
+            quality, graded_on = outcome.quality, f"the {len(statistics_images)} statistics images"
+        statistics_accuracy, segmentation = _quality_notes(specs, quality, graded, statistics_images, class_names,
+                                                           graded_on)
         records = _image_records(selected, specs, captured, class_names)
         records_path = layer_stage.save_records(records, work / "records.pickle")
         skeletons, picture_note = _fit_pictures(
@@ -546,7 +600,9 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
             mask_conventions=tuple(sorted({item.mask_convention for item in statistics_images if item.mask_convention})),
             stored_form_note=_stored_form_note(statistics_images, options.depth, options.exif),
             picture_note=picture_note,
-            accuracy=_accuracy(specs, captured, records, class_names),
+            accuracy="; ".join(filter(None, (_accuracy(specs, captured, records, class_names),
+                                             statistics_accuracy if outcome is not None else ""))),
+            segmentation=segmentation,
             engine=stats_pass_engine(options) if outcome is not None else "in process")
         pages = site.write_site(staging, report, executor)
         outdir.swap_in(staging, out, work)

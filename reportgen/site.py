@@ -52,6 +52,7 @@ class Report:
     stored_form_note: str = ""  # what became of 16-bit images and EXIF orientations
     picture_note: str = ""  # how the pictures were reduced to fit the site's budget, if they were
     accuracy: str = ""  # the model's own accuracy on the labelled pictured images, in a sentence
+    segmentation: str = ""  # the model's own IoU per class against the trimaps, over the statistics images
     engine: str = "in process"  # where the statistics ran: "in process" or the Beam runner
 
     @property
@@ -218,6 +219,7 @@ def _model_view(report: Report) -> dict:
         "masks": "; ".join(report.mask_conventions),
         "pictures": report.picture_note[:1].upper() + report.picture_note[1:],
         "accuracy": report.accuracy,
+        "segmentation": report.segmentation,
         "outputs": [spec.describe() for spec in report.outputs],
         "classes": _class_list(named.classes) if named else "",
         "data_classes": _class_list(report.class_names) if report.class_names else "",

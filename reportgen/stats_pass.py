@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 CKA_KEY = -1  # the key of the layer x layer CKA among the per-layer keys 0..L-1
 MASKS_KEY = -2  # the key of the predicted masks, where the prediction stands in for the trimaps
 SECONDS_KEY = -3  # the key of the worker-seconds each part took
+QUALITY_KEY = -4  # the key of the model's own results on the statistics images (`Quality`)
+TOP_CLASSES = 5
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -121,6 +123,52 @@ def _local_copy(path: str | None, folder: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class Graded:
+    """Which of the model's outputs are graded over the statistics images (indices into model.outputs):
+    a class output against the images' classes, a segmentation output against their trimaps."""
+
+    class_output: int | None = None
+    mask_output: int | None = None
+
+    @property
+    def outputs(self) -> tuple[int, ...]:
+        return tuple(k for k in (self.class_output, self.mask_output) if k is not None)
+
+
+@dataclass
+class Quality:
+    """The model's own results on statistics images, mergeable like every accumulator: each image's
+    best classes (by the start of its batch) and its segmentation's IoU counts per class and fold,
+    against the trimaps (the convention of `reportgen evaluate`: three classes, every pixel)."""
+
+    ranked: dict = dataclasses.field(default_factory=dict)  # batch start -> B x TOP_CLASSES class indices
+    iou: stats.FoldRatio | None = None
+
+    def merge(self, other: "Quality") -> "Quality":
+        iou = self.iou if other.iou is None else other.iou if self.iou is None else self.iou.merge(other.iou)
+        return Quality({**self.ranked, **other.ranked}, iou)
+
+    def stacked_ranks(self) -> np.ndarray | None:
+        return np.concatenate([self.ranked[k] for k in sorted(self.ranked)]) if self.ranked else None
+
+
+def grade(quality: Quality, graded: Graded, values: dict, start: int, trimaps, targets: Targets) -> None:
+    """Add a batch's graded outputs (`values`: output index -> B x ... scores) to `quality`: the one
+    way in, for the Beam workers and for the pictured images in process."""
+    from reportgen.outputs import as_trimap
+
+    if graded.class_output is not None:
+        scores = np.asarray(values[graded.class_output], np.float64)
+        quality.ranked[start] = np.argsort(-scores, axis=1, kind="stable")[:, :TOP_CLASSES]
+    if graded.mask_output is not None and trimaps is not None:
+        if quality.iou is None:
+            quality.iou = stats.FoldRatio(targets.fold_count, 3)
+        predicted = as_trimap(np.asarray(values[graded.mask_output], np.float32)).astype(np.int64) - 1
+        for k, (mask, truth) in enumerate(zip(predicted, trimaps)):
+            quality.iou.add_pixels(mask, np.asarray(truth, np.int64) - 1, int(targets.folds[start + k]))
+
+
+@dataclass(frozen=True)
 class PassSetup:
     """What every worker needs: the model, the statistics images (to read itself) and their targets."""
 
@@ -134,6 +182,7 @@ class PassSetup:
     images: object = None  # sources.FolderImages, DatasetImages or LoadedImages: `read(start, end)`
     batch_size: int = 5  # images per forward pass, and per minibatch of the layer x layer CKA
     threads: int | None = None  # TensorFlow's threads per worker; None: its default (every core)
+    graded: Graded = Graded()  # the model's outputs whose own results are measured too
 
 
 @dataclass(frozen=True)
@@ -204,7 +253,8 @@ class Activations:
             except RuntimeError:  # a worker in this very process (in_memory mode): TensorFlow runs already
                 pass
 
-        key = (self.config.model, self.config.tap, self.config.image_input, self.config.targets.prediction_output)
+        key = (self.config.model, self.config.tap, self.config.image_input, self.config.targets.prediction_output,
+               self.config.graded)
         if key not in _probes:  # both passes in one worker share the model
             model = self.config.model.load().model
             image_index = capture.image_input(model, self.config.image_input)
@@ -217,22 +267,27 @@ class Activations:
             predicts = self.config.targets.prediction_output
             if predicts is not None:
                 outputs = [*outputs, model.outputs[predicts]]
+            outputs += [model.outputs[k] for k in self.config.graded.outputs]
             _probes.clear()
             _probes[key] = (keras.Model(probe.inputs, outputs), image_index)
         self.probe, self.image_index = _probes[key]
 
-    def __call__(self, batch: Batch) -> tuple[list[np.ndarray], np.ndarray | None]:
-        """Every conv layer's outputs on the batch, and its masks (the trimaps, or the prediction)."""
+    def __call__(self, batch: Batch) -> tuple[list[np.ndarray], np.ndarray | None, dict]:
+        """Every conv layer's outputs on the batch, its masks (the trimaps, or the prediction), and the
+        graded outputs by their index in model.outputs."""
         from reportgen import capture
 
         if self.probe is None:
             self.setup()
         (_, outputs), = capture.stream_activations(self.probe, batch.images, len(batch.images), self.image_index,
                                                    self.config.convention.apply)
+        graded = self.config.graded.outputs
+        values = dict(zip(graded, outputs[len(outputs) - len(graded):]))
+        outputs = outputs[:len(outputs) - len(graded)]
         targets = self.config.targets
         if targets.mask_source == MASK_PREDICTION:
-            return outputs[:-1], targets.mask_of_prediction(np.asarray(outputs[-1], np.float32))
-        return outputs, batch.trimaps if targets.mask_source == MASK_TRIMAP else None
+            return outputs[:-1], targets.mask_of_prediction(np.asarray(outputs[-1], np.float32)), values
+        return outputs, batch.trimaps if targets.mask_source == MASK_TRIMAP else None, values
 
 
 def accumulate(activations: Activations, shard: tuple[int, int]) -> dict:
@@ -242,7 +297,9 @@ def accumulate(activations: Activations, shard: tuple[int, int]) -> dict:
     targets, input_height = setup.targets, setup.input_height
     found: dict = {}
     for batch in read_batches(setup, *shard):
-        outputs, masks = activations(batch)
+        outputs, masks, graded = activations(batch)
+        if graded:
+            grade(found.setdefault(QUALITY_KEY, Quality()), setup.graded, graded, batch.start, batch.trimaps, targets)
         spatial = []
         for layer, maps in enumerate(outputs):
             if layer not in found:
@@ -289,7 +346,7 @@ def score(activations: Activations, shard: tuple[int, int], weights: dict) -> di
     targets = activations.config.targets
     found: dict = {}
     for batch in read_batches(activations.config, *shard):
-        outputs, masks = activations(batch)
+        outputs, masks, _ = activations(batch)
         for layer, fitted in weights.items():
             scores = found.setdefault(layer, stats.ProbeScores(*fitted))
             for k, maps in enumerate(outputs[layer]):
@@ -315,6 +372,7 @@ class PassResult:
     scores: dict = dataclasses.field(default_factory=dict)  # conv index -> stats.ProbeScores
     masks: np.ndarray | None = None  # N x H x W: the predicted masks, where the prediction stands in
     seconds: dict = dataclasses.field(default_factory=dict)  # what each part took: sums, fits, scores
+    quality: Quality | None = None  # the model's own results on the statistics images (`Graded`)
 
 
 def layer_fit(key: int, accumulator):
@@ -348,6 +406,14 @@ def check_sums(sums: dict, setup: PassSetup) -> None:
     if setup.targets.mask_source == MASK_PREDICTION and (
             MASKS_KEY not in sums or len(sums[MASKS_KEY].stacked()) != expected):
         raise ReportgenError("the statistics pass came back without the predicted masks; the runner lost results")
+    quality = sums.get(QUALITY_KEY)
+    if setup.graded.outputs and (
+            quality is None
+            or (setup.graded.class_output is not None and len(quality.stacked_ranks()) != expected)
+            or (setup.graded.mask_output is not None and setup.targets.mask_source == MASK_TRIMAP
+                and (quality.iou is None or quality.iou.denominator.sum() == 0))):
+        raise ReportgenError("the statistics pass came back without the model's own results on every image; "
+                             "the runner lost results")
 
 
 def _probed(accumulator) -> tuple[bool, bool]:
@@ -368,7 +434,8 @@ def check_scores(scores: dict, sums: dict, setup: PassSetup) -> None:
 
 def _result(sums: dict, scores: dict) -> PassResult:
     masks = sums[MASKS_KEY].stacked() if MASKS_KEY in sums else None
-    return PassResult({k: v for k, v in sums.items() if k >= 0}, sums.get(CKA_KEY), scores, masks)
+    return PassResult({k: v for k, v in sums.items() if k >= 0}, sums.get(CKA_KEY), scores, masks,
+                      quality=sums.get(QUALITY_KEY))
 
 
 def run_in_process(setup: PassSetup) -> PassResult:

@@ -260,7 +260,11 @@ def _wilson(hits, n, z=1.6448536269514722):
     return centre - half, centre + half
 
 
-def test_accuracy_on_ten_labelled_classes(runner, tmp_path):
+@pytest.mark.parametrize("statistics", ["pictured", "beam"])
+def test_accuracy_on_ten_labelled_classes(runner, tmp_path, statistics):
+    """Top-1 and top-5 of an untrained 10-class model on 30 labelled images, against the counts and
+    Wilson intervals written out here: on 30 pictured images, or on 4 pictured and all 30 as
+    statistics images on Beam (the workers grade the model as they measure the layers)."""
     import html
 
     rng = np.random.default_rng(10)
@@ -279,7 +283,8 @@ def test_accuracy_on_ten_labelled_classes(runner, tmp_path):
     inputs = keras.Input((SIZE, SIZE, 3))
     x = layers.GlobalAveragePooling2D()(layers.Conv2D(8, 3, activation="relu", name="conv")(inputs / 255.0))
     model = keras.Model(inputs, layers.Dense(10, activation="softmax", name="kind")(x), name="kinds")
-    site = _build(runner, tmp_path, model, folder, "--labels", labels, "--images", 30)
+    extra = ["--images", 30] if statistics == "pictured" else ["--stats-images", "all"]
+    site = _build(runner, tmp_path, model, folder, "--labels", labels, *extra)
     files = sorted(folder.rglob("*.png"))
     pixels = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) for f in files])
     scores = model.predict(pixels, verbose=0)
@@ -288,10 +293,14 @@ def test_accuracy_on_ten_labelled_classes(runner, tmp_path):
     top1, top5 = int((ranked[:, 0] == truth).sum()), int((ranked[:, :5] == truth[:, None]).any(axis=1).sum())
     assert 0 < top1 < 30  # an untrained model: the count itself is what is checked
     index = html.unescape((site / "index.html").read_text())
+    card = re.search(r"<dt>Accuracy</dt><dd>(.*?)</dd>", index).group(1)
+    graded = card if statistics == "pictured" else card.split("; on the 30 statistics images, ")[1]
     for what, hits in (("top-1", top1), ("top-5", top5)):
         low, high = _wilson(hits, 30)
-        assert f"{what} {hits / 30:.0%} (90% interval {low:.0%}-{high:.0%})" in index
-    assert "on 30 labelled images" in index and "classes matched by name" in index
+        assert f"{what} {hits / 30:.0%} (90% interval {low:.0%}-{high:.0%})" in graded
+    assert "on 30 labelled images" in graded and "classes matched by name" in graded
+    if statistics == "beam":
+        assert card.startswith("On the pictured images, ") and "on 4 labelled images" in card
 
 
 def test_a_saved_model_folder_is_refused_with_what_to_do(runner, tmp_path, pets_folder):

@@ -103,3 +103,43 @@ def test_mask_values_no_convention_names_are_refused_then_read(runner, tmp_path,
     assert "--mask-values 0=background,2=foreground" in (site / "index.html").read_text()
     result = _build(runner, tmp_path / "other", model_path, pets_folder[0], "--mask-values", "0=bg")
     assert result.exit_code == 2 and "ROLE one of foreground, background, ignore" in result.output
+
+
+def _iou_reference(model, images, trimaps, size):
+    """Per-class IoU of the model's argmax against the trimaps, from one confusion matrix summed over
+    the images, written out here as `reportgen evaluate` defines it (three classes, every pixel)."""
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.Resampling.NEAREST),
+                                  np.float32) for p in images])
+    truth = np.stack([np.asarray(Image.open(p).resize((size, size), Image.Resampling.NEAREST)) for p in trimaps])
+    predicted = model.predict(pixels, verbose=0).argmax(axis=-1) + 1
+    inter = np.array([np.sum((predicted == k) & (truth == k)) for k in (1, 2, 3)], float)
+    union = np.array([np.sum((predicted == k) | (truth == k)) for k in (1, 2, 3)], float)
+    return inter / union
+
+
+@pytest.mark.parametrize("statistics", ["pictured", "beam"])
+def test_the_cards_iou_is_the_models_own_against_the_trimaps(runner, tmp_path, tiny_model_path, pets_folder,
+                                                            statistics):
+    """The card's IoU per class equals the confusion-matrix IoU computed here from the model's own
+    prediction: over the 2 pictured images, or over all 6 statistics images on Beam."""
+    import re
+
+    from tests.conftest import TINY_SIZE
+
+    images, trimaps = pets_folder
+    out = tmp_path / "site"
+    extra = ["--stats-images", "all"] if statistics == "beam" else []
+    result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(images),
+                                 "--trimap-dir", str(trimaps), "--images", "2", *extra, "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    count = 6 if statistics == "beam" else 2
+    files = sorted(images.iterdir())[:count]
+    expected = _iou_reference(keras.models.load_model(tiny_model_path), files,
+                              [trimaps / f"{f.stem}.png" for f in files], TINY_SIZE)
+    assert np.isfinite(expected).all() and expected.max() > 0.05  # a reference that can tell numbers apart
+    card = re.search(r"<dt>Segmentation</dt><dd>(.*?)</dd>", (out / "index.html").read_text()).group(1)
+    where = "the 6 statistics images" if statistics == "beam" else "the pictured images"
+    assert card.startswith(f"IoU against the trimaps on {where}: ")
+    shown = {name: float(value) for name, value in re.findall(r"(pet|background|border) ([0-9.]+) \(", card)}
+    assert list(shown) == ["pet", "background", "border"], card
+    np.testing.assert_allclose(list(shown.values()), expected, rtol=5e-3)  # three significant digits
