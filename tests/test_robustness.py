@@ -153,7 +153,7 @@ class _Markup(HTMLParser):
         self.attributes.update(name for name, _ in attrs)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(layer=hostile_text, classes=st.lists(hostile_text, min_size=2, max_size=2, unique=True),
        labels=st.lists(hostile_text, min_size=2, max_size=2), file_name=hostile_text)
 def test_fuzzed_names_never_reach_markup_formulas_or_the_terminal(runner, tmp_path_factory, layer, classes, labels,

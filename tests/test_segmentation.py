@@ -124,7 +124,7 @@ def test_the_cards_iou_is_the_models_own_against_the_trimaps(runner, tmp_path, t
     prediction: over the 2 pictured images, or over all 6 statistics images on Beam."""
     import re
 
-    from tests.conftest import TINY_SIZE
+    from conftest import TINY_SIZE
 
     images, trimaps = pets_folder
     out = tmp_path / "site"
