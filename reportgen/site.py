@@ -188,6 +188,9 @@ def _layer_row(result, thumb_image_slug: str, columns) -> dict:
         "role": result.role,
         "kind": conv.description,
         "shape": "x".join(str(d) for d in result.shape),
+        # Sorted by the map's size, then its channels: 1x1x256 before 5x5x8 before 160x160x3.
+        "shape_sort": float(np.prod(result.shape[:-1])) + result.shape[-1] / 1e6 if len(result.shape) > 1
+        else result.shape[-1] / 1e6,
         "rf": fmt(result.receptive_field, 4),
         "rf_sort": _sortable(result.receptive_field),
         "cells": [{"text": fmt(values[key]), "sort": _sortable(values[key])} for key, _ in columns],

@@ -7,6 +7,7 @@ import threading
 from collections import deque
 from urllib.parse import urldefrag, urljoin, urlparse
 
+import numpy as np
 import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -146,6 +147,12 @@ def test_layer_table_sorts_and_filters(browser, tiny_site):
     visible = page.evaluate("Array.from(document.querySelectorAll('#layer-table tbody tr')).filter(r => !r.hidden).length")
     assert visible == 6
     assert "6 of 51" in page.text_content("#layer-count")
+    page.fill("#layer-filter", "")
+    page.click("#layer-table th:nth-child(5) button")  # Output: by the map's size, then channels
+    shapes = page.evaluate("Array.from(document.querySelectorAll('#layer-table tbody tr')).map(r => r.cells[4].textContent)")
+    dims = [[int(d) for d in shape.split("x")] for shape in shapes]
+    sizes = [(int(np.prod(d[:-1])) if len(d) > 1 else 0, d[-1]) for d in dims]
+    assert sizes == sorted(sizes) and sizes[0] != sizes[-1]
     page.close()
 
 
@@ -154,10 +161,15 @@ def test_channel_grids_expand_and_theme_toggles(browser, tiny_site):
     layer = next(p for p in (tiny_site / "layers").glob("*.html") if "e5_sa_main_conv1" in p.name)
     page.goto(layer.as_uri())
     clipped = page.evaluate("document.querySelector('.grid .clip').getBoundingClientRect().height")
+    label = page.text_content("button.expand")
     page.click("button.expand")
     expanded = page.evaluate("document.querySelector('.grid .clip').getBoundingClientRect().height")
     assert expanded > clipped
     assert page.get_attribute("button.expand", "aria-expanded") == "true"
+    assert page.text_content("button.expand") != label
+    page.click("button.expand")
+    assert page.text_content("button.expand") == label  # the same words after collapsing
+    page.click("button.expand")
     page.click("#theme-toggle")
     assert page.evaluate("document.documentElement.getAttribute('data-theme')") in ("dark", "light")
     page.close()
@@ -172,3 +184,16 @@ def test_charts_follow_the_theme(browser, tiny_site):
     assert page.evaluate("document.documentElement.getAttribute('data-theme')") == "dark"
     assert all(src.endswith("-dark.svg") for src in page.evaluate(shown)) and page.evaluate(shown)
     page.close()
+
+
+def test_every_page_has_its_own_meta_description(tiny_site):
+    import html
+    import re
+
+    found = {}
+    for page in tiny_site.rglob("*.html"):
+        match = re.search(r'<meta name="description" content="([^"]+)">', page.read_text())
+        assert match and len(match.group(1)) > 40, page
+        found[page.relative_to(tiny_site).as_posix()] = html.unescape(match.group(1))
+    layers = [v for k, v in found.items() if k.startswith("layers/")]
+    assert len(set(layers)) == len(layers) and all("every channel on every image" in v for v in layers)

@@ -39,8 +39,11 @@
         var expanded = button.getAttribute("aria-expanded") === "true";
         grids.classList.toggle("clipped", expanded);
         button.setAttribute("aria-expanded", expanded ? "false" : "true");
-        button.textContent = expanded ? button.textContent.replace("Show only the strongest", "Show all") :
-          button.textContent.replace("Show all", "Show only the strongest of the");
+        if (!button.dataset.more) {  // the label that expands, as the page wrote it
+          button.dataset.more = button.textContent;
+        }
+        button.textContent = expanded ? button.dataset.more :
+          button.dataset.more.replace(/^Show all (\d+) channels$/, "Show only the strongest (of $1 channels)");
       });
     });
 
