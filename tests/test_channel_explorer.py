@@ -237,3 +237,30 @@ def test_page_numbers_keep_four_significant_digits():
     values = np.random.default_rng(0).standard_normal(2000) * 10.0 ** np.random.default_rng(1).integers(-8, 8, 2000)
     assert _numbers(values) == [float(f"{v:.4g}") for v in values]
     assert _numbers([np.nan, np.inf, 0.0]) == [None, None, 0.0]
+
+
+@pytest.mark.browser
+def test_a_constant_channel_is_not_given_a_rank(red_detector, runner, tmp_path, browser):  # noqa: F811
+    """On the 4 grey images the red detector's channel is 0 everywhere: its view says it is constant
+    rather than ranking it among the others; a ranked channel keeps its rank."""
+    model, root = red_detector
+    out = tmp_path / "site"
+    result = runner.invoke(app, ["build", "--model", str(root / "red.keras"), "--image-dir", str(root / "images"),
+                                 "--images", "4", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    row = _layer_stats(out, "detect")
+    assert row["channels"]["strength"][RED] == 0
+    page = _open(browser, (out / "layers" / "detect.html").as_uri() + f"#c{RED}")
+    expect(page.locator("#channel-view")).to_be_visible()
+    assert page.text_content("#channel-title") == f"Channel {RED} of 4 · constant on every image, not ranked"
+    strongest = row["channel_ranking"][0]
+    if row["channels"]["strength"][strongest] > 0:
+        page.goto((out / "layers" / "detect.html").as_uri() + f"#c{strongest}")
+        expect(page.locator("#channel-title")).to_contain_text(f"Channel {strongest} of 4 · rank 1")
+    index = _open(browser, (out / "index.html").as_uri())
+    boxes = index.evaluate("Array.from(document.querySelectorAll('td.strongest a')).map(a => "
+                           "[a.getBoundingClientRect().width, a.getBoundingClientRect().height])")
+    assert boxes and min(min(box) for box in boxes) >= 24  # WCAG 2.2 target size
+    assert page.errors == [] and index.errors == []
+    page.close()
+    index.close()

@@ -134,8 +134,18 @@
       return magnitude !== 0 && (magnitude < 0.001 || magnitude >= 100000) ? value.toExponential(2) :
         String(Number(value.toPrecision(3)));
     }
+    var strengths = data.stats.length ? data.stats[0].values : [];
+    // A rank says what it can: a channel that is constant on every image has no strength to rank by,
+    // and channels of equal strength share their place.
+    function rankText(channel, withTotal) {
+      var value = strengths[channel];
+      if (value === 0) { return "constant on every image, not ranked"; }
+      var tied = strengths.filter(function (other) { return other === value; }).length - 1;
+      return "rank " + (rankOf[channel] + 1) + (withTotal ? " of " + data.channels : "") +
+        (tied ? " (tied with " + tied + (tied === 1 ? " other)" : " others)") : "");
+    }
     function summary(channel) {
-      var parts = ["Channel " + channel, "rank " + (rankOf[channel] + 1) + " of " + data.channels];
+      var parts = ["Channel " + channel, rankText(channel, true)];
       data.stats.forEach(function (measure, i) {
         if (i === 0 || measure.name === "Best IoU, pet") { parts.push(measure.name + " " + fmt(measure.values[channel])); }
       });
@@ -311,7 +321,7 @@
     }
     function render(channel) {
       document.getElementById("channel-title").textContent = "Channel " + channel + " of " + data.channels +
-        " · rank " + (rankOf[channel] + 1);
+        " · " + rankText(channel, false);
       document.getElementById("channel-link").href = "#c" + channel;
       showStats(channel);
       showExamples(channel);
