@@ -197,3 +197,26 @@ def test_every_page_has_its_own_meta_description(tiny_site):
         found[page.relative_to(tiny_site).as_posix()] = html.unescape(match.group(1))
     layers = [v for k, v in found.items() if k.startswith("layers/")]
     assert len(set(layers)) == len(layers) and all("every channel on every image" in v for v in layers)
+
+
+def _contrast(rgb_a: str, rgb_b: str) -> float:
+    """WCAG 2 contrast ratio of two CSS rgb() colours, written out."""
+    def luminance(text):
+        channels = [int(v) / 255 for v in text[text.index("(") + 1:text.index(")")].split(",")[:3]]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    high, low = sorted((luminance(rgb_a), luminance(rgb_b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_error_map_legend_meets_aa_contrast(browser, tiny_site, theme):
+    page = browser.new_page()
+    image = sorted((tiny_site / "images").glob("*.html"))[0]
+    page.goto(image.as_uri())
+    page.evaluate(f"document.documentElement.setAttribute('data-theme', '{theme}')")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    for word in (".blue", ".orange"):
+        colour = page.evaluate(f"getComputedStyle(document.querySelector('figcaption {word}')).color")
+        assert _contrast(colour, background) >= 4.5, (theme, word, colour, background)
+    page.close()
