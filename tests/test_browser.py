@@ -220,3 +220,36 @@ def test_the_error_map_legend_meets_aa_contrast(browser, tiny_site, theme):
         colour = page.evaluate(f"getComputedStyle(document.querySelector('figcaption {word}')).color")
         assert _contrast(colour, background) >= 4.5, (theme, word, colour, background)
     page.close()
+
+
+def test_no_page_scrolls_sideways_on_a_phone(browser, runner, tmp_path):
+    """390 px wide: a model of 70 conv layers (its depth charts have 70 bars) and an image whose file
+    name is one long word. No page kind is wider than the screen."""
+    import keras
+    from keras import layers
+    from PIL import Image
+
+    from reportgen.cli import app
+
+    inputs = keras.Input((16, 16, 3))
+    x = inputs
+    for k in range(70):
+        x = layers.Conv2D(4, 1, activation="relu", name=f"c{k}")(x)
+    model = keras.Model(inputs, layers.Conv2D(3, 1, activation="softmax", name="head")(x))
+    model.save(tmp_path / "deep.keras")
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(images / f"{'a_very_long_unbroken_file_name_' * 3}.png")
+    Image.fromarray(pixels[::-1]).save(images / "short.png")
+    out = tmp_path / "site"
+    result = runner.invoke(app, ["build", "--model", str(tmp_path / "deep.keras"), "--image-dir", str(images),
+                                 "--images", "2", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    pages = [out / "index.html", out / "about.html", out / "changes.html", out / "layers" / "c35.html",
+             *sorted((out / "images").glob("*.html"))]
+    for path in pages:
+        page.goto(path.as_uri())
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= 390, path.name
+    page.close()
