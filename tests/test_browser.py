@@ -149,7 +149,8 @@ def test_layer_table_sorts_and_filters(browser, tiny_site):
     assert "6 of 51" in page.text_content("#layer-count")
     page.fill("#layer-filter", "")
     page.click("#layer-table th:nth-child(5) button")  # Output: by the map's size, then channels
-    shapes = page.evaluate("Array.from(document.querySelectorAll('#layer-table tbody tr')).map(r => r.cells[4].textContent)")
+    shapes = page.evaluate("Array.from(document.querySelectorAll('#layer-table tbody tr'))"
+                           ".map(r => r.cells[4].textContent)")
     dims = [[int(d) for d in shape.split("x")] for shape in shapes]
     sizes = [(int(np.prod(d[:-1])) if len(d) > 1 else 0, d[-1]) for d in dims]
     assert sizes == sorted(sizes) and sizes[0] != sizes[-1]

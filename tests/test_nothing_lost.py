@@ -103,7 +103,8 @@ def test_a_site_inside_a_class_folder_image_dir_is_never_read_as_images(runner, 
     for out in (images / "site", images / "cat" / "site"):
         ids = []
         for _ in range(2):
-            result = _build(runner, out, tiny_model_path, images, "--images", "6", "--cmap", "gray" if ids else "viridis")
+            colours = "gray" if ids else "viridis"  # a second build that is not "up to date"
+            result = _build(runner, out, tiny_model_path, images, "--images", "6", "--cmap", colours)
             assert result.exit_code == 0, result.output
             ids.append(json.loads((out / "data" / "manifest.json").read_text())["data"]["image_ids"])
         assert ids[0] == ids[1] and all(i.split("/")[0] in ("cat", "dog") and "site" not in i for i in ids[0])
@@ -133,7 +134,8 @@ def test_a_mount_point_is_rebuilt_in_place(runner, tmp_path, tiny_model_path, pe
         result = _build(runner, volume, tiny_model_path, pets_folder[0], "--images", images)
         assert result.exit_code == 0, result.output
     assert volume.stat().st_ino == inode
-    assert not [p for p in volume.iterdir() if p.name.startswith(outdir.SCRATCH_PREFIX) and p.name != outdir.SITE_MARKER]
+    scratch = [p for p in volume.iterdir() if p.name.startswith(outdir.SCRATCH_PREFIX) and p.name != outdir.SITE_MARKER]
+    assert scratch == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["volume"]
     assert len(json.loads((volume / "data" / "manifest.json").read_text())["data"]["image_ids"]) == 2
 
@@ -215,8 +217,9 @@ def test_a_second_build_into_the_same_out_is_refused_while_the_first_runs(site, 
 def test_an_interrupted_build_leaves_the_site_and_no_process_or_folder(site, tmp_path, tiny_model_path, pets_folder,
                                                                        stage, sent, code):
     """A signal in the layer stage or in the Beam statistics pass: the previous site is byte-identical,
-    no process of the build is alive 5 s later, nothing is left beside --out (nor in the temporary
-    folder: Beam's scratch included); after a kill -9, the next build removes what was left."""
+    no process of the build is alive 5 s later (polled until all are gone), nothing is left beside
+    --out (nor in the temporary folder: Beam's scratch included); after a kill -9, the next build
+    removes what was left."""
     before = _digest(site)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -232,7 +235,9 @@ def test_an_interrupted_build_leaves_the_site_and_no_process_or_folder(site, tmp
     assert build.returncode == code, err
     if sent != signal.SIGKILL:
         assert err.strip().splitlines() == ["error: interrupted; the previous site was left as it was"]
-    time.sleep(5)
+    deadline = time.monotonic() + 5  # every process of the build gone within 5 s
+    while _alive_in_group(build.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert _alive_in_group(build.pid) == []
     assert _digest(site) == before
     if sent == signal.SIGKILL:
