@@ -158,6 +158,23 @@ def _layer_numbers(site):
     return found
 
 
+RANKING = re.compile(r"\[\d+\]\.channel_ranking\[\d+\]")
+
+
+def _assert_same_ranking_up_to_near_ties(site, reference_site):
+    """Each layer's channel ranking is the reference's, but for channels whose strengths agree to 1e-3:
+    a float16 step can swap two nearly equal channels (channels 7 and 25 of conv 25 on a CI machine)."""
+    ours, theirs = (json.loads((folder / "data" / "stats.json").read_text())["layers"]
+                    for folder in (site, reference_site))
+    for mine, reference in zip(ours, theirs):
+        strength = np.array(reference["channels"]["strength"], np.float64)
+        ranked, expected = np.array(mine["channel_ranking"]), np.array(reference["channel_ranking"])
+        assert sorted(ranked) == sorted(expected)
+        moved = ranked != expected
+        np.testing.assert_allclose(strength[ranked[moved]], strength[expected[moved]], rtol=1e-3, atol=1e-6,
+                                   err_msg=f"layer {reference['index']}: ranked apart by more than a near tie")
+
+
 def _interval_width(numbers, key):
     """The width of the 90% interval that stats.json gives for the statistic at `key` (or that `key`
     is an end of), 0 when it gives none."""
@@ -191,6 +208,8 @@ def test_in_process_and_beam_measure_the_same(runner, tmp_path, tiny_model_path,
     assert result.exit_code == 0, result.output
     ours, theirs = _layer_numbers(beam), _layer_numbers(local)
     assert ours.keys() == theirs.keys()
+    _assert_same_ranking_up_to_near_ties(beam, local)
+    ours = {k: v for k, v in ours.items() if not RANKING.fullmatch(k)}
     mine, reference = np.array([ours[k] for k in ours]), np.array([theirs[k] for k in ours])
     np.testing.assert_array_equal(np.isnan(mine), np.isnan(reference))
     close = np.isclose(mine, reference, rtol=1e-6, atol=1e-9, equal_nan=True)
