@@ -213,7 +213,8 @@ def swap_in(staging: Path, out: Path, scratch: Path) -> None:
     if not out.exists():
         staging.rename(out)
         return
-    kept = user_entries(out, names)
+    # A Pages folder's own .nojekyll is the one the site writes too: the new site's replaces it.
+    kept = [name for name in user_entries(out, names) if not (name in PAGES_FILES and name in names)]
     clash = sorted(set(kept) & names)
     if clash:
         raise OutputError(f"{', '.join(repr(str(out / n)) for n in clash)} were not written by reportgen, and the new "

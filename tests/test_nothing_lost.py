@@ -71,6 +71,22 @@ def test_files_the_user_adds_to_the_site_survive_every_rebuild(runner, site, tin
     assert len(json.loads((site / "data" / "manifest.json").read_text())["data"]["image_ids"]) == 2
 
 
+def test_a_cloned_pages_folder_is_a_first_out_and_keeps_its_files(runner, tmp_path, tiny_model_path, pets_folder):
+    """A gh-pages checkout holds CNAME, .nojekyll and .git before any build: the first build goes into
+    it, the user's CNAME and .git stay, and the .nojekyll is the site's from then on."""
+    pages = tmp_path / "gh-pages"
+    (pages / ".git").mkdir(parents=True)
+    (pages / ".git" / "HEAD").write_text("ref: refs/heads/gh-pages\n")
+    (pages / "CNAME").write_text("maps.example.org\n")
+    (pages / ".nojekyll").write_text("")
+    for images in ("1", "2"):
+        result = _build(runner, pages, tiny_model_path, pets_folder[0], "--images", images)
+        assert result.exit_code == 0, result.output
+        assert (pages / "CNAME").read_text() == "maps.example.org\n" and (pages / ".git" / "HEAD").is_file()
+        assert (pages / "index.html").is_file() and (pages / ".nojekyll").is_file()
+    assert ".nojekyll" in outdir.written_files(pages) and "CNAME" not in outdir.written_files(pages)
+
+
 def test_a_user_file_inside_the_sites_own_folders_stops_the_build_untouched(runner, site, tiny_model_path,
                                                                             pets_folder):
     (site / "layers" / "my-notes.txt").write_text("mine\n")
