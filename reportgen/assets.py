@@ -38,6 +38,10 @@ def overlay_path(layer_slug: str, image_slug: str) -> str:
     return f"{layer_dir(layer_slug)}/{image_slug}-overlay.jpg"
 
 
+def cam_path(layer_slug: str, image_slug: str) -> str:
+    return f"{layer_dir(layer_slug)}/{image_slug}-gradcam.jpg"
+
+
 def image_path(image_slug: str, kind: str) -> str:
     # Photographs compress far better as WebP; masks are a few flat colours and stay exact as PNG.
     return f"img/images/{image_slug}-{kind}.{'webp' if kind == 'input' else 'png'}"
@@ -121,6 +125,19 @@ class AssetWriter:
             result.rgb_probe_iou = rgb.ratio()
             result.intervals["rgb_probe_iou_pet"] = rgb.interval()
         return ranges
+
+    def cam_pictures(self, result, cams: np.ndarray, records) -> np.ndarray:
+        """Each pictured image's Grad-CAM map of this layer over the image, scaled to its own peak as
+        Grad-CAM maps are shown; returns the peaks (0 where the map is zero everywhere)."""
+        peaks = np.zeros(len(records))
+        for i, record in enumerate(records):
+            cam = np.nan_to_num(np.asarray(cams[i], np.float32))
+            peaks[i] = float(cam.max(initial=0.0))
+            heat = (np.clip(cam / peaks[i], 0, 1) * 255).astype(np.uint8) if peaks[i] > 0 else \
+                np.zeros(cam.shape, np.uint8)
+            backdrop = self._overlay_backdrop(i, record.image)
+            self._write(cam_path(result.slug, record.slug), render.encode_jpeg(render.overlay(backdrop, heat, self.cmap)))
+        return peaks
 
     def _overlay_backdrop(self, index: int, image: np.ndarray) -> np.ndarray:
         """The input at the overlays' stored height, which is the height the layer page shows them at."""

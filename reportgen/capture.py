@@ -286,8 +286,9 @@ def input_layers(model) -> list[str]:
     return found
 
 
-def tapped_tensor(model, conv: ConvLayer):
-    """The symbolic output of a conv's tapped call, in `model`'s own graph, channels last."""
+def tapped_tensor(model, conv: ConvLayer, channels_last: bool = True):
+    """The symbolic output of a conv's tapped call, in `model`'s own graph, channels last (or as the
+    layer lays it out: the tensor the rest of the graph takes, which gradients reach)."""
     import keras
 
     from reportgen import graph
@@ -295,7 +296,7 @@ def tapped_tensor(model, conv: ConvLayer):
     owner = graph.owner(model, conv.path)
     inner = owner.get_layer(conv.tap_name)._inbound_nodes[conv.tap_node].output_tensors[0]
     tensor = graph.outer_tensor(model, conv.path, conv.route, inner)
-    return keras.ops.moveaxis(tensor, 1, -1) if conv.channels_first else tensor
+    return keras.ops.moveaxis(tensor, 1, -1) if conv.channels_first and channels_last else tensor
 
 
 def is_channels_first(shape) -> bool:

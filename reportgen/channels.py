@@ -44,6 +44,8 @@ def per_channel(result) -> list[dict]:
              ("Effective area fraction", s.effective_area)]
     if np.isfinite(s.best_iou).any():
         found += [(f"Best IoU, {name}", s.best_iou[cls]) for cls, name in enumerate(stats.CLASSES)]
+    if s.importance is not None:
+        found.append(("Taylor importance", s.importance))
     return [{"name": name, "values": _numbers(values)} for name, values in found]
 
 

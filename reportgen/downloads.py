@@ -94,7 +94,13 @@ def stats_records(results, example_ids: dict[int, str] | None = None) -> list[di
                 "ntv": [json_value(float(v)) for v in s.ntv],
                 "effective_area": [json_value(float(v)) for v in s.effective_area],
                 "best_iou_pet": [json_value(float(v)) for v in s.best_iou[0]],
+                "taylor_importance": None if s.importance is None else [json_value(float(v)) for v in s.importance],
+                "taylor_importance_90": None if s.importance_intervals is None else
+                [[json_value(float(v)) for v in pair] for pair in s.importance_intervals],
             },
+            "importance_top_share": json_value(s.value("importance_top_share")),
+            "attribution_note": r.attribution_note or None,
+            "ablation": r.ablation,
             "dataset_examples": _examples_record(s.examples, example_ids) if example_ids else None,
             "stored_note": r.stored_note or None,
         })
@@ -105,13 +111,14 @@ CSV_FIELDS = ("index", "name", "type", "role", "output_shape", "stride", "recept
               "near_zero_fraction", "cka_mask", "cka_class", "class_probe_accuracy", "participation_ratio_over_c",
               "probe_iou_pet", "probe_iou_mean", "rgb_probe_iou_pet", "ntv_median", "effective_area_median",
               "best_channel_iou_pet_max", "best_channel_iou_pet_p90", "best_channel_iou_pet_fraction_above_0_5",
-              "images", "is_head")
+              "images", "is_head", "importance_top_share", "ablation_images", "ablation_metric",
+              "ablation_baseline", "ablation_top_k", "ablation_random_k", "ablation_taylor_spearman")
 # layers.csv columns with a 90% interval: column name -> name in `intervals_90`
 CSV_INTERVALS = {"cka_mask": "cka_mask", "cka_class": "cka_label", "class_probe_accuracy": "class_probe_accuracy",
                  "participation_ratio_over_c": "participation", "probe_iou_pet": "probe_iou_pet",
                  "probe_iou_mean": "probe_iou_mean", "rgb_probe_iou_pet": "rgb_probe_iou_pet",
                  "ntv_median": "ntv_median", "effective_area_median": "effective_area_median",
-                 "best_channel_iou_pet_max": "best_iou_pet_max"}
+                 "best_channel_iou_pet_max": "best_iou_pet_max", "importance_top_share": "importance_top_share"}
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula (OWASP CSV injection)
@@ -137,10 +144,18 @@ def csv_text(rows: list[dict]) -> str:
             row["cka_mask"], row["cka_class"], row["class_probe_accuracy"], row["participation_ratio_over_c"],
             row["probe_iou"]["pet"], sum(probe) / len(probe) if probe else None, row["rgb_probe_iou"]["pet"],
             row["ntv_p10_p50_p90"][1], row["effective_area_p10_p50_p90"][1],
-            *row["best_channel_iou"]["pet"].values(), row["images"], row["is_head"],
+            *row["best_channel_iou"]["pet"].values(), row["images"], row["is_head"], row["importance_top_share"],
+            *_ablation_cells(row["ablation"]),
             *(v for name in CSV_INTERVALS.values() for v in row["intervals_90"].get(name, [None, None])),
         ])
     return buffer.getvalue()
+
+
+def _ablation_cells(ablation: dict | None) -> list:
+    if not ablation:
+        return [None] * 6
+    return [ablation["images"], ablation["metric"], ablation["baseline"][0], ablation["top_k"][0],
+            ablation["random_k"][0], ablation["spearman"]]
 
 
 def predictions(report) -> dict:

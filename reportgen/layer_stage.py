@@ -63,6 +63,9 @@ class LayerResult:
     intervals: dict = field(default_factory=dict)  # the probes' 90% jackknife intervals, by name
     channel_numbers: dict = field(default_factory=dict)  # the layer page's channel data (channels.py)
     stored_note: str = ""  # what storing changed: NaN or infinite values, values beyond float16 (capture.damage_note)
+    attribution_note: str = ""  # why the layer has no Grad-CAM and importance, where it has none
+    cam_peaks: np.ndarray | None = None  # per pictured image, the largest Grad-CAM value (0: no positive evidence)
+    ablation: dict | None = None  # ablation.LayerAblation.summary(), where the ablation check ran
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class LayerJob:
     given: stats.LayerStats | None = None  # finalised by the statistics pass (--stats-images)
     scores: stats.ProbeScores | None = None  # the probes scored on every statistics image (--stats-images)
     rgb: stats.FoldRatio | None = None  # the RGB baseline on every statistics image (--stats-images)
+    importance: np.ndarray | None = None  # N x C Taylor importances of the pictured images (attribution.py)
+    cams: np.ndarray | None = None  # N x H x W Grad-CAM maps of the pictured images
 
 
 def save_records(records: list[ImageRecord], path: Path) -> Path:
@@ -116,22 +121,27 @@ def _writer(staging: Path, cmap: str, scale: str) -> assets.AssetWriter:
 
 
 def accumulate(spilled: SpilledLayer, masks: np.ndarray | None, input_height: int,
-               targets: Targets) -> stats.LayerAccumulator:
+               targets: Targets, importance: np.ndarray | None = None) -> stats.LayerAccumulator:
     """One layer's statistics over the pictured images, one image at a time, through `targets.feed`."""
     accumulator = targets.accumulator(spilled.shape, input_height)
     for k in range(spilled.count):
-        feed(accumulator, spilled.raw(k)[None], [k], targets, None if masks is None else masks[k:k + 1])
+        feed(accumulator, spilled.raw(k)[None], [k], targets, None if masks is None else masks[k:k + 1],
+             None if importance is None else importance[k:k + 1])
     return accumulator
 
 
 def run(job: LayerJob) -> LayerResult:
     """Statistics, channel ranking, pictures and the probe's score of one layer."""
     records, masks = _records(job.records_path)
-    layer_stats = job.given or stats.finalise(accumulate(job.spilled, masks, job.input_height, job.targets))
+    importance = job.importance if not job.layer.attribution_note else None
+    layer_stats = job.given or stats.finalise(accumulate(job.spilled, masks, job.input_height, job.targets,
+                                                         importance))
     order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
     result = replace(job.layer, stats=layer_stats, order=order)
     writer = _writer(job.staging, job.cmap, job.scale)
     ranges = writer.layer_pictures(result, job.spilled.image, records, job.targets, job.scores, job.rgb)
+    if job.cams is not None and not result.attribution_note and len(result.shape) == 3:
+        result.cam_peaks = writer.cam_pictures(result, job.cams, records)
     result.channel_numbers = channels.channel_numbers(result, (job.input_height, job.input_width), ranges)
     # The probes' weights served the render pass; the site needs only their scores.
     result.stats = replace(layer_stats, probe_weights=[], class_probe_weights=[])

@@ -65,6 +65,7 @@ class BuildOptions:
     runner: str = "DirectRunner"  # the Beam runner of the statistics pass
     beam_options: tuple[str, ...] = ()  # KEY=VALUE Beam pipeline options
     previous: Path | None = None  # a previous build to compare with; default: the site in --out
+    explain_class: str | None = None  # the class Grad-CAM and the importances explain; default: the predicted one
 
     @property
     def convention(self) -> InputConvention:
@@ -174,14 +175,18 @@ def _stats_images(options: BuildOptions, geometry: InputGeometry) -> list[source
 
 def decide_targets(statistics_images, specs: list[outputs.OutputSpec], options: BuildOptions) -> Targets:
     """What every statistic is measured against, once for the build: the folds, each image's class,
-    the mask (the trimaps, or the model's 3-class segmentation standing in), and whether to measure."""
+    the mask (the trimaps, or the model's 3-class segmentation standing in), whether to measure, and
+    the decision that Grad-CAM and the importances explain."""
+    from reportgen.attribution import decide_target
+
     class_names = sources.class_names(statistics_images)
     labels = [class_names.index(item.label) if item.label is not None else None for item in statistics_images] \
         if class_names else None
     segmenting = next((k for k, spec in enumerate(specs) if spec.gives_mask), None)
     return Targets.decide([item.id for item in statistics_images], labels,
                           trimaps_given=all(item.trimap is not None for item in statistics_images),
-                          prediction_output=segmenting, measures=options.statistics, class_names=class_names)
+                          prediction_output=segmenting, measures=options.statistics, class_names=class_names,
+                          explained=decide_target(specs, options.explain_class))
 
 
 @dataclass
@@ -291,38 +296,55 @@ def _rgb_baselines(chosen, masks: np.ndarray | None, skeletons, targets: Targets
 
 @dataclass
 class _Captured:
-    """What the capture pass leaves: spilled activations, the layer x layer CKA sums, every output."""
+    """What the capture pass leaves: spilled activations, the layer x layer CKA sums, every output,
+    and, where the model has a decision to explain, each layer's Grad-CAM maps and Taylor importances."""
 
     spill: Spill
     cross: stats.MinibatchCKA | None
     spatial: list[int]
     outputs: list[list[np.ndarray]]  # per model output, one array per image
     damage: np.ndarray | None = None  # per layer: capture.stored_damage summed (counts) and maximised
+    cams: list | None = None  # per layer, N x H x W float16 Grad-CAM maps (N x 1 x 1 zeros: none)
+    importance: list | None = None  # per layer, N x C Taylor importances
+    attributed: list | None = None  # per layer, whether the target depends on it (AttributedProbe.connected)
 
 
-def _capture(loaded: model_io.LoadedModel, probe, selected, image_index: int, options: BuildOptions, work: Path,
-             progress: Progress) -> _Captured:
-    """Stream the images through the probe once: spill every layer's activations to disk, keep the outputs."""
+def _capture(loaded: model_io.LoadedModel, probe, convs, selected, image_index: int, options: BuildOptions,
+             work: Path, progress: Progress, targets: Targets) -> _Captured:
+    """Stream the images through the probe once: spill every layer's activations to disk, keep the
+    outputs, and the attributions (one backward pass per batch) where the targets ask for them."""
     import keras
+
+    from reportgen import attribution
 
     model = loaded.model
     stored = capture.as_stored(probe.outputs)
     damage = capture.stored_damage(probe.outputs)
-    full_probe = keras.Model(model.inputs, [*stored, *damage, *model.outputs])
+    base = [*stored, *damage, *model.outputs]
+    full_probe = attribution.attributed_probe(model, convs, base, targets.explained, image_index) \
+        if targets.attributes else keras.Model(model.inputs, base)
     total = len(selected)
-    captured = _Captured(Spill(work, total), None, [], [[] for _ in model.outputs], np.zeros((len(stored), 3)))
+    layers = len(stored)
+    captured = _Captured(Spill(work, total), None, [], [[] for _ in model.outputs], np.zeros((layers, 3)))
+    if targets.attributes:
+        captured.cams, captured.importance = [[] for _ in stored], [[] for _ in stored]
+        captured.attributed = full_probe.connected
     images = np.stack([s.image for s in selected])
     prepare = options.convention.apply
-    layers = len(stored)
     for start, batch_outputs in capture.stream_activations(full_probe, images, options.batch_size, image_index,
                                                           prepare):
-        layer_outputs, model_outputs = batch_outputs[:layers], batch_outputs[2 * layers:]
+        layer_outputs, model_outputs = batch_outputs[:layers], batch_outputs[2 * layers:len(base)]
         for layer, found in enumerate(batch_outputs[layers:2 * layers]):
             found = np.asarray(found, np.float64)
             captured.damage[layer, :2] += found[:, :2].sum(axis=0)
             captured.damage[layer, 2] = max(captured.damage[layer, 2], found[:, 2].max(initial=0))
         for kept, values in zip(captured.outputs, model_outputs):
             kept.extend(np.asarray(values, np.float32))
+        if targets.attributes:
+            maps, taylors = batch_outputs[len(base):len(base) + layers], batch_outputs[len(base) + layers:-1]
+            for layer in range(layers):
+                captured.cams[layer].append(np.asarray(maps[layer], np.float16))
+                captured.importance[layer].append(np.asarray(taylors[layer], np.float32))
         if start == 0:
             captured.spatial = [i for i, v in enumerate(layer_outputs) if v.ndim == 4]
             if options.statistics and captured.spatial and not _wants_stats_pass(options):
@@ -332,6 +354,9 @@ def _capture(loaded: model_io.LoadedModel, probe, selected, image_index: int, op
         if captured.cross is not None:
             captured.cross.add([layer_outputs[i] for i in captured.spatial])
         progress("capturing activations", min(start + len(layer_outputs[0]), total), total)
+    if targets.attributes:
+        captured.cams = [np.concatenate(parts) for parts in captured.cams]
+        captured.importance = [np.concatenate(parts) for parts in captured.importance]
     return captured
 
 
@@ -425,6 +450,17 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int, dama
     return results
 
 
+def _attribution_notes(skeletons: list[LayerResult], captured: _Captured, targets: Targets) -> list[LayerResult]:
+    """Each layer's sentence on why it has no Grad-CAM and importance, where it has none."""
+    from reportgen.attribution import not_attributed_note
+
+    if not targets.measures:
+        return skeletons
+    connected = captured.attributed or [False] * len(skeletons)
+    return [dataclasses.replace(s, attribution_note=not_attributed_note(s.conv, ok, targets.explained))
+            for s, ok in zip(skeletons, connected)]
+
+
 # Lossless grid pixels an image may store at 256 colour levels: the shipped SD-UNet stores 1.3
 # million; EfficientNetV2B0 at 224 px stores 3.9 million, which at 10 images passed the 50 MB budget.
 LOSSLESS_PIXELS_PER_IMAGE = 2_500_000
@@ -446,17 +482,20 @@ def _fit_pictures(skeletons: list[LayerResult]) -> tuple[list[LayerResult], str]
                     "every number on the pages is exact")
 
 
-def _analyse_layers(executor, skeletons, spill: Spill, records_path: Path, staging: Path, input_size: tuple[int, int],
-                    options: BuildOptions, targets: Targets, progress: Progress, outcome: _PassOutcome | None = None,
-                    rgb: dict | None = None) -> list[LayerResult]:
+def _analyse_layers(executor, skeletons, captured: _Captured, records_path: Path, staging: Path,
+                    input_size: tuple[int, int], options: BuildOptions, targets: Targets, progress: Progress,
+                    outcome: _PassOutcome | None = None, rgb: dict | None = None) -> list[LayerResult]:
     """Statistics and pictures of every layer, spread over the worker processes."""
+    spill = captured.spill
+    cams = captured.cams or [None] * len(skeletons)
+    importance = captured.importance or [None] * len(skeletons)
     # Biggest layers first, so no worker is left with a big layer while the others have finished.
     by_size = sorted(range(len(skeletons)), key=lambda i: -int(np.prod(spill.layers[i].shape)))
     futures = {
         executor.submit(layer_stage.run, layer_stage.LayerJob(
             skeletons[i], spill.layers[i], records_path, staging, *input_size, options.cmap, options.scale,
             targets, outcome and outcome.given.get(i), outcome and outcome.scores.get(i),
-            (rgb or {}).get(i))): i
+            (rgb or {}).get(i), importance[i], cams[i])): i
         for i in by_size
     }
     results: list[LayerResult | None] = [None] * len(futures)
@@ -558,7 +597,7 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
     try:
         staging = work / "site"
         staging.mkdir()
-        captured = _capture(loaded, probe, selected, image_index, options, work, progress)
+        captured = _capture(loaded, probe, convs, selected, image_index, options, work, progress, targets)
         if outcome is None:
             quality, graded_on = _graded_in_process(graded, captured, selected, targets), "the pictured images"
         else:
@@ -569,8 +608,9 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         records_path = layer_stage.save_records(records, work / "records.pickle")
         skeletons, picture_note = _fit_pictures(
             _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height, captured.damage))
+        skeletons = _attribution_notes(skeletons, captured, targets)
         rgb = _rgb_baselines(statistics_images, outcome.masks, skeletons, targets) if outcome is not None else {}
-        results = _analyse_layers(executor, skeletons, captured.spill, records_path, staging, geometry.size,
+        results = _analyse_layers(executor, skeletons, captured, records_path, staging, geometry.size,
                                   options, targets, progress, outcome, rgb)
         layer_cka = np.full((len(convs), len(convs)), np.nan)
         cross = outcome.cka if outcome is not None else captured.cross

@@ -24,6 +24,7 @@ from reportgen.stats import mean_defined as stats_mean
 INPUT_BOX = 96  # CSS pixels of an input picture on the index; 200 on an image page
 IMAGE_BOX = 200
 THUMB_BOX = 40
+CAM_BOX = 64  # CSS pixels of a Grad-CAM tile in an image page's filmstrip
 STRONGEST_LINKS = 3  # channels linked from each row of the index's layer table
 
 
@@ -62,6 +63,15 @@ class Report:
     @property
     def has_classes(self) -> bool:
         return any(np.isfinite(r.class_accuracy) for r in self.layers)
+
+    @property
+    def has_importance(self) -> bool:
+        return any(r.stats is not None and r.stats.importance is not None for r in self.layers)
+
+    @property
+    def explained(self) -> str:
+        """What Grad-CAM and the importances explain, in words (attribution.Target.describe)."""
+        return self.targets.explained.describe() if self.targets is not None else ""
 
 def fmt(value, digits: int = 3) -> str:
     """Numbers for people: NaN is 'undefined', never a silent 0."""
@@ -300,7 +310,7 @@ def _stat_rows(report: Report, result, chance: float) -> list[tuple[str, str]]:
     ]
     if report.has_classes:
         rows.append(("Class decodability (leave-out probe accuracy)", _class_accuracy_text(result, chance)))
-    shown = {"mask": report.has_mask, "classes": report.has_classes, "": True}
+    shown = {"mask": report.has_mask, "classes": report.has_classes, "target": report.has_importance, "": True}
     return rows + [(statistic.label, fmt_interval(s.value(statistic.key), s.interval(statistic.key)))
                    for statistic in LAYER_STATISTICS if shown[statistic.needs]]
 
@@ -338,7 +348,26 @@ def _layer_context(report: Report, index: int, rows: list[dict], image_views: li
         "next": rows[index + 1] if index + 1 < len(rows) else None,
         "columns": layout.columns, "per_layer_scale": report.options.scale == "layer",
         "channel_data": channels.layer_channels(result.channel_numbers, image_views, report.examples),
+        **_attribution_context(report, result, image_views),
     }
+
+
+IMPORTANT_LINKS = 8
+
+
+def _attribution_context(report: Report, result, image_views: list[dict]) -> dict:
+    """A layer page's Grad-CAM maps, its most important channels and its ablation check."""
+    s = result.stats
+    cams = []
+    if result.cam_peaks is not None:
+        cams = [{"image": v, "src": assets.cam_path(result.slug, v["slug"]), "peak": fmt(peak),
+                 "empty": not peak > 0} for v, peak in zip(image_views, result.cam_peaks)]
+    important = []
+    if s is not None and s.importance is not None and np.nanmax(s.importance, initial=0) > 0:
+        order = np.argsort(-np.nan_to_num(s.importance, nan=-1.0), kind="stable")[:IMPORTANT_LINKS]
+        important = [{"channel": int(c), "value": fmt(s.importance[c]), "href": f"#c{int(c)}"} for c in order]
+    return {"cams": cams, "explained": report.explained, "attribution_note": result.attribution_note,
+            "important": important, "ablation": result.ablation}
 
 
 def _image_context(report: Report, index: int, rows: list[dict], image_views: list[dict]) -> dict:
@@ -346,7 +375,11 @@ def _image_context(report: Report, index: int, rows: list[dict], image_views: li
     strip = [{"layer": row, "src": assets.top_path(r.slug, view["slug"]), "size": row["thumb_size"],
               "channel": int(r.order[0]), "href": f"{row['href']}#c{int(r.order[0])}"}
              for row, r in zip(rows, report.layers)]
-    return {"image": view, "strip": strip,
+    height, width = report.geometry.size
+    cam_strip = [{"layer": row, "src": assets.cam_path(r.slug, view["slug"]), "href": f"{row['href']}#gradcam-h",
+                  "peak": fmt(r.cam_peaks[index]), "size": _picture_size(height, width, CAM_BOX)}
+                 for row, r in zip(rows, report.layers) if r.cam_peaks is not None]
+    return {"image": view, "strip": strip, "cam_strip": cam_strip, "explained": report.explained,
             "prev": image_views[index - 1] if index > 0 else None,
             "next": image_views[index + 1] if index + 1 < len(image_views) else None}
 

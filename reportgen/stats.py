@@ -94,8 +94,10 @@ def participation_ratio(covariance: np.ndarray) -> float:
     return trace * trace / frob2 if frob2 > 1e-30 else float("nan")
 
 
-_PER_CHANNEL = ("total", "total_sq", "near_zero", "spatial_std", "tv_num", "tv_den", "area_sum", "area_count")
-_PER_FOLD = ("images", "pixels", *_PER_CHANNEL, "inter", "union")
+_PER_CHANNEL = ("total", "total_sq", "near_zero", "spatial_std", "tv_num", "tv_den", "area_sum", "area_count",
+                "taylor")
+_PER_FOLD = ("images", "pixels", "attributed", *_PER_CHANNEL, "inter", "union")
+TOP_IMPORTANT = 8  # the channels whose share of a layer's importance is reported, and that ablation removes
 
 
 @dataclass
@@ -120,6 +122,8 @@ class LayerAccumulator:
     tv_den: np.ndarray = field(default=None)
     area_sum: np.ndarray = field(default=None)
     area_count: np.ndarray = field(default=None)
+    attributed: np.ndarray = field(default=None)  # F: images with a Taylor importance (attribution.py)
+    taylor: np.ndarray = field(default=None)  # F x C: sum over images of |sum over positions of a * dy/da|
     inter: np.ndarray = field(default=None)  # F x 2 polarities x 3 classes x C
     union: np.ndarray = field(default=None)
     folds: dict = field(default_factory=dict)  # fold -> FoldSums over pixels: the mask probe's and CKA's sums
@@ -133,20 +137,21 @@ class LayerAccumulator:
     def _allocate(self, fold_count: int) -> None:
         f, c = fold_count, self.channels
         self.fold_count = f
-        self.images, self.pixels = np.zeros(f), np.zeros(f)
+        self.images, self.pixels, self.attributed = np.zeros(f), np.zeros(f), np.zeros(f)
         for name in _PER_CHANNEL:
             setattr(self, name, np.zeros((f, c), np.float64))
         self.inter, self.union = np.zeros((f, 2, 3, c)), np.zeros((f, 2, 3, c))
 
     def add(self, maps: np.ndarray, masks: np.ndarray | None, image_indices, folds,
-            measures: bool = True, labels: np.ndarray | None = None) -> None:
+            measures: bool = True, labels: np.ndarray | None = None, importance: np.ndarray | None = None) -> None:
         """Accumulate N x H x W x C activations of images `image_indices`, in folds `folds`, with
         N x SH x SW trimaps (1..3) or None. `targets.feed` is the way every driver calls this.
 
         With `measures` False only the descriptive sums and the ranking strength are kept. Without
         masks the mask-free measures (nTV, effective area, covariance) are kept and the mask ones are
         undefined; `labels` (N x K one-hot) add the class probe's sums. float16 maps (what the spill
-        stores, always finite) are ranked for the channel IoU without a conversion.
+        stores, always finite) are ranked for the channel IoU without a conversion. `importance`
+        (N x C) is each image's Taylor importance of every channel (`attribution.cam_and_taylor`).
         """
         fold = np.asarray(folds, np.int64)
         if fold.size and (fold.min() < 0 or fold.max() >= self.fold_count):
@@ -167,6 +172,9 @@ class LayerAccumulator:
         np.add.at(self.total_sq, fold, squares)
         np.add.at(self.near_zero, fold, np.count_nonzero(magnitude < NEAR_ZERO, axis=1))
         np.add.at(self.spatial_std, fold, np.sqrt(np.maximum(squares / (h * w) - means ** 2, 0.0)))
+        if importance is not None:
+            np.add.at(self.attributed, fold, 1)
+            np.add.at(self.taylor, fold, np.nan_to_num(np.asarray(importance, np.float64).reshape(n, c)))
         if not measures:
             return
 
@@ -436,6 +444,8 @@ LAYER_STATISTICS = (
                    "exp(entropy of |a| over positions) / positions"),
     LayerStatistic("participation", "Participation ratio / C", UNIT, "",
                    "(sum of the covariance's eigenvalues)^2 / sum of their squares, over C"),
+    LayerStatistic("importance_top_share", f"Importance held by the {TOP_IMPORTANT} most important channels", UNIT,
+                   "target", "their share of the summed Taylor importance |sum a * dy/da| of every channel"),
     LayerStatistic("mean", "Mean", ANY),
     LayerStatistic("std", "Standard deviation", POSITIVE),
     LayerStatistic("near_zero_fraction", "Near-zero share (|a| < 0.001)", UNIT),
@@ -465,6 +475,8 @@ class LayerStats:
     intervals: dict = field(default_factory=dict)  # LAYER_NUMBERS name -> (low, high), 90% jackknife
     examples: "ChannelTopK | None" = None  # each channel's strongest statistics images
     numbers: dict = field(default_factory=dict)  # LAYER_NUMBERS name -> its value over every image
+    importance: np.ndarray | None = None  # C: mean Taylor importance over the images; None without a target
+    importance_intervals: np.ndarray | None = None  # C x 2: its 90% jackknife interval per channel
 
     def value(self, name: str) -> float:
         return float(self.numbers.get(name, float("nan")))
@@ -511,6 +523,11 @@ def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
         xx, xy, yy = total.centred()
         cka_mask = cka(xy.T, xx, yy) if yy.size else float("nan")
         participation = participation_ratio(xx / (total.n - 1)) / acc.channels
+    attributed = float(part["attributed"])
+    importance = part["taylor"] / attributed if attributed else None
+    top_share = float("nan")
+    if importance is not None and importance.sum() > 0:
+        top_share = float(np.sort(importance)[::-1][:TOP_IMPORTANT].sum() / importance.sum())
     by_image = _total(acc.class_folds, drop)
     cka_label = float("nan")
     if by_image is not None and by_image.n > 1:
@@ -526,17 +543,23 @@ def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
         "cka_mask": cka_mask, "participation": participation, "cka_label": cka_label,
         "channel_strength": part["spatial_std"] / max(float(part["images"]), 1.0),
         "ntv": ntv, "effective_area": area, "best_iou": best, "images": int(part["images"]),
+        "importance": importance, "importance_top_share": top_share,
     }
 
 
 def finalise(acc: LayerAccumulator) -> LayerStats:
     """The statistics of all images, each per-layer number with its delete-one-fold jackknife interval."""
     whole = _numbers(acc)
-    intervals = {}
+    intervals, importance_intervals = {}, None
     if acc.fold_count >= 2:
         replicates = [_numbers(acc, drop=k) for k in range(acc.fold_count)]
         intervals = {name: jackknife_interval(whole[name], [r[name] for r in replicates], bounds=RANGES[name])
                      for name in LAYER_NUMBERS}
+        if whole["importance"] is not None:
+            per_fold = np.stack([r["importance"] if r["importance"] is not None else np.full(acc.channels, np.nan)
+                                 for r in replicates])
+            importance_intervals = np.array([jackknife_interval(float(v), per_fold[:, c], bounds=POSITIVE)
+                                             for c, v in enumerate(whole["importance"])]).reshape(acc.channels, 2)
     return LayerStats(
         mean=whole["mean"], std=whole["std"], near_zero_fraction=whole["near_zero_fraction"],
         channel_strength=whole["channel_strength"], ntv=whole["ntv"], effective_area=whole["effective_area"],
@@ -544,6 +567,7 @@ def finalise(acc: LayerAccumulator) -> LayerStats:
         probe_weights=probe_weights(acc.folds), cka_label=whole["cka_label"],
         class_probe_weights=probe_weights(acc.class_folds), images=whole["images"], intervals=intervals,
         folds=acc.fold_count, examples=acc.examples, numbers={name: whole[name] for name in LAYER_NUMBERS},
+        importance=whole["importance"], importance_intervals=importance_intervals,
     )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reportgen import stats
+from reportgen.attribution import Target
 
 MASK_TRIMAP = "trimap"  # ground-truth Oxford trimaps, given with the images
 MASK_PREDICTION = "prediction"  # the model's own 3-class segmentation stands in
@@ -60,10 +61,16 @@ class Targets:
     prediction_output: int | None = None  # with MASK_PREDICTION: the model output whose argmax is the mask
     measures: bool = True  # False: the descriptive numbers and the ranking only (--no-stats)
     class_names: tuple[str, ...] = ()  # the class folders' names, sorted: what `labels` index
+    explained: Target = Target(reason="no target")  # what Grad-CAM and the importances explain (attribution.py)
+
+    @property
+    def attributes(self) -> bool:
+        """Whether the drivers compute Grad-CAM and Taylor importance."""
+        return self.measures and self.explained.defined
 
     @classmethod
     def decide(cls, ids, labels=None, trimaps_given: bool = False, prediction_output: int | None = None,
-               measures: bool = True, class_names=()) -> "Targets":
+               measures: bool = True, class_names=(), explained: Target | None = None) -> "Targets":
         """The targets of `ids` (statistics images, in order) with their class indices (or None)."""
         ids = tuple(str(i) for i in ids)
         if labels is not None and (any(label is None for label in labels) or len(set(labels)) < 2):
@@ -73,7 +80,8 @@ class Targets:
         source = MASK_TRIMAP if trimaps_given else MASK_PREDICTION if prediction_output is not None else None
         return cls(ids, folds, fold_count, None if labels is None else np.asarray(labels, np.int64),
                    0 if labels is None else int(max(labels)) + 1, source,
-                   prediction_output if source == MASK_PREDICTION else None, measures, tuple(class_names))
+                   prediction_output if source == MASK_PREDICTION else None, measures, tuple(class_names),
+                   explained or Target(reason="no target"))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -103,19 +111,20 @@ class Targets:
 
 
 def feed(accumulator: stats.LayerAccumulator, maps: np.ndarray, indices, targets: Targets,
-         masks: np.ndarray | None) -> None:
+         masks: np.ndarray | None, importance: np.ndarray | None = None) -> None:
     """Add N images' outputs of one layer (N x ... x C) to its accumulator: the one way in for every driver.
 
     `masks` are the images' trimap classes (1..3, N x H x W), as `targets.mask_source` says they are
-    made, or None. Layers that are not H x W x C maps get the descriptive numbers only.
+    made, or None; `importance` (N x C) the images' Taylor importances, or None without a target.
+    Layers that are not H x W x C maps get the descriptive numbers and the importance only.
     """
     indices = np.asarray(indices, np.int64)
     if not targets.measured(maps.shape[1:]):
         accumulator.add(maps.reshape(len(maps), -1, 1, maps.shape[-1]), None, indices, targets.folds[indices],
-                        measures=False)
+                        measures=False, importance=importance)
         return
     accumulator.add(maps, masks if targets.mask_source else None, indices, targets.folds[indices],
-                    measures=targets.measures, labels=targets.onehot(indices))
+                    measures=targets.measures, labels=targets.onehot(indices), importance=importance)
 
 
 def mask_truth(mask: np.ndarray | None, targets: Targets):
