@@ -421,7 +421,7 @@ def _graph_optimizer_off():
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False, **saved})
 
 
-def _feed(probe, batch: np.ndarray, image_index: int):
+def model_feeds(probe, batch: np.ndarray, image_index: int):
     """The probe's inputs for one batch: the images, and zeros for any other input."""
     if is_channels_first(probe.inputs[image_index].shape):
         batch = np.moveaxis(batch, -1, 1)
@@ -445,11 +445,11 @@ def _batches(probe, images, batch_size: int, image_index: int, prepare) -> Itera
         outputs = None
         if traced:
             try:
-                outputs = probe.predict_on_batch(_feed(probe, batch, image_index))
+                outputs = probe.predict_on_batch(model_feeds(probe, batch, image_index))
             except ValueError:  # TensorFlow cannot trace every layer name (e.g. '<' is no scope name)
                 traced = False
         if outputs is None:
-            outputs = probe(_feed(probe, batch, image_index), training=False)
+            outputs = probe(model_feeds(probe, batch, image_index), training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         yield start, [np.asarray(out[:real]) for out in outputs]

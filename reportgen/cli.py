@@ -80,6 +80,8 @@ def build(
     stats_images: Annotated[Optional[str], typer.Option("--stats-images", help="Statistics over the first N images of the source, or all (default: the pictured images). Runs on Apache Beam (pip install 'reportgen[beam]').")] = None,
     runner: Annotated[str, typer.Option("--runner", help="Beam runner of the statistics pass: DirectRunner (default, this machine's cores), dask (with --beam-option dask_client_address=HOST:PORT), FlinkRunner, SparkRunner, DataflowRunner.")] = "DirectRunner",
     beam_options: Annotated[Optional[list[str]], typer.Option("--beam-option", help="A Beam pipeline option KEY=VALUE for the statistics pass (repeatable), e.g. project=my-project.")] = None,
+    explain_class: Annotated[Optional[str], typer.Option("--explain-class", help="The class (a name from --labels) that Grad-CAM and the channel importances explain; default: the class the model predicts for each image.")] = None,
+    ablation_images: Annotated[int, typer.Option("--ablation-images", help="Statistics images the ablation check runs on, with --stats-images (0: no check).")] = 20,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for the layers and for the Beam statistics pass (default and most: one per core; at most 4 by default); 1 runs the layers in this process.")] = None,
 ):
     """Build the report site: every conv layer, every channel, every selected image."""
@@ -100,7 +102,7 @@ def build(
             ids=tuple(ids or ()), tap=tap, cmap=cmap, scale=scale, data_dir=data_dir, unsafe_load=unsafe_load,
             workers=_workers(workers),
             statistics=statistics, previous=previous, stats_images=_stats_images(stats_images), runner=runner,
-            beam_options=tuple(beam_options or ()),
+            beam_options=tuple(beam_options or ()), explain_class=explain_class, ablation_images=ablation_images,
         )
     except ReportgenError as error:
         _fail(error)

@@ -89,6 +89,32 @@ def compute(report, chance: float = float("nan")) -> list[str]:
             f"(characteristic length {1 / early:.0f} to {1 / late:.0f} input pixels).")
     sentences.extend(_class_findings(hidden, name, chance, images))
     sentences.extend(_claim(results, hidden, name))
+    sentences.extend(_attribution_findings(hidden, name))
+    return sentences
+
+
+def _attribution_findings(hidden, name) -> list[str]:
+    """What the ablation check found: where removing the most important channels costs most, and how
+    often the Taylor ranking beat random channels and predicted single channels' effects."""
+    checked = [r for r in hidden if r.ablation]
+    if not checked:
+        return []
+    worst = max(checked, key=lambda r: r.ablation["top_k_drop"][0])
+    sentences = [f"Removing channels, checked on {checked[0].ablation['images']} statistics images: the costliest "
+                 f"layer to lose its {worst.ablation['k']} most important channels is {name[id(worst)]}. "
+                 + worst.ablation["sentences"][0]]
+    beaten = [r for r in checked if math.isfinite(r.ablation["gap"][1]) and r.ablation["gap"][1] > 0]
+    worse = [r for r in checked if math.isfinite(r.ablation["gap"][2]) and r.ablation["gap"][2] < 0]
+    sentences.append(f"On {len(beaten)} of the {len(checked)} layers checked, removing the channels the Taylor "
+                     f"ranking calls most important costs more than removing as many random ones (the 90% interval of "
+                     f"the gap is above 0); on {len(worse)} it costs less; on the others the two cannot be told apart.")
+    correlated = [(r, r.ablation["spearman"]) for r in checked if r.ablation.get("spearman") is not None]
+    if correlated:
+        values = [rho for _, rho in correlated]
+        low = min(correlated, key=lambda pair: pair[1])
+        sentences.append(f"Where every channel was removed alone ({len(correlated)} layers), the Taylor estimate and "
+                         f"the measured change of the target have a median rank correlation of "
+                         f"{float(np.median(values)):.2f}, lowest at {name[id(low[0])]} ({low[1]:.2f}).")
     return sentences
 
 

@@ -66,6 +66,7 @@ class BuildOptions:
     beam_options: tuple[str, ...] = ()  # KEY=VALUE Beam pipeline options
     previous: Path | None = None  # a previous build to compare with; default: the site in --out
     explain_class: str | None = None  # the class Grad-CAM and the importances explain; default: the predicted one
+    ablation_images: int = 20  # statistics images of the ablation check (ablation.ABLATION_IMAGES); 0: none
 
     @property
     def convention(self) -> InputConvention:
@@ -83,6 +84,8 @@ class BuildOptions:
             raise InputError(f"--seed must be 0 or more, got {self.seed}")
         if self.image_dir is None:
             sources.check_split(self.dataset, self.split)
+        if self.ablation_images < 0:
+            raise InputError(f"--ablation-images must be 0 or more, got {self.ablation_images}")
         if self.stats_images is not None and self.stats_images != ALL_IMAGES and self.stats_images < 1:
             raise InputError(f"--stats-images must be at least 1 or all, got {self.stats_images}")
         if _wants_stats_pass(self) or self.runner != BuildOptions.runner:
@@ -198,10 +201,23 @@ class _PassOutcome:
     scores: dict  # the leave-out probes scored on every statistics image (stats.ProbeScores)
     masks: np.ndarray | None  # the masks measured against: the trimaps or the predicted ones
     quality: object = None  # stats_pass.Quality: the model's own results on the statistics images
+    ablation: object = None  # ablation.AblationSums: the ablation check on the first statistics images
+
+
+def _model_classes(specs, targets: Targets, chosen) -> tuple | None:
+    """Each statistics image's class among the explained class output's (by the folder's name, which
+    --labels must give), for the ablation check's metric; None when they are not all known."""
+    explained = targets.explained
+    if explained.kind != "class" or not targets.class_names:
+        return None
+    names = specs[explained.output].classes
+    if not names or any(item.label not in names for item in chosen):
+        return None
+    return tuple(names.index(item.label) for item in chosen)
 
 
 def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, geometry: InputGeometry, chosen,
-                     targets: Targets, layer_count: int, progress: Progress, graded) -> _PassOutcome:
+                     targets: Targets, layer_count: int, progress: Progress, graded, specs) -> _PassOutcome:
     """Every layer's statistics over the statistics images, on Beam, in two passes over the images:
     the sums of every statistic (the probes' fits among them), then the probes' scores, each image
     predicted by the probe fitted without its fold."""
@@ -218,12 +234,13 @@ def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, geomet
         stats_pass.ModelSpec(options.model_path, options.weights_path, size[0] if size else None, options.unsafe_load,
                              options.imports, loaded.checksum or None),
         options.tap, options.image_input, options.convention, targets, geometry.height, layer_count, images=images,
-        batch_size=options.batch_size, graded=graded)
+        batch_size=options.batch_size, graded=graded, ablation_images=options.ablation_images,
+        ablation_classes=_model_classes(specs, targets, chosen))
     result = stats_pass.run_beam(setup, options.runner, options.beam_options, workers=options.workers)
     progress(stage, 1, 1)
     masks = np.stack([item.trimap for item in chosen]) if targets.mask_source == MASK_TRIMAP else result.masks
     return _PassOutcome({layer: stats.finalise(acc) for layer, acc in result.layers.items()}, result.cka,
-                        result.scores, masks, result.quality)
+                        result.scores, masks, result.quality, result.ablation)
 
 
 def _graded(specs: list[outputs.OutputSpec], targets: Targets, statistics_images):
@@ -450,6 +467,16 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int, dama
     return results
 
 
+def _with_ablation(results: list[LayerResult], found) -> list[LayerResult]:
+    """Each layer's ablation check, in numbers and sentences (ablation.layer_summary)."""
+    from reportgen.ablation import layer_summary
+
+    return [dataclasses.replace(r, ablation=layer_summary(found, k, found.plans[k], r.stats.importance,
+                                                          f"conv {r.conv.index}"))
+            if k in found.plans and r.stats is not None and r.stats.importance is not None else r
+            for k, r in enumerate(results)]
+
+
 def _attribution_notes(skeletons: list[LayerResult], captured: _Captured, targets: Targets) -> list[LayerResult]:
     """Each layer's sentence on why it has no Grad-CAM and importance, where it has none."""
     from reportgen.attribution import not_attributed_note
@@ -591,7 +618,7 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
     graded = _graded(specs, targets, statistics_images)
     if _wants_stats_pass(options):
         outcome = _statistics_pass(options, loaded, geometry, statistics_images, targets, len(convs), progress,
-                                   graded)
+                                   graded, specs)
 
     work = outdir.scratch_folder(out)
     try:
@@ -612,6 +639,8 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         rgb = _rgb_baselines(statistics_images, outcome.masks, skeletons, targets) if outcome is not None else {}
         results = _analyse_layers(executor, skeletons, captured, records_path, staging, geometry.size,
                                   options, targets, progress, outcome, rgb)
+        if outcome is not None and outcome.ablation is not None:
+            results = _with_ablation(results, outcome.ablation)
         layer_cka = np.full((len(convs), len(convs)), np.nan)
         cross = outcome.cka if outcome is not None else captured.cross
         if cross is not None:

@@ -43,6 +43,7 @@ CKA_KEY = -1  # the key of the layer x layer CKA among the per-layer keys 0..L-1
 MASKS_KEY = -2  # the key of the predicted masks, where the prediction stands in for the trimaps
 SECONDS_KEY = -3  # the key of the worker-seconds each part took
 QUALITY_KEY = -4  # the key of the model's own results on the statistics images (`Quality`)
+ABLATION_KEY = -5  # the key of the ablation check's sums (ablation.AblationSums)
 TOP_CLASSES = 5
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -183,6 +184,8 @@ class PassSetup:
     batch_size: int = 5  # images per forward pass, and per minibatch of the layer x layer CKA
     threads: int | None = None  # TensorFlow's threads per worker; None: its default (every core)
     graded: Graded = Graded()  # the model's outputs whose own results are measured too
+    ablation_images: int = 0  # statistics images of the ablation check, in batches spread over all (ablation.py); 0: none
+    ablation_classes: tuple | None = None  # per statistics image, its class among the model's (None: predicted)
 
 
 @dataclass(frozen=True)
@@ -254,7 +257,7 @@ class Activations:
                 pass
 
         key = (self.config.model, self.config.tap, self.config.image_input, self.config.targets.prediction_output,
-               self.config.graded)
+               self.config.graded, self.config.targets.explained, self.config.ablation_images)
         if key not in _probes:  # both passes in one worker share the model
             model = self.config.model.load().model
             image_index = capture.image_input(model, self.config.image_input)
@@ -268,26 +271,48 @@ class Activations:
             if predicts is not None:
                 outputs = [*outputs, model.outputs[predicts]]
             outputs += [model.outputs[k] for k in self.config.graded.outputs]
-            _probes.clear()
-            _probes[key] = (keras.Model(probe.inputs, outputs), image_index)
-        self.probe, self.image_index = _probes[key]
+            plain = keras.Model(probe.inputs, outputs)
+            attributed = None
+            if self.config.targets.attributes:
+                from reportgen import attribution
 
-    def __call__(self, batch: Batch) -> tuple[list[np.ndarray], np.ndarray | None, dict]:
-        """Every conv layer's outputs on the batch, its masks (the trimaps, or the prediction), and the
-        graded outputs by their index in model.outputs."""
+                attributed = attribution.attributed_probe(model, convs, outputs, self.config.targets.explained,
+                                                          image_index)
+            rerun = None
+            if attributed is not None and self.config.ablation_images:
+                from reportgen.ablation import Rerun
+
+                rerun = Rerun(model, convs, self.config.targets.explained)
+            _probes.clear()
+            _probes[key] = (plain, attributed, image_index, rerun)
+        self.probe, self.attributed, self.image_index, self.rerun = _probes[key]
+
+    def __call__(self, batch: Batch, attributed: bool = False) -> tuple[list[np.ndarray], np.ndarray | None, dict,
+                                                                        list | None]:
+        """Every conv layer's outputs on the batch, its masks (the trimaps, or the prediction), the
+        graded outputs by their index in model.outputs, and with `attributed` (where the targets have
+        a decision to explain) each layer's Taylor importances, None for a layer the target does not
+        depend on."""
         from reportgen import capture
 
         if self.probe is None:
             self.setup()
-        (_, outputs), = capture.stream_activations(self.probe, batch.images, len(batch.images), self.image_index,
+        probe = self.attributed if attributed and self.attributed is not None else self.probe
+        (_, outputs), = capture.stream_activations(probe, batch.images, len(batch.images), self.image_index,
                                                    self.config.convention.apply)
+        importance = None
+        if probe is self.attributed:
+            layers = probe.layers
+            taylors = outputs[len(outputs) - 1 - layers:-1]
+            importance = [t if connected else None for t, connected in zip(taylors, probe.connected)]
+            outputs = outputs[:len(outputs) - 1 - 2 * layers]
         graded = self.config.graded.outputs
         values = dict(zip(graded, outputs[len(outputs) - len(graded):]))
         outputs = outputs[:len(outputs) - len(graded)]
         targets = self.config.targets
         if targets.mask_source == MASK_PREDICTION:
-            return outputs[:-1], targets.mask_of_prediction(np.asarray(outputs[-1], np.float32)), values
-        return outputs, batch.trimaps if targets.mask_source == MASK_TRIMAP else None, values
+            return outputs[:-1], targets.mask_of_prediction(np.asarray(outputs[-1], np.float32)), values, importance
+        return outputs, batch.trimaps if targets.mask_source == MASK_TRIMAP else None, values, importance
 
 
 def accumulate(activations: Activations, shard: tuple[int, int]) -> dict:
@@ -297,14 +322,14 @@ def accumulate(activations: Activations, shard: tuple[int, int]) -> dict:
     targets, input_height = setup.targets, setup.input_height
     found: dict = {}
     for batch in read_batches(setup, *shard):
-        outputs, masks, graded = activations(batch)
+        outputs, masks, graded, importance = activations(batch, attributed=True)
         if graded:
             grade(found.setdefault(QUALITY_KEY, Quality()), setup.graded, graded, batch.start, batch.trimaps, targets)
         spatial = []
         for layer, maps in enumerate(outputs):
             if layer not in found:
                 found[layer] = targets.accumulator(maps.shape[1:], input_height)
-            feed(found[layer], maps, batch.indices, targets, masks)
+            feed(found[layer], maps, batch.indices, targets, masks, None if importance is None else importance[layer])
             if targets.measured(maps.shape[1:]):
                 spatial.append(maps)
         if spatial and targets.measures:
@@ -339,19 +364,37 @@ class Masks:
 
 
 def score(activations: Activations, shard: tuple[int, int], weights: dict) -> dict:
-    """The leave-out probes scored on a shard (a range of statistics images): conv index -> ProbeScores.
+    """The leave-out probes scored on a shard (a range of statistics images): conv index -> ProbeScores;
+    and on the shard's batches among `ablated_batches`, the ablation check: ABLATION_KEY -> AblationSums.
 
-    `weights`: conv index -> (folds, mask probe weights, class probe weights), fitted from every image.
+    `weights`: conv index -> (folds, mask probe weights, class probe weights, Taylor importances),
+    fitted from every image.
     """
-    targets = activations.config.targets
+    setup = activations.config
+    targets = setup.targets
     found: dict = {}
-    for batch in read_batches(activations.config, *shard):
-        outputs, masks, _ = activations(batch)
+    plans = None
+    ablated = ablated_batches(setup)
+    for batch in read_batches(setup, *shard):
+        outputs, masks, _, _ = activations(batch)
         for layer, fitted in weights.items():
-            scores = found.setdefault(layer, stats.ProbeScores(*fitted))
+            if not (fitted[1] or fitted[2]):
+                continue
+            scores = found.setdefault(layer, stats.ProbeScores(*fitted[:3]))
             for k, maps in enumerate(outputs[layer]):
                 truth = mask_truth(None if masks is None else masks[k], targets)
                 score_image(scores, maps, int(batch.indices[k]), targets, truth)
+        if activations.rerun is not None and batch.start in ablated:
+            from reportgen import ablation, capture
+
+            if plans is None:
+                plans = ablation.plans(activations.rerun, {k: fitted[3] for k, fitted in weights.items()})
+            images = setup.convention.apply(np.asarray(batch.images, np.float32))
+            feeds = capture.model_feeds(activations.probe, images, activations.image_index)
+            labels = None if setup.ablation_classes is None else np.asarray(setup.ablation_classes)[batch.indices]
+            sums = found.setdefault(ABLATION_KEY, ablation.AblationSums(targets.fold_count))
+            ablation.ablate_batch(activations.rerun, feeds, plans, targets.explained, targets.folds[batch.indices],
+                                  batch.trimaps, labels, sums, single=batch.start == 0)
     return found
 
 
@@ -373,16 +416,20 @@ class PassResult:
     masks: np.ndarray | None = None  # N x H x W: the predicted masks, where the prediction stands in
     seconds: dict = dataclasses.field(default_factory=dict)  # what each part took: sums, fits, scores
     quality: Quality | None = None  # the model's own results on the statistics images (`Graded`)
+    ablation: object = None  # ablation.AblationSums of the first `ablation_images`, or None
 
 
 def layer_fit(key: int, accumulator):
-    """A layer's probe weights per fold, (key, (folds, the mask probe's, the class probe's)), fitted
-    from its sums; nothing for a layer without a probe (or a key that is not a layer)."""
+    """A layer's probe weights per fold and its Taylor importances, (key, (folds, the mask probe's, the
+    class probe's, the importances)), from its sums; nothing for a layer without a probe or an
+    importance (or a key that is not a layer)."""
     if key < 0:
         return
+    attributed = float(accumulator.attributed.sum())
     fitted = (accumulator.fold_count, stats.probe_weights(accumulator.folds),
-              stats.probe_weights(accumulator.class_folds))
-    if fitted[1] or fitted[2]:
+              stats.probe_weights(accumulator.class_folds),
+              accumulator.taylor.sum(axis=0) / attributed if attributed else None)
+    if fitted[1] or fitted[2] or fitted[3] is not None:
         yield key, fitted
 
 
@@ -432,10 +479,37 @@ def check_scores(scores: dict, sums: dict, setup: PassSetup) -> None:
                              "the runner lost results")
 
 
+def ablated_batches(setup: PassSetup) -> set[int]:
+    """The starts of the batches the ablation check runs on: `ablation_images` in whole batches,
+    spread evenly over the statistics images, so that every worker takes its share; the first batch
+    always, since it alone gets the single-channel ablations."""
+    if not setup.ablation_images or not setup.targets.attributes:
+        return set()
+    total = -(-len(setup.targets) // setup.batch_size)
+    wanted = min(total, -(-setup.ablation_images // setup.batch_size))
+    return {int(k * total // wanted) * setup.batch_size for k in range(wanted)}
+
+
+def ablated_images(setup: PassSetup) -> int:
+    """How many statistics images the ablation check covers."""
+    total = len(setup.targets)
+    return sum(min(setup.batch_size, total - start) for start in ablated_batches(setup))
+
+
+def check_ablation(scores: dict, setup: PassSetup) -> None:
+    """The ablation check on every image it was planned for, or an error."""
+    expected = ablated_images(setup)
+    found = scores.get(ABLATION_KEY)
+    if expected and (found is None or found.images != expected):
+        raise ReportgenError(f"the ablation check came back for {found.images} of {expected} images; "
+                             "the runner lost results")
+
+
 def _result(sums: dict, scores: dict) -> PassResult:
     masks = sums[MASKS_KEY].stacked() if MASKS_KEY in sums else None
+    ablated = scores.pop(ABLATION_KEY, None)
     return PassResult({k: v for k, v in sums.items() if k >= 0}, sums.get(CKA_KEY), scores, masks,
-                      quality=sums.get(QUALITY_KEY))
+                      quality=sums.get(QUALITY_KEY), ablation=ablated)
 
 
 def run_in_process(setup: PassSetup) -> PassResult:
@@ -448,6 +522,7 @@ def run_in_process(setup: PassSetup) -> PassResult:
     fits = probe_fits(sums)
     scores = score(activations, every, fits) if fits else {}
     check_scores(scores, sums, setup)
+    check_ablation(scores, setup)
     return _result(sums, scores)
 
 
@@ -694,6 +769,7 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
     seconds = sums.pop(SECONDS_KEY, WorkerSeconds()).merge(scores.pop(SECONDS_KEY, WorkerSeconds()))
     check_sums(sums, setup)
     check_scores(scores, sums, setup)
+    check_ablation(scores, setup)
     return dataclasses.replace(_result(sums, scores), seconds=seconds.seconds)
 
 
