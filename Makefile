@@ -34,6 +34,7 @@ test: $(VENV)/.installed test-deps
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_build.py
 	$(BIN)/python benchmarks/bench_stats.py
+	$(BIN)/python benchmarks/bench_attribution.py
 
 clean:
 	rm -rf $(VENV) site build *.egg-info

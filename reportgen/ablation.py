@@ -141,6 +141,7 @@ class AblationSums:
     images: int = 0
 
     plans: dict = field(default_factory=dict)  # layer -> the LayerPlan its ablations followed
+    seconds: float = 0.0  # worker-seconds the check took, summed over workers
 
     def merge(self, other: "AblationSums") -> "AblationSums":
         baseline = other.baseline if self.baseline is None else \
@@ -213,6 +214,9 @@ def ablate_batch(rerun: Rerun, feeds, plans: dict[int, LayerPlan], target: attri
                  trimaps, labels, found: AblationSums, single: bool = True) -> None:
     """Every layer's ablations on one batch, added to `found`; the single-channel ones where the plan
     has them and `single` (the statistics pass runs them on its first batch only)."""
+    import time
+
+    started = time.monotonic()
     values = rerun.run(feeds)
     baseline = np.asarray(values[id(rerun.output)], np.float32)
     metric = Metric(target, baseline, trimaps, labels)
@@ -240,6 +244,7 @@ def ablate_batch(rerun: Rerun, feeds, plans: dict[int, LayerPlan], target: attri
                 ablated = np.asarray(target.scores(rerun.output_with(values, layer, gate)), np.float64)
                 changes[channel] += np.abs(y - ablated).sum()
             found.single_images[layer] = found.single_images.get(layer, 0) + len(baseline)
+    found.seconds += time.monotonic() - started
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -294,7 +299,7 @@ def layer_summary(found: AblationSums, layer: int, plan: LayerPlan, importance: 
                          f"and its Taylor estimate have a rank correlation of {rho:.2f} (Spearman, "
                          f"{found.single_images[layer]} images)" +
                          (": the estimate does not predict the effect." if rho < 0.3 else "."))
-    return {"images": found.images, "metric": found.metric, "baseline": baseline, "top_k": top, "random_k": random,
+    return {"images": found.images, "metric": found.metric, "seconds": found.seconds, "layers": len(found.plans), "baseline": baseline, "top_k": top, "random_k": random,
             "top_k_drop": top_drop, "random_k_drop": random_drop, "gap": gap,
             "k": k, "top_channels": list(plan.top), "random_channels": list(plan.random),
             "spearman": None if not np.isfinite(rho) else rho,

@@ -2,10 +2,17 @@
 importance, from one backward pass per batch.
 
 The target y of an image is the model's own decision, as one number:
-- a classifier: the score of its predicted class (or of the class asked for), as the model outputs it;
+- a classifier: the score of its predicted class (or of the class asked for);
 - a segmentation with a foreground (the shipped SD-UNet's pet, a sigmoid's foreground): the summed
   foreground score over the pixels predicted foreground (Seg-Grad-CAM, Vinogradova et al. 2020);
 - any other segmentation: the summed score of each pixel's predicted class.
+
+A score is the class's log-odds where the model outputs probabilities: log p_c - log(sum of the
+other classes' p) after a softmax, log p - log(1 - p) after a sigmoid (its logit). Grad-CAM's
+score is the one before the softmax for a reason: a probability near 1 has a vanishing gradient, so
+a sure model would show no evidence and every channel no importance. The log-odds' gradient with
+respect to the class's own logit is 1 however sure the model is. Outputs that are not
+probabilities are taken as they are.
 
 With a = a layer's output on one image and g = dy/da (the same shape):
 - Grad-CAM (Selvaraju et al. 2017): channel weights w_c = mean over positions of g_c, and the map
@@ -36,6 +43,7 @@ class Target:
     kind: str = ""  # CLASS, FOREGROUND or PIXEL_CLASSES
     channel: int | None = None  # CLASS: the class asked for (None: the predicted one); FOREGROUND: its channel
     binary: bool = False  # FOREGROUND of a one-channel sigmoid: foreground where p > 0.5
+    activation: str = ""  # the output's "softmax" or "sigmoid" (outputs.score_activation): scores are log-odds
     name: str = ""  # the class or foreground's name, for sentences
     reason: str = ""
 
@@ -46,33 +54,63 @@ class Target:
     def describe(self) -> str:
         if not self.defined:
             return self.reason
+        score = "log-odds" if self.activation else "score"
         if self.kind == CLASS:
-            return (f"the score of the class {self.name}" if self.channel is not None
-                    else "the score of the class the model predicts for the image")
+            return (f"the {score} of the class {self.name}" if self.channel is not None
+                    else f"the {score} of the class the model predicts for the image")
         if self.kind == FOREGROUND:
-            return f"the summed {self.name} score over the pixels predicted {self.name} (Seg-Grad-CAM)"
-        return "the summed score of each pixel's predicted class"
+            return f"the summed {self.name} {score} over the pixels predicted {self.name} (Seg-Grad-CAM)"
+        return f"the summed {score} of each pixel's predicted class"
 
     def scores(self, output):
         """y per image (a vector), from the target output's symbolic or eager batch, in keras.ops."""
         from keras import ops
 
         output = ops.cast(output, "float32")
+        classes = output.shape[-1]
+        if self.kind == CLASS and self.channel is not None:
+            chosen = ops.one_hot(ops.full(ops.shape(output)[:-1], self.channel, "int32"), classes)
+        elif self.kind == FOREGROUND and self.binary:
+            chosen = ops.ones_like(output)
+        elif self.kind == FOREGROUND:
+            chosen = ops.one_hot(ops.full(ops.shape(output)[:-1], self.channel, "int32"), classes)
+        else:
+            chosen = ops.one_hot(ops.argmax(output, axis=-1), classes)
+        score = self._score(output, ops.stop_gradient(chosen))
         if self.kind == CLASS:
-            return output[:, self.channel] if self.channel is not None else ops.max(output, axis=-1)
+            return score
         if self.kind == FOREGROUND:
-            score = output[..., self.channel]
-            if self.binary:
-                chosen = ops.cast(score > 0.5, "float32")
-            else:
-                chosen = ops.cast(ops.equal(ops.argmax(output, axis=-1), self.channel), "float32")
-            return ops.sum(ops.stop_gradient(chosen) * score, axis=(1, 2))
-        return ops.sum(ops.max(output, axis=-1), axis=(1, 2))
+            region = output[..., 0] > 0.5 if self.binary else ops.equal(ops.argmax(output, axis=-1), self.channel)
+            score = score * ops.stop_gradient(ops.cast(region, "float32"))
+        return ops.sum(score, axis=(1, 2))
+
+    def _score(self, output, chosen):
+        """The chosen class's score: its log-odds where the output is probabilities, else the output.
+        The other classes' probabilities are summed, never taken as 1 - p: near p = 1 that difference
+        would lose every digit in float32."""
+        from keras import ops
+
+        tiny = 1e-30  # only where a probability underflowed to 0
+        mine = ops.sum(output * chosen, axis=-1)
+        if self.activation == "sigmoid":
+            return ops.log(mine + tiny) - ops.log(ops.sum((1.0 - output) * chosen, axis=-1) + tiny)
+        if self.activation == "softmax":
+            return ops.log(mine + tiny) - ops.log(ops.sum(output * (1.0 - chosen), axis=-1) + tiny)
+        return mine
 
 
-def decide_target(specs, explain_class: str | None = None) -> Target:
+def decide_target(specs, explain_class: str | None = None, activations=None) -> Target:
     """The target of the first output that has one: a segmentation before a classifier, as the
-    report's masks are; `explain_class` names a class of the class output (--explain-class)."""
+    report's masks are; `explain_class` names a class of the class output (--explain-class).
+    `activations`: each output's outputs.score_activation (default: none, scores as they are)."""
+    import dataclasses
+
+    activations = tuple(activations or ("",) * len(specs))
+    target = _decide(specs, explain_class)
+    return dataclasses.replace(target, activation=activations[target.output]) if target.defined else target
+
+
+def _decide(specs, explain_class: str | None) -> Target:
     from reportgen.errors import InputError
 
     if explain_class is not None:

@@ -44,9 +44,13 @@ def per_channel(result) -> list[dict]:
              ("Effective area fraction", s.effective_area)]
     if np.isfinite(s.best_iou).any():
         found += [(f"Best IoU, {name}", s.best_iou[cls]) for cls, name in enumerate(stats.CLASSES)]
+    shown = [{"name": name, "values": _numbers(values)} for name, values in found]
     if s.importance is not None:
-        found.append(("Taylor importance", s.importance))
-    return [{"name": name, "values": _numbers(values)} for name, values in found]
+        measure = {"name": "Taylor importance", "values": _numbers(s.importance)}
+        if s.importance_intervals is not None:
+            measure["low"], measure["high"] = (_numbers(s.importance_intervals[:, k]) for k in (0, 1))
+        shown.append(measure)
+    return shown
 
 
 def channel_numbers(result, input_size, ranges: np.ndarray) -> dict:

@@ -81,6 +81,7 @@ def build(
     runner: Annotated[str, typer.Option("--runner", help="Beam runner of the statistics pass: DirectRunner (default, this machine's cores), dask (with --beam-option dask_client_address=HOST:PORT), FlinkRunner, SparkRunner, DataflowRunner.")] = "DirectRunner",
     beam_options: Annotated[Optional[list[str]], typer.Option("--beam-option", help="A Beam pipeline option KEY=VALUE for the statistics pass (repeatable), e.g. project=my-project.")] = None,
     explain_class: Annotated[Optional[str], typer.Option("--explain-class", help="The class (a name from --labels) that Grad-CAM and the channel importances explain; default: the class the model predicts for each image.")] = None,
+    attribution: Annotated[bool, typer.Option("--attribution/--no-attribution", help="Grad-CAM of every layer, Taylor importance of every channel and, with --stats-images, the ablation check.")] = True,
     ablation_images: Annotated[int, typer.Option("--ablation-images", help="Statistics images the ablation check runs on, with --stats-images (0: no check).")] = 20,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for the layers and for the Beam statistics pass (default and most: one per core; at most 4 by default); 1 runs the layers in this process.")] = None,
 ):
@@ -103,6 +104,7 @@ def build(
             workers=_workers(workers),
             statistics=statistics, previous=previous, stats_images=_stats_images(stats_images), runner=runner,
             beam_options=tuple(beam_options or ()), explain_class=explain_class, ablation_images=ablation_images,
+            attribution=attribution,
         )
     except ReportgenError as error:
         _fail(error)

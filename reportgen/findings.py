@@ -100,7 +100,8 @@ def _attribution_findings(hidden, name) -> list[str]:
     if not checked:
         return []
     worst = max(checked, key=lambda r: r.ablation["top_k_drop"][0])
-    sentences = [f"Removing channels, checked on {checked[0].ablation['images']} statistics images: the costliest "
+    cost = f" (all {len(checked)} layers in {checked[0].ablation['seconds']:.0f} worker-seconds)"
+    sentences = [f"Removing channels, checked on {checked[0].ablation['images']} statistics images{cost}: the costliest "
                  f"layer to lose its {worst.ablation['k']} most important channels is {name[id(worst)]}. "
                  + worst.ablation["sentences"][0]]
     beaten = [r for r in checked if math.isfinite(r.ablation["gap"][1]) and r.ablation["gap"][1] > 0]

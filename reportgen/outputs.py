@@ -90,11 +90,21 @@ def read_labels(path: Path) -> tuple[str, ...]:
     return tuple(line.strip() for line in lines)
 
 
+def score_activation(tensor) -> str:
+    """The activation that the layer making `tensor` ends in, "softmax" or "sigmoid" (class scores),
+    or "" (regression values, logits, or a log_softmax)."""
+    layer = tensor._keras_history[0]
+    activation = getattr(getattr(layer, "activation", None), "__name__", "")
+    if activation == "softmax" or type(layer).__name__ == "Softmax":
+        return "softmax"
+    return "sigmoid" if activation == "sigmoid" else ""
+
+
 def _ends_in_scores(tensor) -> bool:
     """Whether the layer making `tensor` ends in softmax or sigmoid: class scores, not regression values."""
     layer = tensor._keras_history[0]
     activation = getattr(getattr(layer, "activation", None), "__name__", "")
-    return activation in ("softmax", "sigmoid", "log_softmax") or type(layer).__name__ == "Softmax"
+    return activation == "log_softmax" or bool(score_activation(tensor))
 
 
 def describe(model, image_size: tuple[int, int], labels: tuple[str, ...] = (),

@@ -67,6 +67,7 @@ class BuildOptions:
     previous: Path | None = None  # a previous build to compare with; default: the site in --out
     explain_class: str | None = None  # the class Grad-CAM and the importances explain; default: the predicted one
     ablation_images: int = 20  # statistics images of the ablation check (ablation.ABLATION_IMAGES); 0: none
+    attribution: bool = True  # Grad-CAM, Taylor importance and the ablation check (attribution.py)
 
     @property
     def convention(self) -> InputConvention:
@@ -176,11 +177,12 @@ def _stats_images(options: BuildOptions, geometry: InputGeometry) -> list[source
     return chosen
 
 
-def decide_targets(statistics_images, specs: list[outputs.OutputSpec], options: BuildOptions) -> Targets:
+def decide_targets(statistics_images, specs: list[outputs.OutputSpec], options: BuildOptions,
+                   activations=None) -> Targets:
     """What every statistic is measured against, once for the build: the folds, each image's class,
     the mask (the trimaps, or the model's 3-class segmentation standing in), whether to measure, and
     the decision that Grad-CAM and the importances explain."""
-    from reportgen.attribution import decide_target
+    from reportgen.attribution import Target, decide_target
 
     class_names = sources.class_names(statistics_images)
     labels = [class_names.index(item.label) if item.label is not None else None for item in statistics_images] \
@@ -189,7 +191,8 @@ def decide_targets(statistics_images, specs: list[outputs.OutputSpec], options: 
     return Targets.decide([item.id for item in statistics_images], labels,
                           trimaps_given=all(item.trimap is not None for item in statistics_images),
                           prediction_output=segmenting, measures=options.statistics, class_names=class_names,
-                          explained=decide_target(specs, options.explain_class))
+                          explained=decide_target(specs, options.explain_class, activations) if options.attribution
+                          else Target(reason="the build ran with --no-attribution"))
 
 
 @dataclass
@@ -482,7 +485,7 @@ def _attribution_notes(skeletons: list[LayerResult], captured: _Captured, target
     from reportgen.attribution import not_attributed_note
 
     if not targets.measures:
-        return skeletons
+        return [dataclasses.replace(s, attribution_note="the build ran with --no-stats") for s in skeletons]
     connected = captured.attributed or [False] * len(skeletons)
     return [dataclasses.replace(s, attribution_note=not_attributed_note(s.conv, ok, targets.explained))
             for s, ok in zip(skeletons, connected)]
@@ -613,7 +616,8 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
             raise InputError("statistics beyond the pictured images load the model in Beam workers: save the model "
                              "and use the command line, or leave stats_images unset")
         statistics_images = _stats_images(options, geometry)
-    targets = decide_targets(statistics_images, specs, options)
+    targets = decide_targets(statistics_images, specs, options,
+                             [outputs.score_activation(tensor) for tensor in model.outputs])
     class_names = list(targets.class_names)
     graded = _graded(specs, targets, statistics_images)
     if _wants_stats_pass(options):

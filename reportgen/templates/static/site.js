@@ -243,8 +243,10 @@
         var value = values[channel];
         var above = values.filter(function (other) { return other !== null && value !== null && other > value; }).length;
         var line = element("tr");
+        var interval = measure.low && measure.low[channel] !== null && measure.high[channel] !== null ?
+          ", 90% interval " + fmt(measure.low[channel]) + " to " + fmt(measure.high[channel]) : "";
         line.append(element("th", "", name), element("td", "", fmt(value) +
-          (value === null ? "" : " (" + ordinal(above + 1) + " highest of the layer)")));
+          (value === null ? "" : " (" + ordinal(above + 1) + " highest of the layer" + interval + ")")));
         table.append(line);
       });
     }

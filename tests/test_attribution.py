@@ -1,0 +1,251 @@
+"""Grad-CAM, Taylor importance and the ablation check, against formulas written here, finite
+differences, a model built with a known answer, and the Beam pass against the in-process one."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers
+from PIL import Image
+
+from reportgen import ablation, attribution, capture, outputs, stats, stats_pass
+from reportgen.cli import app
+from reportgen.inputs import InputConvention
+from reportgen.sources import LoadedImages, SourceImage
+from reportgen.targets import Targets
+
+
+def _classifier():
+    """Conv, BatchNorm, ReLU, a channels_first conv behind a Permute, pooling and a softmax head."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(4, 3, padding="same", name="first")(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.Permute((3, 1, 2))(x)
+    x = layers.Conv2D(5, 3, padding="same", data_format="channels_first", activation="relu", name="cf")(x)
+    x = layers.Permute((2, 3, 1))(x)
+    x = layers.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="last")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
+    # BatchNorm with statistics of its own, so that inference mode is not the identity
+    norm = model.layers[2]
+    norm.moving_mean.assign(np.full(4, 0.3, np.float32))
+    norm.moving_variance.assign(np.full(4, 2.0, np.float32))
+    return model
+
+
+def _segmenter():
+    """A 3-class segmentation: the pet channel first, as the SD-UNet's."""
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(6, 3, padding="same", activation="relu", name="a")(inputs)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="b")(x)
+    x = layers.UpSampling2D(2)(x)
+    return keras.Model(inputs, layers.Conv2D(3, 1, activation="softmax", name="head")(x))
+
+
+def _reference(model, convs, images, target_of):
+    """Grad-CAM and Taylor importance written out: a GradientTape over the tapped tensors."""
+    sources = [capture.tapped_tensor(model, conv, channels_last=False) for conv in convs]
+    tapped = keras.Model(model.inputs, [*sources, model.outputs[0]])
+    x = tf.constant(images)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        *values, output = tapped(x, training=False)
+        total = tf.reduce_sum(target_of(output))
+    gradients = tape.gradient(total, values)
+    found = []
+    for conv, a, g in zip(convs, values, gradients):
+        a, g = a.numpy().astype(np.float64), g.numpy().astype(np.float64)
+        if conv.channels_first:
+            a, g = np.moveaxis(a, 1, -1), np.moveaxis(g, 1, -1)
+        weights = g.mean(axis=(1, 2), keepdims=True)
+        cam = np.maximum((weights * a).sum(axis=-1), 0.0)
+        found.append((cam, np.abs((a * g).sum(axis=(1, 2)))))
+    return found
+
+
+def _attributed(model, images):
+    convs = capture.find_conv_layers(model, "conv")
+    target = attribution.decide_target(outputs.describe(model, (16, 16)), None,
+                                       [outputs.score_activation(t) for t in model.outputs])
+    probe = attribution.attributed_probe(model, convs, list(capture.probe_model(model, convs).outputs), target, 0)
+    found = probe.predict_on_batch([images])
+    count = len(convs)
+    return convs, target, found[count:2 * count], found[2 * count:3 * count], found[-1]
+
+
+def _predicted_log_odds(output):
+    """log p_c - log(sum of the others' p) of the predicted class c, after the softmax."""
+    chosen = tf.one_hot(tf.argmax(output, axis=-1), output.shape[-1])
+    return tf.math.log(tf.reduce_sum(output * chosen, axis=-1)) - tf.math.log(tf.reduce_sum(output * (1 - chosen),
+                                                                                            axis=-1))
+
+
+def _pet_region_score(output):
+    """Seg-Grad-CAM: the pet's log-odds summed over the pixels predicted pet."""
+    pet = tf.cast(tf.equal(tf.argmax(output, axis=-1), 0), tf.float32)
+    log_odds = tf.math.log(output[..., 0]) - tf.math.log(output[..., 1] + output[..., 2])
+    return tf.reduce_sum(pet * log_odds, axis=(1, 2))
+
+
+@pytest.mark.parametrize("build, target_of, kind", [
+    (_classifier, _predicted_log_odds, attribution.CLASS),
+    (_segmenter, _pet_region_score, attribution.FOREGROUND),
+], ids=["classifier", "segmentation"])
+def test_grad_cam_and_taylor_match_the_formulas(build, target_of, kind):
+    model = build()
+    images = np.random.default_rng(0).uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    convs, target, maps, taylors, y = _attributed(model, images)
+    assert target.kind == kind
+    np.testing.assert_allclose(y, target_of(model(images)).numpy(), rtol=1e-5)
+    checked = 0
+    for conv, cam, taylor, (expected_cam, expected_taylor) in zip(convs, maps, taylors,
+                                                                  _reference(model, convs, images, target_of)):
+        np.testing.assert_allclose(taylor, expected_taylor, rtol=1e-4, atol=1e-5, err_msg=conv.name)
+        assert cam.shape == expected_cam.shape == (3, *conv.output_shape[:2])
+        np.testing.assert_allclose(cam, expected_cam, rtol=1e-4, atol=1e-5, err_msg=conv.name)
+        checked += bool(expected_cam.max() > 0 and expected_taylor.max() > 0)
+    assert checked >= 2  # not a comparison of zeros
+    if kind == attribution.CLASS:
+        assert [c.channels_first for c in convs] == [False, True, False]
+
+
+def test_taylor_importance_is_the_derivative_of_the_target_along_each_channel():
+    """sum(a * dy/da) over a channel is d/de y(a * (1 + e)) at e = 0: a central difference through
+    the ablation's own rerun of the graph."""
+    model = _segmenter()
+    images = np.random.default_rng(3).uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    convs, target, _, taylors, y = _attributed(model, images)
+    rerun = ablation.Rerun(model, convs, target)
+    values = rerun.run([images])
+    np.testing.assert_allclose(rerun.output_with(values, 1, np.ones(8)), model(images), atol=1e-6)
+    step = 1e-3
+    for layer, channels in ((0, 6), (1, 8)):
+        for channel in range(channels):
+            gates = [np.ones(channels, np.float32) for _ in (0, 1)]
+            gates[0][channel], gates[1][channel] = 1 + step, 1 - step
+            up, down = (np.asarray(target.scores(rerun.output_with(values, layer, g)), np.float64) for g in gates)
+            derivative = (up - down) / (2 * step)
+            np.testing.assert_allclose(np.abs(derivative), taylors[layer][:, channel], rtol=2e-2, atol=2e-3)
+
+
+def _one_channel_classifier():
+    """Channel 0 of the conv carries the class alone: the head reads no other channel."""
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Rescaling(1 / 255)(inputs)
+    conv = layers.Conv2D(4, 1, name="conv")
+    x = conv(x)
+    pooled = layers.GlobalAveragePooling2D()(x)
+    head = layers.Dense(2, activation="softmax", name="head")
+    model = keras.Model(inputs, head(pooled))
+    kernel = np.zeros((1, 1, 3, 4), np.float32)
+    kernel[0, 0, 0, 0] = 4.0  # red
+    kernel[0, 0, 1, 1] = kernel[0, 0, 2, 2] = kernel[0, 0, 1, 3] = 1.0  # green, blue: read by nobody
+    conv.set_weights([kernel, np.array([-2.0, 0, 0, 0], np.float32)])
+    dense = np.zeros((4, 2), np.float32)
+    dense[0] = (5.0, -5.0)
+    head.set_weights([dense, np.zeros(2, np.float32)])
+    return model
+
+
+def _coloured_images(count: int):
+    rng = np.random.default_rng(4)
+    items = []
+    for i in range(count):
+        image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        label = ("bright", "dark")[i % 2]
+        image[..., 0] = 220 if label == "bright" else 30
+        items.append(SourceImage(f"img_{i:02d}", image, None, label))
+    return items
+
+
+def test_the_one_channel_that_carries_the_class_is_found_and_removing_it_is_chance(tmp_path):
+    """A known answer, through the statistics pass: channel 0 ranks first by importance, and the
+    others have none; removing it takes the probability of the true class to 1/2, removing any
+    other changes nothing."""
+    model = _one_channel_classifier()
+    path = tmp_path / "one_channel.keras"
+    model.save(path)
+    items = _coloured_images(12)
+    specs = outputs.describe(model, (8, 8), ("bright", "dark"))
+    target = attribution.decide_target(specs, None, ["softmax"])
+    targets = Targets.decide([item.id for item in items], [i % 2 for i in range(12)], explained=target,
+                             class_names=("bright", "dark"))
+    setup = stats_pass.PassSetup(stats_pass.ModelSpec(path), "conv", None, InputConvention("none"), targets, 8, 1,
+                                 images=LoadedImages(tuple(items)), batch_size=4, ablation_images=12,
+                                 ablation_classes=tuple(i % 2 for i in range(12)))
+    result = stats_pass.run_in_process(setup)
+    importance = stats.finalise(result.layers[0]).importance
+    # The log-odds of the predicted class is 10 x channel 0's mean, |4 x red / 255 - 2| (the head is linear in it)
+    log_odds = np.array([10 * abs(4 * float(item.image[..., 0].mean()) / 255 - 2) for item in items])
+    assert importance[0] == pytest.approx(log_odds.mean(), rel=1e-4)
+    np.testing.assert_array_equal(importance[1:], 0.0)
+    found = result.ablation
+    assert found.images == 12 and found.metric == "probability of the image's class"
+    assert found.baseline.ratio()[0] > 0.99
+    assert found.top[0].ratio()[0] == pytest.approx(0.5, abs=1e-6)  # all 4 channels: nothing left of the class
+    single = found.single[0] / found.single_images[0]
+    assert single[0] == pytest.approx(log_odds[:4].mean(), rel=1e-4)  # removed, the log-odds is 0; first batch only
+    np.testing.assert_array_equal(single[1:], 0.0)
+    summary = ablation.layer_summary(found, 0, found.plans[0], importance, "conv 1")
+    assert "all 4 channels" in summary["sentences"][0] and summary["spearman"] > 0.7
+
+
+def test_the_beam_pass_gives_the_in_process_importances_and_ablations(tmp_path):
+    model = _segmenter()
+    path = tmp_path / "segmenter.keras"
+    model.save(path)
+    rng = np.random.default_rng(5)
+    items = tuple(SourceImage(f"image_{i}", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),
+                              rng.integers(1, 4, (16, 16), dtype=np.uint8)) for i in range(10))
+    target = attribution.decide_target(outputs.describe(model, (16, 16)), None, ["softmax"])
+    targets = Targets.decide([item.id for item in items], trimaps_given=True, explained=target)
+    setup = stats_pass.PassSetup(stats_pass.ModelSpec(path), "conv", None, InputConvention("tf"), targets, 16, 3,
+                                 images=LoadedImages(items), batch_size=2, ablation_images=6)
+    reference = stats_pass.run_in_process(setup)
+    beam = stats_pass.run_beam(setup, workers=2, results_folder=str(tmp_path / "beam"))
+    assert stats_pass.ablated_batches(setup) == {0, 2, 6}  # three batches of two, spread over the five
+    for layer in range(3):
+        ours, theirs = stats.finalise(beam.layers[layer]), stats.finalise(reference.layers[layer])
+        np.testing.assert_allclose(ours.importance, theirs.importance, rtol=1e-5)
+        np.testing.assert_allclose(ours.importance_intervals, theirs.importance_intervals, rtol=1e-4)
+        assert np.isfinite(ours.value("importance_top_share"))
+    assert beam.ablation.images == reference.ablation.images == 6
+    for layer in range(3):
+        for kept in ("top", "random"):
+            np.testing.assert_allclose(getattr(beam.ablation, kept)[layer].numerator,
+                                       getattr(reference.ablation, kept)[layer].numerator)
+        np.testing.assert_allclose(beam.ablation.single[layer], reference.ablation.single[layer], rtol=1e-5)
+    # the IoU against the trimaps written out for the baseline
+    pixels = np.stack([item.image for item in items]).astype(np.float32) / 127.5 - 1
+    predicted = model.predict(pixels, verbose=0).argmax(axis=-1) == 0
+    truth = np.stack([item.trimap for item in items]) == 1
+    chosen = [0, 1, 2, 3, 6, 7]
+    expected = (predicted & truth)[chosen].sum() / (predicted | truth)[chosen].sum()
+    assert beam.ablation.baseline.ratio()[0] == pytest.approx(expected)
+
+
+def test_a_model_without_a_decision_says_why_on_its_layer_pages(runner, tmp_path):
+    keras.utils.set_random_seed(6)
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(4, 3, activation="relu")(inputs)
+    model = keras.Model(inputs, layers.Dense(5)(layers.Flatten()(x)))  # regression values, no classes
+    path = tmp_path / "regressor.keras"
+    model.save(path)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+            folder / f"{i}.png")
+    out = tmp_path / "site"
+    result = runner.invoke(app, ["build", "--model", str(path), "--image-dir", str(folder), "--images", "2",
+                                 "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    page = next((out / "layers").glob("*.html")).read_text()
+    assert "No Grad-CAM or channel importance for this layer: the model&#39;s outputs are neither" in page
+    layer = json.loads((out / "data" / "stats.json").read_text())["layers"][0]
+    assert layer["channels"]["taylor_importance"] is None and "neither" in layer["attribution_note"]
