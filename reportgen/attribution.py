@@ -207,7 +207,9 @@ class AttributedProbe:
         import tensorflow as tf
 
         if self._traced is None:
-            self._traced = tf.function(self._run, reduce_retracing=True)
+            # No autograph: nothing here branches on tensors, and autograph writes its converted code to
+            # the temporary folder, which a build leaves as it found it.
+            self._traced = tf.function(self._run, reduce_retracing=True, autograph=False)
         return [np.asarray(v) for v in self._traced(list(feeds))]
 
     def __call__(self, feeds, training=False):

@@ -264,3 +264,31 @@ def test_a_constant_channel_is_not_given_a_rank(red_detector, runner, tmp_path, 
     assert page.errors == [] and index.errors == []
     page.close()
     index.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("where", ["file", "http"])
+def test_grad_cam_filmstrip_and_the_most_important_channels(browser, tiny_site, http_root, where):  # noqa: F811
+    """An image page's Grad-CAM tile leads to its layer's Grad-CAM; the layer's most important
+    channel, by the Taylor importances of stats.json, opens in the channel view ranked first."""
+    image = sorted((tiny_site / "images").glob("*.html"))[0].name
+    url = (tiny_site / "images" / image).as_uri() if where == "file" else urljoin(http_root, f"images/{image}")
+    page = _open(browser, url)
+    strip = page.locator("ol.filmstrip").nth(1).locator("img")
+    assert strip.count() == 51
+    assert page.evaluate("Array.from(document.querySelectorAll('ol.filmstrip')[1].querySelectorAll('img'))"
+                         ".every(i => (i.loading = 'eager') && true)")
+    page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    page.locator("ol.filmstrip").nth(1).locator("a").nth(45).click()
+    assert page.url.endswith("#gradcam-h")
+    assert page.locator("#gradcam-h").is_visible()
+    layer = urlparse(page.url).path.rsplit("/", 1)[-1][:-len(".html")]
+    importance = np.array(_layer_stats(tiny_site, layer)["channels"]["taylor_importance"], np.float64)
+    first = page.locator("section[aria-labelledby=gradcam-h] a.channel-link").first
+    assert first.inner_text() == str(int(np.argmax(importance)))
+    first.click()
+    expect(page.locator("#channel-view")).to_be_visible()
+    expect(page.locator("#channel-stats")).to_contain_text("Taylor importance")
+    row = page.locator("#channel-stats tr", has_text="Taylor importance")
+    expect(row).to_contain_text("1st highest of the layer")
+    assert page.outside == [] and page.errors == []
