@@ -22,8 +22,8 @@ import numpy as np
 
 from reportgen import attribution, stats
 
-ABLATION_IMAGES = 20  # statistics images ablated by default (--ablation-images)
-SINGLE_CHANNEL_BUDGET = 48.0  # forward passes (per image) spent on single-channel ablations, cheapest layers first
+ABLATION_IMAGES = 10  # statistics images ablated by default (--ablation-images)
+SINGLE_CHANNEL_BUDGET = 24.0  # forward passes (per image) spent on single-channel ablations, cheapest layers first
 RANDOM_SEED = 20170601  # the random channels of layer i are drawn with seed RANDOM_SEED + i
 
 

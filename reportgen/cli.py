@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from reportgen.ablation import ABLATION_IMAGES
 from reportgen.errors import OutputError, ReportgenError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
@@ -82,7 +83,7 @@ def build(
     beam_options: Annotated[Optional[list[str]], typer.Option("--beam-option", help="A Beam pipeline option KEY=VALUE for the statistics pass (repeatable), e.g. project=my-project.")] = None,
     explain_class: Annotated[Optional[str], typer.Option("--explain-class", help="The class (a name from --labels) that Grad-CAM and the channel importances explain; default: the class the model predicts for each image.")] = None,
     attribution: Annotated[bool, typer.Option("--attribution/--no-attribution", help="Grad-CAM of every layer, Taylor importance of every channel and, with --stats-images, the ablation check.")] = True,
-    ablation_images: Annotated[int, typer.Option("--ablation-images", help="Statistics images the ablation check runs on, with --stats-images (0: no check).")] = 20,
+    ablation_images: Annotated[int, typer.Option("--ablation-images", help="Statistics images the ablation check runs on, with --stats-images (0: no check).")] = ABLATION_IMAGES,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for the layers and for the Beam statistics pass (default and most: one per core; at most 4 by default); 1 runs the layers in this process.")] = None,
 ):
     """Build the report site: every conv layer, every channel, every selected image."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import assets, capture, layer_stage, model_io, outdir, outputs, render, sources, stats, workers
+from reportgen.ablation import ABLATION_IMAGES
 from reportgen.errors import BuildInterrupted, InputError, OutputError, ReportgenError
 from reportgen.inputs import FITS, INTERPOLATIONS, InputConvention, InputGeometry, MaskValues, check_choice
 from reportgen.layer_stage import ImageRecord, LayerResult
@@ -66,7 +67,7 @@ class BuildOptions:
     beam_options: tuple[str, ...] = ()  # KEY=VALUE Beam pipeline options
     previous: Path | None = None  # a previous build to compare with; default: the site in --out
     explain_class: str | None = None  # the class Grad-CAM and the importances explain; default: the predicted one
-    ablation_images: int = 20  # statistics images of the ablation check (ablation.ABLATION_IMAGES); 0: none
+    ablation_images: int = ABLATION_IMAGES  # statistics images of the ablation check; 0: none
     attribution: bool = True  # Grad-CAM, Taylor importance and the ablation check (attribution.py)
 
     @property

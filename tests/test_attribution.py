@@ -249,3 +249,21 @@ def test_a_model_without_a_decision_says_why_on_its_layer_pages(runner, tmp_path
     assert "No Grad-CAM or channel importance for this layer: the model&#39;s outputs are neither" in page
     layer = json.loads((out / "data" / "stats.json").read_text())["layers"][0]
     assert layer["channels"]["taylor_importance"] is None and "neither" in layer["attribution_note"]
+
+
+def test_the_notebook_api_explains_a_classifier_with_its_own_grad_cam(tmp_path):
+    """In memory, a classifier: every layer has importances, each layer page shows the Grad-CAM of
+    every image, each image page a Grad-CAM tile of every layer."""
+    from reportgen import api
+
+    model = _classifier()
+    rng = np.random.default_rng(7)
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
+    out = tmp_path / "site"
+    api.build(model, images, out=out, class_names=("a", "b", "c"), workers=1)
+    rows = json.loads((out / "data" / "stats.json").read_text())["layers"]
+    assert all(row["channels"]["taylor_importance"] is not None for row in rows)
+    page = (out / "layers" / "last.html").read_text()
+    assert page.count("-gradcam.jpg") == 3 and "log-odds of the class the model predicts" in page
+    image = next((out / "images").glob("*.html")).read_text()
+    assert image.count("-gradcam.jpg") == 3  # the filmstrip: one tile per conv layer
