@@ -1,6 +1,6 @@
 """What Grad-CAM, Taylor importance and the ablation check cost, measured side by side in one run.
 
-    python benchmarks/bench_attribution.py [--repeat 3] [--skip-site]
+    python benchmarks/bench_attribution.py [--repeat 3] [--skip-site] [--keep DIR]
 
 1. `reportgen build --images 10` against the same build with --no-attribution: each a fresh
    process, taken in turns, the ratio of the medians (budget 1.5x).
@@ -26,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-site", action="store_true", help="only the --images 10 pair")
+    parser.add_argument("--keep", type=Path, help="copy the default site (with the ablation check) here")
     args = parser.parse_args()
     reportgen = str(BIN / "reportgen")
     work = Path(tempfile.mkdtemp(prefix="reportgen-bench-attribution-"))
@@ -50,6 +51,8 @@ def main() -> None:
         print(f"make site build with the ablation check: {ablated_s:6.1f} s, without: {plain_s:6.1f} s "
               f"-> {ablated_s / plain_s:.2f} x   (budget 2 x)")
         print(f"  default site: {folder_mb(work / 'site'):.1f} MB   (budget 50 MB)")
+        if args.keep:
+            shutil.copytree(work / "site", args.keep, dirs_exist_ok=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

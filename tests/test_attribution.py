@@ -267,3 +267,24 @@ def test_the_notebook_api_explains_a_classifier_with_its_own_grad_cam(tmp_path):
     assert page.count("-gradcam.jpg") == 3 and "log-odds of the class the model predicts" in page
     image = next((out / "images").glob("*.html")).read_text()
     assert image.count("-gradcam.jpg") == 3  # the filmstrip: one tile per conv layer
+
+
+def test_explain_class_picks_a_named_class_and_refuses_others_in_one_line():
+    from reportgen.errors import InputError
+
+    specs = [outputs.OutputSpec("probs", (3,), "classification", ("cat", "dog", "fox"))]
+    target = attribution.decide_target(specs, "dog", ["softmax"])
+    assert (target.kind, target.channel) == (attribution.CLASS, 1)
+    p = np.array([[0.7, 0.2, 0.1], [0.05, 0.9, 0.05]], np.float32)
+    np.testing.assert_allclose(np.asarray(target.scores(p)), np.log([0.2 / 0.8, 0.9 / 0.1]), rtol=1e-5)
+    predicted = attribution.decide_target(specs, None, ["softmax"])
+    np.testing.assert_allclose(np.asarray(predicted.scores(p)), np.log([0.7 / 0.3, 0.9 / 0.1]), rtol=1e-5)
+    raw = attribution.decide_target(specs, None, [""])  # logits: taken as they are
+    np.testing.assert_allclose(np.asarray(raw.scores(p)), [0.7, 0.9], rtol=1e-6)
+    for name, said in (("wolf", "is not one of the classes --labels names"),):
+        with pytest.raises(InputError, match=said):
+            attribution.decide_target(specs, name)
+    with pytest.raises(InputError, match="needs --labels"):
+        attribution.decide_target([outputs.OutputSpec("probs", (3,), "classification")], "dog")
+    with pytest.raises(InputError, match="no class output"):
+        attribution.decide_target([outputs.OutputSpec("mask", (8, 8, 3), "segmentation")], "dog")
