@@ -149,7 +149,7 @@ class AblationSums:
         return AblationSums(self.folds, self.metric or other.metric, baseline, _joined(self.top, other.top),
                             _joined(self.random, other.random), _joined(self.single, other.single),
                             _joined(self.single_images, other.single_images), self.images + other.images,
-                            {**self.plans, **other.plans})
+                            {**self.plans, **other.plans}, self.seconds + other.seconds)
 
 
 def _joined(mine: dict, theirs: dict) -> dict:

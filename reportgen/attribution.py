@@ -121,11 +121,11 @@ def _decide(specs, explain_class: str | None) -> Target:
         if explain_class not in names:
             raise InputError(f"--explain-class {explain_class!r} is not one of the classes --labels names"
                              if names else f"--explain-class {explain_class!r} needs --labels to name the classes")
-        return Target(found, CLASS, names.index(explain_class), name=explain_class)
+        return Target(found, CLASS, channel=names.index(explain_class), name=explain_class)
     for k, spec in enumerate(specs):
         if spec.kind == "segmentation" and spec.gives_mask:
             name = spec.class_name(1 if spec.binary else 0)
-            return Target(k, FOREGROUND, 0, spec.binary, name)
+            return Target(k, FOREGROUND, channel=0, binary=spec.binary, name=name)
         if spec.kind == "segmentation":
             return Target(k, PIXEL_CLASSES)
     for k, spec in enumerate(specs):

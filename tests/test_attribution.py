@@ -100,7 +100,9 @@ def test_grad_cam_and_taylor_match_the_formulas(build, target_of, kind):
     model = build()
     images = np.random.default_rng(0).uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
     convs, target, maps, taylors, y = _attributed(model, images)
-    assert target.kind == kind
+    assert target.kind == kind and target.activation == "softmax"
+    assert target.describe() == ("the log-odds of the class the model predicts for the image" if kind == attribution.CLASS
+                                 else "the summed class 0 log-odds over the pixels predicted class 0 (Seg-Grad-CAM)")
     np.testing.assert_allclose(y, target_of(model(images)).numpy(), rtol=1e-5)
     checked = 0
     for conv, cam, taylor, (expected_cam, expected_taylor) in zip(convs, maps, taylors,
@@ -215,6 +217,7 @@ def test_the_beam_pass_gives_the_in_process_importances_and_ablations(tmp_path):
         np.testing.assert_allclose(ours.importance_intervals, theirs.importance_intervals, rtol=1e-4)
         assert np.isfinite(ours.value("importance_top_share"))
     assert beam.ablation.images == reference.ablation.images == 6
+    assert beam.ablation.metric == "class 0 IoU against the trimaps" and beam.ablation.seconds > 0
     for layer in range(3):
         for kept in ("top", "random"):
             np.testing.assert_allclose(getattr(beam.ablation, kept)[layer].numerator,
