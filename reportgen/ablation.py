@@ -34,6 +34,7 @@ class LayerPlan:
     top: tuple[int, ...]
     random: tuple[int, ...]
     single: bool  # every channel alone too
+    downstream: float = 0.0  # the share of the graph a rerun from this layer runs (Rerun.downstream_share)
 
 
 def plans(rerun: "Rerun", importances: dict[int, np.ndarray]) -> dict[int, LayerPlan]:
@@ -41,11 +42,11 @@ def plans(rerun: "Rerun", importances: dict[int, np.ndarray]) -> dict[int, Layer
     usable = {k: v for k, v in importances.items() if v is not None and rerun.tap_node[k] is not None}
     single = single_channel_layers({k: len(v) for k, v in usable.items()},
                                    {k: rerun.downstream_share(k) for k in usable})
-    found = {k: plan_layer(k, v, k in single) for k, v in usable.items()}
+    found = {k: plan_layer(k, v, k in single, rerun.downstream_share(k)) for k, v in usable.items()}
     return {k: plan for k, plan in found.items() if plan is not None}
 
 
-def plan_layer(index: int, importance: np.ndarray | None, single: bool) -> LayerPlan | None:
+def plan_layer(index: int, importance: np.ndarray | None, single: bool, downstream: float = 0.0) -> LayerPlan | None:
     """The ablations of conv layer `index` (0-based) from its Taylor importances, or None without them."""
     if importance is None or not np.isfinite(importance).any():
         return None
@@ -53,7 +54,7 @@ def plan_layer(index: int, importance: np.ndarray | None, single: bool) -> Layer
     k = min(stats.TOP_IMPORTANT, channels)
     top = np.argsort(-np.nan_to_num(importance, nan=-1.0), kind="stable")[:k]
     random = np.random.default_rng(RANDOM_SEED + index).choice(channels, size=k, replace=False)
-    return LayerPlan(tuple(int(c) for c in top), tuple(int(c) for c in np.sort(random)), single)
+    return LayerPlan(tuple(int(c) for c in top), tuple(int(c) for c in np.sort(random)), single, downstream)
 
 
 def single_channel_layers(channels: dict[int, int], downstream: dict[int, float],
@@ -141,7 +142,8 @@ class AblationSums:
     images: int = 0
 
     plans: dict = field(default_factory=dict)  # layer -> the LayerPlan its ablations followed
-    seconds: float = 0.0  # worker-seconds the check took, summed over workers
+    seconds: float = 0.0  # worker-seconds the check took, summed over workers (for benchmarks; never on the site,
+    # which is byte for byte the same on every build of the same inputs)
 
     def merge(self, other: "AblationSums") -> "AblationSums":
         baseline = other.baseline if self.baseline is None else \
@@ -299,11 +301,23 @@ def layer_summary(found: AblationSums, layer: int, plan: LayerPlan, importance: 
                          f"and its Taylor estimate have a rank correlation of {rho:.2f} (Spearman, "
                          f"{found.single_images[layer]} images)" +
                          (": the estimate does not predict the effect." if rho < 0.3 else "."))
-    return {"images": found.images, "metric": found.metric, "seconds": found.seconds, "layers": len(found.plans), "baseline": baseline, "top_k": top, "random_k": random,
+    return {"images": found.images, "metric": found.metric, "forward_passes": forward_passes(found),
+            "layers": len(found.plans), "baseline": baseline, "top_k": top, "random_k": random,
             "top_k_drop": top_drop, "random_k_drop": random_drop, "gap": gap,
             "k": k, "top_channels": list(plan.top), "random_channels": list(plan.random),
             "spearman": None if not np.isfinite(rho) else rho,
             "single_images": found.single_images.get(layer, 0), "sentences": sentences}
+
+
+def forward_passes(found: AblationSums) -> float:
+    """What the whole check cost, in forward passes of the model over one image: each rerun counts
+    the share of the graph downstream of its layer. A measure of work that is the same on every
+    machine, where seconds are not."""
+    total = 0.0
+    for layer, plan in found.plans.items():
+        total += plan.downstream * (2 * found.images +
+                                    found.single_images.get(layer, 0) * len(found.single.get(layer, ())))
+    return total
 
 
 def difference(first: stats.FoldRatio, second: stats.FoldRatio) -> list:

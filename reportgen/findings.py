@@ -100,7 +100,9 @@ def _attribution_findings(hidden, name) -> list[str]:
     if not checked:
         return []
     worst = max(checked, key=lambda r: r.ablation["top_k_drop"][0])
-    cost = f" (all {len(checked)} layers in {checked[0].ablation['seconds']:.0f} worker-seconds)"
+    passes = checked[0].ablation["forward_passes"]
+    cost = (f" (all {checked[0].ablation['layers']} layers for the work of {passes:,.0f} forward passes of one image, "
+            f"{passes / checked[0].ablation['images']:,.0f} an image)")
     sentences = [f"Removing channels, checked on {checked[0].ablation['images']} statistics images{cost}: the costliest "
                  f"layer to lose its {worst.ablation['k']} most important channels is {name[id(worst)]}. "
                  + worst.ablation["sentences"][0]]
