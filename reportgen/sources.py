@@ -201,7 +201,9 @@ class FolderSource(Sequence):
             raise InputError(f"image folder {str(folder)!r} does not exist or is not a folder")
         self.files, self.skipped = _survey(folder)
         if not self.files:
-            raise InputError(f"image folder {str(folder)!r} has no image files (nor class sub-folders with any)")
+            hidden = sum(1 for entry in folder.iterdir() if entry.name.startswith(".") and entry.is_file())
+            note = f"; {hidden} hidden files (names starting with '.') are never read" if hidden else ""
+            raise InputError(f"image folder {str(folder)!r} has no image files (nor class sub-folders with any){note}")
         if trimap_dir is not None and not trimap_dir.is_dir():
             raise InputError(f"trimap folder {str(trimap_dir)!r} does not exist or is not a folder")
         self.folder, self.geometry, self.trimap_dir, self.reading = folder, geometry, trimap_dir, reading

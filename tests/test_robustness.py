@@ -61,7 +61,7 @@ def test_hostile_layer_and_file_names_render_as_text(runner, tmp_path):
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(first=names, second=names, image_name=st.text(min_size=1, max_size=40).filter(
-    lambda s: "/" not in s and "\x00" not in s and s not in (".", "..")))
+    lambda s: "/" not in s and "\x00" not in s and not s.startswith(".")))  # hidden files are never read
 def test_random_names_never_break_the_build(runner, tmp_path_factory, first, second, image_name):
     if first == second:
         second = second + "_2"

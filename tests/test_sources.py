@@ -113,3 +113,13 @@ def test_oxford_pets_offline_names_the_offline_options(tmp_path, monkeypatch):
 def test_unknown_dataset_is_refused():
     with pytest.raises(InputError, match="unknown data set 'mnist'"):
         list(sources.tfds_split("mnist", "test", 64))
+
+
+def test_a_folder_of_only_hidden_files_says_they_are_never_read(tmp_path):
+    from reportgen import sources
+    from reportgen.errors import InputError
+    from reportgen.inputs import InputGeometry
+
+    Image.new("RGB", (8, 8)).save(tmp_path / ".0.png")
+    with pytest.raises(InputError, match=r"no image files .*; 1 hidden files \(names starting with '\.'\) are never read"):
+        sources.image_folder(tmp_path, InputGeometry(8, 8, 3, "stretch", "nearest"))
