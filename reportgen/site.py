@@ -179,16 +179,24 @@ def _layer_columns(report: Report) -> list[tuple[str, str]]:
         columns += [("probe", "Probe IoU"), ("cka", "CKA mask"), ("iou", "Best ch. IoU")]
     if report.has_classes:
         columns += [("class_probe", "Class probe acc."), ("cka_class", "CKA class")]
+    if report.has_importance:
+        columns += [("importance", "Top-8 importance")]
     return columns + [("ntv", "nTV"), ("area", "Eff. area"), ("participation", "PR / C")]
 
 
-def _layer_row(result, thumb_image_slug: str, columns) -> dict:
+def _layer_values(result) -> dict[str, float]:
+    """The layer table's measured values of one layer, by column key (`_layer_columns`)."""
     s = result.stats
-    values = {
+    return {
         "probe": result.probe_iou[0], "cka": s.cka_mask, "iou": s.iou_summary(0)[0],
         "class_probe": result.class_accuracy, "cka_class": s.cka_label, "ntv": s.ntv_median,
         "area": _median(s.effective_area), "participation": s.participation,
+        "importance": s.value("importance_top_share"),
     }
+
+
+def _layer_row(result, thumb_image_slug: str, columns) -> dict:
+    values = _layer_values(result)
     maps_h, maps_w, _ = assets.image_maps_shape(result.shape)
     conv = result.conv
     return {
@@ -370,6 +378,44 @@ def _attribution_context(report: Report, result, image_views: list[dict]) -> dic
             "important": important, "ablation": result.ablation}
 
 
+MAP_STATISTICS = {"probe": "Mask decodability (probe IoU, pet)", "cka": "Linear CKA with the mask",
+                  "iou": "Best channel IoU with the pet", "class_probe": "Class decodability (probe accuracy)",
+                  "cka_class": "Linear CKA with the class", "importance": "Share of importance in the top 8 channels",
+                  "ntv": "Median nTV (fine detail)", "area": "Median effective area",
+                  "participation": "Participation ratio / channels"}
+
+
+def _map_context(report: Report, rows: list[dict], colorbar: str) -> dict:
+    """The architecture map with, per statistic of the layer table, each conv node's colour.
+
+    The colours are computed here, once, for every statistic: the page script only swaps them."""
+    from reportgen import architecture
+
+    arch = architecture.build_map(report.loaded.model, [r.conv for r in report.layers])
+    lut = render.colormap_lut(report.options.cmap)
+    statistics, fills, inks = [], [], []
+    for key, _ in _layer_columns(report):
+        values = np.array([_layer_values(r)[key] for r in report.layers], np.float64)
+        finite = values[np.isfinite(values)]
+        if not finite.size:
+            continue
+        low, high = float(finite.min()), float(finite.max())
+        scaled = np.clip((values - low) / (high - low if high > low else 1.0), 0, 1)
+        colours = [lut[int(round(v * 255))] if np.isfinite(x) else None for v, x in zip(scaled, values)]
+        fills.append(["#%02x%02x%02x" % tuple(c) if c is not None else "" for c in colours])
+        # Dark numbers on light fills: relative luminance (WCAG) against the two inks' contrast.
+        inks.append(["undefined" if c is None else "ink-dark" if _luminance(c) > 0.18 else "ink-light"
+                     for c in colours])
+        statistics.append({"label": MAP_STATISTICS[key], "low": fmt(low), "high": fmt(high)})
+    return {"map": arch, "rows": {row["index"]: row for row in rows}, "statistics": statistics, "fills": fills, "inks": inks,
+            "colorbar": colorbar, "conv_count": len(report.layers)}
+
+
+def _luminance(rgb) -> float:
+    linear = [(c / 255) / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
 def _image_context(report: Report, index: int, rows: list[dict], image_views: list[dict]) -> dict:
     view = image_views[index]
     strip = [{"layer": row, "src": assets.top_path(r.slug, view["slug"]), "size": row["thumb_size"],
@@ -425,12 +471,14 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
     image_views = _image_views(report)
     columns = _layer_columns(report)
     rows = [_layer_row(r, report.records[0].slug, columns) for r in report.layers]
-    pages.write("index.html", "index.html", model=_model_view(report), images=image_views, layers=rows,
+    arch = _map_context(report, rows, report.colorbar)
+    pages.write("index.html", "index.html", model=_model_view(report), images=image_views, layers=rows, arch=arch,
                 columns=[heading for _, heading in columns], charts=plan, findings=findings.compute(report, chance),
                 warnings=report.warnings, colorbar=report.colorbar, changes=changes)
     pages.write("changes.html", "changes.html", changes=changes)
     for i, result in enumerate(report.layers):
-        pages.write("layer.html", f"layers/{result.slug}.html", **_layer_context(report, i, rows, image_views, chance))
+        pages.write("layer.html", f"layers/{result.slug}.html", arch=arch,
+                    **_layer_context(report, i, rows, image_views, chance))
     for i, view in enumerate(image_views):
         pages.write("image.html", f"images/{view['slug']}.html", **_image_context(report, i, rows, image_views))
     pages.write("about.html", "about.html", statistics=_statistics_table())

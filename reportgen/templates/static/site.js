@@ -21,6 +21,7 @@
     }
 
     setUpChannels();
+    setUpArchitecture();
 
     document.addEventListener("keydown", function (event) {
       if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey || event.defaultPrevented) { return; }
@@ -92,6 +93,34 @@
       });
     });
   });
+
+  // The architecture map: its colours for every statistic were computed at build time
+  // (site._map_context); choosing one swaps them. A layer page scrolls its own node into view.
+  function setUpArchitecture() {
+    var source = document.getElementById("arch-data");
+    if (!source) { return; }
+    var data = JSON.parse(source.textContent);
+    var nodes = Array.prototype.slice.call(document.querySelectorAll("svg.arch a.conv"));
+    var choice = document.getElementById("arch-statistic");
+    choice.addEventListener("change", function () {
+      var k = parseInt(choice.value, 10);
+      nodes.forEach(function (node) {
+        var i = parseInt(node.getAttribute("data-conv"), 10) - 1;
+        node.querySelector("circle").setAttribute("fill", data.fills[k][i] || "#888888");
+        node.classList.remove("ink-dark", "ink-light", "undefined");
+        node.classList.add(data.inks[k][i]);
+      });
+      document.getElementById("arch-low").textContent = data.low[k];
+      document.getElementById("arch-high").textContent = data.high[k];
+    });
+    var current = document.querySelector("svg.arch a.current circle");
+    var box = document.querySelector(".arch-box");
+    if (current && box) {
+      var place = current.getBoundingClientRect(), frame = box.getBoundingClientRect();
+      box.scrollLeft += place.left - frame.left - frame.width / 2;
+      box.scrollTop += place.top - frame.top - frame.height / 2;
+    }
+  }
 
   // Numbers packed by reportgen.channels.packed: base64 of little-endian 16-bit words.
   function unpack(text) {
