@@ -104,3 +104,26 @@ def _examples(result, input_size) -> dict | None:
         # `images`, top and left, packed.
         "items": packed(items.ravel(), "<u2"),
     }
+
+
+def every_channel(results, rows: list[dict]) -> dict:
+    """The channel search page's data: every channel of every layer, with the numbers of its channel
+    view (`per_channel`, one definition for both), as columns of little-endian float32, NaN where
+    undefined. float32, not float16: Taylor importances go below float16's smallest normal number.
+
+    `rows`: the index's layer rows (site._layer_row), for each layer's name, page and role."""
+    measured = [r for r in results if r.stats is not None]
+    names = [m["name"] for m in per_channel(measured[0])] if measured else []
+    columns = {name: [] for name in names}
+    for result in measured:
+        found = {m["name"]: m["values"] for m in per_channel(result)}
+        for name in names:
+            values = found.get(name) or [None] * int(result.shape[-1])
+            columns[name].extend(np.nan if v is None else v for v in values)
+    by_index = {row["index"]: row for row in rows}
+    return {
+        "layers": [{"index": r.conv.index, "name": by_index[r.conv.index]["name"],
+                    "href": by_index[r.conv.index]["href"], "role": r.role, "channels": int(r.shape[-1])}
+                   for r in measured],
+        "columns": [{"name": name, "values": packed(columns[name], "<f4")} for name in names],
+    }

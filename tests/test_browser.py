@@ -247,10 +247,13 @@ def test_no_page_scrolls_sideways_on_a_phone(browser, runner, tmp_path):
     result = runner.invoke(app, ["build", "--model", str(tmp_path / "deep.keras"), "--image-dir", str(images),
                                  "--images", "2", "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
-    page = browser.new_page(viewport={"width": 390, "height": 844})
-    pages = [out / "index.html", out / "about.html", out / "changes.html", out / "layers" / "c35.html",
-             *sorted((out / "images").glob("*.html"))]
-    for path in pages:
-        page.goto(path.as_uri())
-        assert page.evaluate("document.scrollingElement.scrollWidth") <= 390, path.name
-    page.close()
+    pages = [out / "index.html", out / "about.html", out / "changes.html", out / "search.html",
+             out / "layers" / "c35.html", *sorted((out / "images").glob("*.html"))]
+    for width, height in ((390, 844), (1440, 900)):
+        page = browser.new_page(viewport={"width": width, "height": height})
+        for url in [path.as_uri() for path in pages] + [(out / "layers" / "c35.html").as_uri() + "#c1"]:
+            page.goto(url)
+            page.wait_for_timeout(50)
+            assert page.evaluate("document.scrollingElement.scrollWidth") <= width, (width, url)
+            assert page.evaluate("document.getElementById('channel-view')?.scrollWidth ?? 0") <= width, (width, url)
+        page.close()

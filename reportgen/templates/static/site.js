@@ -22,6 +22,7 @@
 
     setUpChannels();
     setUpArchitecture();
+    setUpSearch();
 
     document.addEventListener("keydown", function (event) {
       if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey || event.defaultPrevented) { return; }
@@ -122,6 +123,253 @@
     }
   }
 
+  // The channel search page: every channel as a row of data/channels.js (channels.every_channel),
+  // filtered by layer range and thresholds, sorted by any column, drawn as a scatter.
+  function setUpSearch() {
+    var form = document.getElementById("search-form");
+    if (!form || !window.reportgenChannels) { return; }
+    var data = window.reportgenChannels;
+    var columns = data.columns.map(function (column) {
+      var bytes = Uint8Array.from(atob(column.values), function (c) { return c.charCodeAt(0); });
+      return { name: column.name, values: new Float32Array(bytes.buffer) };
+    });
+    var rows = [];  // one per channel: [layer position, channel]
+    data.layers.forEach(function (layer, l) {
+      for (var c = 0; c < layer.channels; c++) { rows.push([l, c]); }
+    });
+    var LIMIT = 200, shownLimit = LIMIT, sortColumn = -1, ascending = true, kept = rows;
+    var head = document.getElementById("search-head");
+    var body = document.querySelector("#search-table tbody");
+    var count = document.getElementById("search-count");
+    var more = document.getElementById("search-more");
+    var from = document.getElementById("layer-from"), to = document.getElementById("layer-to");
+    var thresholds = document.getElementById("thresholds");
+    var bounds = columns.map(function (column, k) {
+      var line = document.createElement("div");
+      line.className = "threshold";
+      var name = document.createElement("span");
+      name.id = "t" + k;
+      name.textContent = column.name;
+      line.append(name);
+      var pair = {};
+      ["min", "max"].forEach(function (end) {
+        var input = document.createElement("input");
+        input.type = "number";
+        input.step = "any";
+        input.id = "t" + k + "-" + end;
+        input.inputMode = "decimal";
+        input.placeholder = end === "min" ? "at least" : "at most";
+        input.setAttribute("aria-label", column.name + (end === "min" ? ", at least" : ", at most"));
+        line.append(input);
+        pair[end] = input;
+      });
+      thresholds.append(line);
+      return pair;
+    });
+    function fmt(value) {
+      if (isNaN(value)) { return "undefined"; }
+      var magnitude = Math.abs(value);
+      return magnitude !== 0 && (magnitude < 0.001 || magnitude >= 100000) ? value.toExponential(2) :
+        String(Number(value.toPrecision(3)));
+    }
+    function value(row, k) { return k === -2 ? data.layers[row[0]].index : k === -1 ? row[1] : columns[k].values[position(row)]; }
+    var starts = [0];
+    data.layers.forEach(function (layer, l) { starts.push(starts[l] + layer.channels); });
+    function position(row) { return starts[row[0]] + row[1]; }
+
+    ["Layer", "Channel"].concat(columns.map(function (c) { return c.name; })).forEach(function (name, i) {
+      var th = document.createElement("th");
+      th.scope = "col";
+      var button = document.createElement("button");
+      button.type = "button";
+      button.textContent = name;
+      button.addEventListener("click", function () {
+        var k = i - 2;
+        ascending = sortColumn === k ? !ascending : k < 0;
+        sortColumn = k;
+        head.querySelectorAll("th").forEach(function (other) { other.removeAttribute("aria-sort"); });
+        th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+        update();
+      });
+      th.append(button);
+      head.append(th);
+    });
+
+    function update() {
+      var low = parseInt(from.value, 10) || 1, high = parseInt(to.value, 10) || Infinity;
+      var limits = bounds.map(function (pair) {
+        return [pair.min.value === "" ? -Infinity : parseFloat(pair.min.value),
+                pair.max.value === "" ? Infinity : parseFloat(pair.max.value)];
+      });
+      kept = rows.filter(function (row) {
+        var index = data.layers[row[0]].index;
+        if (index < low || index > high) { return false; }
+        for (var k = 0; k < limits.length; k++) {
+          if (limits[k][0] === -Infinity && limits[k][1] === Infinity) { continue; }
+          var v = value(row, k);
+          if (isNaN(v) || v < limits[k][0] || v > limits[k][1]) { return false; }
+        }
+        return true;
+      });
+      if (sortColumn !== -1 || !ascending) {
+        var k = sortColumn;
+        kept.sort(function (a, b) {
+          var x = value(a, k), y = value(b, k);
+          if (isNaN(x)) { return isNaN(y) ? 0 : 1; }
+          if (isNaN(y)) { return -1; }
+          return (ascending ? x - y : y - x) || (position(a) - position(b));
+        });
+      }
+      render();
+      draw();
+    }
+    function render() {
+      body.replaceChildren();
+      kept.slice(0, shownLimit).forEach(function (row) {
+        var layer = data.layers[row[0]];
+        var tr = document.createElement("tr");
+        var name = document.createElement("td");
+        var link = document.createElement("a");
+        link.href = layer.href;
+        link.textContent = layer.index + ". " + layer.name;
+        name.append(link);
+        var channel = document.createElement("td");
+        var open = document.createElement("a");
+        open.href = layer.href + "#c" + row[1];
+        open.textContent = String(row[1]);
+        open.setAttribute("aria-label", "Open channel " + row[1] + " of " + layer.name);
+        channel.append(open);
+        tr.append(name, channel);
+        columns.forEach(function (column, k) {
+          var td = document.createElement("td");
+          td.textContent = fmt(value(row, k));
+          tr.append(td);
+        });
+        body.append(tr);
+      });
+      count.textContent = kept.length + " of " + rows.length + " channels match" +
+        (kept.length > shownLimit ? "; the first " + shownLimit + " are listed" : "");
+      more.hidden = kept.length <= shownLimit;
+    }
+    more.addEventListener("click", function () { shownLimit += LIMIT; render(); });
+    form.addEventListener("input", function () { shownLimit = LIMIT; update(); });
+    form.addEventListener("reset", function () { window.setTimeout(update, 0); });
+    form.addEventListener("submit", function (event) { event.preventDefault(); });
+
+    // The scatter, drawn for the width it is shown at: its text is the page's small text at any width.
+    var canvas = document.getElementById("scatter"), tip = document.getElementById("scatter-tip");
+    var chooseX = document.getElementById("scatter-x"), chooseY = document.getElementById("scatter-y");
+    columns.forEach(function (column, k) {
+      [chooseX, chooseY].forEach(function (choice) {
+        var option = document.createElement("option");
+        option.value = String(k);
+        option.textContent = column.name;
+        choice.append(option);
+      });
+    });
+    function named(pattern, fallback) {
+      var found = columns.findIndex(function (c) { return pattern.test(c.name); });
+      return found >= 0 ? found : fallback;
+    }
+    chooseX.value = String(named(/^nTV/, 0));
+    chooseY.value = String(named(/^Best IoU, pet/, named(/^Taylor/, Math.min(1, columns.length - 1))));
+    [chooseX, chooseY].forEach(function (choice) { choice.addEventListener("change", draw); });
+    var drawn = [];
+    function axis(k) {
+      var values = columns[k].values, low = Infinity, high = -Infinity;
+      for (var i = 0; i < values.length; i++) {
+        if (!isNaN(values[i])) { low = Math.min(low, values[i]); high = Math.max(high, values[i]); }
+      }
+      var log = low > 0 && high / low > 100;
+      var f = log ? Math.log : function (v) { return v; };
+      return { low: low, high: high, log: log, at: function (v) { return (f(v) - f(low)) / ((f(high) - f(low)) || 1); } };
+    }
+    function draw() {
+      var style = getComputedStyle(document.body);
+      var width = canvas.parentNode.clientWidth, height = Math.min(360, Math.max(240, width * 0.6));
+      var ratio = window.devicePixelRatio || 1;
+      canvas.width = width * ratio;
+      canvas.height = height * ratio;
+      canvas.style.width = width + "px";
+      canvas.style.height = height + "px";
+      var context = canvas.getContext("2d");
+      context.setTransform(ratio, 0, 0, ratio, 0, 0);
+      context.clearRect(0, 0, width, height);
+      var kx = parseInt(chooseX.value, 10), ky = parseInt(chooseY.value, 10);
+      var ax = axis(kx), ay = axis(ky);
+      var pad = { left: 48, right: 12, top: 12, bottom: 40 };
+      var plotW = width - pad.left - pad.right, plotH = height - pad.top - pad.bottom;
+      context.strokeStyle = style.getPropertyValue("--line");
+      context.strokeRect(pad.left, pad.top, plotW, plotH);
+      context.fillStyle = style.getPropertyValue("--muted");
+      context.font = "12px system-ui, sans-serif";
+      context.textAlign = "left";
+      context.fillText(fmt(ax.low), pad.left, height - 24);
+      context.textAlign = "right";
+      context.fillText(fmt(ax.high), pad.left + plotW, height - 24);
+      context.textAlign = "center";
+      context.fillText(columns[kx].name + (ax.log ? " (log scale)" : ""), pad.left + plotW / 2, height - 6);
+      context.save();
+      context.translate(14, pad.top + plotH / 2);
+      context.rotate(-Math.PI / 2);
+      context.fillText(columns[ky].name + (ay.log ? " (log scale)" : ""), 0, 0);
+      context.restore();
+      context.textAlign = "right";
+      context.fillText(fmt(ay.high), pad.left - 4, pad.top + 10);
+      context.fillText(fmt(ay.low), pad.left - 4, pad.top + plotH);
+      var keep = new Uint8Array(rows.length);
+      kept.forEach(function (row) { keep[position(row)] = 1; });
+      drawn = [];
+      var last = data.layers.length > 1 ? data.layers.length - 1 : 1;
+      [0, 1].forEach(function (pass) {  // left-out points first, kept ones on top
+        rows.forEach(function (row, i) {
+          if (keep[i] !== pass) { return; }
+          var x = columns[kx].values[i], y = columns[ky].values[i];
+          if (isNaN(x) || isNaN(y)) { return; }
+          var px = pad.left + ax.at(x) * plotW, py = pad.top + (1 - ay.at(y)) * plotH;
+          context.fillStyle = pass ? depthColour(row[0] / last) : "rgba(128,128,128,0.25)";
+          context.fillRect(px - 1.5, py - 1.5, 3, 3);
+          if (pass) { drawn.push([px, py, row]); }
+        });
+      });
+    }
+    // Viridis at five stops: dark early layers, light late ones, as the index's charts.
+    var stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+    function depthColour(t) {
+      var at = t * (stops.length - 1), i = Math.min(stops.length - 2, Math.floor(at)), f = at - i;
+      var c = stops[i].map(function (v, j) { return Math.round(v + f * (stops[i + 1][j] - v)); });
+      return "rgb(" + c.join(",") + ")";
+    }
+    function nearest(event) {
+      var box = canvas.getBoundingClientRect(), x = event.clientX - box.left, y = event.clientY - box.top;
+      var best = null, distance = 64;
+      drawn.forEach(function (point) {
+        var d = (point[0] - x) * (point[0] - x) + (point[1] - y) * (point[1] - y);
+        if (d < distance) { distance = d; best = point; }
+      });
+      return best;
+    }
+    canvas.addEventListener("mousemove", function (event) {
+      var point = nearest(event);
+      if (!point) { tip.hidden = true; canvas.style.cursor = "default"; return; }
+      var layer = data.layers[point[2][0]];
+      tip.textContent = "Conv " + layer.index + " " + layer.name + ", channel " + point[2][1] + ": " +
+        columns[parseInt(chooseX.value, 10)].name + " " + fmt(value(point[2], parseInt(chooseX.value, 10))) + ", " +
+        columns[parseInt(chooseY.value, 10)].name + " " + fmt(value(point[2], parseInt(chooseY.value, 10)));
+      tip.style.left = point[0] + 8 + "px";
+      tip.style.top = point[1] + 8 + "px";
+      tip.hidden = false;
+      canvas.style.cursor = "pointer";
+    });
+    canvas.addEventListener("mouseleave", function () { tip.hidden = true; });
+    canvas.addEventListener("click", function (event) {
+      var point = nearest(event);
+      if (point) { window.location.href = data.layers[point[2][0]].href + "#c" + point[2][1]; }
+    });
+    window.addEventListener("resize", draw);
+    update();
+  }
+
   // Numbers packed by reportgen.channels.packed: base64 of little-endian 16-bit words.
   function unpack(text) {
     var bytes = Uint8Array.from(atob(text), function (c) { return c.charCodeAt(0); });
@@ -152,6 +400,12 @@
     var rankOf = {};
     data.order.forEach(function (channel, rank) { rankOf[channel] = rank; });
     var view = document.getElementById("channel-view");
+    // A modal dialog: a child of the body, so that everything else can be made inert while it is
+    // open (Tab then cannot leave it, and a screen reader reads only the dialog).
+    document.body.append(view);
+    var behind = Array.prototype.filter.call(document.body.children, function (part) {
+      return part !== view && part.tagName !== "SCRIPT";
+    });
     var tip = document.getElementById("tile-tip");
     var containers = Array.prototype.slice.call(document.querySelectorAll(".tiles"));
     var cursorRank = 0;
@@ -320,7 +574,18 @@
         } else {
           caption.append(document.createTextNode(image.id));
         }
-        figure.append(picture, caption);
+        // Where the crop was taken: its box on a thumbnail of the whole image.
+        var whole = element("div", "example-whole");
+        whole.setAttribute("aria-hidden", "true");
+        whole.style.backgroundImage = picture.style.backgroundImage;
+        whole.style.aspectRatio = width + " / " + height;
+        var mark = element("span", "example-box");
+        mark.style.left = 100 * item[3] / width + "%";
+        mark.style.top = 100 * item[2] / height + "%";
+        mark.style.width = 100 * examples.side / width + "%";
+        mark.style.height = 100 * examples.side / height + "%";
+        whole.append(mark);
+        figure.append(picture, whole, caption);
         box.append(figure);
       });
     }
@@ -351,7 +616,7 @@
       });
     }
     function render(channel) {
-      document.getElementById("channel-title").textContent = "Channel " + channel + " of " + data.channels +
+      document.getElementById("channel-heading").textContent = "Channel " + channel + " of " + data.channels +
         " · " + rankText(channel, false);
       document.getElementById("channel-link").href = "#c" + channel;
       showStats(channel);
@@ -370,6 +635,7 @@
         if (!view.hidden) {
           view.hidden = true;
           document.body.classList.remove("channel-open");
+          behind.forEach(function (part) { part.inert = false; });
           if (returnFocus) { returnFocus.focus(); }
         }
         return;
@@ -379,6 +645,7 @@
       if (view.hidden) {
         view.hidden = false;
         document.body.classList.add("channel-open");
+        behind.forEach(function (part) { part.inert = true; });
         document.getElementById("channel-title").focus();
       }
     }
@@ -402,6 +669,24 @@
     document.getElementById("channel-overlay").addEventListener("change", function () { route(); });
     view.querySelectorAll("[data-channel-step]").forEach(function (button) {
       button.addEventListener("click", function () { step(parseInt(button.getAttribute("data-channel-step"), 10)); });
+    });
+    // The page behind is inert, so Tab could only leave the dialog for the browser's own controls:
+    // it wraps from the last control to the first, and Shift+Tab the other way.
+    view.addEventListener("keydown", function (event) {
+      if (event.key !== "Tab") { return; }
+      var controls = Array.prototype.filter.call(
+        view.querySelectorAll("a[href], button, input, select, [tabindex='0']"),
+        function (control) { return !control.disabled && control.getClientRects().length; });
+      if (!controls.length) { return; }
+      var first = controls[0], last = controls[controls.length - 1];
+      var at = document.activeElement;
+      if (event.shiftKey && (at === first || !view.contains(at) || at.id === "channel-title")) {
+        event.preventDefault();
+        last.focus();
+      } else if (!event.shiftKey && at === last) {
+        event.preventDefault();
+        first.focus();
+      }
     });
     document.addEventListener("keydown", function (event) {
       if (view.hidden || event.altKey || event.ctrlKey || event.metaKey) { return; }

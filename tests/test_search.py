@@ -1,0 +1,139 @@
+"""The channel search page and the channel view as a dialog, in headless Chromium."""
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+
+import conftest  # noqa: F401  (environment before TensorFlow loads)
+from test_browser import browser  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.browser
+
+
+def search_data(site) -> dict:
+    text = (site / "data" / "channels.js").read_text()
+    data = json.loads(re.fullmatch(r"window\.reportgenChannels = (.*);\n", text, re.S).group(1))
+    data["columns"] = {c["name"]: np.frombuffer(base64.b64decode(c["values"]), "<f4") for c in data["columns"]}
+    return data
+
+
+def stats_columns(site) -> dict[str, np.ndarray]:
+    """Every channel's numbers from stats.json, in layer order, by the channel view's names."""
+    rows = json.loads((site / "data" / "stats.json").read_text())["layers"]
+    names = {"Strength (spatial std)": "strength", "nTV per input pixel": "ntv",
+             "Effective area fraction": "effective_area", "Best IoU, pet": "best_iou_pet",
+             "Taylor importance": "taylor_importance"}
+    return {name: np.array([np.nan if v is None else v for row in rows for v in row["channels"][key]], float)
+            for name, key in names.items()}
+
+
+def test_every_channel_is_a_row_with_the_numbers_of_stats_json(tiny_site):
+    data = search_data(tiny_site)
+    rows = json.loads((tiny_site / "data" / "stats.json").read_text())["layers"]
+    assert [layer["channels"] for layer in data["layers"]] == [row["output_shape"][-1] for row in rows]
+    expected = stats_columns(tiny_site)
+    for name, values in expected.items():
+        found = data["columns"][name].astype(float)
+        assert found.shape == values.shape, name
+        assert np.array_equal(np.isnan(found), np.isnan(values)), name
+        finite = np.isfinite(values)
+        assert finite.sum() > 0
+        # The page keeps four significant digits (channels._numbers), like the channel view.
+        np.testing.assert_allclose(found[finite], values[finite], rtol=6e-4, atol=1e-12, err_msg=name)
+
+
+def test_thresholds_layer_range_sort_and_open(browser, tiny_site):  # noqa: F811
+    expected = stats_columns(tiny_site)
+    data = search_data(tiny_site)
+    layer_of = np.repeat([layer["index"] for layer in data["layers"]], [layer["channels"] for layer in data["layers"]])
+    iou = expected["Best IoU, pet"]
+    threshold = float(np.nanpercentile(iou, 80))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((tiny_site / "search.html").as_uri())
+    total = len(iou)
+    assert page.locator("#search-count").inner_text().startswith(f"{total} of {total} channels match")
+    names = [c["name"] for c in json.loads(re.search(r"= (.*);", (tiny_site / "data" / "channels.js").read_text(),
+                                                     re.S).group(1))["columns"]]
+    k = names.index("Best IoU, pet")
+    # The threshold in four digits, as a person types it; the page compares with its own rounded numbers.
+    typed = f"{threshold:.4g}"
+    page.fill(f"#t{k}-min", typed)
+    page.fill("#layer-from", "10")
+    page.fill("#layer-to", "40")
+    shown = data["columns"]["Best IoU, pet"]
+    kept = (shown.astype(float) >= float(typed)) & (layer_of >= 10) & (layer_of <= 40)
+    assert 0 < kept.sum() < total
+    assert page.locator("#search-count").inner_text().startswith(f"{kept.sum()} of {total} channels match")
+    # One click sorts a statistic highest first: the first row is the best kept channel.
+    page.locator("#search-head button", has_text="Best IoU, pet").click()
+    assert page.locator("#search-head th").nth(k + 2).get_attribute("aria-sort") == "descending"
+    best = int(np.argmax(np.where(kept, shown, -np.inf)))  # the first of equals, as the page breaks ties
+    first = page.locator("#search-table tbody tr").first
+    assert float(first.locator("td").nth(k + 2).inner_text()) == pytest.approx(float(shown[best]), rel=2e-3)
+    layer = int(layer_of[best])
+    channel = int(best - np.flatnonzero(layer_of == layer)[0])
+    assert first.locator("td").nth(0).inner_text().startswith(f"{layer}. ")
+    first.locator("td").nth(1).locator("a").click()
+    page.wait_for_selector("#channel-view:not([hidden])")
+    assert page.locator("#channel-view").get_attribute("data-channel") == str(channel)
+    assert not errors
+    page.close()
+
+
+def test_the_scatter_names_a_channel_on_hover_and_opens_it(browser, tiny_site):  # noqa: F811
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto((tiny_site / "search.html").as_uri())
+    canvas = page.locator("#scatter")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box["width"] <= 390
+    # Sweep the plot until a point answers: the tip names a conv layer and a channel.
+    for y in range(int(box["y"]) + 14, int(box["y"] + box["height"]) - 40, 6):
+        for x in range(int(box["x"]) + 50, int(box["x"] + box["width"]) - 12, 6):
+            page.mouse.move(x, y)
+            if page.locator("#scatter-tip").is_visible():
+                break
+        else:
+            continue
+        break
+    text = page.locator("#scatter-tip").inner_text()
+    found = re.match(r"Conv (\d+) (\S+), channel (\d+):", text)
+    assert found, text
+    page.mouse.click(x, y)
+    page.wait_for_selector("#channel-view:not([hidden])")
+    assert page.url.endswith(f"#c{found.group(3)}")
+    assert found.group(2) in page.locator("#channel-title").inner_text()
+    page.close()
+
+
+@pytest.mark.parametrize("width,height,theme", [(390, 844, "light"), (1440, 900, "dark")])
+def test_the_channel_view_is_a_modal_dialog(browser, tiny_site, width, height, theme):  # noqa: F811
+    page = browser.new_page(viewport={"width": width, "height": height}, color_scheme=theme)
+    layer = "e4_sa_main_conv1"
+    page.goto((tiny_site / "layers" / f"{layer}.html").as_uri() + "#c2")
+    view = page.locator("#channel-view")
+    assert view.get_attribute("role") == "dialog" and view.get_attribute("aria-modal") == "true"
+    label = page.locator("#" + view.get_attribute("aria-labelledby")).inner_text()
+    assert "Channel 2 of" in label and layer in label
+    assert page.evaluate("document.querySelector('main').inert") is True
+    # Tab and Shift+Tab never leave the dialog.
+    for key in ["Tab"] * 30 + ["Shift+Tab"] * 30:
+        page.keyboard.press(key)
+        assert page.evaluate("document.getElementById('channel-view').contains(document.activeElement)"), key
+    # Scrolled, the toolbar is still on top: each button is the element under its own centre.
+    page.evaluate("document.getElementById('channel-view').scrollTop = 2000")
+    for selector in ("[data-channel-step='1']", "#channel-close"):
+        hit = page.evaluate("""s => { const b = document.querySelector(s).getBoundingClientRect();
+            return document.elementFromPoint(b.x + b.width / 2, b.y + b.height / 2) === document.querySelector(s); }""",
+                            selector)
+        assert hit, selector
+    assert page.evaluate("document.getElementById('channel-view').scrollWidth") <= width
+    page.click("#channel-close")
+    assert view.is_hidden()
+    assert page.evaluate("document.querySelector('main').inert") is False
+    page.close()
