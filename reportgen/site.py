@@ -483,8 +483,10 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
     for i, view in enumerate(image_views):
         pages.write("image.html", f"images/{view['slug']}.html", **_image_context(report, i, rows, image_views))
     pages.write("about.html", "about.html", statistics=_statistics_table())
+    every_channel = channels.every_channel(report.layers, rows)
     pages.write("search.html", "search.html", layer_count=len(report.layers),
-                channel_count=sum(int(r.shape[-1]) for r in report.layers))
+                channel_count=sum(int(r.shape[-1]) for r in report.layers),
+                columns=[column["name"] for column in every_channel["columns"]])
     pages.write("404.html", "404.html", root="")
 
     _copy_static(root)
@@ -495,7 +497,7 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
                                                "class_chance": downloads.json_value(chance)}, compact=True)
     (data / "layers.csv").write_text(downloads.csv_text(stats_rows))
     # A script, not JSON: a page opened from file:// may run a script beside it but not fetch a file.
-    search = json.dumps(channels.every_channel(report.layers, rows), sort_keys=True, separators=(",", ":"))
+    search = json.dumps(every_channel, sort_keys=True, separators=(",", ":"))
     (data / "channels.js").write_text(f"window.reportgenChannels = {search};\n")
     downloads.write_json(data / "predictions.json", downloads.predictions(report))
     downloads.write_json(data / "changes.json", {"first_build": changes.first_build, "summary": changes.summary,

@@ -252,7 +252,7 @@ def test_a_constant_channel_is_not_given_a_rank(red_detector, runner, tmp_path, 
     assert row["channels"]["strength"][RED] == 0
     page = _open(browser, (out / "layers" / "detect.html").as_uri() + f"#c{RED}")
     expect(page.locator("#channel-view")).to_be_visible()
-    assert page.text_content("#channel-title") == f"Channel {RED} of 4 · constant on every image, not ranked"
+    assert page.text_content("#channel-heading") == f"Channel {RED} of 4 · constant on every image, not ranked"
     strongest = row["channel_ranking"][0]
     if row["channels"]["strength"][strongest] > 0:
         page.goto((out / "layers" / "detect.html").as_uri() + f"#c{strongest}")

@@ -177,13 +177,8 @@
     data.layers.forEach(function (layer, l) { starts.push(starts[l] + layer.channels); });
     function position(row) { return starts[row[0]] + row[1]; }
 
-    ["Layer", "Channel"].concat(columns.map(function (c) { return c.name; })).forEach(function (name, i) {
-      var th = document.createElement("th");
-      th.scope = "col";
-      var button = document.createElement("button");
-      button.type = "button";
-      button.textContent = name;
-      button.addEventListener("click", function () {
+    head.querySelectorAll("th").forEach(function (th, i) {
+      th.querySelector("button").addEventListener("click", function () {
         var k = i - 2;
         ascending = sortColumn === k ? !ascending : k < 0;
         sortColumn = k;
@@ -191,8 +186,6 @@
         th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
         update();
       });
-      th.append(button);
-      head.append(th);
     });
 
     function update() {
