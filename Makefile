@@ -21,12 +21,16 @@ $(VENV)/.installed: $(BIN)/python $(SOURCES)
 site: $(VENV)/.installed
 	$(BIN)/reportgen build --images 10 --stats-images all $(if $(PREVIOUS),--previous $(PREVIOUS))
 
-# Browser and validator tests need Chromium and Java; install them where we may (root, apt).
+# Browser and validator tests need Chromium and Java, and the accessibility tests axe-core (npm);
+# install them where we may (root, apt).
 test-deps:
 	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || true
 	@command -v java >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null); } || true
+	@command -v npm >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null); } || true
+	@test -f $(VENV)/node_modules/axe-core/axe.min.js || npm install --silent --no-audit --no-fund --prefix $(VENV) axe-core@4.14.1
 
 test: $(VENV)/.installed test-deps
 	$(BIN)/pytest -q tests

@@ -60,6 +60,7 @@ def channel_numbers(result, input_size, ranges: np.ndarray) -> dict:
     layout = result.layout
     return {
         "channels": int(result.shape[-1]),
+        "positions": int(np.prod(result.shape[:-1])),  # of each map: 1 for a 1x1 map, one value an image
         "order": [int(c) for c in result.order],
         "grid": {"columns": layout.columns, "tile_w": layout.tile_w, "tile_h": layout.tile_h, "gap": layout.gap,
                  "width": layout.width, "height": layout.height},

@@ -27,6 +27,7 @@ IMAGE_BOX = 200
 THUMB_BOX = 40
 CAM_BOX = 64  # CSS pixels of a Grad-CAM tile in an image page's filmstrip
 STRONGEST_LINKS = 3  # channels linked from each row of the index's layer table
+SMALL_MAP = 16  # map positions under which a layer's channels are shown as values, not pictures
 
 
 @dataclass(frozen=True)
@@ -356,6 +357,10 @@ def _layer_context(report: Report, index: int, rows: list[dict], image_views: li
         "prev": rows[index - 1] if index > 0 else None,
         "next": rows[index + 1] if index + 1 < len(rows) else None,
         "columns": layout.columns, "per_layer_scale": report.options.scale == "layer",
+        # Maps under 4 x 4 pixels say nothing as pictures: their channels are shown as values.
+        "small_maps": len(result.shape) == 3 and result.shape[0] * result.shape[1] < SMALL_MAP,
+        "one_value": len(result.shape) == 3 and result.shape[0] * result.shape[1] == 1,
+        "map_size": "x".join(str(d) for d in result.shape[:-1]),
         "channel_data": channels.layer_channels(result.channel_numbers, image_views, report.examples),
         **_attribution_context(report, result, image_views),
     }

@@ -137,3 +137,45 @@ def test_the_channel_view_is_a_modal_dialog(browser, tiny_site, width, height, t
     assert view.is_hidden()
     assert page.evaluate("document.querySelector('main').inert") is False
     page.close()
+
+
+def test_a_layer_of_1x1_maps_shows_its_channels_as_values(browser, tiny_site):  # noqa: F811
+    """daspp_pool_conv's maps are 1x1: each image's channels are bars, highest first, named on hover
+    and opened on click; the values are the layer's own (its stats.json-independent colour ranges)."""
+    from test_channel_explorer import channel_data
+
+    layer = tiny_site / "layers" / "daspp_pool_conv.html"
+    data = channel_data(layer)
+    assert data["positions"] == 1
+    values = np.array(data["ranges"])  # image x channel x (low, high); low == high for a 1x1 map
+    np.testing.assert_array_equal(values[..., 0], values[..., 1])
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(layer.as_uri())
+    strips = page.locator(".value-strip")
+    assert strips.count() == len(data["images"])
+    for i in range(strips.count()):
+        heights = page.evaluate("""i => Array.from(document.querySelectorAll('.value-strip')[i]
+            .querySelectorAll('svg rect:not(.range)'), r => [parseFloat(r.getAttribute('y')), parseFloat(r.getAttribute('height'))])""", i)
+        assert len(heights) == data["channels"]
+    # The first bar of the first image is its highest channel; hovering names it, clicking opens it.
+    highest = int(np.argmax(values[0, :, 1]))
+    strip = strips.first
+    strip.scroll_into_view_if_needed()
+    box = strip.locator("svg").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / data["channels"] / 2, box["y"] + box["height"] / 2)
+    assert page.locator("#tile-tip").get_attribute("data-channel") == str(highest)
+    assert "one value an image" in page.locator("#tile-tip").inner_text()
+    page.mouse.click(box["x"] + box["width"] / data["channels"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector("#channel-view:not([hidden])")
+    assert page.url.endswith(f"#c{highest}")
+    # By keyboard: focus the second image's chart, End picks its lowest channel, Enter opens it.
+    page.click("#channel-close")
+    strips.nth(1).focus()
+    page.keyboard.press("End")
+    lowest = int(np.lexsort((np.arange(data["channels"]), -values[1, :, 1]))[-1])
+    assert page.locator("#tile-tip").get_attribute("data-channel") == str(lowest)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#channel-view:not([hidden])")
+    assert page.url.endswith(f"#c{lowest}")
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= 390
+    page.close()

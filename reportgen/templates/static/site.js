@@ -415,7 +415,10 @@
     // and channels of equal strength share their place.
     function rankText(channel, withTotal) {
       var value = strengths[channel];
-      if (value === 0) { return "constant on every image, not ranked"; }
+      if (value === 0) {
+        return data.positions === 1 ? "a 1x1 map, one value an image: no spatial strength to rank by" :
+          "constant on every image, not ranked";
+      }
       var tied = strengths.filter(function (other) { return other === value; }).length - 1;
       return "rank " + (rankOf[channel] + 1) + (withTotal ? " of " + data.channels : "") +
         (tied ? " (tied with " + tied + (tied === 1 ? " other)" : " others)") : "");
@@ -489,6 +492,100 @@
         }
       });
     });
+
+    setUpValueStrips();
+    // A layer of maps under 4 x 4 pixels shows each image's channels as values (layer.html): bars
+    // highest first, on one scale for every image, drawn from the colour ranges the page carries.
+    function setUpValueStrips() {
+      var strips = Array.prototype.slice.call(document.querySelectorAll(".value-strip"));
+      if (!strips.length) { return; }
+      var lows = [], highs = [];
+      ranges.forEach(function (packed) {
+        lows.push([]); highs.push([]);
+        for (var c = 0; c < data.channels; c++) {
+          lows[lows.length - 1].push(half(packed[2 * c]));
+          highs[highs.length - 1].push(half(packed[2 * c + 1]));
+        }
+      });
+      var top = Math.max(0, Math.max.apply(null, highs.map(function (v) { return Math.max.apply(null, v); })));
+      var bottom = Math.min(0, Math.min.apply(null, lows.map(function (v) { return Math.min.apply(null, v); })));
+      var span = top - bottom || 1, height = 96, ns = "http://www.w3.org/2000/svg";
+      strips.forEach(function (strip) {
+        var i = parseInt(strip.getAttribute("data-image"), 10);
+        var sorted = highs[i].map(function (v, c) { return c; });
+        sorted.sort(function (a, b) { return highs[i][b] - highs[i][a] || a - b; });
+        var svg = document.createElementNS(ns, "svg");
+        svg.setAttribute("viewBox", "0 0 " + data.channels + " " + height);
+        svg.setAttribute("preserveAspectRatio", "none");
+        svg.setAttribute("aria-hidden", "true");
+        var zero = height * top / span;
+        sorted.forEach(function (channel, k) {
+          var y = function (v) { return height * (top - v) / span; };
+          var bar = document.createElementNS(ns, "rect");
+          var value = highs[i][channel];
+          bar.setAttribute("x", k + 0.1);
+          bar.setAttribute("width", 0.8);
+          bar.setAttribute("y", Math.min(zero, y(value)));
+          bar.setAttribute("height", Math.max(0.5, Math.abs(y(value) - zero)));
+          svg.append(bar);
+          if (lows[i][channel] !== value) {
+            var line = document.createElementNS(ns, "rect");
+            line.setAttribute("class", "range");
+            line.setAttribute("x", k + 0.4);
+            line.setAttribute("width", 0.2);
+            line.setAttribute("y", y(value));
+            line.setAttribute("height", Math.max(0.5, y(lows[i][channel]) - y(value)));
+            svg.append(line);
+          }
+        });
+        strip.prepend(svg);
+        var cursor = 0;
+        function at(event) {
+          var box = svg.getBoundingClientRect();
+          var k = Math.floor((event.clientX - box.left) / box.width * data.channels);
+          return k >= 0 && k < data.channels ? k : -1;
+        }
+        function show(k) {
+          var mark = strip.querySelector(".tile-cursor");
+          if (k < 0) { mark.hidden = true; tip.hidden = true; return; }
+          var box = svg.getBoundingClientRect(), width = box.width / data.channels;
+          mark.style.left = k * width + "px";
+          mark.style.top = "0px";
+          mark.style.width = Math.max(2, width) + "px";
+          mark.style.height = box.height + "px";
+          mark.hidden = false;
+          var channel = sorted[k];
+          tip.textContent = summary(channel) + " · on this image " + fmt(highs[i][channel]) +
+            (lows[i][channel] !== highs[i][channel] ? " (range " + fmt(lows[i][channel]) + " to " + fmt(highs[i][channel]) + ")" : "");
+          tip.setAttribute("data-channel", String(channel));
+          var place = mark.getBoundingClientRect();
+          tip.style.left = window.scrollX + Math.min(place.left, window.innerWidth - 240) + "px";
+          tip.style.top = window.scrollY + place.bottom + 4 + "px";
+          tip.hidden = false;
+        }
+        svg.addEventListener("mousemove", function (event) { show(at(event)); });
+        svg.addEventListener("mouseleave", function () { show(-1); });
+        svg.addEventListener("click", function (event) {
+          var k = at(event);
+          if (k >= 0) { returnFocus = strip; open(sorted[k]); }
+        });
+        strip.addEventListener("focus", function () { show(cursor); });
+        strip.addEventListener("blur", function () { show(-1); });
+        strip.addEventListener("keydown", function (event) {
+          var steps = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -10, ArrowDown: 10 };
+          if (event.key === "Enter" || event.key === " ") {
+            event.preventDefault();
+            returnFocus = strip;
+            open(sorted[cursor]);
+          } else if (event.key in steps || event.key === "Home" || event.key === "End") {
+            event.preventDefault();
+            var next = event.key === "Home" ? 0 : event.key === "End" ? data.channels - 1 : cursor + steps[event.key];
+            cursor = Math.max(0, Math.min(data.channels - 1, next));
+            show(cursor);
+          }
+        });
+      });
+    }
 
     function element(tag, className, text) {
       var made = document.createElement(tag);
