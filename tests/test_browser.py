@@ -76,7 +76,9 @@ def _crawl(browser, start: str):
         page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=15000)
         broken = page.evaluate("Array.from(document.images).filter(i => !i.naturalWidth).map(i => i.src)")
         problems.extend(f"image does not decode: {src}" for src in broken)
-        for href in page.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"):
+        # getAttribute, not a.href: the architecture map's links are SVG <a>, whose href is an object.
+        for href in page.evaluate("Array.from(document.querySelectorAll('a[href]'), "
+                                  "a => new URL(a.getAttribute('href'), document.baseURI).href)"):
             target, _ = urldefrag(href)
             parsed = urlparse(target)
             if parsed.scheme in ("http", "https") and parsed.netloc != base.netloc:
