@@ -35,10 +35,12 @@ test-deps:
 test: $(VENV)/.installed test-deps
 	$(BIN)/pytest -q tests
 
-benchmark: $(VENV)/.installed
+benchmark: $(VENV)/.installed test-deps
+	@test -x $(VENV)/node_modules/.bin/lighthouse || npm install --silent --no-audit --no-fund --prefix $(VENV) lighthouse@12.2.3
 	$(BIN)/python benchmarks/bench_build.py
 	$(BIN)/python benchmarks/bench_stats.py
 	$(BIN)/python benchmarks/bench_attribution.py
+	$(BIN)/python benchmarks/bench_lighthouse.py
 
 clean:
 	rm -rf $(VENV) site build *.egg-info

@@ -137,7 +137,7 @@
     data.layers.forEach(function (layer, l) {
       for (var c = 0; c < layer.channels; c++) { rows.push([l, c]); }
     });
-    var LIMIT = 200, shownLimit = LIMIT, sortColumn = -1, ascending = true, kept = rows;
+    var LIMIT = 50, shownLimit = LIMIT, sortColumn = -1, ascending = true, kept = rows;
     var head = document.getElementById("search-head");
     var body = document.querySelector("#search-table tbody");
     var count = document.getElementById("search-count");
@@ -214,7 +214,8 @@
         });
       }
       render();
-      draw();
+      // The scatter after the table has painted: a phone's first screen needs the table first.
+      window.requestAnimationFrame(function () { window.setTimeout(draw, 0); });
     }
     function render() {
       body.replaceChildren();
