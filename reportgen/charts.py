@@ -14,6 +14,22 @@ THEMES = {
     "dark": {"fg": "#cfcfcf", "grid": "#ffffff30", "shade": ("#4a90d940", "#e69f0040", "#009e7340")},
 }
 SECTIONS = ("encoder", "bottleneck", "decoder")
+
+# Each chart is also drawn for two widths, the width it is shown at: a desktop column (1000 CSS px)
+# and a phone (340 px: a 360 px screen less the page margins), picked by the page's <picture>. Shown at its own size, text set in this one
+# type scale is that many CSS pixels on the screen: at least 11, never above the body text's 15.
+# matplotlib's SVG sizes are points, which a browser draws at 4/3 px.
+WIDTHS = {"": 1000, "-narrow": 340}
+NARROW_BELOW = 1060  # CSS px of viewport under which pages show the narrow drawings
+TEXT_PX = {"title": 13, "label": 12, "tick": 11}
+
+
+def _pt(kind: str) -> float:
+    return TEXT_PX[kind] * 0.75
+
+
+def _inches(px: float) -> float:
+    return px / 96
 CHART_FILES = {"metrics": "img/charts/metrics", "channels": "img/charts/channels", "cka": "img/charts/cka"}
 
 
@@ -48,37 +64,39 @@ def _shade(ax, results, theme):
                   zorder=1)
 
 
-def _heatmap(plt, results, rows, layer_cka, theme):
-    """Layer x layer CKA with the CKA-to-mask (or to-class) strip along its right edge, where defined."""
+def _heatmap(plt, results, rows, layer_cka, theme, width_px: int):
+    """Layer x layer CKA with the CKA-to-mask (or to-class) strip along its right edge, where defined.
+    The strip and the colour bar are cut from the heatmap's own axes, so the strip's rows are the
+    heatmap's rows."""
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
     strip_key, strip_title = next(((key, title) for key, title in (("cka_mask", "mask"), ("cka_class", "class"))
                                    if any(r[key] is not None for r in rows)), (None, ""))
-    if strip_key:
-        fig, (ax, strip) = plt.subplots(1, 2, figsize=(7.5, 6.5), constrained_layout=True,
-                                        gridspec_kw={"width_ratios": [20, 1], "wspace": 0.05})
-    else:
-        fig, ax = plt.subplots(figsize=(7.5, 6.5), constrained_layout=True)
-        strip = None
+    side = _inches(width_px)
+    fig, ax = plt.subplots(figsize=(side, side * 0.92), constrained_layout=True)
     masked = np.ma.masked_invalid(layer_cka)
     image = ax.imshow(masked, cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
                       extent=(0.5, len(results) + 0.5, len(results) + 0.5, 0.5))
-    if strip is not None:
+    divider = make_axes_locatable(ax)
+    axes = [ax]
+    if strip_key:
+        strip = divider.append_axes("right", size="4%", pad=0.08)
         to_target = np.array([[np.nan if r[strip_key] is None else r[strip_key]] for r in rows])
         strip.imshow(np.ma.masked_invalid(to_target), cmap="viridis", vmin=0, vmax=1, aspect="auto",
                      interpolation="nearest", extent=(0, 1, len(results) + 0.5, 0.5))
         strip.set_xticks([])
-        strip.yaxis.tick_right()
-        strip.set_title(strip_title, color=theme["fg"], fontsize=8)
-    ax.set_xlabel("conv layer", color=theme["fg"])
-    ax.set_ylabel("conv layer", color=theme["fg"])
-    ax.set_title("Linear CKA between layers (1 = same representation up to rotation and scale)",
-                 color=theme["fg"], fontsize=9)
-    for axis in (ax, strip) if strip is not None else (ax,):
-        axis.tick_params(colors=theme["fg"], labelsize=7)
+        strip.set_yticks([])
+        strip.set_title(strip_title, color=theme["fg"], fontsize=_pt("tick"))
+        axes.append(strip)
+    bar = fig.colorbar(image, cax=divider.append_axes("right", size="4%", pad=0.35 if strip_key else 0.08))
+    ax.set_xlabel("conv layer", color=theme["fg"], fontsize=_pt("label"))
+    ax.set_ylabel("conv layer", color=theme["fg"], fontsize=_pt("label"))
+    ax.set_title("Linear CKA between layers" + ("" if width_px < 600 else
+                 " (1 = same representation up to rotation and scale)"), color=theme["fg"], fontsize=_pt("title"))
+    for axis in (*axes, bar.ax):
+        axis.tick_params(colors=theme["fg"], labelsize=_pt("tick"))
         for spine in axis.spines.values():
             spine.set_color(theme["grid"])
-    bar = fig.colorbar(image, ax=strip if strip is not None else ax, fraction=1.0 if strip is not None else 0.05,
-                       pad=0.6 if strip is not None else 0.02)
-    bar.ax.tick_params(colors=theme["fg"], labelsize=7)
     return fig
 
 
@@ -142,6 +160,7 @@ def plan(rows, layer_cka, chance: float = float("nan")) -> dict:
         "channels": CHART_FILES["channels"] if has_scatter else None,
         "cka": CHART_FILES["cka"] if has_cka else None,
         "chance": chance,
+        "narrow_below": NARROW_BELOW,
     }
 
 
@@ -162,26 +181,31 @@ def write_charts(root: Path, results, rows, layer_cka=None, theme_name: str = "l
     x = np.arange(1, len(results) + 1)
     panels = [panel for panel in _panels(rows, chart_plan["chance"]) if panel[0] in chart_plan["panels"]]
     theme = THEMES[theme_name]
-    if panels:
-        _small_multiples(plt, out, results, panels, x, theme, theme_name)
-    if chart_plan["channels"]:
-        _scatter(plt, out, results, rows, theme, theme_name, FuncFormatter)
-    if chart_plan["cka"]:
-        fig = _heatmap(plt, results, rows, layer_cka, theme)
-        (out / f"cka-{theme_name}.svg").write_bytes(_svg(fig))
-        plt.close(fig)
+    for suffix, width_px in WIDTHS.items():
+        name = f"{theme_name}{suffix}"
+        if panels:
+            _small_multiples(plt, out, results, panels, x, theme, name, width_px)
+        if chart_plan["channels"]:
+            _scatter(plt, out, results, rows, theme, name, FuncFormatter, width_px)
+        if chart_plan["cka"]:
+            fig = _heatmap(plt, results, rows, layer_cka, theme, width_px)
+            (out / f"cka-{name}.svg").write_bytes(_svg(fig))
+            plt.close(fig)
 
 
-def _small_multiples(plt, out: Path, results, panels, x, theme, theme_name: str) -> None:
+def _small_multiples(plt, out: Path, results, panels, x, theme, name: str, width_px: int) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    rows_of_panels = -(-len(panels) // 2)
-    # Fixed margins: constrained layout measures every label and costs a third of the drawing time.
-    height = 0.6 + 2.3 * rows_of_panels
-    fig, axes = plt.subplots(rows_of_panels, 2, figsize=(10, height), sharex=True, squeeze=False,
-                             gridspec_kw={"left": 0.05, "right": 0.99, "top": 1 - 0.25 / height,
-                                          "bottom": 0.75 / height, "hspace": 0.32 * 3 / max(rows_of_panels, 1) + 0.1,
-                                          "wspace": 0.12})
+    columns = 2 if width_px >= 600 else 1
+    rows_of_panels = -(-len(panels) // columns)
+    # Fixed margins (in inches, so the same at either width): constrained layout measures every
+    # label and costs a third of the drawing time.
+    width, panel = _inches(width_px), 2.3 if columns == 2 else 2.1
+    height = 0.9 + panel * rows_of_panels
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(width, height), sharex=True, squeeze=False,
+                             gridspec_kw={"left": 0.5 / width, "right": 1 - 0.12 / width, "top": 1 - 0.3 / height,
+                                          "bottom": 0.85 / height, "hspace": 0.45 * 2.3 / panel,
+                                          "wspace": 0.12 * 10 / width})
     for ax in axes.ravel()[len(panels):]:
         ax.set_visible(False)
     for ax, (_, title, line, spread, baseline, baseline_label, interval) in zip(axes.ravel(), panels):
@@ -196,26 +220,37 @@ def _small_multiples(plt, out: Path, results, panels, x, theme, theme_name: str)
         ax.plot(x, line, color="#3b8fd6", lw=1.8, marker="o", ms=2.5)
         if baseline is not None and np.isfinite(baseline).any():
             ax.plot(x, baseline, color="#D55E00", lw=1, ls="--", label=baseline_label)
-        ax.set_title(title, color=theme["fg"], fontsize=10)
-        ax.tick_params(colors=theme["fg"], labelsize=8)
+        ax.set_title(title, color=theme["fg"], fontsize=_pt("title"))
+        ax.tick_params(colors=theme["fg"], labelsize=_pt("tick"))
         ax.tick_params(labelbottom=True)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10 if columns == 2 else 6))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
         for spine in ax.spines.values():
             spine.set_color(theme["grid"])
         ax.grid(True, color=theme["grid"], lw=0.4)
         if spread is not None or np.isfinite(interval[0]).any() or (baseline is not None and np.isfinite(baseline).any()):
             # A fixed place: matplotlib's search for the "best" one costs a third of a second.
-            ax.legend(fontsize=7, frameon=False, labelcolor=theme["fg"], loc="upper left")
+            ax.legend(fontsize=_pt("tick"), frameon=False, labelcolor=theme["fg"], loc="upper left")
     for ax in axes[-1]:
-        ax.set_xlabel("conv layer (graph order)", color=theme["fg"], fontsize=8)
-    fig.text(0.5, 0.02 / (height / 7.5), "shading: encoder (blue), bottleneck (yellow), decoder (green); "
-             "dotted lines: resolution changes", color=theme["fg"], fontsize=8, ha="center")
-    (out / f"metrics-{theme_name}.svg").write_bytes(_svg(fig))
+        ax.set_xlabel("conv layer (graph order)", color=theme["fg"], fontsize=_pt("label"))
+    fig.text(0.5, 0.12 / height, "shading: encoder (blue), bottleneck (yellow), decoder (green)"
+             + ("; dotted lines: resolution changes" if columns == 2 else ""),
+             color=theme["fg"], fontsize=_pt("tick"), ha="center")
+    (out / f"metrics-{name}.svg").write_bytes(_svg(fig))
     plt.close(fig)
 
 
-def _scatter(plt, out: Path, results, rows, theme, theme_name: str, FuncFormatter) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5), gridspec_kw={"left": 0.1, "right": 0.98, "top": 0.97, "bottom": 0.12})
+def _scatter(plt, out: Path, results, rows, theme, name: str, FuncFormatter, width_px: int) -> None:
+    from matplotlib.colors import ListedColormap
+    from matplotlib import colormaps
+
+    width = _inches(width_px)
+    height = width * (0.6 if width_px >= 600 else 0.85)
+    fig, ax = plt.subplots(figsize=(width, height), gridspec_kw={
+        "left": 0.6 / width, "right": 1 - 0.1 / width, "top": 1 - 0.1 / height, "bottom": 0.55 / height})
+    # On the dark background viridis' darkest purples vanish: the dark drawing starts at its blue.
+    viridis = colormaps["viridis"]
+    cmap = viridis if theme is THEMES["light"] else ListedColormap(viridis(np.linspace(0.3, 1.0, 256)))
     xs, ys, cs = [], [], []
     for r, row in zip(results, rows):
         ntv = np.array([np.nan if v is None else v for v in row["channels"]["ntv"]], float)
@@ -224,16 +259,17 @@ def _scatter(plt, out: Path, results, rows, theme, theme_name: str, FuncFormatte
         xs.append(ntv[keep]); ys.append(iou[keep]); cs.append(np.full(keep.sum(), r.conv.index))
     xs, ys, cs = (np.concatenate(v) if v else np.array([]) for v in (xs, ys, cs))
     if xs.size:
-        points = ax.scatter(xs, ys, c=cs, cmap="viridis", s=4, alpha=0.6, rasterized=True, lw=0)
+        points = ax.scatter(xs, ys, c=cs, cmap=cmap, s=6 if width_px >= 600 else 4, alpha=0.6, rasterized=True, lw=0)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # no mathtext
-        bar = fig.colorbar(points, ax=ax)
-        bar.set_label("conv layer", color=theme["fg"])
-        bar.ax.tick_params(colors=theme["fg"])
-    ax.set_xlabel("nTV per input pixel (log): high = edges and texture", color=theme["fg"])
-    ax.set_ylabel("best IoU with the pet mask", color=theme["fg"])
-    ax.tick_params(colors=theme["fg"])
+        bar = fig.colorbar(points, ax=ax, pad=0.02)
+        bar.set_label("conv layer", color=theme["fg"], fontsize=_pt("label"))
+        bar.ax.tick_params(colors=theme["fg"], labelsize=_pt("tick"))
+    ax.set_xlabel("nTV per input pixel (log)" + (": high = edges and texture" if width_px >= 600 else ""),
+                  color=theme["fg"], fontsize=_pt("label"))
+    ax.set_ylabel("best IoU with the pet mask", color=theme["fg"], fontsize=_pt("label"))
+    ax.tick_params(colors=theme["fg"], labelsize=_pt("tick"))
     for spine in ax.spines.values():
         spine.set_color(theme["grid"])
-    (out / f"channels-{theme_name}.svg").write_bytes(_svg(fig))
+    (out / f"channels-{name}.svg").write_bytes(_svg(fig))
     plt.close(fig)

@@ -4,6 +4,7 @@ import functools
 import http.server
 import shutil
 import threading
+from pathlib import Path
 from collections import deque
 from urllib.parse import urldefrag, urljoin, urlparse
 
@@ -181,7 +182,7 @@ def test_channel_grids_expand_and_theme_toggles(browser, tiny_site):
 def test_charts_follow_the_theme(browser, tiny_site):
     page = browser.new_page(color_scheme="light")
     page.goto((tiny_site / "index.html").as_uri())
-    shown = "Array.from(document.querySelectorAll('img.chart')).filter(i => i.offsetParent).map(i => i.src)"
+    shown = "Array.from(document.querySelectorAll('img.chart')).filter(i => i.offsetParent).map(i => i.currentSrc)"
     assert all(src.endswith("-light.svg") for src in page.evaluate(shown)) and page.evaluate(shown)
     page.click("#theme-toggle")
     assert page.evaluate("document.documentElement.getAttribute('data-theme')") == "dark"
@@ -259,3 +260,28 @@ def test_no_page_scrolls_sideways_on_a_phone(browser, runner, tmp_path):
             assert page.evaluate("document.scrollingElement.scrollWidth") <= width, (width, url)
             assert page.evaluate("document.getElementById('channel-view')?.scrollWidth ?? 0") <= width, (width, url)
         page.close()
+
+
+@pytest.mark.parametrize("width,height,theme", [(390, 844, "light"), (1440, 900, "dark")])
+def test_chart_text_is_between_11_px_and_the_body_text(browser, tiny_site, width, height, theme):
+    """Each chart the page shows, in the drawing the browser picked for this width: every text's
+    size on the screen, from the SVG's own font sizes and viewBox and the picture's shown width."""
+    import re
+    from urllib.parse import unquote, urlparse
+
+    page = browser.new_page(viewport={"width": width, "height": height}, color_scheme=theme)
+    page.goto((tiny_site / "index.html").as_uri())
+    page.evaluate("document.querySelectorAll('img.chart').forEach(i => i.loading = 'eager')")
+    page.wait_for_function("Array.from(document.querySelectorAll('img.chart')).every(i => i.complete)")
+    shown = page.evaluate("""Array.from(document.querySelectorAll('img.chart')).filter(i => i.offsetParent)
+        .map(i => [i.currentSrc, i.getBoundingClientRect().width])""")
+    assert len(shown) == 3
+    for src, displayed in shown:
+        assert src.endswith(f"-{theme}{'-narrow' if width < 600 else ''}.svg"), src
+        svg = Path(unquote(urlparse(src).path)).read_text()
+        view_width = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg).group(1))
+        sizes = {float(v) for v in re.findall(r"font-size: ([\d.]+)px", svg)}
+        assert sizes, src
+        on_screen = [size * displayed / view_width for size in sizes]
+        assert 10.9 <= min(on_screen) and max(on_screen) <= 15.1, (src, sorted(on_screen))
+    page.close()
