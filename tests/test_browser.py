@@ -285,3 +285,11 @@ def test_chart_text_is_between_11_px_and_the_body_text(browser, tiny_site, width
         on_screen = [size * displayed / view_width for size in sizes]
         assert 10.9 <= min(on_screen) and max(on_screen) <= 15.1, (src, sorted(on_screen))
     page.close()
+
+
+def test_a_layer_pages_first_screen_shows_a_feature_grid(browser, tiny_site):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto((tiny_site / "layers" / "e3_sa_main_conv1.html").as_uri())
+    box = page.locator(".grid img").first.bounding_box()
+    assert box["height"] > 20 and box["y"] + box["height"] / 2 < 900, box
+    page.close()
