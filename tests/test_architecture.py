@@ -5,6 +5,7 @@ import html
 import re
 from collections import defaultdict
 
+import numpy as np
 import pytest
 
 import conftest  # noqa: F401  (environment before TensorFlow loads)
@@ -135,3 +136,24 @@ def test_the_sites_map_links_every_conv_once_and_marks_the_layer(tiny_site):
     text = page.read_text()
     own = re.findall(r'<a href="([^"]+)" class="conv[^"]* current"[^>]*aria-current="page"', text)
     assert own == [f"../layers/{page.name}"]
+
+
+def test_the_map_is_coloured_by_the_chosen_statistic(tiny_site):
+    """The default colouring is the layer table's first statistic, the mask probe's pet IoU, on the
+    site's colour map: the layer where stats.json's value is highest is viridis' last colour, the
+    lowest its first; every other choice carries a colour for every conv layer."""
+    import json
+
+    index = (tiny_site / "index.html").read_text()
+    rows = json.loads((tiny_site / "data" / "stats.json").read_text())["layers"]
+    probe = [np.nan if row["probe_iou"]["pet"] is None else row["probe_iou"]["pet"] for row in rows]
+    fills = {int(k): f for f, k in re.findall(r'<circle cx="[^"]+" cy="[^"]+" r="11" fill="(#[0-9a-f]{6})"/>'
+                                              r'<text[^>]*>(\d+)</text>', index)}
+    assert len(fills) == len(rows)
+    assert fills[rows[int(np.nanargmax(probe))]["index"]] == "#fde725"
+    assert fills[rows[int(np.nanargmin(probe))]["index"]] == "#440154"
+    choice = re.search(r'<select id="arch-statistic">(.*?)</select>', index, re.S).group(1)
+    assert re.findall(r">([^<]+)</option>", choice)[0] == "Mask decodability (probe IoU, pet)"
+    data = json.loads(re.search(r'<script type="application/json" id="arch-data">(.*?)</script>', index, re.S).group(1))
+    assert len(data["fills"]) == choice.count("<option") > 3
+    assert all(len(fill) == len(rows) for fill in data["fills"])

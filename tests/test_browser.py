@@ -252,13 +252,13 @@ def test_no_page_scrolls_sideways_on_a_phone(browser, runner, tmp_path):
     assert result.exit_code == 0, result.output
     pages = [out / "index.html", out / "about.html", out / "changes.html", out / "search.html",
              out / "layers" / "c35.html", *sorted((out / "images").glob("*.html"))]
-    for width, height in ((390, 844), (1440, 900)):
-        page = browser.new_page(viewport={"width": width, "height": height})
+    for width, height, theme in ((390, 844, "light"), (390, 844, "dark"), (1440, 900, "light"), (1440, 900, "dark")):
+        page = browser.new_page(viewport={"width": width, "height": height}, color_scheme=theme)
         for url in [path.as_uri() for path in pages] + [(out / "layers" / "c35.html").as_uri() + "#c1"]:
             page.goto(url)
             page.wait_for_timeout(50)
-            assert page.evaluate("document.scrollingElement.scrollWidth") <= width, (width, url)
-            assert page.evaluate("document.getElementById('channel-view')?.scrollWidth ?? 0") <= width, (width, url)
+            assert page.evaluate("document.scrollingElement.scrollWidth") <= width, (width, theme, url)
+            assert page.evaluate("document.getElementById('channel-view')?.scrollWidth ?? 0") <= width, (width, theme, url)
         page.close()
 
 

@@ -103,7 +103,7 @@
     var data = JSON.parse(source.textContent);
     var nodes = Array.prototype.slice.call(document.querySelectorAll("svg.arch a.conv"));
     var choice = document.getElementById("arch-statistic");
-    choice.addEventListener("change", function () {
+    function recolour() {
       var k = parseInt(choice.value, 10);
       nodes.forEach(function (node) {
         var i = parseInt(node.getAttribute("data-conv"), 10) - 1;
@@ -113,7 +113,8 @@
       });
       document.getElementById("arch-low").textContent = data.low[k];
       document.getElementById("arch-high").textContent = data.high[k];
-    });
+    }
+    if (choice) { choice.addEventListener("change", recolour); }  // none when no statistic is defined
     var current = document.querySelector("svg.arch a.current circle");
     var box = document.querySelector(".arch-box");
     if (current && box) {
