@@ -106,10 +106,11 @@ def test_a_nested_model_is_opened_and_numbered_as_the_report():
 
     inner_in = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(4, 3, padding="same", name="tower_conv1")(inner_in)
-    x = keras.layers.Conv2D(4, 3, padding="same", name="tower_conv2")(keras.layers.ReLU()(x))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="tower_conv2")(keras.layers.ReLU(name="tower_relu")(x))
     tower = keras.Model(inner_in, x, name="tower")
     image = keras.Input((16, 16, 3))
-    y = keras.layers.Conv2D(6, 1, name="head_conv")(tower(image) + keras.layers.Conv2D(4, 1, name="side")(image))
+    merged = keras.layers.Add(name="merge")([tower(image), keras.layers.Conv2D(4, 1, name="side")(image)])
+    y = keras.layers.Conv2D(6, 1, name="head_conv")(merged)
     model = keras.Model(image, y)
     convs = capture.find_conv_layers(model)
     assert {c.layer_name for c in convs} == {"tower_conv1", "tower_conv2", "side", "head_conv"}
@@ -117,7 +118,8 @@ def test_a_nested_model_is_opened_and_numbered_as_the_report():
     _check_convs_once(arch, convs)
     assert not any(n.name == "tower" for n in arch.nodes)  # opened up, not one box
     names = {(arch.nodes[e.source].name, arch.nodes[e.target].name) for e in arch.edges}
-    assert {("tower_conv1", "re_lu"), ("re_lu", "tower_conv2"), ("side", "add"), ("add", "head_conv")} <= names
+    assert {("tower_conv1", "tower_relu"), ("tower_relu", "tower_conv2"), ("tower_conv2", "merge"),
+            ("side", "merge"), ("merge", "head_conv")} <= names
     assert any(target == "tower_conv1" and arch.nodes[[n.name for n in arch.nodes].index(source)].kind == "input"
                for source, target in names)
 
