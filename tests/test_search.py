@@ -16,7 +16,8 @@ pytestmark = pytest.mark.browser
 def search_data(site) -> dict:
     text = (site / "data" / "channels.js").read_text()
     data = json.loads(re.fullmatch(r"window\.reportgenChannels = (.*);\n", text, re.S).group(1))
-    data["columns"] = {c["name"]: np.frombuffer(base64.b64decode(c["values"]), "<f4") for c in data["columns"]}
+    data["columns"] = {c["name"]: np.frombuffer(base64.b64decode(c["values"]), "<" + c["dtype"]).astype(np.float32)
+                       for c in data["columns"]}
     return data
 
 
@@ -41,8 +42,9 @@ def test_every_channel_is_a_row_with_the_numbers_of_stats_json(tiny_site):
         assert np.array_equal(np.isnan(found), np.isnan(values)), name
         finite = np.isfinite(values)
         assert finite.sum() > 0
-        # The page keeps four significant digits (channels._numbers), like the channel view.
-        np.testing.assert_allclose(found[finite], values[finite], rtol=6e-4, atol=1e-12, err_msg=name)
+        # Four significant digits (channels._numbers, as the channel view), then float16 where it holds
+        # every value as a normal number: within half a float16 step (2^-11) of that.
+        np.testing.assert_allclose(found[finite], values[finite], rtol=5e-4 + 2.0 ** -11, atol=1e-12, err_msg=name)
 
 
 def test_thresholds_layer_range_sort_and_open(browser, tiny_site):  # noqa: F811

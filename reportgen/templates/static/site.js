@@ -132,7 +132,9 @@
     var data = window.reportgenChannels;
     var columns = data.columns.map(function (column) {
       var bytes = Uint8Array.from(atob(column.values), function (c) { return c.charCodeAt(0); });
-      return { name: column.name, values: new Float32Array(bytes.buffer) };
+      var values = column.dtype === "f4" ? new Float32Array(bytes.buffer) :
+        Float32Array.from(new Uint16Array(bytes.buffer), half);
+      return { name: column.name, values: values };
     });
     var rows = [];  // one per channel: [layer position, channel]
     data.layers.forEach(function (layer, l) {
@@ -144,28 +146,8 @@
     var count = document.getElementById("search-count");
     var more = document.getElementById("search-more");
     var from = document.getElementById("layer-from"), to = document.getElementById("layer-to");
-    var thresholds = document.getElementById("thresholds");
-    var bounds = columns.map(function (column, k) {
-      var line = document.createElement("div");
-      line.className = "threshold";
-      var name = document.createElement("span");
-      name.id = "t" + k;
-      name.textContent = column.name;
-      line.append(name);
-      var pair = {};
-      ["min", "max"].forEach(function (end) {
-        var input = document.createElement("input");
-        input.type = "number";
-        input.step = "any";
-        input.id = "t" + k + "-" + end;
-        input.inputMode = "decimal";
-        input.placeholder = end === "min" ? "at least" : "at most";
-        input.setAttribute("aria-label", column.name + (end === "min" ? ", at least" : ", at most"));
-        line.append(input);
-        pair[end] = input;
-      });
-      thresholds.append(line);
-      return pair;
+    var bounds = columns.map(function (column, k) {  // the inputs search.html wrote, one pair a column
+      return { min: document.getElementById("t" + k + "-min"), max: document.getElementById("t" + k + "-max") };
     });
     function fmt(value) {
       if (isNaN(value)) { return "undefined"; }
