@@ -16,6 +16,7 @@
           (!root.getAttribute("data-theme") && window.matchMedia("(prefers-color-scheme: dark)").matches);
         var next = dark ? "light" : "dark";
         root.setAttribute("data-theme", next);
+        window.dispatchEvent(new Event("resize"));  // what the page draws itself, drawn again in the theme's ink
         try { window.localStorage.setItem("reportgen-theme", next); } catch (e) { /* file:// may forbid storage */ }
       });
     }
@@ -298,13 +299,17 @@
       kept.forEach(function (row) { keep[position(row)] = 1; });
       drawn = [];
       var last = data.layers.length > 1 ? data.layers.length - 1 : 1;
+      // On the dark background viridis' darkest purples vanish: start at its blue, as the charts do.
+      var dark = root.getAttribute("data-theme") === "dark" || (!root.getAttribute("data-theme") &&
+        window.matchMedia("(prefers-color-scheme: dark)").matches);
+      var start = dark ? 0.3 : 0;
       [0, 1].forEach(function (pass) {  // left-out points first, kept ones on top
         rows.forEach(function (row, i) {
           if (keep[i] !== pass) { return; }
           var x = columns[kx].values[i], y = columns[ky].values[i];
           if (isNaN(x) || isNaN(y)) { return; }
           var px = pad.left + ax.at(x) * plotW, py = pad.top + (1 - ay.at(y)) * plotH;
-          context.fillStyle = pass ? depthColour(row[0] / last) : "rgba(128,128,128,0.25)";
+          context.fillStyle = pass ? depthColour(start + (1 - start) * row[0] / last) : "rgba(128,128,128,0.25)";
           context.fillRect(px - 1.5, py - 1.5, 3, 3);
           if (pass) { drawn.push([px, py, row]); }
         });
