@@ -30,6 +30,18 @@ def _pt(kind: str) -> float:
 
 def _inches(px: float) -> float:
     return px / 96
+
+
+def figure_inches(chart: str, width_px: int, panels: int = 0) -> tuple[float, float]:
+    """Each chart's figure size, which fixes its SVG's size: the pages give it to their pictures
+    (width and height attributes), so nothing moves when a lazy chart loads."""
+    width = _inches(width_px)
+    if chart == "metrics":
+        rows = -(-panels // (2 if width_px >= 600 else 1))
+        return width, 0.9 + (2.3 if width_px >= 600 else 2.1) * rows
+    if chart == "channels":
+        return width, width * (0.6 if width_px >= 600 else 0.85)
+    return width, width * 0.92  # the CKA heatmap
 CHART_FILES = {"metrics": "img/charts/metrics", "channels": "img/charts/channels", "cka": "img/charts/cka"}
 
 
@@ -72,8 +84,7 @@ def _heatmap(plt, results, rows, layer_cka, theme, width_px: int):
 
     strip_key, strip_title = next(((key, title) for key, title in (("cka_mask", "mask"), ("cka_class", "class"))
                                    if any(r[key] is not None for r in rows)), (None, ""))
-    side = _inches(width_px)
-    fig, ax = plt.subplots(figsize=(side, side * 0.92), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=figure_inches("cka", width_px), constrained_layout=True)
     masked = np.ma.masked_invalid(layer_cka)
     image = ax.imshow(masked, cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
                       extent=(0.5, len(results) + 0.5, len(results) + 0.5, 0.5))
@@ -161,6 +172,9 @@ def plan(rows, layer_cka, chance: float = float("nan")) -> dict:
         "cka": CHART_FILES["cka"] if has_cka else None,
         "chance": chance,
         "narrow_below": NARROW_BELOW,
+        # CSS pixels of each drawing: chart -> suffix -> (width, height)
+        "sizes": {chart: {suffix: tuple(round(v * 96) for v in figure_inches(chart, px, len(panels)))
+                          for suffix, px in WIDTHS.items()} for chart in CHART_FILES},
     }
 
 
@@ -200,8 +214,8 @@ def _small_multiples(plt, out: Path, results, panels, x, theme, name: str, width
     rows_of_panels = -(-len(panels) // columns)
     # Fixed margins (in inches, so the same at either width): constrained layout measures every
     # label and costs a third of the drawing time.
-    width, panel = _inches(width_px), 2.3 if columns == 2 else 2.1
-    height = 0.9 + panel * rows_of_panels
+    panel = 2.3 if columns == 2 else 2.1
+    width, height = figure_inches("metrics", width_px, len(panels))
     fig, axes = plt.subplots(rows_of_panels, columns, figsize=(width, height), sharex=True, squeeze=False,
                              gridspec_kw={"left": 0.5 / width, "right": 1 - 0.12 / width, "top": 1 - 0.3 / height,
                                           "bottom": 0.85 / height, "hspace": 0.45 * 2.3 / panel,
@@ -244,8 +258,7 @@ def _scatter(plt, out: Path, results, rows, theme, name: str, FuncFormatter, wid
     from matplotlib.colors import ListedColormap
     from matplotlib import colormaps
 
-    width = _inches(width_px)
-    height = width * (0.6 if width_px >= 600 else 0.85)
+    width, height = figure_inches("channels", width_px)
     fig, ax = plt.subplots(figsize=(width, height), gridspec_kw={
         "left": 0.6 / width, "right": 1 - 0.1 / width, "top": 1 - 0.1 / height, "bottom": 0.55 / height})
     # On the dark background viridis' darkest purples vanish: the dark drawing starts at its blue.

@@ -87,10 +87,11 @@ def test_thresholds_layer_range_sort_and_open(browser, tiny_site):  # noqa: F811
     page.close()
 
 
-def test_the_scatter_names_a_channel_on_hover_and_opens_it(browser, tiny_site):  # noqa: F811
+@pytest.mark.parametrize("address,canvas", [("search.html", "#scatter"), ("index.html", "#index-scatter")])
+def test_the_scatter_names_a_channel_on_hover_and_opens_it(browser, tiny_site, address, canvas):  # noqa: F811
     page = browser.new_page(viewport={"width": 390, "height": 844})
-    page.goto((tiny_site / "search.html").as_uri())
-    canvas = page.locator("#scatter")
+    page.goto((tiny_site / address).as_uri())
+    canvas = page.locator(canvas)
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     assert box["width"] <= 390

@@ -24,6 +24,7 @@
     setUpChannels();
     setUpArchitecture();
     setUpSearch();
+    setUpIndexScatter();
 
     document.addEventListener("keydown", function (event) {
       if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey || event.defaultPrevented) { return; }
@@ -130,17 +131,8 @@
   function setUpSearch() {
     var form = document.getElementById("search-form");
     if (!form || !window.reportgenChannels) { return; }
-    var data = window.reportgenChannels;
-    var columns = data.columns.map(function (column) {
-      var bytes = Uint8Array.from(atob(column.values), function (c) { return c.charCodeAt(0); });
-      var values = column.dtype === "f4" ? new Float32Array(bytes.buffer) :
-        Float32Array.from(new Uint16Array(bytes.buffer), half);
-      return { name: column.name, values: values };
-    });
-    var rows = [];  // one per channel: [layer position, channel]
-    data.layers.forEach(function (layer, l) {
-      for (var c = 0; c < layer.channels; c++) { rows.push([l, c]); }
-    });
+    var table = channelTable(window.reportgenChannels);
+    var data = table.data, columns = table.columns, rows = table.rows, position = table.position;
     var LIMIT = 50, shownLimit = LIMIT, sortColumn = -1, ascending = true, kept = rows;
     var head = document.getElementById("search-head");
     var body = document.querySelector("#search-table tbody");
@@ -150,16 +142,7 @@
     var bounds = columns.map(function (column, k) {  // the inputs search.html wrote, one pair a column
       return { min: document.getElementById("t" + k + "-min"), max: document.getElementById("t" + k + "-max") };
     });
-    function fmt(value) {
-      if (isNaN(value)) { return "undefined"; }
-      var magnitude = Math.abs(value);
-      return magnitude !== 0 && (magnitude < 0.001 || magnitude >= 100000) ? value.toExponential(2) :
-        String(Number(value.toPrecision(3)));
-    }
-    function value(row, k) { return k === -2 ? data.layers[row[0]].index : k === -1 ? row[1] : columns[k].values[position(row)]; }
-    var starts = [0];
-    data.layers.forEach(function (layer, l) { starts.push(starts[l] + layer.channels); });
-    function position(row) { return starts[row[0]] + row[1]; }
+    var fmt = table.fmt, value = table.value;
 
     head.querySelectorAll("th").forEach(function (th, i) {
       th.querySelector("button").addEventListener("click", function () {
@@ -234,8 +217,6 @@
     form.addEventListener("reset", function () { window.setTimeout(update, 0); });
     form.addEventListener("submit", function (event) { event.preventDefault(); });
 
-    // The scatter, drawn for the width it is shown at: its text is the page's small text at any width.
-    var canvas = document.getElementById("scatter"), tip = document.getElementById("scatter-tip");
     var chooseX = document.getElementById("scatter-x"), chooseY = document.getElementById("scatter-y");
     columns.forEach(function (column, k) {
       [chooseX, chooseY].forEach(function (choice) {
@@ -245,13 +226,62 @@
         choice.append(option);
       });
     });
-    function named(pattern, fallback) {
-      var found = columns.findIndex(function (c) { return pattern.test(c.name); });
-      return found >= 0 ? found : fallback;
-    }
-    chooseX.value = String(named(/^nTV/, 0));
-    chooseY.value = String(named(/^Best IoU, pet/, named(/^Taylor/, Math.min(1, columns.length - 1))));
+    chooseX.value = String(table.named(/^nTV/, 0));
+    chooseY.value = String(table.named(/^Best IoU, pet/, table.named(/^Taylor/, Math.min(1, columns.length - 1))));
+    var draw = channelScatter(document.getElementById("scatter"), document.getElementById("scatter-tip"), table,
+      function () { return [parseInt(chooseX.value, 10), parseInt(chooseY.value, 10)]; },
+      function () { return kept; });
     [chooseX, chooseY].forEach(function (choice) { choice.addEventListener("change", draw); });
+    update();
+  }
+
+  // The index's channel scatter: nTV against the best pet IoU, as its static chart, every point a channel.
+  function setUpIndexScatter() {
+    var canvas = document.getElementById("index-scatter");
+    if (!canvas || !window.reportgenChannels) { return; }
+    var table = channelTable(window.reportgenChannels);
+    var axes = [table.named(/^nTV/, 0), table.named(/^Best IoU, pet/, 0)];
+    channelScatter(canvas, document.getElementById("scatter-tip"), table, function () { return axes; },
+      function () { return table.rows; })();
+  }
+
+  // data/channels.js (channels.every_channel) decoded: its columns, one row [layer, channel] a channel.
+  function channelTable(data) {
+    var columns = data.columns.map(function (column) {
+      var bytes = Uint8Array.from(atob(column.values), function (c) { return c.charCodeAt(0); });
+      var values = column.dtype === "f4" ? new Float32Array(bytes.buffer) :
+        Float32Array.from(new Uint16Array(bytes.buffer), half);
+      return { name: column.name, values: values };
+    });
+    var rows = [], starts = [0];
+    data.layers.forEach(function (layer, l) {
+      for (var c = 0; c < layer.channels; c++) { rows.push([l, c]); }
+      starts.push(starts[l] + layer.channels);
+    });
+    function position(row) { return starts[row[0]] + row[1]; }
+    return {
+      data: data, columns: columns, rows: rows, position: position,
+      // k: a column; -1 the channel, -2 the layer's index
+      value: function (row, k) { return k === -2 ? data.layers[row[0]].index : k === -1 ? row[1] : columns[k].values[position(row)]; },
+      named: function (pattern, fallback) {
+        var found = columns.findIndex(function (c) { return pattern.test(c.name); });
+        return found >= 0 ? found : fallback;
+      },
+      fmt: function (value) {
+        if (isNaN(value)) { return "undefined"; }
+        var magnitude = Math.abs(value);
+        return magnitude !== 0 && (magnitude < 0.001 || magnitude >= 100000) ? value.toExponential(2) :
+          String(Number(value.toPrecision(3)));
+      }
+    };
+  }
+
+  // A scatter of every channel, drawn for the width it is shown at (its text is the page's small
+  // text at any width): `axes()` the two columns, `kept()` the rows drawn in colour. A point names
+  // its channel on hover and opens its channel view on click. Returns the function that draws it.
+  function channelScatter(canvas, tip, table, axes, kept) {
+    var data = table.data, columns = table.columns, rows = table.rows, fmt = table.fmt, value = table.value;
+    var position = table.position;
     var drawn = [];
     function axis(k) {
       var values = columns[k].values, low = Infinity, high = -Infinity;
@@ -273,7 +303,7 @@
       var context = canvas.getContext("2d");
       context.setTransform(ratio, 0, 0, ratio, 0, 0);
       context.clearRect(0, 0, width, height);
-      var kx = parseInt(chooseX.value, 10), ky = parseInt(chooseY.value, 10);
+      var kx = axes()[0], ky = axes()[1];
       var ax = axis(kx), ay = axis(ky);
       var pad = { left: 48, right: 12, top: 12, bottom: 40 };
       var plotW = width - pad.left - pad.right, plotH = height - pad.top - pad.bottom;
@@ -296,7 +326,7 @@
       context.fillText(fmt(ay.high), pad.left - 4, pad.top + 10);
       context.fillText(fmt(ay.low), pad.left - 4, pad.top + plotH);
       var keep = new Uint8Array(rows.length);
-      kept.forEach(function (row) { keep[position(row)] = 1; });
+      kept().forEach(function (row) { keep[position(row)] = 1; });
       drawn = [];
       var last = data.layers.length > 1 ? data.layers.length - 1 : 1;
       // On the dark background viridis' darkest purples vanish: start at its blue, as the charts do.
@@ -336,8 +366,8 @@
       if (!point) { tip.hidden = true; canvas.style.cursor = "default"; return; }
       var layer = data.layers[point[2][0]];
       tip.textContent = "Conv " + layer.index + " " + layer.name + ", channel " + point[2][1] + ": " +
-        columns[parseInt(chooseX.value, 10)].name + " " + fmt(value(point[2], parseInt(chooseX.value, 10))) + ", " +
-        columns[parseInt(chooseY.value, 10)].name + " " + fmt(value(point[2], parseInt(chooseY.value, 10)));
+        columns[axes()[0]].name + " " + fmt(value(point[2], axes()[0])) + ", " +
+        columns[axes()[1]].name + " " + fmt(value(point[2], axes()[1]));
       tip.style.left = point[0] + 8 + "px";
       tip.style.top = point[1] + 8 + "px";
       tip.hidden = false;
@@ -349,7 +379,7 @@
       if (point) { window.location.href = data.layers[point[2][0]].href + "#c" + point[2][1]; }
     });
     window.addEventListener("resize", draw);
-    update();
+    return draw;
   }
 
   // Numbers packed by reportgen.channels.packed: base64 of little-endian 16-bit words.
