@@ -84,7 +84,11 @@ def _heatmap(plt, results, rows, layer_cka, theme, width_px: int):
 
     strip_key, strip_title = next(((key, title) for key, title in (("cka_mask", "mask"), ("cka_class", "class"))
                                    if any(r[key] is not None for r in rows)), (None, ""))
-    fig, ax = plt.subplots(figsize=figure_inches("cka", width_px), constrained_layout=True)
+    width, height = figure_inches("cka", width_px)
+    # Fixed margins, with room on the right for the colour bar's numbers: constrained layout does not
+    # see the axes cut off by make_axes_locatable and let those numbers fall off the picture.
+    fig, ax = plt.subplots(figsize=(width, height), gridspec_kw={
+        "left": 0.55 / width, "right": 1 - 0.45 / width, "top": 1 - 0.35 / height, "bottom": 0.5 / height})
     masked = np.ma.masked_invalid(layer_cka)
     image = ax.imshow(masked, cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
                       extent=(0.5, len(results) + 0.5, len(results) + 0.5, 0.5))

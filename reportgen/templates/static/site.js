@@ -288,7 +288,7 @@
       for (var i = 0; i < values.length; i++) {
         if (!isNaN(values[i])) { low = Math.min(low, values[i]); high = Math.max(high, values[i]); }
       }
-      var log = low > 0 && high / low > 100;
+      var log = low > 0 && high / low > 10;  // nTV and importances span decades: log, as the charts
       var f = log ? Math.log : function (v) { return v; };
       return { low: low, high: high, log: log, at: function (v) { return (f(v) - f(low)) / ((f(high) - f(low)) || 1); } };
     }
