@@ -391,7 +391,7 @@ MAP_STATISTICS = {"probe": "Mask decodability (probe IoU, pet)", "cka": "Linear 
                   "participation": "Participation ratio / channels"}
 
 
-def _map_context(report: Report, rows: list[dict], colorbar: str) -> dict:
+def _map_context(report: Report, rows: list[dict]) -> dict:
     """The architecture map with, per statistic of the layer table, each conv node's colour.
 
     The colours are computed here, once, for every statistic: the page script only swaps them."""
@@ -400,8 +400,9 @@ def _map_context(report: Report, rows: list[dict], colorbar: str) -> dict:
     arch = architecture.build_map(report.loaded.model, [r.conv for r in report.layers])
     lut = render.colormap_lut(report.options.cmap)
     statistics, fills, inks = [], [], []
+    measured = [_layer_values(r) for r in report.layers]
     for key, _ in _layer_columns(report):
-        values = np.array([_layer_values(r)[key] for r in report.layers], np.float64)
+        values = np.array([layer[key] for layer in measured], np.float64)
         finite = values[np.isfinite(values)]
         if not finite.size:
             continue
@@ -414,7 +415,7 @@ def _map_context(report: Report, rows: list[dict], colorbar: str) -> dict:
                      for c in colours])
         statistics.append({"label": MAP_STATISTICS[key], "low": fmt(low), "high": fmt(high)})
     return {"map": arch, "rows": {row["index"]: row for row in rows}, "statistics": statistics, "fills": fills, "inks": inks,
-            "colorbar": colorbar, "conv_count": len(report.layers)}
+            "colorbar": report.colorbar, "conv_count": len(report.layers)}
 
 
 def _luminance(rgb) -> float:
@@ -477,7 +478,7 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
     image_views = _image_views(report)
     columns = _layer_columns(report)
     rows = [_layer_row(r, report.records[0].slug, columns) for r in report.layers]
-    arch = _map_context(report, rows, report.colorbar)
+    arch = _map_context(report, rows)
     pages.write("index.html", "index.html", model=_model_view(report), images=image_views, layers=rows, arch=arch,
                 columns=[heading for _, heading in columns], charts=plan, findings=findings.compute(report, chance),
                 warnings=report.warnings, colorbar=report.colorbar, changes=changes)

@@ -267,12 +267,7 @@
         var found = columns.findIndex(function (c) { return pattern.test(c.name); });
         return found >= 0 ? found : fallback;
       },
-      fmt: function (value) {
-        if (isNaN(value)) { return "undefined"; }
-        var magnitude = Math.abs(value);
-        return magnitude !== 0 && (magnitude < 0.001 || magnitude >= 100000) ? value.toExponential(2) :
-          String(Number(value.toPrecision(3)));
-      }
+      fmt: formatNumber
     };
   }
 
@@ -382,6 +377,14 @@
     return draw;
   }
 
+  // A number as the pages print it: three significant digits; "undefined" for a missing or NaN one.
+  function formatNumber(value) {
+    if (value === null || value === undefined || isNaN(value)) { return "undefined"; }
+    var magnitude = Math.abs(value);
+    return magnitude !== 0 && (magnitude < 0.001 || magnitude >= 100000) ? value.toExponential(2) :
+      String(Number(value.toPrecision(3)));
+  }
+
   // Numbers packed by reportgen.channels.packed: base64 of little-endian 16-bit words.
   function unpack(text) {
     var bytes = Uint8Array.from(atob(text), function (c) { return c.charCodeAt(0); });
@@ -423,12 +426,7 @@
     var cursorRank = 0;
     var returnFocus = null;
 
-    function fmt(value) {
-      if (value === null || value === undefined) { return "undefined"; }
-      var magnitude = Math.abs(value);
-      return magnitude !== 0 && (magnitude < 0.001 || magnitude >= 100000) ? value.toExponential(2) :
-        String(Number(value.toPrecision(3)));
-    }
+    var fmt = formatNumber;
     var strengths = data.stats.length ? data.stats[0].values : [];
     // A rank says what it can: a channel that is constant on every image has no strength to rank by,
     // and channels of equal strength share their place.
