@@ -76,11 +76,11 @@ class Rerun:
     output can be changed and only what lies downstream of it computed again."""
 
     def __init__(self, model, convs, target: attribution.Target):
-        from reportgen import capture, graph
+        from reportgen import graph
 
         self.model = model
         self.nodes = [node for node in graph.nodes(model) if not node.is_input]
-        self.taps = [capture.tapped_tensor(model, conv, channels_last=False) for conv in convs]
+        self.taps = [attribution.attribution_source(model, conv)[0] for conv in convs]  # what Taylor estimates
         produced = {id(t): i for i, node in enumerate(self.nodes) for t in node.output_tensors}
         self.tap_node = [produced.get(id(t)) for t in self.taps]  # None: not in this graph (nested models)
         self.channels_first = [conv.channels_first for conv in convs]

@@ -22,6 +22,15 @@ With a = a layer's output on one image and g = dy/da (the same shape):
 
 Both are computed inside the traced graph, beside the stored activations, so only a map per layer
 and a number per channel leave it, never the gradients themselves.
+
+Where a conv's output is renormalised channel by channel (GroupNormalization with one channel a
+group, that is instance normalisation: the SD-UNet's 32-filter blocks, every block of a slim one),
+y does not change when a channel is shifted or scaled. Then sum over positions of g_c is 0 and
+sum of a_c g_c is 0 (up to the normalisation's epsilon): Grad-CAM's weights and the Taylor
+importances vanish by construction, and what a computation returns is rounding, different on
+every machine and thread count. Both are therefore taken at the normalisation's output, the first
+tensor that carries the channel's strength, and the ablation check zeroes the same tensor
+(`attribution_source`).
 """
 
 from __future__ import annotations
@@ -147,6 +156,33 @@ def on_path(model, tensors, output) -> list[bool]:
     return [id(t) in needed for t in tensors]
 
 
+def attribution_source(model, conv) -> tuple[object, str]:
+    """The symbolic tensor of `model`'s graph that a conv layer's Grad-CAM and importance are taken at
+    (laid out as the layer lays it out), and the name of the normalisation it is, or "" where it is
+    the tapped output itself."""
+    from reportgen import capture, graph
+
+    tensor = capture.tapped_tensor(model, conv, channels_last=False)
+    if conv.path:
+        return tensor, ""
+    after = graph.consumers(model, tensor)
+    if len(after) == 1 and _normalises_each_channel(after[0].operation, conv, len(tensor.shape)):
+        return after[0].output_tensors[0], after[0].operation.name
+    return tensor, ""
+
+
+def _normalises_each_channel(operation, conv, rank: int) -> bool:
+    """Whether `operation` normalises each of the conv's channels on its own, over the positions."""
+    import keras
+
+    if not isinstance(operation, keras.layers.GroupNormalization):
+        return False
+    channels = conv.output_shape[-1]
+    groups = channels if operation.groups == -1 else operation.groups
+    channel_axis = 1 if conv.channels_first else rank - 1
+    return groups == channels and operation.axis % rank == channel_axis
+
+
 def cam_and_taylor(values, gradients, channels_first: bool):
     """Grad-CAM maps (N x spatial, or None for a layer without two spatial axes) and Taylor importances
     (N x C) of one layer's batch, in keras.ops."""
@@ -221,9 +257,7 @@ def attributed_probe(model, convs, outputs: list, target: Target, image_index: i
     explaining `target`, a defined one."""
     import keras
 
-    from reportgen import capture
-
-    sources = [capture.tapped_tensor(model, conv, channels_last=False) for conv in convs]
+    sources = [attribution_source(model, conv)[0] for conv in convs]
     target_tensor = model.outputs[target.output]
     probe = keras.Model(model.inputs, outputs)
     return AttributedProbe(probe, sources, [conv.channels_first for conv in convs], target, target_tensor,

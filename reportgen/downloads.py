@@ -100,6 +100,7 @@ def stats_records(results, example_ids: dict[int, str] | None = None) -> list[di
             },
             "importance_top_share": json_value(s.value("importance_top_share")),
             "attribution_note": r.attribution_note or None,
+            "attributed_after": r.attributed_after or None,
             "ablation": r.ablation,
             "dataset_examples": _examples_record(s.examples, example_ids) if example_ids else None,
             "stored_note": r.stored_note or None,

@@ -64,6 +64,7 @@ class LayerResult:
     channel_numbers: dict = field(default_factory=dict)  # the layer page's channel data (channels.py)
     stored_note: str = ""  # what storing changed: NaN or infinite values, values beyond float16 (capture.damage_note)
     attribution_note: str = ""  # why the layer has no Grad-CAM and importance, where it has none
+    attributed_after: str = ""  # the per-channel normalisation they are taken after (attribution.attribution_source)
     cam_peaks: np.ndarray | None = None  # per pictured image, the largest Grad-CAM value (0: no positive evidence)
     ablation: dict | None = None  # ablation.LayerAblation.summary(), where the ablation check ran
 

@@ -481,14 +481,17 @@ def _with_ablation(results: list[LayerResult], found) -> list[LayerResult]:
             for k, r in enumerate(results)]
 
 
-def _attribution_notes(skeletons: list[LayerResult], captured: _Captured, targets: Targets) -> list[LayerResult]:
-    """Each layer's sentence on why it has no Grad-CAM and importance, where it has none."""
-    from reportgen.attribution import not_attributed_note
+def _attribution_notes(model, skeletons: list[LayerResult], captured: _Captured,
+                       targets: Targets) -> list[LayerResult]:
+    """Each layer's sentence on why it has no Grad-CAM and importance, where it has none, and the
+    normalisation they are taken after, where they are (attribution.attribution_source)."""
+    from reportgen.attribution import attribution_source, not_attributed_note
 
     if not targets.measures:
         return [dataclasses.replace(s, attribution_note="the build ran with --no-stats") for s in skeletons]
     connected = captured.attributed or [False] * len(skeletons)
-    return [dataclasses.replace(s, attribution_note=not_attributed_note(s.conv, ok, targets.explained))
+    return [dataclasses.replace(s, attribution_note=not_attributed_note(s.conv, ok, targets.explained),
+                                attributed_after=attribution_source(model, s.conv)[1])
             for s, ok in zip(skeletons, connected)]
 
 
@@ -640,7 +643,7 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         records_path = layer_stage.save_records(records, work / "records.pickle")
         skeletons, picture_note = _fit_pictures(
             _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height, captured.damage))
-        skeletons = _attribution_notes(skeletons, captured, targets)
+        skeletons = _attribution_notes(loaded.model, skeletons, captured, targets)
         rgb = _rgb_baselines(statistics_images, outcome.masks, skeletons, targets) if outcome is not None else {}
         results = _analyse_layers(executor, skeletons, captured, records_path, staging, geometry.size,
                                   options, targets, progress, outcome, rgb)

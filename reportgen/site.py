@@ -381,7 +381,7 @@ def _attribution_context(report: Report, result, image_views: list[dict]) -> dic
         order = np.argsort(-np.nan_to_num(s.importance, nan=-1.0), kind="stable")[:IMPORTANT_LINKS]
         important = [{"channel": int(c), "value": fmt(s.importance[c]), "href": f"#c{int(c)}"} for c in order]
     return {"cams": cams, "explained": report.explained, "attribution_note": result.attribution_note,
-            "important": important, "ablation": result.ablation}
+            "attributed_after": result.attributed_after, "important": important, "ablation": result.ablation}
 
 
 MAP_STATISTICS = {"probe": "Mask decodability (probe IoU, pet)", "cka": "Linear CKA with the mask",

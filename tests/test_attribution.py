@@ -135,6 +135,60 @@ def test_taylor_importance_is_the_derivative_of_the_target_along_each_channel():
             np.testing.assert_allclose(np.abs(derivative), taylors[layer][:, channel], rtol=2e-2, atol=2e-3)
 
 
+def _normalised_segmenter(groups: int):
+    """The SD-UNet's block, conv -> GroupNormalization -> LeakyReLU, twice, then a softmax head."""
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((16, 16, 3))
+    x = inputs
+    for name in ("a", "b"):
+        x = layers.Conv2D(8, 3, padding="same", name=name)(x)
+        x = layers.GroupNormalization(groups=groups, epsilon=1e-3, name=f"{name}_gn")(x)
+        x = layers.LeakyReLU()(x)
+    return keras.Model(inputs, layers.Conv2D(3, 1, activation="softmax", name="head")(x))
+
+
+def _scaled_derivatives(rerun, values, target, layer, channels, step=1e-3):
+    """d/de y(the rerun's tap with channel c times 1 + e) at e = 0, per image and channel."""
+    found = []
+    for channel in range(channels):
+        gates = [np.ones(channels, np.float32) for _ in (0, 1)]
+        gates[0][channel], gates[1][channel] = 1 + step, 1 - step
+        up, down = (np.asarray(target.scores(rerun.output_with(values, layer, g)), np.float64) for g in gates)
+        found.append((up - down) / (2 * step))
+    return np.stack(found, axis=1)
+
+
+def test_attributions_of_a_channel_normalised_layer_are_taken_after_its_normalisation():
+    """With one channel a group, y does not move when a conv channel is scaled, so its importance at
+    the conv's output is 0 by construction (checked here through the graph itself): the importances
+    and the ablations are the normalisation's, and equal its finite differences. With two channels a
+    group, the conv's output is kept."""
+    images = np.random.default_rng(6).uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    model = _normalised_segmenter(groups=8)
+    convs = capture.find_conv_layers(model, "conv")
+    assert [attribution.attribution_source(model, conv)[1] for conv in convs] == ["a_gn", "b_gn", ""]
+
+    _, target, _, taylors, _ = _attributed(model, images)
+    rerun = ablation.Rerun(model, convs, target)
+    values = rerun.run([images])
+    assert rerun.taps[0] is model.get_layer("a_gn").output
+    for layer in (0, 1):
+        derivative = _scaled_derivatives(rerun, values, target, layer, 8)
+        # 3%: a pixel on the pet's decision boundary may change sides within the difference's step
+        np.testing.assert_allclose(np.abs(derivative), taylors[layer], rtol=3e-2, atol=2e-3)
+        assert np.abs(derivative).max() > 0.1  # a real signal, not rounding
+
+    # The reason: at the conv's own output, scaling a channel changes y by epsilon's share only.
+    at_conv = ablation.Rerun(model, convs, target)
+    at_conv.taps = [capture.tapped_tensor(model, conv, channels_last=False) for conv in convs]
+    conv_derivative = _scaled_derivatives(at_conv, at_conv.run([images]), target, 0, 8)
+    assert np.abs(conv_derivative).max() < 1e-2 * np.abs(taylors[0]).max()
+
+    paired = _normalised_segmenter(groups=4)
+    assert [attribution.attribution_source(paired, conv)[1] for conv in capture.find_conv_layers(paired, "conv")] \
+        == ["", "", ""]
+
+
 def _one_channel_classifier():
     """Channel 0 of the conv carries the class alone: the head reads no other channel."""
     inputs = keras.Input((8, 8, 3))

@@ -180,16 +180,16 @@ IMPORTANCE = re.compile(r"(\[\d+\])\.(?:channels\.taylor_importance(?:_90)?\[|.*
 
 def _assert_same_importances(ours, theirs):
     """Taylor importances are |sum of a * dy/da| over positions, in float32, reduced in another order
-    with another thread count and batch shape; and y, the pet's log-odds over the pixels predicted
-    pet, changes its region where a pixel of this random model sits on the decision boundary, which
-    moves every gradient upstream. Where the terms cancel to near 0 (the first layers) only those
-    changes are left: equal to 5% of the layer's largest importance (conv 2: 5.8e-5 against 4.0e-5,
-    its largest 7e-3; on loaded CI machines conv 1's channel 0 gave 1.73e-4 against 2.13e-4, 1.3%
-    of its largest, and conv 2's channel 2 2.10e-4 against 1.20e-4, 2.4%; idle, both agree far
-    closer), or within a fifth of the channel's 90% interval, as the other numbers are. The interval's ends are
-    compared where the importance itself agrees to 1e-4: on the log scale of a positive number, the
-    replicates of such a cancellation (the random model's two full-resolution first layers, where
-    they moved by 40% of the interval's width) move the ends far; every other layer's moved under 1%."""
+    with another thread count and batch shape: equal to 1e-3 of the layer's largest importance (the
+    paths differed by under 1e-4 on this machine). Where y, the pet's log-odds over the pixels
+    predicted pet, gains or loses a pixel on this random model's decision boundary, every gradient
+    upstream moves by that pixel's: the 90% intervals' ends may then move by a fifth of their width,
+    as the other numbers may.
+
+    This was 5% and still failed, before the attributions of a layer renormalised channel by channel
+    (the slim SD-UNet's GroupNormalization has one channel a group) moved to the normalisation's
+    output: at the conv's own output they are 0 by construction, and both paths returned rounding
+    (conv 1: 6.8e-4 against 4.1e-4 on a CI machine, 35% apart here; attribution.attribution_source)."""
     keys = [k for k in theirs if IMPORTANCE.match(k)]
     assert len(keys) > 100
     largest = {}
@@ -203,12 +203,9 @@ def _assert_same_importances(ours, theirs):
             continue
         channel = re.search(r"taylor_importance(?:_90)?\[(\d+)\]", key).group(1)
         layer = IMPORTANCE.match(key).group(1)
-        value = f"{layer}.channels.taylor_importance[{channel}]"
-        if "_90" in key and not ours[value] == pytest.approx(theirs[value], rel=1e-4):
-            continue
         ends = [theirs.get(f"{layer}.channels.taylor_importance_90[{channel}][{k}]", np.nan) for k in (0, 1)]
-        width = ends[1] - ends[0] if np.isfinite(ends).all() else 0.0
-        allowed = max(5e-2 * largest.get(layer, 0.0), 0.2 * width) + 1e-12
+        width = ends[1] - ends[0] if np.isfinite(ends).all() and "_90" in key else 0.0
+        allowed = max(1e-3 * largest.get(layer, 0.0), 0.2 * width) + 1e-12
         assert ours[key] == pytest.approx(theirs[key], abs=allowed, nan_ok=True), key
 
 
