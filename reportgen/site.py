@@ -489,6 +489,8 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
     for i, view in enumerate(image_views):
         pages.write("image.html", f"images/{view['slug']}.html", **_image_context(report, i, rows, image_views))
     pages.write("about.html", "about.html", statistics=_statistics_table())
+    (root / "data").mkdir(exist_ok=True)
+    (root / "data" / "architecture.js").write_text(architecture_script(pages.env, arch))
     every_channel = channels.every_channel(report.layers, rows)
     pages.write("search.html", "search.html", layer_count=len(report.layers),
                 channel_count=sum(int(r.shape[-1]) for r in report.layers),
@@ -513,6 +515,16 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
     for job in drawn:
         job.result()
     return pages.count
+
+
+def architecture_script(env, arch: dict) -> str:
+    """data/architecture.js: the map's drawing as the layer pages show it (links from layers/), and
+    each conv node's fill and ink for every statistic of the map's list."""
+    drawing = env.get_template("_architecture.html").module.architecture_svg(arch, "../")
+    found = {"svg": str(drawing).strip(), "fills": arch["fills"], "inks": arch["inks"],
+             "low": [s["low"] for s in arch["statistics"]], "high": [s["high"] for s in arch["statistics"]]}
+    # A script, not JSON, as data/channels.js is; "<\/" so that no copy of it inlined in a page could end a script.
+    return "window.reportgenArchitecture = " + json.dumps(found, separators=(",", ":")).replace("</", "<\\/") + ";\n"
 
 
 def _statistics_table() -> list[dict]:

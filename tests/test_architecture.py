@@ -134,10 +134,28 @@ def test_the_sites_map_links_every_conv_once_and_marks_the_layer(tiny_site):
     assert {html.unescape(href) for href, _ in links} == {f"layers/{p.name}" for p in layers}
     edges = re.findall(r'<polyline points="[^"]+" data-from="(\d+)" data-to="(\d+)"', svg)
     assert len(edges) > len(links)
+    # A layer page draws the same map from data/architecture.js, its links from layers/.
+    drawing = _architecture_data(tiny_site)["svg"]
+    assert re.findall(r'data-conv="(\d+)"', drawing) == [k for _, k in links]
+    assert {html.unescape(href) for href in re.findall(r'<a href="([^"]+)" class="conv', drawing)} == \
+        {f"../layers/{p.name}" for p in layers}
     page = next(p for p in layers if p.name.startswith("e3_sa_main_conv1"))
-    text = page.read_text()
-    own = re.findall(r'<a href="([^"]+)" class="conv[^"]* current"[^>]*aria-current="page"', text)
-    assert own == [f"../layers/{page.name}"]
+    box = re.search(r'<div class="arch-box"[^>]*>', page.read_text()).group(0)
+    assert f'data-current="{_conv_index(page)}"' in box
+    assert '<svg class="arch"' not in page.read_text()
+
+
+def _architecture_data(site) -> dict:
+    import json
+
+    text = (site / "data" / "architecture.js").read_text()
+    prefix = "window.reportgenArchitecture = "
+    assert text.startswith(prefix) and text.endswith(";\n")
+    return json.loads(text[len(prefix):-2])
+
+
+def _conv_index(page) -> int:
+    return int(re.search(r"<h1>Conv (\d+):", page.read_text()).group(1))
 
 
 def test_the_map_is_coloured_by_the_chosen_statistic(tiny_site):
@@ -156,6 +174,6 @@ def test_the_map_is_coloured_by_the_chosen_statistic(tiny_site):
     assert fills[rows[int(np.nanargmin(probe))]["index"]] == "#440154"
     choice = re.search(r'<select id="arch-statistic">(.*?)</select>', index, re.S).group(1)
     assert re.findall(r">([^<]+)</option>", choice)[0] == "Mask decodability (probe IoU, pet)"
-    data = json.loads(re.search(r'<script type="application/json" id="arch-data">(.*?)</script>', index, re.S).group(1))
+    data = _architecture_data(tiny_site)
     assert len(data["fills"]) == choice.count("<option") > 3
     assert all(len(fill) == len(rows) for fill in data["fills"])

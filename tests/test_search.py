@@ -182,3 +182,26 @@ def test_a_layer_of_1x1_maps_shows_its_channels_as_values(browser, tiny_site):  
     assert page.url.endswith(f"#c{lowest}")
     assert page.evaluate("document.scrollingElement.scrollWidth") <= 390
     page.close()
+
+
+def test_a_layer_page_draws_the_map_and_rings_its_own_node(browser, tiny_site):  # noqa: F811
+    """The layer page takes the map from data/architecture.js: its node is ringed, is the link to the
+    page itself, and is scrolled into the map's box; another statistic recolours every conv node."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    address = tiny_site / "layers" / "u3_sa_main_conv2.html"
+    page.goto(address.as_uri())
+    index = int(re.search(r"<h1>Conv (\d+):", address.read_text()).group(1))
+    ringed = page.locator('svg.arch a[aria-current="page"]')
+    assert ringed.count() == 1 and ringed.get_attribute("data-conv") == str(index)
+    assert (address.parent / ringed.get_attribute("href")).resolve() == address.resolve()
+    assert page.locator("svg.arch a.conv").count() == len(list((tiny_site / "layers").glob("*.html")))
+    node, box = ringed.locator("circle").bounding_box(), page.locator(".arch-box").bounding_box()
+    assert box["x"] <= node["x"] and node["x"] + node["width"] <= box["x"] + box["width"]
+    before = page.eval_on_selector_all("svg.arch a.conv circle", "cs => cs.map(c => c.getAttribute('fill'))")
+    page.select_option("#arch-statistic", index=2)
+    after = page.eval_on_selector_all("svg.arch a.conv circle", "cs => cs.map(c => c.getAttribute('fill'))")
+    assert before != after and all(f.startswith("#") for f in after)
+    assert not errors
+    page.close()

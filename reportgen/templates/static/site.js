@@ -98,12 +98,19 @@
   });
 
   // The architecture map: its colours for every statistic were computed at build time
-  // (site._map_context); choosing one swaps them. A layer page scrolls its own node into view.
+  // (site._map_context) and come in data/architecture.js; choosing one swaps them. A layer page
+  // takes the drawing from there too, rings its own node and scrolls it into view.
   function setUpArchitecture() {
-    var source = document.getElementById("arch-data");
-    if (!source) { return; }
-    var data = JSON.parse(source.textContent);
-    var nodes = Array.prototype.slice.call(document.querySelectorAll("svg.arch a.conv"));
+    var data = window.reportgenArchitecture;
+    var box = document.querySelector(".arch-box");
+    if (!data || !box) { return; }
+    var current = box.getAttribute("data-current");
+    if (current) {
+      box.insertAdjacentHTML("beforeend", data.svg);
+      var mine = box.querySelector('svg.arch a.conv[data-conv="' + current + '"]');
+      if (mine) { mine.classList.add("current"); mine.setAttribute("aria-current", "page"); }
+    }
+    var nodes = Array.prototype.slice.call(box.querySelectorAll("svg.arch a.conv"));
     var choice = document.getElementById("arch-statistic");
     function recolour() {
       var k = parseInt(choice.value, 10);
@@ -116,11 +123,13 @@
       document.getElementById("arch-low").textContent = data.low[k];
       document.getElementById("arch-high").textContent = data.high[k];
     }
-    if (choice) { choice.addEventListener("change", recolour); }  // none when no statistic is defined
-    var current = document.querySelector("svg.arch a.current circle");
-    var box = document.querySelector(".arch-box");
-    if (current && box) {
-      var place = current.getBoundingClientRect(), frame = box.getBoundingClientRect();
+    if (choice) {  // none when no statistic is defined
+      choice.addEventListener("change", recolour);
+      recolour();  // a choice the browser restored on going back
+    }
+    var ringed = box.querySelector("svg.arch a.current circle");
+    if (ringed) {
+      var place = ringed.getBoundingClientRect(), frame = box.getBoundingClientRect();
       box.scrollLeft += place.left - frame.left - frame.width / 2;
       box.scrollTop += place.top - frame.top - frame.height / 2;
     }
