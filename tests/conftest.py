@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,43 @@ def tiny_site(tmp_path_factory, tiny_model_path, pets_folder) -> Path:
                                       "--trimap-dir", str(trimaps), "--images", "4", "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
     return out
+
+
+@dataclass(frozen=True)
+class BuiltSite:
+    out: Path
+    stderr: str  # what the build's processes (the Beam workers among them) wrote to file descriptor 2
+
+
+@pytest.fixture(scope="session")
+def beam_site(tmp_path_factory, tiny_model_path, pets_folder) -> BuiltSite:
+    """The tiny model's site with two images pictured and the statistics of all six on Beam's
+    DirectRunner: the build several tests check from their sides (the numbers, the card, the Dask
+    runner's equal), built once."""
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    from reportgen.cli import app
+
+    out = tmp_path_factory.mktemp("beam") / "site"
+    images, trimaps = pets_folder
+    with tempfile.TemporaryFile() as caught:
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)  # the workers inherit the descriptor, not sys.stderr
+        try:
+            result = CliRunner().invoke(app, [*BEAM_BUILD, "--model", str(tiny_model_path), "--image-dir", str(images),
+                                              "--trimap-dir", str(trimaps), "--out", str(out)])
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        stderr = caught.read().decode("utf-8", "replace")
+    assert result.exit_code == 0, result.output
+    return BuiltSite(out, stderr)
+
+
+BEAM_BUILD = ("build", "--images", "2", "--stats-images", "all", "-q")
 
 
 def random_image(rng: np.random.Generator, size: int) -> np.ndarray:

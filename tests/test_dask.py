@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import BEAM_BUILD
 from dask_cluster import local_cluster
 
 from reportgen.cli import app
@@ -41,17 +42,15 @@ def _numbers(rows):
 
 
 def test_dask_cluster_gives_the_direct_runners_statistics(dask_cluster, runner, tmp_path, tiny_model_path,
-                                                          pets_folder):
+                                                          pets_folder, beam_site):
+    """The build of `beam_site` (on the DirectRunner) again, on the Dask cluster."""
     images, trimaps = pets_folder
-    common = ["build", "--model", str(tiny_model_path), "--image-dir", str(images), "--trimap-dir", str(trimaps),
-              "--images", "2", "--stats-images", "all", "-q"]
-    direct = runner.invoke(app, [*common, "--out", str(tmp_path / "direct")])
-    assert direct.exit_code == 0, direct.output
+    common = [*BEAM_BUILD, "--model", str(tiny_model_path), "--image-dir", str(images), "--trimap-dir", str(trimaps)]
     dask = runner.invoke(app, [*common, "--out", str(tmp_path / "dask"), "--runner", "dask",
                                "--beam-option", f"dask_client_address={dask_cluster}"])
     assert dask.exit_code == 0, dask.output
     ours = json.loads((tmp_path / "dask" / "data" / "stats.json").read_text())
-    theirs = json.loads((tmp_path / "direct" / "data" / "stats.json").read_text())
+    theirs = json.loads((beam_site.out / "data" / "stats.json").read_text())
     assert all(row["images"] == 6 for row in ours["layers"])
     mine, reference = _numbers(ours["layers"]), _numbers(theirs["layers"])
     assert [p for p, _ in mine] == [p for p, _ in reference]

@@ -119,7 +119,7 @@ def _iou_reference(model, images, trimaps, size):
 
 @pytest.mark.parametrize("statistics", ["pictured", "beam"])
 def test_the_cards_iou_is_the_models_own_against_the_trimaps(runner, tmp_path, tiny_model_path, pets_folder,
-                                                            statistics):
+                                                            beam_site, statistics):
     """The card's IoU per class equals the confusion-matrix IoU computed here from the model's own
     prediction: over the 2 pictured images, or over all 6 statistics images on Beam."""
     import re
@@ -127,11 +127,13 @@ def test_the_cards_iou_is_the_models_own_against_the_trimaps(runner, tmp_path, t
     from conftest import TINY_SIZE
 
     images, trimaps = pets_folder
-    out = tmp_path / "site"
-    extra = ["--stats-images", "all"] if statistics == "beam" else []
-    result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(images),
-                                 "--trimap-dir", str(trimaps), "--images", "2", *extra, "--out", str(out), "-q"])
-    assert result.exit_code == 0, result.output
+    if statistics == "beam":
+        out = beam_site.out  # --images 2 --stats-images all
+    else:
+        out = tmp_path / "site"
+        result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(images),
+                                     "--trimap-dir", str(trimaps), "--images", "2", "--out", str(out), "-q"])
+        assert result.exit_code == 0, result.output
     count = 6 if statistics == "beam" else 2
     files = sorted(images.iterdir())[:count]
     expected = _iou_reference(keras.models.load_model(tiny_model_path), files,

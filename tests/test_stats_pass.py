@@ -104,19 +104,14 @@ def test_bundles_of_one_batch_merge_to_the_whole(small_pass):
     _assert_same(merged, reference)
 
 
-def test_stats_images_cover_more_than_the_pictured(runner, tmp_path, tiny_model_path, pets_folder, capfd):
-    images, trimaps = pets_folder
-    out = tmp_path / "site"
-    result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(images),
-                                 "--trimap-dir", str(trimaps), "--images", "2", "--stats-images", "all",
-                                 "--out", str(out), "-q"])
-    assert result.exit_code == 0, result.output
+def test_stats_images_cover_more_than_the_pictured(beam_site):
+    out = beam_site.out
     rows = json.loads((out / "data" / "stats.json").read_text())["layers"]
     assert all(row["images"] == 6 for row in rows)
     assert all(row["intervals_90"]["cka_mask"][0] is not None for row in rows)
     assert all(row["intervals_90"]["probe_iou_pet"][0] is not None for row in rows if row["output_shape"][0] > 1)
     assert "The statistics cover 6 images of the source" in (out / "index.html").read_text()
-    workers_said = capfd.readouterr().err
+    workers_said = beam_site.stderr
     assert "Logging handler created" not in workers_said and "apitools" not in workers_said  # -q is quiet
 
 
@@ -222,7 +217,8 @@ def _interval_width(numbers, key):
 
 
 @pytest.mark.parametrize("with_trimaps", [True, False], ids=["trimaps", "prediction-stands-in"])
-def test_in_process_and_beam_measure_the_same(runner, tmp_path, tiny_model_path, pets_folder, with_trimaps):
+def test_in_process_and_beam_measure_the_same(runner, tmp_path, tiny_model_path, pets_folder, beam_site,
+                                              with_trimaps):
     """The same six images measured by the render pass (all pictured) and by the Beam pass (two
     pictured): one measurement path gives the same numbers, the mask being the trimaps or, without
     them, the model's own segmentation.
@@ -238,8 +234,11 @@ def test_in_process_and_beam_measure_the_same(runner, tmp_path, tiny_model_path,
               *(["--trimap-dir", str(trimaps)] if with_trimaps else [])]
     local, beam = tmp_path / "local", tmp_path / "beam"
     assert runner.invoke(app, [*common, "--images", "6", "--out", str(local)]).exit_code == 0
-    result = runner.invoke(app, [*common, "--images", "2", "--stats-images", "all", "--out", str(beam)])
-    assert result.exit_code == 0, result.output
+    if with_trimaps:
+        beam = beam_site.out  # the same build
+    else:
+        result = runner.invoke(app, [*common, "--images", "2", "--stats-images", "all", "--out", str(beam)])
+        assert result.exit_code == 0, result.output
     ours, theirs = _layer_numbers(beam), _layer_numbers(local)
     ablated = {k for k in ours if ".ablation" in k}  # the ablation check runs with the statistics pass only
     assert ablated and not any(np.isfinite(v) for k, v in theirs.items() if ".ablation" in k)
