@@ -687,7 +687,13 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         workers.discard()
         raise ReportgenError("a worker process died (out of memory?); --workers 1 runs the build in one process") from None
     except OSError as error:
+        workers.discard(terminate=True)  # as below
         raise OutputError(f"cannot write the site: {error.strerror or error}") from None
+    except BaseException:
+        # The workers may still be rendering into `work`: removed under them, it would be left with
+        # what they wrote after (a Ctrl-C on a loaded machine did). They end first.
+        workers.discard(terminate=True)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return BuildResult(out, pages, len(records), outdir.site_size(out), time.monotonic() - started)

@@ -105,13 +105,22 @@ def discard(wait: bool = False, terminate: bool = False) -> None:
     starts a new one. `wait` joins the workers: idle ones exit at once; `terminate` ends busy ones."""
     global _pool
     if _pool is not None:
-        processes = list(getattr(_pool, "_processes", {}).values()) if terminate else []
+        processes = _pool_processes() if terminate else []
         _pool.shutdown(wait=wait, cancel_futures=True)
         for process in processes:
             process.terminate()
         for process in processes:
             process.join(timeout=5)
         _pool = None
+
+
+def pool_pids() -> set[int]:
+    """The process ids of the shared pool's workers (none when there is no pool)."""
+    return {process.pid for process in _pool_processes()}
+
+
+def _pool_processes() -> list:
+    return list(getattr(_pool, "_processes", {}).values()) if _pool is not None else []
 
 
 def descendants() -> set[int]:

@@ -5,6 +5,7 @@ import errno
 import html
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from keras import layers
 from PIL import Image
 
 import reportgen
-from reportgen import pipeline
+from reportgen import pipeline, workers
 from reportgen.cli import app
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -128,11 +129,22 @@ def test_ctrl_c_mid_build_leaves_the_previous_site(runner, tmp_path, tiny_model_
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline, "as_completed", interrupted)
+    # The scratch folder is removed only once no worker can write into it any more: removed under a
+    # busy worker, it was left behind on a loaded machine.
+    real_rmtree, alive_at_removal = shutil.rmtree, []
+
+    def rmtree(path, *args, **kwargs):
+        if Path(path).name.startswith(".reportgen-"):
+            alive_at_removal.append({pid for pid in workers.pool_pids() if Path(f"/proc/{pid}").exists()})
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
     result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(pets_folder[0]),
-                                 "--images", "2", "--out", str(out), "-q"])
+                                 "--images", "2", "--out", str(out), "-q", "--workers", "2"])
     assert result.exit_code == 130 and "interrupted" in result.output
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert not list(tmp_path.glob(".reportgen-*"))
+    assert alive_at_removal and not any(alive_at_removal)
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
