@@ -42,6 +42,8 @@ def figure_inches(chart: str, width_px: int, panels: int = 0) -> tuple[float, fl
     if chart == "channels":
         return width, width * (0.6 if width_px >= 600 else 0.85)
     return width, width * 0.92  # the CKA heatmap
+
+
 CHART_FILES = {"metrics": "img/charts/metrics", "channels": "img/charts/channels", "cka": "img/charts/cka"}
 
 

@@ -490,9 +490,10 @@ def _attribution_notes(model, skeletons: list[LayerResult], captured: _Captured,
     if not targets.measures:
         return [dataclasses.replace(s, attribution_note="the build ran with --no-stats") for s in skeletons]
     connected = captured.attributed or [False] * len(skeletons)
-    return [dataclasses.replace(s, attribution_note=not_attributed_note(s.conv, ok, targets.explained),
-                                attributed_after=attribution_source(model, s.conv)[1])
-            for s, ok in zip(skeletons, connected)]
+    notes = [not_attributed_note(s.conv, ok, targets.explained) for s, ok in zip(skeletons, connected)]
+    return [dataclasses.replace(s, attribution_note=note,
+                                attributed_after="" if note else attribution_source(model, s.conv)[1])
+            for s, note in zip(skeletons, notes)]
 
 
 # Lossless grid pixels an image may store at 256 colour levels: the shipped SD-UNet stores 1.3

@@ -489,8 +489,6 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
     for i, view in enumerate(image_views):
         pages.write("image.html", f"images/{view['slug']}.html", **_image_context(report, i, rows, image_views))
     pages.write("about.html", "about.html", statistics=_statistics_table())
-    (root / "data").mkdir(exist_ok=True)
-    (root / "data" / "architecture.js").write_text(architecture_script(pages.env, arch))
     every_channel = channels.every_channel(report.layers, rows)
     pages.write("search.html", "search.html", layer_count=len(report.layers),
                 channel_count=sum(int(r.shape[-1]) for r in report.layers),
@@ -507,6 +505,7 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
     # A script, not JSON: a page opened from file:// may run a script beside it but not fetch a file.
     search = json.dumps(every_channel, sort_keys=True, separators=(",", ":"))
     (data / "channels.js").write_text(f"window.reportgenChannels = {search};\n")
+    (data / "architecture.js").write_text(architecture_script(pages.env, arch))
     downloads.write_json(data / "predictions.json", downloads.predictions(report))
     downloads.write_json(data / "changes.json", {"first_build": changes.first_build, "summary": changes.summary,
                                                  "layers": changes.rows})
