@@ -78,7 +78,7 @@ class AssetWriter:
         given = scores is not None
         scores = scores or stats.ProbeScores(targets.fold_count,
                                              result.stats.probe_weights if spatial else [],
-                                             result.stats.class_probe_weights)
+                                             result.stats.class_probe_weights, targets.mask_classes.count)
         order = result.order
         top = order[:TOP_OVERLAYS]
         low = high = None
@@ -108,11 +108,12 @@ class AssetWriter:
                 strip = np.concatenate([render.overlay(backdrop, heat, self.cmap) for heat in heats], axis=1)
                 self._write(overlay_path(result.slug, record.slug), render.encode_jpeg(strip))
             if not given:
-                truth = (lambda h, w, i=i, record=record: self._truth(i, record, h, w)) \
+                truth = (lambda h, w, i=i, record=record: self._truth(i, record, h, w, targets.mask_classes.count)) \
                     if record.mask is not None and targets.mask_source else None
                 score_image(scores, maps, i, targets, truth)
         result.probe_iou = scores.mask.ratio()
-        result.intervals["probe_iou_pet"] = scores.mask.interval()
+        focus = targets.mask_classes.focus
+        result.intervals["probe_iou_focus"] = scores.mask.class_interval(focus)
         result.intervals["probe_iou_mean"] = scores.mask.interval(stats.mean_defined)
         if scores.has_classes:
             result.class_accuracy = float(scores.classes.ratio()[0])
@@ -123,7 +124,7 @@ class AssetWriter:
             rgb = self.rgb_probe(records, grid_shape, targets)
         if rgb is not None:
             result.rgb_probe_iou = rgb.ratio()
-            result.intervals["rgb_probe_iou_pet"] = rgb.interval()
+            result.intervals["rgb_probe_iou_focus"] = rgb.class_interval(focus)
         return ranges
 
     def cam_pictures(self, result, cams: np.ndarray, records) -> np.ndarray:
@@ -148,18 +149,17 @@ class AssetWriter:
                 if height > OVERLAY_HEIGHT else image
         return self._backdrops[index]
 
-    def _truth(self, index: int, record, height: int, width: int) -> np.ndarray:
+    def _truth(self, index: int, record, height: int, width: int, classes: int) -> np.ndarray:
         key = (index, height, width)
         if key not in self._truths:
-            self._truths[key] = _mask_on_grid(record, height, width)
+            self._truths[key] = stats.grid_truth(record.mask[None], height, width, classes)[0]
         return self._truths[key]
 
     def rgb_probe(self, records, grid_shape: tuple[int, int], targets) -> stats.FoldRatio:
         """The probe baseline: the same leave-out ridge probe on raw RGB pooled to the layer's grid."""
         if grid_shape not in self._rgb_probe:
             self._rgb_probe[grid_shape] = rgb_probe_iou([r.image for r in records],
-                                                        np.stack([r.mask for r in records]), grid_shape,
-                                                        targets.folds, targets.fold_count)
+                                                        np.stack([r.mask for r in records]), grid_shape, targets)
         return self._rgb_probe[grid_shape]
 
     def example_pictures(self, images, used, records) -> dict[int, dict]:
@@ -183,20 +183,23 @@ class AssetWriter:
             found[index] = {"id": item.id, "src": relative, "href": None}
         return found
 
-    def image_pictures(self, records) -> None:
+    def image_pictures(self, records, classes: stats.MaskClasses) -> None:
+        """Each image's input, its mask and the model's prediction in `classes` (the masks'), and
+        where the prediction is wrong about the focus class."""
+        oxford = classes == stats.OXFORD
         for record in records:
             self._write(image_path(record.slug, "input"), render.encode_webp(record.image, quality=90))
             if record.trimap is not None:
-                self._write(image_path(record.slug, "trimap"), render.encode_png(render.trimap_rgb(record.trimap)))
+                self._write(image_path(record.slug, "trimap"), render.encode_png(render.mask_rgb(record.trimap, oxford)))
             if record.prediction is None:
                 continue
-            predicted_trimap = (record.prediction + 1).astype(np.uint8)
-            picture = render.trimap_rgb(predicted_trimap) if record.prediction_classes == 3 else \
-                render.classes_rgb(record.prediction)
+            in_mask_classes = record.mask_classes is not None
+            predicted = record.prediction + 1
+            picture = render.mask_rgb(predicted, oxford) if in_mask_classes else render.classes_rgb(record.prediction)
             self._write(image_path(record.slug, "prediction"), render.encode_png(picture))
-            if record.trimap is not None and record.prediction_classes == 3:
-                self._write(image_path(record.slug, "error"),
-                            render.encode_png(render.error_rgb(record.trimap, predicted_trimap)))
+            if record.trimap is not None and in_mask_classes:
+                self._write(image_path(record.slug, "error"), render.encode_png(
+                    render.error_rgb(record.trimap, predicted, classes.focus + 1, oxford)))
 
     def colorbar(self) -> str:
         relative = f"img/colorbar-{self.cmap}.png"
@@ -238,22 +241,20 @@ def example_boxes(centre_y: np.ndarray, centre_x: np.ndarray, field: float, heig
     return tops, lefts, side
 
 
-def _mask_on_grid(record, height: int, width: int) -> np.ndarray:
-    return stats.grid_truth(record.mask[None], height, width)[0]
-
-
-def rgb_probe_iou(images, masks: np.ndarray, grid_shape, folds: np.ndarray, fold_count: int) -> stats.FoldRatio:
+def rgb_probe_iou(images, masks: np.ndarray, grid_shape, targets) -> stats.FoldRatio:
     """The probe baseline: the leave-out ridge probe on the images' RGB pooled to a layer's grid,
-    image i in fold `folds[i]` (the statistics' folds)."""
+    against `masks` in the targets' classes, image i in the statistics' fold `targets.folds[i]`."""
     fold_sums: dict = {}
+    classes, folds = targets.mask_classes.count, targets.folds
     pooled_images = [stats.pool_to(image[None].astype(np.float32), max(grid_shape))[0] for image in images]
     for i, pooled in enumerate(pooled_images):
-        y = stats.mask_onehot(masks[i:i + 1], *pooled.shape[:2])[0]
-        stats.add_to_fold(fold_sums, int(folds[i]), pooled.reshape(-1, pooled.shape[-1]), y.reshape(-1, 3))
+        y = stats.mask_onehot(masks[i:i + 1], *pooled.shape[:2], classes)[0]
+        stats.add_to_fold(fold_sums, int(folds[i]), pooled.reshape(-1, pooled.shape[-1]), y.reshape(-1, classes))
     weights = stats.probe_weights(fold_sums)
-    score = stats.FoldRatio(fold_count)
+    score = stats.FoldRatio(targets.fold_count, classes)
     for i, pooled in enumerate(pooled_images):
         predicted = stats.probe_predict(weights, pooled, int(folds[i]), balanced=True)
         if predicted is not None:
-            score.add_pixels(predicted, stats.grid_truth(masks[i:i + 1], *pooled.shape[:2])[0], int(folds[i]))
+            score.add_pixels(predicted, stats.grid_truth(masks[i:i + 1], *pooled.shape[:2], classes)[0],
+                             int(folds[i]))
     return score

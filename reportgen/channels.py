@@ -12,7 +12,7 @@ import base64
 
 import numpy as np
 
-from reportgen import assets, stats
+from reportgen import assets
 
 
 def _number(value, digits: int = 4) -> float | None:
@@ -43,7 +43,9 @@ def per_channel(result) -> list[dict]:
     found = [("Strength (spatial std)", s.channel_strength), ("nTV per input pixel", s.ntv),
              ("Effective area fraction", s.effective_area)]
     if np.isfinite(s.best_iou).any():
-        found += [(f"Best IoU, {name}", s.best_iou[cls]) for cls, name in enumerate(stats.CLASSES)]
+        # The focus class first: the views that show one IoU (the channel summary, the scatter) take the first.
+        first = [s.classes.focus] + [k for k in range(s.classes.count) if k != s.classes.focus]
+        found += [(f"Best IoU, {s.classes.names[k]}", s.best_iou[k]) for k in first]
     shown = [{"name": name, "values": _numbers(values)} for name, values in found]
     if s.importance is not None:
         measure = {"name": "Taylor importance", "values": _numbers(s.importance)}

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reportgen.downloads import focus_class
+
 # Each chart is drawn once per site theme, with ink that reads on that theme's background; the
 # two drawings are independent jobs, so two worker processes draw them at the same time.
 THEMES = {
@@ -135,8 +137,13 @@ def _interval(rows, name) -> tuple[np.ndarray, np.ndarray]:
     return tuple(np.array([np.nan if p[i] is None else p[i] for p in pairs], float) for i in (0, 1))
 
 
+def _focus(rows) -> str:
+    """The class the headline mask numbers are about: one for every row of a build."""
+    return focus_class(rows[0]) if rows else focus_class({})
+
+
 # The 90% interval drawn around each panel's line: panel key -> name in a row's `intervals_90`.
-PANEL_INTERVALS = {"probe": "probe_iou_pet", "cka_mask": "cka_mask", "best_iou": "best_iou_pet_max",
+PANEL_INTERVALS = {"probe": "probe_iou_focus", "cka_mask": "cka_mask", "best_iou": "best_iou_focus_max",
                    "class_probe": "class_probe_accuracy", "cka_class": "cka_label", "ntv": "ntv_median",
                    "area": "effective_area_median", "participation": "participation"}
 
@@ -145,12 +152,14 @@ def _panels(rows, chance: float) -> list[tuple]:
     """Every small multiple the report can draw:
     (key, title, line, spread, baseline, baseline label, 90% interval of the line)."""
     ntv, area = _band(rows, "ntv_p10_p50_p90"), _band(rows, "effective_area_p10_p50_p90")
+    focus = _focus(rows)
     return [(*panel, _interval(rows, PANEL_INTERVALS[panel[0]])) for panel in [
-        ("probe", "Mask decodability (probe IoU, pet)", _column(rows, lambda r: r["probe_iou"]["pet"]), None,
-         _column(rows, lambda r: r["rgb_probe_iou"]["pet"]), "raw RGB baseline"),
+        ("probe", f"Mask decodability (probe IoU, {focus})", _column(rows, lambda r: r["probe_iou"][focus]), None,
+         _column(rows, lambda r: r["rgb_probe_iou"][focus]), "raw RGB baseline"),
         ("cka_mask", "Linear CKA with the mask", _column(rows, lambda r: r["cka_mask"]), None, None, ""),
-        ("best_iou", "Best single-channel IoU, pet", _column(rows, lambda r: r["best_channel_iou"]["pet"]["max"]),
-         (_column(rows, lambda r: r["best_channel_iou"]["pet"]["p90"]),), None, ""),
+        ("best_iou", f"Best single-channel IoU, {focus}",
+         _column(rows, lambda r: r["best_channel_iou"][focus]["max"]),
+         (_column(rows, lambda r: r["best_channel_iou"][focus]["p90"]),), None, ""),
         ("class_probe", "Class decodability (probe accuracy)", _column(rows, lambda r: r["class_probe_accuracy"]),
          None, np.full(len(rows), chance), "chance (most common class)"),
         ("cka_class", "Linear CKA with the class", _column(rows, lambda r: r["cka_class"]), None, None, ""),
@@ -165,7 +174,7 @@ def plan(rows, layer_cka, chance: float = float("nan")) -> dict:
     """Which charts and panels this report can draw: only what is defined, so no axes stay empty."""
     panels = [(key, title) for key, title, line, *_ in _panels(rows, chance) if np.isfinite(line).any()]
     images = rows[0]["images"] if rows else 0
-    has_scatter = any(v is not None for row in rows for v in row["channels"]["best_iou_pet"]) and \
+    has_scatter = any(v is not None for row in rows for v in row["channels"]["best_iou_focus"]) and \
         any(v is not None for row in rows for v in row["channels"]["ntv"])
     has_cka = layer_cka is not None and np.isfinite(layer_cka).any()
     return {
@@ -273,7 +282,7 @@ def _scatter(plt, out: Path, results, rows, theme, name: str, FuncFormatter, wid
     xs, ys, cs = [], [], []
     for r, row in zip(results, rows):
         ntv = np.array([np.nan if v is None else v for v in row["channels"]["ntv"]], float)
-        iou = np.array([np.nan if v is None else v for v in row["channels"]["best_iou_pet"]], float)
+        iou = np.array([np.nan if v is None else v for v in row["channels"]["best_iou_focus"]], float)
         keep = np.isfinite(ntv) & np.isfinite(iou)
         xs.append(ntv[keep]); ys.append(iou[keep]); cs.append(np.full(keep.sum(), r.conv.index))
     xs, ys, cs = (np.concatenate(v) if v else np.array([]) for v in (xs, ys, cs))
@@ -286,7 +295,7 @@ def _scatter(plt, out: Path, results, rows, theme, name: str, FuncFormatter, wid
         bar.ax.tick_params(colors=theme["fg"], labelsize=_pt("tick"))
     ax.set_xlabel("nTV per input pixel (log)" + (": high = edges and texture" if width_px >= 600 else ""),
                   color=theme["fg"], fontsize=_pt("label"))
-    ax.set_ylabel("best IoU with the pet mask", color=theme["fg"], fontsize=_pt("label"))
+    ax.set_ylabel(f"best IoU with the {_focus(rows)} mask", color=theme["fg"], fontsize=_pt("label"))
     ax.tick_params(colors=theme["fg"], labelsize=_pt("tick"))
     for spine in ax.spines.values():
         spine.set_color(theme["grid"])

@@ -12,12 +12,16 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reportgen.downloads import focus_class
+
 # The per-layer numbers whose change a reader of a retrained model cares about.
-TRACKED = (
-    ("probe IoU (pet)", lambda row: row["probe_iou"]["pet"]),
-    ("CKA with mask", lambda row: row["cka_mask"]),
-    ("best channel IoU (pet)", lambda row: row["best_channel_iou"]["pet"]["max"]),
-    ("median nTV", lambda row: row["ntv_p10_p50_p90"][1]),
+# A build's focus class may be another's (the pet, a binary foreground, the first of N classes not named
+# background): its numbers are compared only where both builds name the same class.
+TRACKED = (  # (label, value of a row, whether it is of the focus class)
+    ("probe IoU (focus class)", lambda row: row["probe_iou"][focus_class(row)], True),
+    ("CKA with mask", lambda row: row["cka_mask"], False),
+    ("best channel IoU (focus class)", lambda row: row["best_channel_iou"][focus_class(row)]["max"], True),
+    ("median nTV", lambda row: row["ntv_p10_p50_p90"][1], False),
 )
 NOTABLE = 0.05  # absolute change worth a reader's attention
 
@@ -108,8 +112,10 @@ def _compare(previous: Previous, manifest: dict, layers: list[dict]) -> Comparis
             continue
         cells = []
         notable = False
-        for label, getter in TRACKED:
-            before, after = _value(getter, old), _value(getter, row)
+        same_focus = focus_class(old) == focus_class(row)
+        for label, getter, of_focus in TRACKED:
+            before = _value(getter, old) if same_focus or not of_focus else None
+            after = _value(getter, row)
             delta = None if before is None or after is None else after - before
             flag = delta is not None and abs(delta) >= NOTABLE
             notable |= flag

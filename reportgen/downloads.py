@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import __version__, outputs
-from reportgen.stats import CLASSES, LAYER_NUMBERS
+from reportgen.stats import LAYER_NUMBERS, OXFORD, MaskClasses
 
 PACKAGES = ("reportgen", "tensorflow-cpu", "keras", "numpy", "pillow", "matplotlib", "jinja2",
             "tensorflow-datasets", "typer")
@@ -55,7 +55,16 @@ def _examples_record(top, ids: dict[int, str]) -> dict | None:
                             for values, images in zip(top.values, top.images)]}
 
 
-def stats_records(results, example_ids: dict[int, str] | None = None) -> list[dict]:
+def focus_class(row: dict) -> str:
+    """The class a stats.json row's headline mask numbers are about (rows before it was recorded: the pet)."""
+    return row.get("focus_class", OXFORD.focus_name)
+
+
+def _by_class(names, values) -> dict:
+    return {name: json_value(float(values[k])) if k < len(values) else None for k, name in enumerate(names)}
+
+
+def stats_records(results, example_ids: dict[int, str] | None = None, classes: MaskClasses = OXFORD) -> list[dict]:
     """Every statistic of every layer, as plain JSON-ready data (the downloadable record).
 
     `example_ids`: statistics image index -> id, for each channel's dataset examples."""
@@ -80,20 +89,21 @@ def stats_records(results, example_ids: dict[int, str] | None = None) -> list[di
             "cka_class": json_value(s.cka_label),
             "class_probe_accuracy": json_value(r.class_accuracy),
             "participation_ratio_over_c": json_value(s.participation),
-            "probe_iou": {c: json_value(float(v)) for c, v in zip(CLASSES, r.probe_iou)},
-            "rgb_probe_iou": {c: json_value(float(v)) for c, v in zip(CLASSES, r.rgb_probe_iou)},
+            "focus_class": classes.focus_name,
+            "probe_iou": _by_class(classes.names, r.probe_iou),
+            "rgb_probe_iou": _by_class(classes.names, r.rgb_probe_iou),
             "ntv_p10_p50_p90": [json_value(v) for v in s.band(s.ntv)],
             "effective_area_p10_p50_p90": [json_value(v) for v in s.band(s.effective_area)],
             "best_channel_iou": {
                 c: dict(zip(("max", "p90", "fraction_above_0_5"), (json_value(v) for v in s.iou_summary(k))))
-                for k, c in enumerate(CLASSES)
+                for k, c in enumerate(classes.names)
             },
             "channel_ranking": [int(c) for c in r.order],
             "channels": {
                 "strength": [json_value(float(v)) for v in s.channel_strength],
                 "ntv": [json_value(float(v)) for v in s.ntv],
                 "effective_area": [json_value(float(v)) for v in s.effective_area],
-                "best_iou_pet": [json_value(float(v)) for v in s.best_iou[0]],
+                "best_iou_focus": [json_value(float(v)) for v in s.best_iou[classes.focus]],
                 "taylor_importance": None if s.importance is None else [json_value(float(v)) for v in s.importance],
                 "taylor_importance_90": None if s.importance_intervals is None else
                 [[json_value(float(v)) for v in pair] for pair in s.importance_intervals],
@@ -110,16 +120,16 @@ def stats_records(results, example_ids: dict[int, str] | None = None) -> list[di
 
 CSV_FIELDS = ("index", "name", "type", "role", "output_shape", "stride", "receptive_field", "mean", "std",
               "near_zero_fraction", "cka_mask", "cka_class", "class_probe_accuracy", "participation_ratio_over_c",
-              "probe_iou_pet", "probe_iou_mean", "rgb_probe_iou_pet", "ntv_median", "effective_area_median",
-              "best_channel_iou_pet_max", "best_channel_iou_pet_p90", "best_channel_iou_pet_fraction_above_0_5",
-              "images", "is_head", "importance_top_share", "ablation_images", "ablation_metric",
+              "focus_class", "probe_iou_focus", "probe_iou_mean", "rgb_probe_iou_focus", "ntv_median",
+              "effective_area_median", "best_channel_iou_focus_max", "best_channel_iou_focus_p90",
+              "best_channel_iou_focus_fraction_above_0_5", "images", "is_head", "importance_top_share", "ablation_images", "ablation_metric",
               "ablation_baseline", "ablation_top_k", "ablation_random_k", "ablation_taylor_spearman")
 # layers.csv columns with a 90% interval: column name -> name in `intervals_90`
 CSV_INTERVALS = {"cka_mask": "cka_mask", "cka_class": "cka_label", "class_probe_accuracy": "class_probe_accuracy",
-                 "participation_ratio_over_c": "participation", "probe_iou_pet": "probe_iou_pet",
-                 "probe_iou_mean": "probe_iou_mean", "rgb_probe_iou_pet": "rgb_probe_iou_pet",
+                 "participation_ratio_over_c": "participation", "probe_iou_focus": "probe_iou_focus",
+                 "probe_iou_mean": "probe_iou_mean", "rgb_probe_iou_focus": "rgb_probe_iou_focus",
                  "ntv_median": "ntv_median", "effective_area_median": "effective_area_median",
-                 "best_channel_iou_pet_max": "best_iou_pet_max", "importance_top_share": "importance_top_share"}
+                 "best_channel_iou_focus_max": "best_iou_focus_max", "importance_top_share": "importance_top_share"}
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula (OWASP CSV injection)
@@ -139,13 +149,14 @@ def csv_text(rows: list[dict]) -> str:
     writer.writerow([*CSV_FIELDS, *(f"{column}_{end}" for column in CSV_INTERVALS for end in ("low", "high"))])
     for row in rows:
         probe = [v for v in row["probe_iou"].values() if v is not None]
+        focus = focus_class(row)
         writer.writerow(csv_cell(cell) for cell in [
             row["index"], row["name"], row["type"], row["role"], "x".join(map(str, row["output_shape"])),
             row["stride"], row["receptive_field"], row["mean"], row["std"], row["near_zero_fraction"],
             row["cka_mask"], row["cka_class"], row["class_probe_accuracy"], row["participation_ratio_over_c"],
-            row["probe_iou"]["pet"], sum(probe) / len(probe) if probe else None, row["rgb_probe_iou"]["pet"],
+            focus, row["probe_iou"][focus], sum(probe) / len(probe) if probe else None, row["rgb_probe_iou"][focus],
             row["ntv_p10_p50_p90"][1], row["effective_area_p10_p50_p90"][1],
-            *row["best_channel_iou"]["pet"].values(), row["images"], row["is_head"], row["importance_top_share"],
+            *row["best_channel_iou"][focus].values(), row["images"], row["is_head"], row["importance_top_share"],
             *_ablation_cells(row["ablation"]),
             *(v for name in CSV_INTERVALS.values() for v in row["intervals_90"].get(name, [None, None])),
         ])

@@ -69,15 +69,17 @@ def compute(report, chance: float = float("nan")) -> list[str]:
     elif images:
         sentences.append(f"Every number below covers {images} images; the ranges are 90% intervals from a "
                          f"delete-one-fold jackknife over the {images} images.")
-    sentences += _probe_findings(hidden, heads, name)
-    source = "the model's own prediction" if any(r.mask_is_prediction for r in records) else "the ground-truth trimap"
-    best = _Series(hidden, lambda r: r.stats.iou_summary(0)[0], lambda r: r.stats.interval("best_iou_pet_max"))
+    classes = report.mask_classes
+    focus, focus_name = classes.focus, classes.focus_name
+    sentences += _probe_findings(hidden, heads, name, classes)
+    source = "the model's own prediction" if any(r.mask_is_prediction for r in records) else "the ground-truth mask"
+    best = _Series(hidden, lambda r: r.stats.iou_summary(focus)[0], lambda r: r.stats.interval("best_iou_focus_max"))
     top = _argmax(best.values)
     if top is not None:
         sentences.append(
             f"The most mask-like single channel of the hidden layers is in {name[id(hidden[top])]}: thresholded at "
-            f"the pet's own area it overlaps the pet with IoU {with_interval(best.values[top], best.intervals[top])} "
-            f"(mask: {source}).")
+            f"the {focus_name}'s own area it overlaps the {focus_name} with IoU "
+            f"{with_interval(best.values[top], best.intervals[top])} (mask: {source}).")
     ntv = [(r, float(r.stats.ntv_median)) for r in hidden if math.isfinite(r.stats.ntv_median)]
     if len(ntv) >= 6:
         early = float(np.median([v for _, v in ntv[:5]]))
@@ -121,16 +123,18 @@ def _attribution_findings(hidden, name) -> list[str]:
     return sentences
 
 
-def _probe_findings(hidden, heads, name) -> list[str]:
-    probe = _Series(hidden, lambda r: r.probe_iou[0], lambda r: r.intervals.get("probe_iou_pet", NAN_PAIR))
+def _probe_findings(hidden, heads, name, classes) -> list[str]:
+    focus = classes.focus
+    probe = _Series(hidden, lambda r: r.probe_iou[focus], lambda r: r.intervals.get("probe_iou_focus", NAN_PAIR))
     reached = _first_reaching(probe.values, PEAK_SHARE)
     if not reached or reached[1] <= 0:
         return []
     first, peak = reached
     top = _argmax(probe.values)
-    rgb = _Series(hidden, lambda r: r.rgb_probe_iou[0], lambda r: r.intervals.get("rgb_probe_iou_pet", NAN_PAIR))
+    rgb = _Series(hidden, lambda r: r.rgb_probe_iou[focus],
+                  lambda r: r.intervals.get("rgb_probe_iou_focus", NAN_PAIR))
     sentences = []
-    text = (f"A linear probe (class-balanced decision) decodes the pet from a hidden layer's features at IoU "
+    text = (f"A linear probe (class-balanced decision) decodes the {classes.focus_name} from a hidden layer's features at IoU "
             f"{with_interval(peak, probe.intervals[top])} at best ({name[id(hidden[top])]}); it first reaches "
             f"{PEAK_SHARE:.0%} of that at {name[id(hidden[first])]}.")
     base = _argmax(rgb.values)
@@ -143,9 +147,10 @@ def _probe_findings(hidden, heads, name) -> list[str]:
         text += f" The same probe on raw RGB reaches {with_interval(baseline, interval)}: {verdict}."
     sentences.append(text)
     for head in heads:
-        if math.isfinite(head.probe_iou[0]):
+        if math.isfinite(head.probe_iou[focus]):
+            score = with_interval(float(head.probe_iou[focus]), head.intervals.get("probe_iou_focus", NAN_PAIR))
             sentences.append(f"The head, {name[id(head)]}, is the prediction itself and is left out of these peaks; "
-                             f"the probe on it scores {with_interval(float(head.probe_iou[0]), head.intervals.get('probe_iou_pet', NAN_PAIR))}.")
+                             f"the probe on it scores {score}.")
     return sentences
 
 

@@ -13,6 +13,7 @@ Nothing here imports TensorFlow: the options are checked before the heavy import
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -205,9 +206,9 @@ class InputGeometry:
             return np.asarray(Image.fromarray(fitted).convert("L"))[..., None]
         return fitted
 
-    def trimap(self, trimap: np.ndarray) -> np.ndarray:
-        """A trimap follows its image's geometry exactly; padding is 'not classified'."""
-        return self.fit_array(trimap, fill=PAD_TRIMAP, resample=Image.Resampling.NEAREST)
+    def trimap(self, trimap: np.ndarray, fill: int = PAD_TRIMAP) -> np.ndarray:
+        """A mask follows its image's geometry exactly; padding is 'not classified' (`MaskValues.padding`)."""
+        return self.fit_array(trimap, fill=fill, resample=Image.Resampling.NEAREST)
 
 
 MASK_ROLES = {"foreground": 1, "background": 2, "ignore": 3}  # the Oxford trimap value each role becomes
@@ -216,36 +217,62 @@ BINARY_VALUES = {(0, 1): ((0, 0, "background"), (1, 1, "foreground")),
                  (0, 255): ((0, 0, "background"), (255, 255, "foreground"))}
 
 
+BY_CLASS = "classes"  # --mask-values classes: value k is class k of the model's segmentation
+
+
 @dataclass(frozen=True)
 class MaskValues:
     """What the values stored in a mask file mean: ranges of values, each foreground, background or
     ignore (Oxford's border band: left out of every IoU). The statistics measure the foreground;
     the site calls it the pet, as in the Oxford convention.
 
+    Or, with `--mask-values classes`, stored value k is class k (0..N-1) of the model's N-class
+    segmentation, named by --labels; `classes,255=ignore` leaves the pixels of 255 out of every class.
+
     Without `--mask-values`, each mask says itself: values within 1-3 are an Oxford trimap; 0 and 1,
     or 0 and 255, a binary mask (0 background)."""
 
     ranges: tuple[tuple[int, int, str], ...] = ()  # (low, high, role), both ends included; () = by the mask
+    by_class: bool = False  # values 0..N-1 are the segmentation's classes
+    class_count: int = 0  # N, once the model is described (`for_classes`)
 
     @classmethod
     def parse(cls, text: str | None) -> "MaskValues":
-        """`0=background,255=foreground` or `0=background,1-4=foreground,255=ignore`."""
+        """`0=background,255=foreground`, `0=background,1-4=foreground,255=ignore`, or `classes,255=ignore`."""
         if not text:
             return cls()
+        parts = [part.strip() for part in text.split(",")]
+        by_class = BY_CLASS in parts
         ranges = []
-        for part in text.split(","):
+        for part in parts:
+            if part == BY_CLASS:
+                continue
             values, _, role = part.partition("=")
             low, _, high = values.strip().partition("-")
             if role.strip() not in MASK_ROLES or not low.strip().isdigit() or (high and not high.strip().isdigit()):
                 raise InputError(f"--mask-values takes VALUE=ROLE or LOW-HIGH=ROLE, comma-separated, ROLE one of "
-                                 f"{', '.join(MASK_ROLES)}; got {part.strip()!r}")
+                                 f"{', '.join(MASK_ROLES)}, or classes (value k is class k); got {part.strip()!r}")
             low_value, high_value = int(low), int(high or low)
             if high_value < low_value:
                 raise InputError(f"--mask-values range {values.strip()!r} runs backwards")
             ranges.append((low_value, high_value, role.strip()))
+        if by_class:
+            if any(role != "ignore" for *_, role in ranges):
+                raise InputError("--mask-values classes takes VALUE=ignore beside it, no other role: the values "
+                                 "0..N-1 are the classes")
+            return cls(tuple(ranges), by_class=True)
         if not any(role == "foreground" for *_, role in ranges):
             raise InputError("--mask-values names no foreground value: the mask statistics measure the foreground")
         return cls(tuple(ranges))
+
+    @property
+    def padding(self) -> int:
+        """What a padded pixel's mask class is: the Oxford border (out of the pet's IoU), or no class."""
+        return 0 if self.by_class else PAD_TRIMAP
+
+    def for_classes(self, count: int) -> "MaskValues":
+        """These values for a model whose segmentation has `count` classes."""
+        return dataclasses.replace(self, class_count=count) if self.by_class else self
 
     def convention(self, values: np.ndarray) -> tuple[tuple[int, int, str], ...] | None:
         """The ranges that apply to a mask with these distinct values, or None if none does."""
@@ -257,6 +284,9 @@ class MaskValues:
         return next((ranges for pair, ranges in BINARY_VALUES.items() if present <= set(pair)), None)
 
     def describe(self, ranges) -> str:
+        if self.by_class:
+            ignored = "".join(f",{low}={role}" if low == high else f",{low}-{high}={role}" for low, high, role in ranges)
+            return f"--mask-values classes{ignored} (value k is the segmentation's class k)"
         if ranges == TRIMAP_VALUES:
             return "Oxford trimaps (1 pet, 2 background, 3 border)"
         if not self.ranges:
@@ -264,8 +294,12 @@ class MaskValues:
         shown = ",".join(f"{low}={role}" if low == high else f"{low}-{high}={role}" for low, high, role in ranges)
         return f"--mask-values {shown} (the foreground is shown as the pet)"
 
-    def to_trimap(self, mask: np.ndarray, where: str) -> tuple[np.ndarray, str]:
-        """A stored mask as trimap values (1 foreground, 2 background, 3 ignore), and its convention."""
+    def to_classes(self, mask: np.ndarray, where: str) -> tuple[np.ndarray, str]:
+        """A stored mask as the statistics' classes (class k as k + 1, stats.MaskClasses), and its
+        convention: an Oxford trimap's 1 foreground, 2 background, 3 ignore; or `by_class`, value k as
+        k + 1 and 0 where ignored."""
+        if self.by_class:
+            return self._by_class(mask, where)
         values = np.unique(mask)
         ranges = self.convention(values)
         if ranges is None:
@@ -279,3 +313,20 @@ class MaskValues:
             stray = ", ".join(str(v) for v in np.unique(mask[trimap == 0])[:6])
             raise InputError(f"mask {where} has values {stray} that --mask-values does not name")
         return trimap, self.describe(ranges)
+
+    def _by_class(self, mask: np.ndarray, where: str) -> tuple[np.ndarray, str]:
+        if self.class_count < 2:
+            raise InputError("--mask-values classes needs a model whose output scores two classes or more per pixel: "
+                             "its values are that output's classes; for a one-channel sigmoid, say "
+                             "0=background,255=foreground")
+        ignored = np.zeros(mask.shape, bool)
+        for low, high, _ in self.ranges:
+            ignored |= (mask >= low) & (mask <= high)
+        stray = np.unique(mask[~ignored & ((mask < 0) | (mask >= self.class_count))])
+        if stray.size:
+            shown = ", ".join(str(v) for v in stray[:6])
+            raise InputError(f"mask {where} has values {shown}, but the model's segmentation has {self.class_count} "
+                             f"classes (0-{self.class_count - 1}); name other values with --mask-values "
+                             "classes,VALUE=ignore")
+        classes = np.where(ignored, 0, mask.astype(np.int64) + 1)
+        return classes.astype(np.uint8 if self.class_count < 255 else np.uint16), self.describe(self.ranges)

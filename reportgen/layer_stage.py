@@ -30,18 +30,19 @@ class ImageRecord:
     prediction: np.ndarray | None  # class ids at input size; None when the model does not segment
     prediction_classes: int = 0  # how many classes the segmentation output has
     label: int | None = None  # index of the image's class (class sub-folders), for the class probe
+    mask_classes: "stats.MaskClasses | None" = None  # the mask's classes, when `prediction` is in them
 
     @property
     def mask_is_prediction(self) -> bool:
-        """No ground truth: the model's own 3-class prediction stands in for the trimap."""
-        return self.trimap is None and self.prediction is not None and self.prediction_classes == 3
+        """No ground truth: the model's own prediction stands in for the mask."""
+        return self.trimap is None and self.prediction is not None and self.mask_classes is not None
 
     @property
     def mask(self) -> np.ndarray | None:
-        """Trimap classes 1..3 to measure against: the ground truth, else a 3-class prediction."""
+        """The mask to measure against (class k as k + 1): the ground truth, else the prediction."""
         if self.trimap is not None:
             return self.trimap
-        return (self.prediction + 1).astype(np.uint8) if self.mask_is_prediction else None
+        return (self.prediction + 1).astype(np.uint16) if self.mask_is_prediction else None
 
 
 @dataclass

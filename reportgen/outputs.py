@@ -41,9 +41,19 @@ class OutputSpec:
 
     @property
     def gives_mask(self) -> bool:
-        """Whether its prediction can stand in for the mask: binary (foreground as the pet), or three
-        classes in the Oxford order (pet, background, border)."""
-        return self.binary or (self.kind == "segmentation" and self.class_count == 3)
+        """Whether its prediction can stand in for the mask (`as_mask`): binary (the foreground as the
+        pet), or two classes or more."""
+        return self.kind == "segmentation" and self.class_count >= 2
+
+    def mask_classes(self):
+        """The classes of the mask its prediction stands in for (`as_mask`): a binary output's, and
+        three unnamed classes, in the Oxford order (pet, background, border: the Keras tutorial's
+        trimap - 1); else its own, in order, the first not named background in focus."""
+        from reportgen import stats
+
+        if self.binary or (self.class_count == 3 and not self.classes):
+            return stats.OXFORD
+        return stats.MaskClasses.named([self.class_name(k) for k in range(self.class_count)])
 
     def class_name(self, index: int) -> str:
         return self.classes[index] if index < len(self.classes) else f"class {index}"
@@ -198,11 +208,12 @@ def pixel_classes(values: np.ndarray) -> np.ndarray:
     return values.argmax(axis=-1)
 
 
-def as_trimap(values: np.ndarray) -> np.ndarray:
-    """A segmentation output (`gives_mask`) as the mask the statistics measure against, in trimap
-    values: a binary output's foreground 1 (the pet) and background 2; three classes in order, 1-3."""
+def as_mask(values: np.ndarray) -> np.ndarray:
+    """A segmentation output (`gives_mask`) as the mask the statistics measure against, class k as
+    k + 1 (`OutputSpec.mask_classes`): a binary output's foreground 1 (the pet) and background 2."""
     classes = pixel_classes(values)
-    return (2 - classes if np.shape(values)[-1] == 1 else classes + 1).astype(np.uint8)
+    mask = 2 - classes if np.shape(values)[-1] == 1 else classes + 1
+    return mask.astype(np.uint8 if np.shape(values)[-1] < 255 else np.uint16)
 
 
 def record_values(values: np.ndarray):

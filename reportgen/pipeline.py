@@ -189,11 +189,16 @@ def decide_targets(statistics_images, specs: list[outputs.OutputSpec], options: 
     labels = [class_names.index(item.label) if item.label is not None else None for item in statistics_images] \
         if class_names else None
     segmenting = next((k for k, spec in enumerate(specs) if spec.gives_mask), None)
-    return Targets.decide([item.id for item in statistics_images], labels,
-                          trimaps_given=all(item.trimap is not None for item in statistics_images),
+    trimaps_given = all(item.trimap is not None for item in statistics_images)
+    if trimaps_given:
+        by_class = next((spec for spec in specs if spec.gives_mask and not spec.binary), None)
+        mask_classes = by_class.mask_classes() if options.mask_values.by_class and by_class else stats.OXFORD
+    else:
+        mask_classes = specs[segmenting].mask_classes() if segmenting is not None else stats.OXFORD
+    return Targets.decide([item.id for item in statistics_images], labels, trimaps_given=trimaps_given,
                           prediction_output=segmenting, measures=options.statistics, class_names=class_names,
                           explained=decide_target(specs, options.explain_class, activations) if options.attribution
-                          else Target(reason="the build ran with --no-attribution"))
+                          else Target(reason="the build ran with --no-attribution"), mask_classes=mask_classes)
 
 
 @dataclass
@@ -254,7 +259,7 @@ def _graded(specs: list[outputs.OutputSpec], targets: Targets, statistics_images
 
     labelled = bool(targets.class_names) and all(item.label is not None for item in statistics_images)
     classes = next((k for k, spec in enumerate(specs) if spec.kind == "classification"), None) if labelled else None
-    masks = next((k for k, spec in enumerate(specs) if spec.gives_mask), None) \
+    masks = next((k for k, spec in enumerate(specs) if targets.compares(spec)), None) \
         if targets.mask_source == MASK_TRIMAP else None
     return Graded(classes, masks)
 
@@ -272,7 +277,8 @@ def _graded_in_process(graded, captured: _Captured, selected, targets: Targets):
     return quality
 
 
-def _quality_notes(specs, quality, graded, statistics_images, class_names: list[str], where: str) -> tuple[str, str]:
+def _quality_notes(specs, quality, graded, statistics_images, class_names: list[str], where: str,
+                   mask_classes: stats.MaskClasses) -> tuple[str, str]:
     """The model card's sentences on the model's own results over `where`: accuracy, and IoU per class."""
     accuracy = iou = ""
     if quality is None:
@@ -287,8 +293,8 @@ def _quality_notes(specs, quality, graded, statistics_images, class_names: list[
         from reportgen.site import fmt_interval
 
         parts = [f"{name} {fmt_interval(ratio[k], quality.iou.interval(lambda r, k=k: float(r[k])))}"
-                 for k, name in enumerate(stats.CLASSES) if np.isfinite(ratio[k])]
-        iou = f"IoU against the trimaps on {where}: {', '.join(parts)} (90% intervals, jackknife over folds)"
+                 for k, name in enumerate(mask_classes.names) if np.isfinite(ratio[k])]
+        iou = f"IoU against the masks on {where}: {', '.join(parts)} (90% intervals, jackknife over folds)"
     return accuracy, iou
 
 
@@ -310,7 +316,7 @@ def _rgb_baselines(chosen, masks: np.ndarray | None, skeletons, targets: Targets
             continue
         grid = stats.pooled_shape(*skeleton.shape[:2])
         if grid not in by_grid:
-            by_grid[grid] = assets.rgb_probe_iou(images, masks, grid, targets.folds, targets.fold_count)
+            by_grid[grid] = assets.rgb_probe_iou(images, masks, grid, targets)
         found[i] = by_grid[grid]
     return found
 
@@ -381,23 +387,24 @@ def _capture(loaded: model_io.LoadedModel, probe, convs, selected, image_index: 
     return captured
 
 
-def _image_records(selected, specs: list[outputs.OutputSpec], captured: _Captured, class_names: list[str]):
-    """One record per image: its picture as shown, its trimap, the model's segmentation, its class."""
+def _image_records(selected, specs: list[outputs.OutputSpec], captured: _Captured, class_names: list[str],
+                   targets: Targets):
+    """One record per image: its picture as shown, its mask, the model's segmentation, its class."""
     segmenting = next((k for k, spec in enumerate(specs) if spec.kind == "segmentation"), None)
     namer = Namer()
     records = []
     for i, item in enumerate(selected):
-        prediction = classes = None
-        if segmenting is not None and specs[segmenting].gives_mask:  # in the trimap's classes, 0-based
-            prediction = outputs.as_trimap(captured.outputs[segmenting][i]) - 1
-            classes = 3
+        prediction = classes = mask_classes = None
+        if segmenting is not None and targets.compares(specs[segmenting]):  # in the mask's classes, 0-based
+            prediction = outputs.as_mask(captured.outputs[segmenting][i]).astype(np.int64) - 1
+            classes, mask_classes = specs[segmenting].class_count, targets.mask_classes
         elif segmenting is not None:
             prediction = outputs.pixel_classes(captured.outputs[segmenting][i]).astype(np.uint8)
             classes = specs[segmenting].class_count
         shown = render.as_rgb(item.picture)
         label = class_names.index(item.label) if item.label is not None and class_names else None
         records.append(ImageRecord(item.id, namer(item.id), shown, item.trimap, prediction,
-                                   prediction_classes=classes or 0, label=label))
+                                   prediction_classes=classes or 0, label=label, mask_classes=mask_classes))
     return records
 
 
@@ -452,7 +459,8 @@ def _stored_form_note(items, depth: str, exif: bool) -> str:
     return ". ".join(said)
 
 
-def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int, damage: np.ndarray) -> list[LayerResult]:
+def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int, damage: np.ndarray,
+                     mask_classes: int) -> list[LayerResult]:
     """What is known of each layer before its statistics: name, role, shape, grid layout, and what
     storing its values changed."""
     from reportgen.models.sd_unet import describe_role
@@ -467,6 +475,7 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int, dama
             layout=render.GridLayout.for_maps(*maps_shape[1:]),
             shape=spilled.shape,
             stored_note=capture.damage_note(changed, spilled.count * int(np.prod(spilled.shape))),
+            probe_iou=np.full(mask_classes, np.nan), rgb_probe_iou=np.full(mask_classes, np.nan),
         ))
     return results
 
@@ -594,6 +603,9 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
     image_index = capture.image_input(model, options.image_input)
     geometry = _geometry(model, options.input_size, image_index, options)
     specs = outputs.describe(model, geometry.size, labels, shipped=bool(loaded.meta))
+    segmentation = next((spec for spec in specs if spec.gives_mask and not spec.binary), None)
+    options = dataclasses.replace(options, mask_values=options.mask_values.for_classes(
+        segmentation.class_count if segmentation is not None else 0))
     convs = capture.find_conv_layers(model, options.tap, image_index)
     if not convs:
         raise InputError("the model has no convolution layers to report on")
@@ -639,11 +651,12 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         else:
             quality, graded_on = outcome.quality, f"the {len(statistics_images)} statistics images"
         statistics_accuracy, segmentation = _quality_notes(specs, quality, graded, statistics_images, class_names,
-                                                           graded_on)
-        records = _image_records(selected, specs, captured, class_names)
+                                                           graded_on, targets.mask_classes)
+        records = _image_records(selected, specs, captured, class_names, targets)
         records_path = layer_stage.save_records(records, work / "records.pickle")
         skeletons, picture_note = _fit_pictures(
-            _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height, captured.damage))
+            _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height, captured.damage,
+                             targets.mask_classes.count))
         skeletons = _attribution_notes(loaded.model, skeletons, captured, targets)
         rgb = _rgb_baselines(statistics_images, outcome.masks, skeletons, targets) if outcome is not None else {}
         results = _analyse_layers(executor, skeletons, captured, records_path, staging, geometry.size,
@@ -657,7 +670,7 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         captured.cross = None
 
         writer = assets.AssetWriter(staging, options.cmap, options.scale)
-        writer.image_pictures(records)
+        writer.image_pictures(records, targets.mask_classes)
         used = {i for r in results if r.stats is not None and r.stats.examples is not None
                 for i in r.stats.examples.used_images()}
         examples = writer.example_pictures(statistics_images, used, records)

@@ -189,15 +189,17 @@ def trimap_rgb(trimap: np.ndarray) -> np.ndarray:
     return TRIMAP_COLORS[np.clip(trimap, 0, 3)]
 
 
-def error_rgb(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Where the prediction is wrong: right pixels dimmed grey, pet missed blue, background called pet orange.
+def error_rgb(truth: np.ndarray, predicted: np.ndarray, focus: int = 1, oxford: bool = True) -> np.ndarray:
+    """Where the prediction is wrong about the focus class (stored as `focus`): right pixels dimmed
+    grey, focus missed blue, another class called the focus orange.
 
-    Border pixels of the ground truth are 'not classified' in Oxford's convention and shown light.
+    Pixels of no class (0), and an Oxford trimap's border (3), are 'not classified' and shown light.
     """
     out = np.full(truth.shape + (3,), 40, np.uint8)
-    out[truth == 3] = (110, 110, 110)
-    missed = (truth == 1) & (predicted != 1)
-    false_pet = (truth == 2) & (predicted == 1)
+    unclassified = (truth == 0) | ((truth == 3) if oxford else False)
+    out[unclassified] = (110, 110, 110)
+    missed = (truth == focus) & (predicted != focus)
+    false_pet = (truth != focus) & ~unclassified & (predicted == focus)
     out[missed] = (0, 114, 178)
     out[false_pet] = (230, 159, 0)
     return out
@@ -232,6 +234,25 @@ CLASS_COLORS = np.array([[0, 0, 0], [230, 159, 0], [86, 180, 233], [0, 158, 115]
 def classes_rgb(class_ids: np.ndarray) -> np.ndarray:
     """Class ids of any segmentation model as colours (classes beyond nine repeat the palette)."""
     return CLASS_COLORS[np.asarray(class_ids) % len(CLASS_COLORS)]
+
+
+UNCLASSIFIED_COLOR = (240, 240, 240)
+
+
+def mask_rgb(mask: np.ndarray, oxford: bool) -> np.ndarray:
+    """A mask (class k stored as k + 1) as colours: an Oxford trimap's (`trimap_rgb`), or class k in
+    `classes_rgb`'s colour and pixels of no class (0) light."""
+    if oxford:
+        return trimap_rgb(mask)
+    mask = np.asarray(mask, np.int64)
+    out = classes_rgb(np.maximum(mask - 1, 0))
+    out[mask == 0] = UNCLASSIFIED_COLOR
+    return out
+
+
+def class_legend(names) -> list[tuple[str, str]]:
+    """Each class's name and its `classes_rgb` colour as #rrggbb, for a picture's key."""
+    return [(name, "#{:02x}{:02x}{:02x}".format(*CLASS_COLORS[k % len(CLASS_COLORS)])) for k, name in enumerate(names)]
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, cmap: str, alpha: float = 0.55) -> np.ndarray:

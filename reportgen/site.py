@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from reportgen import __version__, assets, channels, compare, downloads, findings, outputs, render
+from reportgen import __version__, assets, channels, compare, downloads, findings, outputs, render, stats
 from reportgen.inputs import InputGeometry
 from reportgen.outdir import KEY_FILE
 from reportgen.stats import LAYER_STATISTICS
@@ -59,6 +59,10 @@ class Report:
     engine: str = "in process"  # where the statistics ran: "in process" or the Beam runner
 
     @property
+    def mask_classes(self) -> stats.MaskClasses:
+        return self.targets.mask_classes if self.targets is not None else stats.OXFORD
+
+    @property
     def has_mask(self) -> bool:
         return any(r.mask is not None for r in self.records)
 
@@ -99,11 +103,13 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _iou(truth: np.ndarray | None, predicted_trimap: np.ndarray, cls: int = 1) -> float:
+def _iou(truth: np.ndarray | None, predicted: np.ndarray, classes: stats.MaskClasses) -> float:
+    """An image's IoU of the focus class; pixels of no class, and Oxford's border, are "not classified"."""
     if truth is None:
         return float("nan")
-    valid = truth != 3  # Oxford's border is "not classified"
-    a, b = (truth == cls) & valid, (predicted_trimap == cls) & valid
+    cls = classes.focus + 1
+    valid = (truth != 0) & ((truth != 3) if classes == stats.OXFORD else True)
+    a, b = (truth == cls) & valid, (predicted == cls) & valid
     union = np.sum(a | b)
     return float(np.sum(a & b) / union) if union else float("nan")
 
@@ -186,19 +192,19 @@ def _layer_columns(report: Report) -> list[tuple[str, str]]:
     return columns + [("ntv", "nTV"), ("area", "Eff. area"), ("participation", "PR / C")]
 
 
-def _layer_values(result) -> dict[str, float]:
+def _layer_values(result, focus: int) -> dict[str, float]:
     """The layer table's measured values of one layer, by column key (`_layer_columns`)."""
     s = result.stats
     return {
-        "probe": result.probe_iou[0], "cka": s.cka_mask, "iou": s.iou_summary(0)[0],
+        "probe": result.probe_iou[focus], "cka": s.cka_mask, "iou": s.iou_summary(focus)[0],
         "class_probe": result.class_accuracy, "cka_class": s.cka_label, "ntv": s.ntv_median,
         "area": _median(s.effective_area), "participation": s.participation,
         "importance": s.value("importance_top_share"),
     }
 
 
-def _layer_row(result, thumb_image_slug: str, columns) -> dict:
-    values = _layer_values(result)
+def _layer_row(result, thumb_image_slug: str, columns, focus: int) -> dict:
+    values = _layer_values(result, focus)
     maps_h, maps_w, _ = assets.image_maps_shape(result.shape)
     conv = result.conv
     return {
@@ -281,7 +287,7 @@ def _image_views(report: Report) -> list[dict]:
     views = []
     height, width = report.geometry.size
     for i, record in enumerate(report.records):
-        three_class = record.prediction is not None and record.prediction_classes == 3
+        graded = record.prediction is not None and record.mask_classes is not None and record.trimap is not None
         said = [outputs.summarise(spec, values[i]) for spec, values in zip(report.outputs, report.predictions)]
         views.append({
             "id": record.id,
@@ -290,9 +296,8 @@ def _image_views(report: Report) -> list[dict]:
             "input": assets.image_path(record.slug, "input"),
             "trimap": assets.image_path(record.slug, "trimap") if record.trimap is not None else None,
             "prediction": assets.image_path(record.slug, "prediction") if record.prediction is not None else None,
-            "error": assets.image_path(record.slug, "error") if three_class and record.trimap is not None else None,
-            "iou": fmt(_iou(record.trimap, record.prediction + 1)) if three_class and record.trimap is not None
-                   else None,
+            "error": assets.image_path(record.slug, "error") if graded else None,
+            "iou": fmt(_iou(record.trimap, record.prediction + 1, report.mask_classes)) if graded else None,
             "label": report.class_names[record.label] if record.label is not None else None,
             "outputs": [{"name": o.name, "text": o.text(), "score": o.score_name, "top": o.top} for o in said],
             "small": _picture_size(height, width, INPUT_BOX),
@@ -311,17 +316,21 @@ def _stat_rows(report: Report, result, chance: float) -> list[tuple[str, str]]:
     ]
     if report.has_mask:
         mean_iou = stats_mean(result.probe_iou)
+        classes = report.mask_classes
+        focus, name = classes.focus, classes.focus_name
         rows += [
-            ("Mask decodability (probe IoU, pet)", fmt_interval(result.probe_iou[0], result.intervals.get("probe_iou_pet", nan))),
-            ("Mask decodability (probe IoU, mean of classes)",
+            (f"Mask decodability (probe IoU, {name})",
+             fmt_interval(result.probe_iou[focus], result.intervals.get("probe_iou_focus", nan))),
+            (f"Mask decodability (probe IoU, mean of {classes.count} classes)",
              fmt_interval(mean_iou, result.intervals.get("probe_iou_mean", nan))),
-            ("RGB baseline (the same probe on pooled pixels, pet)",
-             fmt_interval(result.rgb_probe_iou[0], result.intervals.get("rgb_probe_iou_pet", nan))),
+            (f"RGB baseline (the same probe on pooled pixels, {name})",
+             fmt_interval(result.rgb_probe_iou[focus], result.intervals.get("rgb_probe_iou_focus", nan))),
     ]
     if report.has_classes:
         rows.append(("Class decodability (leave-out probe accuracy)", _class_accuracy_text(result, chance)))
     shown = {"mask": report.has_mask, "classes": report.has_classes, "target": report.has_importance, "": True}
-    return rows + [(statistic.label, fmt_interval(s.value(statistic.key), s.interval(statistic.key)))
+    return rows + [(statistic.label_for(report.mask_classes),
+                    fmt_interval(s.value(statistic.key), s.interval(statistic.key)))
                    for statistic in LAYER_STATISTICS if shown[statistic.needs]]
 
 
@@ -330,7 +339,8 @@ def _depth_charts(report: Report, index: int) -> list[dict]:
     series = []
     if report.has_mask:
         series += [("Linear CKA with the mask", [float(r.stats.cka_mask) for r in report.layers]),
-                   ("Mask decodability (probe IoU, pet)", [float(r.probe_iou[0]) for r in report.layers])]
+                   (f"Mask decodability (probe IoU, {report.mask_classes.focus_name})",
+                    [float(r.probe_iou[report.mask_classes.focus]) for r in report.layers])]
     if report.has_classes:
         series += [("Class decodability (probe accuracy)", [float(r.class_accuracy) for r in report.layers])]
     series += [("Median nTV (detail)", [float(r.stats.ntv_median) for r in report.layers])]
@@ -384,8 +394,8 @@ def _attribution_context(report: Report, result, image_views: list[dict]) -> dic
             "attributed_after": result.attributed_after, "important": important, "ablation": result.ablation}
 
 
-MAP_STATISTICS = {"probe": "Mask decodability (probe IoU, pet)", "cka": "Linear CKA with the mask",
-                  "iou": "Best channel IoU with the pet", "class_probe": "Class decodability (probe accuracy)",
+MAP_STATISTICS = {"probe": "Mask decodability (probe IoU, {focus})", "cka": "Linear CKA with the mask",
+                  "iou": "Best channel IoU with the {focus}", "class_probe": "Class decodability (probe accuracy)",
                   "cka_class": "Linear CKA with the class", "importance": "Share of importance in the top 8 channels",
                   "ntv": "Median nTV (fine detail)", "area": "Median effective area",
                   "participation": "Participation ratio / channels"}
@@ -400,7 +410,7 @@ def _map_context(report: Report, rows: list[dict]) -> dict:
     arch = architecture.build_map(report.loaded.model, [r.conv for r in report.layers])
     lut = render.colormap_lut(report.options.cmap)
     statistics, fills, inks = [], [], []
-    measured = [_layer_values(r) for r in report.layers]
+    measured = [_layer_values(r, report.mask_classes.focus) for r in report.layers]
     for key, _ in _layer_columns(report):
         values = np.array([layer[key] for layer in measured], np.float64)
         finite = values[np.isfinite(values)]
@@ -413,7 +423,7 @@ def _map_context(report: Report, rows: list[dict]) -> dict:
         # Dark numbers on light fills: relative luminance (WCAG) against the two inks' contrast.
         inks.append(["undefined" if c is None else "ink-dark" if _luminance(c) > 0.18 else "ink-light"
                      for c in colours])
-        statistics.append({"label": MAP_STATISTICS[key], "low": fmt(low), "high": fmt(high)})
+        statistics.append({"label": MAP_STATISTICS[key].format(focus=report.mask_classes.focus_name), "low": fmt(low), "high": fmt(high)})
     return {"map": arch, "rows": {row["index"]: row for row in rows}, "statistics": statistics, "fills": fills, "inks": inks,
             "colorbar": report.colorbar, "conv_count": len(report.layers)}
 
@@ -438,8 +448,12 @@ def _image_context(report: Report, index: int, rows: list[dict], image_views: li
 
 
 def _site_context(report: Report) -> dict:
+    classes = report.mask_classes
+    oxford = classes == stats.OXFORD
     return {"title": "reportgen", "model": report.loaded.description, "version": __version__,
-            "trained": report.loaded.trained, "mask_is_prediction": any(r.mask_is_prediction for r in report.records)}
+            "trained": report.loaded.trained, "mask_is_prediction": any(r.mask_is_prediction for r in report.records),
+            "focus": classes.focus_name, "mask_classes": classes.names, "oxford": oxford,
+            "mask_legend": [] if oxford else render.class_legend(classes.names)}
 
 
 class _Pages:
@@ -465,7 +479,8 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
     """
     from reportgen import charts, workers
 
-    stats_rows = downloads.stats_records(report.layers, {i: e["id"] for i, e in report.examples.items()})
+    stats_rows = downloads.stats_records(report.layers, {i: e["id"] for i, e in report.examples.items()},
+                                         report.mask_classes)
     chance = _chance(report)
     plan = charts.plan(stats_rows, report.layer_cka, chance)
     executor = executor or workers.InProcess()
@@ -477,7 +492,7 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
 
     image_views = _image_views(report)
     columns = _layer_columns(report)
-    rows = [_layer_row(r, report.records[0].slug, columns) for r in report.layers]
+    rows = [_layer_row(r, report.records[0].slug, columns, report.mask_classes.focus) for r in report.layers]
     arch = _map_context(report, rows)
     pages.write("index.html", "index.html", model=_model_view(report), images=image_views, layers=rows, arch=arch,
                 columns=[heading for _, heading in columns], charts=plan, findings=findings.compute(report, chance),
@@ -488,7 +503,7 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
                     **_layer_context(report, i, rows, image_views, chance))
     for i, view in enumerate(image_views):
         pages.write("image.html", f"images/{view['slug']}.html", **_image_context(report, i, rows, image_views))
-    pages.write("about.html", "about.html", statistics=_statistics_table())
+    pages.write("about.html", "about.html", statistics=_statistics_table(report.mask_classes))
     every_channel = channels.every_channel(report.layers, rows)
     pages.write("search.html", "search.html", layer_count=len(report.layers),
                 channel_count=sum(int(r.shape[-1]) for r in report.layers),
@@ -499,8 +514,11 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
     data = root / "data"
     data.mkdir(exist_ok=True)
     cka_rows = [[downloads.json_value(round(float(v), 6)) for v in row] for row in report.layer_cka]
+    classes = report.mask_classes
     downloads.write_json(data / "stats.json", {"layers": stats_rows, "layer_cka": cka_rows,
-                                               "class_chance": downloads.json_value(chance)}, compact=True)
+                                               "class_chance": downloads.json_value(chance),
+                                               "mask_classes": {"names": list(classes.names),
+                                                                "focus": classes.focus_name}}, compact=True)
     (data / "layers.csv").write_text(downloads.csv_text(stats_rows))
     # A script, not JSON: a page opened from file:// may run a script beside it but not fetch a file.
     search = json.dumps(every_channel, sort_keys=True, separators=(",", ":"))
@@ -526,7 +544,7 @@ def architecture_script(env, arch: dict) -> str:
     return "window.reportgenArchitecture = " + json.dumps(found, separators=(",", ":")).replace("</", "<\\/") + ";\n"
 
 
-def _statistics_table() -> list[dict]:
+def _statistics_table(classes: stats.MaskClasses) -> list[dict]:
     """The per-layer numbers with an interval, as about.html lists them: from their one definition."""
     def scale(bounds) -> str:
         low, high = bounds
@@ -534,8 +552,8 @@ def _statistics_table() -> list[dict]:
             return f"[{fmt(low, 1)}, {fmt(high, 1)}]", "logit"
         return (f"above {fmt(low, 1)}", "log") if math.isfinite(low) else ("any", "none")
 
-    return [{"key": s.key, "label": s.label, "range": scale(s.bounds)[0], "transform": scale(s.bounds)[1],
-             "definition": s.definition} for s in LAYER_STATISTICS]
+    return [{"key": s.key, "label": s.label_for(classes), "range": scale(s.bounds)[0],
+             "transform": scale(s.bounds)[1], "definition": s.definition_for(classes)} for s in LAYER_STATISTICS]
 
 
 def _chance(report: Report) -> float:

@@ -273,8 +273,8 @@ def _load_file(folder: Path, path: Path, label: str | None, geometry: InputGeome
             if raw.shape[:2] != rgb.shape[:2]:
                 raise InputError(f"trimap {str(trimap_path)!r} is {raw.shape[1]}x{raw.shape[0]} "
                                  f"but its image is {rgb.shape[1]}x{rgb.shape[0]}")
-            trimap, convention = reading.mask_values.to_trimap(raw, repr(str(trimap_path)))
-            trimap = geometry.trimap(trimap)
+            trimap, convention = reading.mask_values.to_classes(raw, repr(str(trimap_path)))
+            trimap = geometry.trimap(trimap, reading.mask_values.padding)
     ident = _ident(folder, path, label)
     deep = deep_rgb(image, reading.depth)
     if deep is None:
@@ -367,7 +367,7 @@ def from_arrays(images, masks, labels, geometry: InputGeometry) -> list[SourceIm
             mask = np.asarray(mask)
             if mask.shape[:2] != rgb.shape[:2]:
                 raise InputError(f"mask {i} is {mask.shape[:2]} but its image is {rgb.shape[:2]}")
-            trimap, convention = MaskValues().to_trimap(mask, f"{i}")
+            trimap, convention = MaskValues().to_classes(mask, f"{i}")
             trimap = geometry.trimap(trimap)
         items.append(SourceImage(f"image_{i:04d}", geometry.pixels(rgb), trimap, label, rgb.shape[:2], convention))
     return items

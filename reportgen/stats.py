@@ -15,7 +15,6 @@ import numpy as np
 import scipy.linalg
 
 POOL_GRID = 20  # CKA, probes and covariance work on maps pooled to at most this grid
-CLASSES = ("pet", "background", "border")
 PROBE_RIDGE = 1e-1
 MAX_FOLDS = 10
 NEAR_ZERO = 1e-3
@@ -41,24 +40,59 @@ def _largest_divisor_at_most(value: int, limit: int) -> int:
     return max(d for d in range(1, min(value, limit) + 1) if value % d == 0)
 
 
-def mask_onehot(trimaps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """N x SH x SW trimaps (1..3) to N x height x width x 3 class fractions, area-pooled."""
-    n, sh, sw = trimaps.shape
-    onehot = np.stack([(trimaps == k + 1) for k in range(3)], axis=-1).astype(np.float32)
+@dataclass(frozen=True)
+class MaskClasses:
+    """The classes of the masks measured against. A mask stores class k as k + 1, and 0 where a
+    pixel has no class (`--mask-values ...=ignore`): such a pixel is in no class's IoU.
+
+    The per-layer headline numbers are about one class, the focus: the pet of an Oxford trimap,
+    the foreground of a binary mask, and for N classes the first one not named background. Every
+    class's IoU is kept as well (`LayerStats.best_iou`, the probes' IoU per class)."""
+
+    names: tuple[str, ...] = ("pet", "background", "border")
+    focus: int = 0
+
+    @classmethod
+    def named(cls, names) -> "MaskClasses":
+        names = tuple(str(name) for name in names)
+        focus = next((k for k, name in enumerate(names) if name.lower() != "background"), 0)
+        return cls(names, focus)
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
+
+    @property
+    def focus_name(self) -> str:
+        return self.names[self.focus]
+
+    @property
+    def background(self) -> int | None:
+        """The class named background, if one is."""
+        return next((k for k, name in enumerate(self.names) if name.lower() == "background"), None)
+
+
+OXFORD = MaskClasses()
+
+
+def mask_onehot(masks: np.ndarray, height: int, width: int, classes: int) -> np.ndarray:
+    """N x SH x SW masks (class k stored as k + 1) to N x height x width x K class fractions, area-pooled."""
+    n, sh, sw = masks.shape
+    onehot = np.stack([(masks == k + 1) for k in range(classes)], axis=-1).astype(np.float32)
     if sh % height == 0 and sw % width == 0:
-        return onehot.reshape(n, height, sh // height, width, sw // width, 3).mean(axis=(2, 4))
+        return onehot.reshape(n, height, sh // height, width, sw // width, classes).mean(axis=(2, 4))
     from PIL import Image
 
     return np.stack([
         np.stack([np.asarray(Image.fromarray(onehot[i, ..., k]).resize((width, height), Image.Resampling.BOX))
-                  for k in range(3)], axis=-1)
+                  for k in range(classes)], axis=-1)
         for i in range(n)
     ])
 
 
-def grid_truth(trimaps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Class id per grid pixel where one class covers most of it, else -1 (a tie has no truth)."""
-    fractions = mask_onehot(trimaps, height, width)
+def grid_truth(masks: np.ndarray, height: int, width: int, classes: int) -> np.ndarray:
+    """Class id per grid pixel where one class covers most of it, else -1 (a tie, or no class, has no truth)."""
+    fractions = mask_onehot(masks, height, width, classes)
     truth = fractions.argmax(axis=-1)
     truth[fractions.max(axis=-1) <= 0.5] = -1
     return truth
@@ -112,6 +146,7 @@ class LayerAccumulator:
     channels: int
     stride: float  # input pixels per feature pixel
     fold_count: int = 1  # F
+    classes: MaskClasses = OXFORD  # K, the mask's classes
     images: np.ndarray = field(default=None)  # F
     pixels: np.ndarray = field(default=None)  # F
     total: np.ndarray = field(default=None)  # F x C, and so on for every per-channel sum
@@ -124,7 +159,7 @@ class LayerAccumulator:
     area_count: np.ndarray = field(default=None)
     attributed: np.ndarray = field(default=None)  # F: images with a Taylor importance (attribution.py)
     taylor: np.ndarray = field(default=None)  # F x C: sum over images of |sum over positions of a * dy/da|
-    inter: np.ndarray = field(default=None)  # F x 2 polarities x 3 classes x C
+    inter: np.ndarray = field(default=None)  # F x 2 polarities x K classes x C
     union: np.ndarray = field(default=None)
     folds: dict = field(default_factory=dict)  # fold -> FoldSums over pixels: the mask probe's and CKA's sums
     class_folds: dict = field(default_factory=dict)  # fold -> FoldSums over images: pooled features, class
@@ -140,12 +175,14 @@ class LayerAccumulator:
         self.images, self.pixels, self.attributed = np.zeros(f), np.zeros(f), np.zeros(f)
         for name in _PER_CHANNEL:
             setattr(self, name, np.zeros((f, c), np.float64))
-        self.inter, self.union = np.zeros((f, 2, 3, c)), np.zeros((f, 2, 3, c))
+        k = self.classes.count
+        self.inter, self.union = np.zeros((f, 2, k, c)), np.zeros((f, 2, k, c))
 
     def add(self, maps: np.ndarray, masks: np.ndarray | None, image_indices, folds,
             measures: bool = True, labels: np.ndarray | None = None, importance: np.ndarray | None = None) -> None:
         """Accumulate N x H x W x C activations of images `image_indices`, in folds `folds`, with
-        N x SH x SW trimaps (1..3) or None. `targets.feed` is the way every driver calls this.
+        N x SH x SW masks (class k stored as k + 1, `MaskClasses`) or None. `targets.feed` is the way
+        every driver calls this.
 
         With `measures` False only the descriptive sums and the ranking strength are kept. Without
         masks the mask-free measures (nTV, effective area, covariance) are kept and the mask ones are
@@ -209,12 +246,13 @@ class LayerAccumulator:
         if masks is None:  # no mask: the sums still give the covariance (participation ratio)
             pooled_mask = np.zeros((*pooled.shape[:3], 0), np.float32)
         else:
-            onehot = mask_onehot(masks, h, w)  # n x h x w x 3
-            self._channel_iou(flat if stored is None else stored.reshape(n, h * w, c), onehot.reshape(n, h * w, 3),
-                              fold)
+            classes = self.classes.count
+            onehot = mask_onehot(masks, h, w, classes)  # n x h x w x K
+            self._channel_iou(flat if stored is None else stored.reshape(n, h * w, c),
+                              onehot.reshape(n, h * w, classes), fold)
             pooled_mask = pool_to(onehot, POOL_GRID) if pooled.shape[1] != h or pooled.shape[2] != w else onehot
             if pooled_mask.shape[1:3] != pooled.shape[1:3]:
-                pooled_mask = mask_onehot(masks, pooled.shape[1], pooled.shape[2])
+                pooled_mask = mask_onehot(masks, pooled.shape[1], pooled.shape[2], classes)
         rows = pooled.shape[1] * pooled.shape[2]
         for k in range(n):
             add_to_fold(self.folds, int(fold[k]), pooled[k].reshape(rows, c),
@@ -231,11 +269,11 @@ class LayerAccumulator:
         """
         n, pixels, c = values.shape
         for i in range(n):
-            truth = onehot[i] >= 0.5  # pixels x 3
+            truth = onehot[i] >= 0.5  # pixels x K
             counts = truth.sum(axis=0)
             keys = np.ascontiguousarray(order_keys(values[i]).T)  # C x pixels
             ordered = np.sort(keys, axis=1, kind="stable")
-            for cls in range(3):
+            for cls in range(onehot.shape[-1]):
                 k = int(counts[cls])
                 if k == 0:
                     continue
@@ -260,7 +298,9 @@ class LayerAccumulator:
     def merge(self, other: "LayerAccumulator") -> "LayerAccumulator":
         if other.fold_count != self.fold_count:
             raise ValueError(f"cannot merge accumulators of {self.fold_count} and {other.fold_count} folds")
-        merged = LayerAccumulator(self.channels, self.stride, self.fold_count)
+        if other.classes != self.classes:
+            raise ValueError(f"cannot merge accumulators of mask classes {self.classes.names} and {other.classes.names}")
+        merged = LayerAccumulator(self.channels, self.stride, self.fold_count, self.classes)
         for name in _PER_FOLD:
             setattr(merged, name, getattr(self, name) + getattr(other, name))
         merged.folds = _merge_folds(self.folds, other.folds)
@@ -420,18 +460,24 @@ class LayerStatistic:
     label: str  # as the layer page names it
     bounds: tuple[float, float]  # its range: its interval never leaves it
     needs: str = ""  # "mask" or "classes": shown only where there is one
-    definition: str = ""  # one line, for the page's row
+    definition: str = ""  # one line, for the page's row; "{focus}" stands for the focus class's name
+
+    def label_for(self, classes: MaskClasses) -> str:
+        return self.label.format(focus=classes.focus_name)
+
+    def definition_for(self, classes: MaskClasses) -> str:
+        return self.definition.format(focus=classes.focus_name)
 
 
 LAYER_STATISTICS = (
     LayerStatistic("cka_mask", "Linear CKA with the mask", UNIT, "mask",
                    "centred linear CKA of the pooled pixels' features with the one-hot mask"),
-    LayerStatistic("best_iou_pet_max", "Best single-channel IoU, pet (max)", UNIT, "mask",
-                   "the best channel's IoU with the pet at an area-matched threshold"),
-    LayerStatistic("best_iou_pet_p90", "Best single-channel IoU, pet (p90)", UNIT, "mask",
+    LayerStatistic("best_iou_focus_max", "Best single-channel IoU, {focus} (max)", UNIT, "mask",
+                   "the best channel's IoU with the {focus} at an area-matched threshold"),
+    LayerStatistic("best_iou_focus_p90", "Best single-channel IoU, {focus} (p90)", UNIT, "mask",
                    "the 90th percentile over channels of that IoU"),
-    LayerStatistic("best_iou_pet_share_above_half", "Best single-channel IoU, pet (share of channels > 0.5)", UNIT,
-                   "mask", "the share of channels whose IoU with the pet is above 0.5"),
+    LayerStatistic("best_iou_focus_share_above_half", "Best single-channel IoU, {focus} (share of channels > 0.5)",
+                   UNIT, "mask", "the share of channels whose IoU with the {focus} is above 0.5"),
     LayerStatistic("best_iou_background_max", "Best single-channel IoU, background (max)", UNIT, "mask",
                    "the best channel's IoU with the background"),
     LayerStatistic("cka_label", "Linear CKA with the class", UNIT, "classes",
@@ -464,7 +510,7 @@ class LayerStats:
     channel_strength: np.ndarray  # mean spatial std per channel: the ranking measure
     ntv: np.ndarray  # normalised total variation per channel, per input pixel
     effective_area: np.ndarray  # exp(entropy)/pixels per channel
-    best_iou: np.ndarray  # 3 classes x C: best of both polarities, area-matched threshold
+    best_iou: np.ndarray  # K classes x C: best of both polarities, area-matched threshold
     cka_mask: float
     participation: float  # participation ratio / C
     probe_weights: list  # per fold (W, b) for the leave-out probe, evaluated in the render pass
@@ -477,6 +523,7 @@ class LayerStats:
     numbers: dict = field(default_factory=dict)  # LAYER_NUMBERS name -> its value over every image
     importance: np.ndarray | None = None  # C: mean Taylor importance over the images; None without a target
     importance_intervals: np.ndarray | None = None  # C x 2: its 90% jackknife interval per channel
+    classes: MaskClasses = OXFORD  # what `best_iou`'s rows are
 
     def value(self, name: str) -> float:
         return float(self.numbers.get(name, float("nan")))
@@ -488,7 +535,7 @@ class LayerStats:
     def band(self, values: np.ndarray) -> tuple[float, float, float]:
         return _percentile(values, 10), _percentile(values, 50), _percentile(values, 90)
 
-    def iou_summary(self, cls: int = 0) -> tuple[float, float, float]:
+    def iou_summary(self, cls: int) -> tuple[float, float, float]:
         """Max, 90th percentile and fraction above 0.5 of the best single-channel IoU."""
         values = self.best_iou[cls]
         return _max(values), _percentile(values, 90), _share_above(values, 0.5)
@@ -517,6 +564,7 @@ def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
     iou = part["inter"] / np.where(union > 0, union, 1.0)
     best = np.where(union[0] > 0, iou.max(axis=0), np.nan)
     best[:, constant] = np.nan
+    focus, background = acc.classes.focus, acc.classes.background
     total = _total(acc.folds, drop)
     cka_mask = participation = float("nan")
     if total is not None and total.n > 1:
@@ -538,8 +586,9 @@ def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
         "near_zero_fraction": float(part["near_zero"].sum() / (n * acc.channels)),
         "ntv_median": _percentile(ntv, 50), "ntv_p10": _percentile(ntv, 10), "ntv_p90": _percentile(ntv, 90),
         "effective_area_median": _percentile(area, 50),
-        "best_iou_pet_max": _max(best[0]), "best_iou_pet_p90": _percentile(best[0], 90),
-        "best_iou_pet_share_above_half": _share_above(best[0], 0.5), "best_iou_background_max": _max(best[1]),
+        "best_iou_focus_max": _max(best[focus]), "best_iou_focus_p90": _percentile(best[focus], 90),
+        "best_iou_focus_share_above_half": _share_above(best[focus], 0.5),
+        "best_iou_background_max": float("nan") if background is None else _max(best[background]),
         "cka_mask": cka_mask, "participation": participation, "cka_label": cka_label,
         "channel_strength": part["spatial_std"] / max(float(part["images"]), 1.0),
         "ntv": ntv, "effective_area": area, "best_iou": best, "images": int(part["images"]),
@@ -567,7 +616,7 @@ def finalise(acc: LayerAccumulator) -> LayerStats:
         probe_weights=probe_weights(acc.folds), cka_label=whole["cka_label"],
         class_probe_weights=probe_weights(acc.class_folds), images=whole["images"], intervals=intervals,
         folds=acc.fold_count, examples=acc.examples, numbers={name: whole[name] for name in LAYER_NUMBERS},
-        importance=whole["importance"], importance_intervals=importance_intervals,
+        importance=whole["importance"], importance_intervals=importance_intervals, classes=acc.classes,
     )
 
 
@@ -611,7 +660,7 @@ class FoldRatio:
     accumulated in the render pass, with the jackknife over the folds for its interval."""
 
     folds: int
-    classes: int = 3
+    classes: int  # K: the mask's classes, or 1 for a hit count
     numerator: np.ndarray = field(default=None)  # F x K
     denominator: np.ndarray = field(default=None)
 
@@ -641,11 +690,15 @@ class FoldRatio:
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
     def interval(self, reduce=lambda r: float(r[0])) -> tuple[float, float]:
-        """The interval of `reduce(ratio)` (default: the first class), by the delete-one-fold jackknife."""
+        """The interval of `reduce(ratio)` (default: the first class, or the hits), by the delete-one-fold
+        jackknife."""
         if self.folds < 2:
             return float("nan"), float("nan")
         return jackknife_interval(reduce(self.ratio()), [reduce(self.ratio(drop=k)) for k in range(self.folds)],
                                   bounds=UNIT)
+
+    def class_interval(self, k: int) -> tuple[float, float]:
+        return self.interval(lambda r: float(r[k]))
 
 
 @dataclass
@@ -713,12 +766,13 @@ class ProbeScores:
     folds: int
     probe_weights: list
     class_probe_weights: list
+    mask_classes: int  # K
     mask: FoldRatio = field(default=None)  # the mask probe's IoU counts, per class
     classes: FoldRatio = field(default=None)  # the class probe's hits
 
     def __post_init__(self):
         if self.mask is None:
-            self.mask, self.classes = FoldRatio(self.folds), FoldRatio(self.folds, classes=1)
+            self.mask, self.classes = FoldRatio(self.folds, self.mask_classes), FoldRatio(self.folds, classes=1)
 
     def add_image(self, maps: np.ndarray, fold: int, truth=None, label: int | None = None) -> None:
         """One statistics image's H x W x C maps, in fold `fold`; `truth(h, w)` gives its mask classes
@@ -735,8 +789,8 @@ class ProbeScores:
                 self.mask.add_pixels(predicted, truth(*pooled.shape[:2]), fold)
 
     def merge(self, other: "ProbeScores") -> "ProbeScores":
-        return ProbeScores(self.folds, self.probe_weights, self.class_probe_weights, self.mask.merge(other.mask),
-                           self.classes.merge(other.classes))
+        return ProbeScores(self.folds, self.probe_weights, self.class_probe_weights, self.mask_classes,
+                           self.mask.merge(other.mask), self.classes.merge(other.classes))
 
     @property
     def has_classes(self) -> bool:

@@ -156,15 +156,15 @@ class Quality:
 def grade(quality: Quality, graded: Graded, values: dict, start: int, trimaps, targets: Targets) -> None:
     """Add a batch's graded outputs (`values`: output index -> B x ... scores) to `quality`: the one
     way in, for the Beam workers and for the pictured images in process."""
-    from reportgen.outputs import as_trimap
+    from reportgen.outputs import as_mask
 
     if graded.class_output is not None:
         scores = np.asarray(values[graded.class_output], np.float64)
         quality.ranked[start] = np.argsort(-scores, axis=1, kind="stable")[:, :TOP_CLASSES]
     if graded.mask_output is not None and trimaps is not None:
         if quality.iou is None:
-            quality.iou = stats.FoldRatio(targets.fold_count, 3)
-        predicted = as_trimap(np.asarray(values[graded.mask_output], np.float32)).astype(np.int64) - 1
+            quality.iou = stats.FoldRatio(targets.fold_count, targets.mask_classes.count)
+        predicted = as_mask(np.asarray(values[graded.mask_output], np.float32)).astype(np.int64) - 1
         for k, (mask, truth) in enumerate(zip(predicted, trimaps)):
             quality.iou.add_pixels(mask, np.asarray(truth, np.int64) - 1, int(targets.folds[start + k]))
 
@@ -380,7 +380,7 @@ def score(activations: Activations, shard: tuple[int, int], weights: dict) -> di
         for layer, fitted in weights.items():
             if not (fitted[1] or fitted[2]):
                 continue
-            scores = found.setdefault(layer, stats.ProbeScores(*fitted[:3]))
+            scores = found.setdefault(layer, stats.ProbeScores(*fitted[:3], targets.mask_classes.count))
             for k, maps in enumerate(outputs[layer]):
                 truth = mask_truth(None if masks is None else masks[k], targets)
                 score_image(scores, maps, int(batch.indices[k]), targets, truth)

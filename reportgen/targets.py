@@ -23,7 +23,7 @@ from reportgen import stats
 from reportgen.attribution import Target
 
 MASK_TRIMAP = "trimap"  # ground-truth Oxford trimaps, given with the images
-MASK_PREDICTION = "prediction"  # the model's own 3-class segmentation stands in
+MASK_PREDICTION = "prediction"  # the model's own segmentation stands in
 
 
 def _id_hash(image_id: str) -> int:
@@ -58,6 +58,7 @@ class Targets:
     labels: np.ndarray | None = None  # class index of each image, or None: no class probe
     class_count: int = 0
     mask_source: str | None = None  # MASK_TRIMAP, MASK_PREDICTION, or None: the mask-free statistics only
+    mask_classes: stats.MaskClasses = stats.OXFORD  # what the masks' values 1..K are
     prediction_output: int | None = None  # with MASK_PREDICTION: the model output whose argmax is the mask
     measures: bool = True  # False: the descriptive numbers and the ranking only (--no-stats)
     class_names: tuple[str, ...] = ()  # the class folders' names, sorted: what `labels` index
@@ -70,7 +71,8 @@ class Targets:
 
     @classmethod
     def decide(cls, ids, labels=None, trimaps_given: bool = False, prediction_output: int | None = None,
-               measures: bool = True, class_names=(), explained: Target | None = None) -> "Targets":
+               measures: bool = True, class_names=(), explained: Target | None = None,
+               mask_classes: stats.MaskClasses = stats.OXFORD) -> "Targets":
         """The targets of `ids` (statistics images, in order) with their class indices (or None)."""
         ids = tuple(str(i) for i in ids)
         if labels is not None and (any(label is None for label in labels) or len(set(labels)) < 2):
@@ -79,7 +81,7 @@ class Targets:
         folds = assign_folds(list(ids), None if labels is None else list(labels), fold_count)
         source = MASK_TRIMAP if trimaps_given else MASK_PREDICTION if prediction_output is not None else None
         return cls(ids, folds, fold_count, None if labels is None else np.asarray(labels, np.int64),
-                   0 if labels is None else int(max(labels)) + 1, source,
+                   0 if labels is None else int(max(labels)) + 1, source, mask_classes,
                    prediction_output if source == MASK_PREDICTION else None, measures, tuple(class_names),
                    explained or Target(reason="no target"))
 
@@ -101,20 +103,26 @@ class Targets:
 
     def accumulator(self, shape: tuple[int, ...], input_height: int) -> stats.LayerAccumulator:
         stride = input_height / shape[0] if self.measured(shape) else 1.0
-        return stats.LayerAccumulator(shape[-1], stride, self.fold_count)
+        return stats.LayerAccumulator(shape[-1], stride, self.fold_count, self.mask_classes)
+
+    def compares(self, spec) -> bool:
+        """Whether segmentation output `spec`'s prediction (`outputs.as_mask`) is in the masks' classes,
+        so it can be graded against them or stand in for them: a binary output, or as many classes
+        (in order)."""
+        return spec.gives_mask and (spec.binary or spec.class_count == self.mask_classes.count)
 
     def mask_of_prediction(self, output: np.ndarray) -> np.ndarray:
-        """N x H x W x K segmentation scores (outputs.OutputSpec.gives_mask) to N x H x W trimap classes."""
-        from reportgen.outputs import as_trimap
+        """N x H x W x K segmentation scores (outputs.OutputSpec.gives_mask) to N x H x W masks."""
+        from reportgen.outputs import as_mask
 
-        return as_trimap(output)
+        return as_mask(output)
 
 
 def feed(accumulator: stats.LayerAccumulator, maps: np.ndarray, indices, targets: Targets,
          masks: np.ndarray | None, importance: np.ndarray | None = None) -> None:
     """Add N images' outputs of one layer (N x ... x C) to its accumulator: the one way in for every driver.
 
-    `masks` are the images' trimap classes (1..3, N x H x W), as `targets.mask_source` says they are
+    `masks` are the images' mask classes (N x H x W, class k stored as k + 1), as `targets.mask_source` says they are
     made, or None; `importance` (N x C) the images' Taylor importances, or None without a target.
     Layers that are not H x W x C maps get the descriptive numbers and the importance only.
     """
@@ -131,7 +139,7 @@ def mask_truth(mask: np.ndarray | None, targets: Targets):
     """An image's mask classes on any h x w grid, `truth(h, w)`, or None without a mask."""
     if mask is None or not targets.mask_source:
         return None
-    return lambda h, w: stats.grid_truth(mask[None], h, w)[0]
+    return lambda h, w: stats.grid_truth(mask[None], h, w, targets.mask_classes.count)[0]
 
 
 def score_image(scores: stats.ProbeScores, maps: np.ndarray, index: int, targets: Targets, truth) -> None:

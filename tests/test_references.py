@@ -40,7 +40,7 @@ def test_class_probe_equals_scikit_learn_ridge_with_the_same_folds(classes, per_
     assert np.mean(ours == reference) >= 0.99  # float32 solves may flip a near tie
     assert 0.1 < np.mean(reference == labels) < 1.0  # a probe with something to get wrong
 
-    scores = stats.ProbeScores(targets.fold_count, [], final.class_probe_weights)
+    scores = stats.ProbeScores(targets.fold_count, [], final.class_probe_weights, 3)
     for i in range(count):
         score_image(scores, maps[i], i, targets, None)
     assert scores.classes.denominator.sum() == count
@@ -51,7 +51,7 @@ def test_mask_probe_equals_scikit_learn_ridge_on_the_pooled_pixels():
     rng = np.random.default_rng(5)
     count, size, channels = 23, 8, 5
     trimaps = rng.integers(1, 4, (count, size, size)).astype(np.uint8)
-    onehot = stats.mask_onehot(trimaps, size, size)
+    onehot = stats.mask_onehot(trimaps, size, size, 3)
     maps = (rng.normal(size=(count, size, size, channels)) + 0.8 * onehot @ rng.normal(size=(3, channels)))
     maps = maps.astype(np.float32)
     targets = Targets.decide([f"pet_{i}.jpg" for i in range(count)], trimaps_given=True)
@@ -70,7 +70,7 @@ def test_mask_probe_equals_scikit_learn_ridge_on_the_pooled_pixels():
                      for i in range(count)])
     assert np.mean(ours == reference) >= 0.995
 
-    scores = stats.ProbeScores(targets.fold_count, final.probe_weights, [])
+    scores = stats.ProbeScores(targets.fold_count, final.probe_weights, [], 3)
     for i in range(count):
         score_image(scores, maps[i], i, targets, mask_truth(trimaps[i], targets))
     truth = trimaps - 1

@@ -25,7 +25,7 @@ def stats_columns(site) -> dict[str, np.ndarray]:
     """Every channel's numbers from stats.json, in layer order, by the channel view's names."""
     rows = json.loads((site / "data" / "stats.json").read_text())["layers"]
     names = {"Strength (spatial std)": "strength", "nTV per input pixel": "ntv",
-             "Effective area fraction": "effective_area", "Best IoU, pet": "best_iou_pet",
+             "Effective area fraction": "effective_area", "Best IoU, pet": "best_iou_focus",
              "Taylor importance": "taylor_importance"}
     return {name: np.array([np.nan if v is None else v for row in rows for v in row["channels"][key]], float)
             for name, key in names.items()}

@@ -141,7 +141,7 @@ def test_the_cards_iou_is_the_models_own_against_the_trimaps(runner, tmp_path, t
     assert np.isfinite(expected).all() and expected.max() > 0.05  # a reference that can tell numbers apart
     card = re.search(r"<dt>Segmentation</dt><dd>(.*?)</dd>", (out / "index.html").read_text()).group(1)
     where = "the 6 statistics images" if statistics == "beam" else "the pictured images"
-    assert card.startswith(f"IoU against the trimaps on {where}: ")
+    assert card.startswith(f"IoU against the masks on {where}: ")
     shown = {name: float(value) for name, value in re.findall(r"(pet|background|border) ([0-9.]+) \(", card)}
     assert list(shown) == ["pet", "background", "border"], card
     np.testing.assert_allclose(list(shown.values()), expected, rtol=5e-3)  # three significant digits

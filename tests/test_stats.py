@@ -60,10 +60,10 @@ def _accumulate(maps, trimaps, stride=1.0):
 def _probe_score(acc, maps, trimaps, balanced=True):
     final = stats.finalise(acc)
     folds = min(len(maps), stats.MAX_FOLDS)
-    score = stats.FoldRatio(folds)
+    score = stats.FoldRatio(folds, 3)
     for i in range(len(maps)):
         pooled = stats.pool_to(maps[i:i + 1], stats.POOL_GRID)[0]
-        truth = stats.grid_truth(trimaps[i:i + 1], *pooled.shape[:2])[0]
+        truth = stats.grid_truth(trimaps[i:i + 1], *pooled.shape[:2], 3)[0]
         score.add_pixels(stats.probe_predict(final.probe_weights, pooled, i % folds, balanced), truth, i % folds)
     return score
 
@@ -74,7 +74,7 @@ def _probe_iou(acc, maps, trimaps):
 
 def test_probe_scores_the_mask_itself_near_perfect_and_noise_as_chance(rng):
     trimaps = _blob_trimaps(8, 40, rng)
-    onehot = stats.mask_onehot(trimaps, 40, 40).astype(np.float32)
+    onehot = stats.mask_onehot(trimaps, 40, 40, 3).astype(np.float32)
     plain = _probe_score(_accumulate(onehot, trimaps), onehot, trimaps, balanced=False).ratio()
     assert plain[0] == pytest.approx(1.0)
     # The balanced rule thresholds the pet at its prior (~0.15), not at 0.5: boundary pixels with a

@@ -84,7 +84,7 @@ def test_probe_scores_on_beam_equal_in_process_and_a_direct_count(small_pass, tm
     for i in range(12):
         pooled = stats.pool_to(maps[i:i + 1].astype(np.float16), stats.POOL_GRID)[0]
         predicted = stats.probe_predict(mask_weights, pooled, setup.targets.folds[i], balanced=True)
-        truth = stats.grid_truth(masks[i:i + 1], *pooled.shape[:2])[0]
+        truth = stats.grid_truth(masks[i:i + 1], *pooled.shape[:2], 3)[0]
         assert folds == setup.targets.fold_count
         inter += np.sum((predicted == 0) & (truth == 0))
         union += np.sum(((predicted == 0) | (truth == 0)) & (truth >= 0))
@@ -109,7 +109,7 @@ def test_stats_images_cover_more_than_the_pictured(beam_site):
     rows = json.loads((out / "data" / "stats.json").read_text())["layers"]
     assert all(row["images"] == 6 for row in rows)
     assert all(row["intervals_90"]["cka_mask"][0] is not None for row in rows)
-    assert all(row["intervals_90"]["probe_iou_pet"][0] is not None for row in rows if row["output_shape"][0] > 1)
+    assert all(row["intervals_90"]["probe_iou_focus"][0] is not None for row in rows if row["output_shape"][0] > 1)
     assert "The statistics cover 6 images of the source" in (out / "index.html").read_text()
     workers_said = beam_site.stderr
     assert "Logging handler created" not in workers_said and "apitools" not in workers_said  # -q is quiet

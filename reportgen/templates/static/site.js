@@ -236,7 +236,7 @@
       });
     });
     chooseX.value = String(table.named(/^nTV/, 0));
-    chooseY.value = String(table.named(/^Best IoU, pet/, table.named(/^Taylor/, Math.min(1, columns.length - 1))));
+    chooseY.value = String(table.named(/^Best IoU, /, table.named(/^Taylor/, Math.min(1, columns.length - 1))));
     var draw = channelScatter(document.getElementById("scatter"), document.getElementById("scatter-tip"), table,
       function () { return [parseInt(chooseX.value, 10), parseInt(chooseY.value, 10)]; },
       function () { return kept; });
@@ -244,12 +244,12 @@
     update();
   }
 
-  // The index's channel scatter: nTV against the best pet IoU, as its static chart, every point a channel.
+  // The index's channel scatter: nTV against the best IoU with the focus class (the first "Best IoU" column), as its static chart, every point a channel.
   function setUpIndexScatter() {
     var canvas = document.getElementById("index-scatter");
     if (!canvas || !window.reportgenChannels) { return; }
     var table = channelTable(window.reportgenChannels);
-    var axes = [table.named(/^nTV/, 0), table.named(/^Best IoU, pet/, 0)];
+    var axes = [table.named(/^nTV/, 0), table.named(/^Best IoU, /, 0)];
     channelScatter(canvas, document.getElementById("scatter-tip"), table, function () { return axes; },
       function () { return table.rows; })();
   }
@@ -451,8 +451,10 @@
     }
     function summary(channel) {
       var parts = ["Channel " + channel, rankText(channel, true)];
+      // The strength, and the best IoU with the focus class: the first of the per-class IoUs.
+      var focusIoU = data.stats.filter(function (measure) { return /^Best IoU, /.test(measure.name); })[0];
       data.stats.forEach(function (measure, i) {
-        if (i === 0 || measure.name === "Best IoU, pet") { parts.push(measure.name + " " + fmt(measure.values[channel])); }
+        if (i === 0 || measure === focusIoU) { parts.push(measure.name + " " + fmt(measure.values[channel])); }
       });
       return parts.join(" · ");
     }
