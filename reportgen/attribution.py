@@ -133,8 +133,10 @@ def _decide(specs, explain_class: str | None) -> Target:
         return Target(found, CLASS, channel=names.index(explain_class), name=explain_class)
     for k, spec in enumerate(specs):
         if spec.kind == "segmentation" and spec.gives_mask:
-            name = spec.class_name(1 if spec.binary else 0)
-            return Target(k, FOREGROUND, channel=0, binary=spec.binary, name=name)
+            if spec.binary:
+                return Target(k, FOREGROUND, channel=0, binary=True, name=spec.class_name(1))
+            focus = spec.mask_classes().focus  # the class the mask statistics' headline numbers are about
+            return Target(k, FOREGROUND, channel=focus, name=spec.class_name(focus))
         if spec.kind == "segmentation":
             return Target(k, PIXEL_CLASSES)
     for k, spec in enumerate(specs):

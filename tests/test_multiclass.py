@@ -61,7 +61,8 @@ def _unet(classes: int, activation: str = "softmax"):
 
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory):
-    """Eight images with their 0..4/255 masks, the labels file, and the saved 5-class model."""
+    """Eight images with their 0..4/255 masks (half of them palette PNGs), the labels file, and the
+    saved 5-class model."""
     root = tmp_path_factory.mktemp("voc")
     images, masks = root / "JPEGImages", root / "SegmentationClass"
     images.mkdir()
@@ -70,7 +71,11 @@ def voc(tmp_path_factory):
     for i in range(8):
         image, mask = _scene(rng, len(NAMES))
         Image.fromarray(image).save(images / f"scene_{i}.png")
-        Image.fromarray(mask).save(masks / f"scene_{i}.png")
+        stored = Image.fromarray(mask)
+        if i % 2:  # VOC stores its masks as palette PNGs: the values are the palette's indices
+            stored = Image.frombytes("P", stored.size, mask.tobytes())
+            stored.putpalette([v for k in range(256) for v in (k * 37 % 256, k * 91 % 256, k * 53 % 256)])
+        stored.save(masks / f"scene_{i}.png")
     labels = root / "labels.txt"
     labels.write_text("\n".join(NAMES) + "\n")
     model_path = root / "voc_unet.keras"
