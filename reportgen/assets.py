@@ -186,20 +186,20 @@ class AssetWriter:
     def image_pictures(self, records, classes: stats.MaskClasses) -> None:
         """Each image's input, its mask and the model's prediction in `classes` (the masks'), and
         where the prediction is wrong about the focus class."""
-        oxford = classes == stats.OXFORD
+        trimap_order = classes.in_trimap_order
         for record in records:
             self._write(image_path(record.slug, "input"), render.encode_webp(record.image, quality=90))
             if record.trimap is not None:
-                self._write(image_path(record.slug, "trimap"), render.encode_png(render.mask_rgb(record.trimap, oxford)))
+                self._write(image_path(record.slug, "trimap"), render.encode_png(render.mask_rgb(record.trimap, trimap_order)))
             if record.prediction is None:
                 continue
             in_mask_classes = record.mask_classes is not None
             predicted = record.prediction + 1
-            picture = render.mask_rgb(predicted, oxford) if in_mask_classes else render.classes_rgb(record.prediction)
+            picture = render.mask_rgb(predicted, trimap_order) if in_mask_classes else render.classes_rgb(record.prediction)
             self._write(image_path(record.slug, "prediction"), render.encode_png(picture))
             if record.trimap is not None and in_mask_classes:
                 self._write(image_path(record.slug, "error"), render.encode_png(
-                    render.error_rgb(record.trimap, predicted, classes.focus + 1, oxford)))
+                    render.error_rgb(record.trimap, predicted, classes.focus + 1, trimap_order)))
 
     def colorbar(self) -> str:
         relative = f"img/colorbar-{self.cmap}.png"

@@ -213,6 +213,7 @@ class InputGeometry:
 
 MASK_ROLES = {"foreground": 1, "background": 2, "ignore": 3}  # the Oxford trimap value each role becomes
 TRIMAP_VALUES = ((1, 1, "foreground"), (2, 2, "background"), (3, 3, "ignore"))
+TRIMAP_CONVENTION = "Oxford trimaps (1 pet, 2 background, 3 border)"  # what a mask read as a trimap says
 BINARY_VALUES = {(0, 1): ((0, 0, "background"), (1, 1, "foreground")),
                  (0, 255): ((0, 0, "background"), (255, 255, "foreground"))}
 
@@ -223,8 +224,9 @@ BY_CLASS = "classes"  # --mask-values classes: value k is class k of the model's
 @dataclass(frozen=True)
 class MaskValues:
     """What the values stored in a mask file mean: ranges of values, each foreground, background or
-    ignore (Oxford's border band: left out of every IoU). The statistics measure the foreground;
-    the site calls it the pet, as in the Oxford convention.
+    ignore (left out of every IoU, as Oxford's border band is of the pet's). The statistics measure
+    the foreground: an Oxford trimap's pet, else the foreground, named as --labels names a binary
+    output's class 1.
 
     Or, with `--mask-values classes`, stored value k is class k (0..N-1) of the model's N-class
     segmentation, named by --labels; `classes,255=ignore` leaves the pixels of 255 out of every class.
@@ -288,11 +290,11 @@ class MaskValues:
             ignored = "".join(f",{low}={role}" if low == high else f",{low}-{high}={role}" for low, high, role in ranges)
             return f"--mask-values classes{ignored} (value k is the segmentation's class k)"
         if ranges == TRIMAP_VALUES:
-            return "Oxford trimaps (1 pet, 2 background, 3 border)"
+            return TRIMAP_CONVENTION
         if not self.ranges:
-            return f"binary masks ({ranges[0][0]} background, {ranges[1][0]} foreground, shown as the pet)"
+            return f"binary masks ({ranges[0][0]} background, {ranges[1][0]} foreground)"
         shown = ",".join(f"{low}={role}" if low == high else f"{low}-{high}={role}" for low, high, role in ranges)
-        return f"--mask-values {shown} (the foreground is shown as the pet)"
+        return f"--mask-values {shown}"
 
     def to_classes(self, mask: np.ndarray, where: str) -> tuple[np.ndarray, str]:
         """A stored mask as the statistics' classes (class k as k + 1, stats.MaskClasses), and its

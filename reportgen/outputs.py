@@ -46,12 +46,15 @@ class OutputSpec:
         return self.kind == "segmentation" and self.class_count >= 2
 
     def mask_classes(self):
-        """The classes of the mask its prediction stands in for (`as_mask`): a binary output's, and
-        three unnamed classes, in the Oxford order (pet, background, border: the Keras tutorial's
-        trimap - 1); else its own, in order, the first not named background in focus."""
+        """The classes of the mask its prediction stands in for (`as_mask`): a binary output's
+        foreground and background (as --labels names them), three unnamed classes in the Oxford
+        order (pet, background, border: the Keras tutorial's trimap - 1); else its own, in order,
+        the first not named background in focus."""
         from reportgen import stats
 
-        if self.binary or (self.class_count == 3 and not self.classes):
+        if self.binary:
+            return stats.MaskClasses.binary(self.class_name(1), self.class_name(0))
+        if self.class_count == 3 and not self.classes:
             return stats.OXFORD
         return stats.MaskClasses.named([self.class_name(k) for k in range(self.class_count)])
 

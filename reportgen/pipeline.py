@@ -191,14 +191,26 @@ def decide_targets(statistics_images, specs: list[outputs.OutputSpec], options: 
     segmenting = next((k for k, spec in enumerate(specs) if spec.gives_mask), None)
     trimaps_given = all(item.trimap is not None for item in statistics_images)
     if trimaps_given:
-        by_class = next((spec for spec in specs if spec.gives_mask and not spec.binary), None)
-        mask_classes = by_class.mask_classes() if options.mask_values.by_class and by_class else stats.OXFORD
+        mask_classes = _given_mask_classes(statistics_images, specs, options.mask_values)
     else:
         mask_classes = specs[segmenting].mask_classes() if segmenting is not None else stats.OXFORD
     return Targets.decide([item.id for item in statistics_images], labels, trimaps_given=trimaps_given,
                           prediction_output=segmenting, measures=options.statistics, class_names=class_names,
                           explained=decide_target(specs, options.explain_class, activations) if options.attribution
                           else Target(reason="the build ran with --no-attribution"), mask_classes=mask_classes)
+
+
+def _given_mask_classes(statistics_images, specs: list[outputs.OutputSpec], mask_values: MaskValues):
+    """The classes of the masks given with the images: the N-class segmentation's (--mask-values
+    classes), an Oxford trimap's, or a binary mask's, its foreground named as a binary output's is."""
+    from reportgen.inputs import TRIMAP_CONVENTION
+
+    if mask_values.by_class:
+        return next(spec for spec in specs if spec.gives_mask and not spec.binary).mask_classes()
+    if all(item.mask_convention in (None, TRIMAP_CONVENTION) for item in statistics_images):
+        return stats.OXFORD  # a data set's trimaps say no convention
+    binary = next((spec for spec in specs if spec.binary), None)
+    return binary.mask_classes() if binary is not None else stats.MaskClasses.binary()
 
 
 @dataclass

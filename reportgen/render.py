@@ -189,14 +189,15 @@ def trimap_rgb(trimap: np.ndarray) -> np.ndarray:
     return TRIMAP_COLORS[np.clip(trimap, 0, 3)]
 
 
-def error_rgb(truth: np.ndarray, predicted: np.ndarray, focus: int = 1, oxford: bool = True) -> np.ndarray:
+def error_rgb(truth: np.ndarray, predicted: np.ndarray, focus: int = 1, trimap_order: bool = True) -> np.ndarray:
     """Where the prediction is wrong about the focus class (stored as `focus`): right pixels dimmed
     grey, focus missed blue, another class called the focus orange.
 
-    Pixels of no class (0), and an Oxford trimap's border (3), are 'not classified' and shown light.
+    Pixels of no class (0), and in trimap order (stats.MaskClasses.in_trimap_order) the border or
+    ignored band (3), are 'not classified' and shown light.
     """
     out = np.full(truth.shape + (3,), 40, np.uint8)
-    unclassified = (truth == 0) | ((truth == 3) if oxford else False)
+    unclassified = (truth == 0) | ((truth == 3) if trimap_order else False)
     out[unclassified] = (110, 110, 110)
     missed = (truth == focus) & (predicted != focus)
     false_pet = (truth != focus) & ~unclassified & (predicted == focus)
@@ -239,10 +240,10 @@ def classes_rgb(class_ids: np.ndarray) -> np.ndarray:
 UNCLASSIFIED_COLOR = (240, 240, 240)
 
 
-def mask_rgb(mask: np.ndarray, oxford: bool) -> np.ndarray:
-    """A mask (class k stored as k + 1) as colours: an Oxford trimap's (`trimap_rgb`), or class k in
-    `classes_rgb`'s colour and pixels of no class (0) light."""
-    if oxford:
+def mask_rgb(mask: np.ndarray, trimap_order: bool) -> np.ndarray:
+    """A mask (class k stored as k + 1) as colours: in trimap order an Oxford trimap's (`trimap_rgb`),
+    else class k in `classes_rgb`'s colour and pixels of no class (0) light."""
+    if trimap_order:
         return trimap_rgb(mask)
     mask = np.asarray(mask, np.int64)
     out = classes_rgb(np.maximum(mask - 1, 0))
@@ -250,9 +251,10 @@ def mask_rgb(mask: np.ndarray, oxford: bool) -> np.ndarray:
     return out
 
 
-def class_legend(names) -> list[tuple[str, str]]:
-    """Each class's name and its `classes_rgb` colour as #rrggbb, for a picture's key."""
-    return [(name, "#{:02x}{:02x}{:02x}".format(*CLASS_COLORS[k % len(CLASS_COLORS)])) for k, name in enumerate(names)]
+def class_legend(names, trimap_order: bool) -> list[tuple[str, str]]:
+    """Each class's name and its colour in `mask_rgb` as #rrggbb, for a picture's key."""
+    colours = TRIMAP_COLORS[1:] if trimap_order else CLASS_COLORS
+    return [(name, "#{:02x}{:02x}{:02x}".format(*colours[k % len(colours)])) for k, name in enumerate(names)]
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, cmap: str, alpha: float = 0.55) -> np.ndarray:

@@ -108,7 +108,7 @@ def _iou(truth: np.ndarray | None, predicted: np.ndarray, classes: stats.MaskCla
     if truth is None:
         return float("nan")
     cls = classes.focus + 1
-    valid = (truth != 0) & ((truth != 3) if classes == stats.OXFORD else True)
+    valid = (truth != 0) & ((truth != 3) if classes.in_trimap_order else True)
     a, b = (truth == cls) & valid, (predicted == cls) & valid
     union = np.sum(a | b)
     return float(np.sum(a & b) / union) if union else float("nan")
@@ -453,7 +453,7 @@ def _site_context(report: Report) -> dict:
     return {"title": "reportgen", "model": report.loaded.description, "version": __version__,
             "trained": report.loaded.trained, "mask_is_prediction": any(r.mask_is_prediction for r in report.records),
             "focus": classes.focus_name, "mask_classes": classes.names, "oxford": oxford,
-            "mask_legend": [] if oxford else render.class_legend(classes.names)}
+            "mask_legend": render.class_legend(classes.names, classes.in_trimap_order)}
 
 
 class _Pages:

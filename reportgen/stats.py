@@ -10,6 +10,7 @@ site prints it as "undefined".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import scipy.linalg
@@ -47,16 +48,37 @@ class MaskClasses:
 
     The per-layer headline numbers are about one class, the focus: the pet of an Oxford trimap,
     the foreground of a binary mask, and for N classes the first one not named background. Every
-    class's IoU is kept as well (`LayerStats.best_iou`, the probes' IoU per class)."""
+    class's IoU is kept as well (`LayerStats.best_iou`, the probes' IoU per class).
+
+    `layout` says how the classes are stored: TRIMAP (1 pet, 2 background, 3 border, a class as in
+    Oxford's evaluation), BINARY (1 foreground, 2 background; 3, the pixels `--mask-values` calls
+    ignore, in no class), or BY_CLASS (class k as k + 1)."""
 
     names: tuple[str, ...] = ("pet", "background", "border")
     focus: int = 0
+    layout: str = "trimap"
+
+    TRIMAP: ClassVar[str] = "trimap"
+    BINARY: ClassVar[str] = "binary"
+    BY_CLASS: ClassVar[str] = "classes"
 
     @classmethod
     def named(cls, names) -> "MaskClasses":
+        """A segmentation's classes in order, the first not named background in focus."""
         names = tuple(str(name) for name in names)
+        if names == OXFORD.names:
+            return OXFORD
         focus = next((k for k, name in enumerate(names) if name.lower() != "background"), 0)
-        return cls(names, focus)
+        return cls(names, focus, cls.BY_CLASS)
+
+    @classmethod
+    def binary(cls, foreground: str = "foreground", background: str = "background") -> "MaskClasses":
+        return cls((foreground, background), 0, cls.BINARY)
+
+    @property
+    def in_trimap_order(self) -> bool:
+        """Stored as 1 focus, 2 background, 3 not classified: drawn and scored as Oxford trimaps are."""
+        return self.layout in (self.TRIMAP, self.BINARY)
 
     @property
     def count(self) -> int:
@@ -68,7 +90,9 @@ class MaskClasses:
 
     @property
     def background(self) -> int | None:
-        """The class named background, if one is."""
+        """The background class: the second in trimap order, else the class named background, if one is."""
+        if self.in_trimap_order:
+            return 1
         return next((k for k, name in enumerate(self.names) if name.lower() == "background"), None)
 
 
