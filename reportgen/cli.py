@@ -56,7 +56,7 @@ def build(
     trimap_dir: Annotated[Optional[Path], typer.Option("--trimap-dir", help="Masks (same stem, .png) for --image-dir: Oxford trimaps (1-3) or binary (0/1, 0/255).")] = None,
     depth: Annotated[str, typer.Option("--depth", help="16-bit images: scale (0-65535 to 0-255 as floats, every level kept) or raw (the stored values; give --rescale).")] = "scale",
     exif: Annotated[bool, typer.Option("--exif/--no-exif", help="Apply the EXIF orientation of photos (default: ignored, as Keras' image_dataset_from_directory does).")] = False,
-    mask_values: Annotated[Optional[str], typer.Option("--mask-values", help="What the mask values mean, e.g. 0=background,255=foreground or 0=background,1-4=foreground,255=ignore.")] = None,
+    mask_values: Annotated[Optional[str], typer.Option("--mask-values", help="What the mask values mean: 0=background,255=foreground, 0=background,1-4=foreground,255=ignore, the model's class names (0=background,255=pet), or classes,255=ignore (value k is the segmentation's class k).")] = None,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
     input_size: InputSizeOpt = None,

@@ -230,13 +230,25 @@ class MaskValues:
 
     Or, with `--mask-values classes`, stored value k is class k (0..N-1) of the model's N-class
     segmentation, named by --labels; `classes,255=ignore` leaves the pixels of 255 out of every class.
+    Or the values are named by the segmentation's class names, `0=background,255=pet`: a ROLE that
+    is not foreground, background or ignore makes every ROLE but ignore a class name.
 
     Without `--mask-values`, each mask says itself: values within 1-3 are an Oxford trimap; 0 and 1,
     or 0 and 255, a binary mask (0 background)."""
 
     ranges: tuple[tuple[int, int, str], ...] = ()  # (low, high, role), both ends included; () = by the mask
     by_class: bool = False  # values 0..N-1 are the segmentation's classes
-    class_count: int = 0  # N, once the model is described (`for_classes`)
+    classes: tuple[str, ...] = ()  # the segmentation's classes, in stored order, once it is described (`for_classes`)
+    binary_model: bool = False  # the segmentation is a one-channel sigmoid (no value k for class k)
+
+    @property
+    def by_name(self) -> bool:
+        """Whether the ROLEs are the segmentation's class names."""
+        return any(role not in MASK_ROLES for *_, role in self.ranges)
+
+    @property
+    def class_count(self) -> int:
+        return len(self.classes)
 
     @classmethod
     def parse(cls, text: str | None) -> "MaskValues":
@@ -251,9 +263,11 @@ class MaskValues:
                 continue
             values, _, role = part.partition("=")
             low, _, high = values.strip().partition("-")
-            if role.strip() not in MASK_ROLES or not low.strip().isdigit() or (high and not high.strip().isdigit()):
+            if not role.strip() or role.strip() == BY_CLASS or not low.strip().isdigit() or \
+                    (high and not high.strip().isdigit()):
                 raise InputError(f"--mask-values takes VALUE=ROLE or LOW-HIGH=ROLE, comma-separated, ROLE one of "
-                                 f"{', '.join(MASK_ROLES)}, or classes (value k is class k); got {part.strip()!r}")
+                                 f"{', '.join(MASK_ROLES)} or a class name, or classes (value k is class k); "
+                                 f"got {part.strip()!r}")
             low_value, high_value = int(low), int(high or low)
             if high_value < low_value:
                 raise InputError(f"--mask-values range {values.strip()!r} runs backwards")
@@ -263,18 +277,29 @@ class MaskValues:
                 raise InputError("--mask-values classes takes VALUE=ignore beside it, no other role: the values "
                                  "0..N-1 are the classes")
             return cls(tuple(ranges), by_class=True)
+        named = cls(tuple(ranges))
+        if named.by_name:
+            return named
         if not any(role == "foreground" for *_, role in ranges):
             raise InputError("--mask-values names no foreground value: the mask statistics measure the foreground")
         return cls(tuple(ranges))
 
     @property
+    def of_segmentation(self) -> bool:
+        """Whether the values are read as the model's segmentation classes (by index or by name)."""
+        return self.by_class or self.by_name
+
+    @property
     def padding(self) -> int:
         """What a padded pixel's mask class is: the Oxford border (out of the pet's IoU), or no class."""
-        return 0 if self.by_class else PAD_TRIMAP
+        return 0 if self.of_segmentation else PAD_TRIMAP
 
-    def for_classes(self, count: int) -> "MaskValues":
-        """These values for a model whose segmentation has `count` classes."""
-        return dataclasses.replace(self, class_count=count) if self.by_class else self
+    def for_classes(self, classes, binary: bool = False) -> "MaskValues":
+        """These values for a model whose segmentation stores these classes (stats.MaskClasses.names,
+        class k as k + 1), or none (None); `binary`: a one-channel sigmoid's."""
+        if not self.of_segmentation or classes is None:
+            return self
+        return dataclasses.replace(self, classes=tuple(classes), binary_model=binary)
 
     def convention(self, values: np.ndarray) -> tuple[tuple[int, int, str], ...] | None:
         """The ranges that apply to a mask with these distinct values, or None if none does."""
@@ -302,6 +327,8 @@ class MaskValues:
         k + 1 and 0 where ignored."""
         if self.by_class:
             return self._by_class(mask, where)
+        if self.by_name:
+            return self._by_name(mask, where)
         values = np.unique(mask)
         ranges = self.convention(values)
         if ranges is None:
@@ -316,8 +343,34 @@ class MaskValues:
             raise InputError(f"mask {where} has values {stray} that --mask-values does not name")
         return trimap, self.describe(ranges)
 
+    def check_names(self) -> None:
+        """With class names for ROLEs, that the model's segmentation has them: once it is described,
+        before any image is read."""
+        if not self.by_name:
+            return
+        if not self.classes:
+            raise InputError("--mask-values names classes, but the model has no segmentation output to name them: "
+                             "say foreground, background or ignore")
+        unknown = sorted({role for *_, role in self.ranges if role != "ignore" and role not in self.classes})
+        if unknown:
+            raise InputError(f"--mask-values names {', '.join(map(repr, unknown))}, not one of the model's classes "
+                             f"({', '.join(self.classes)}); --labels names them")
+
+    def _by_name(self, mask: np.ndarray, where: str) -> tuple[np.ndarray, str]:
+        self.check_names()
+        stored = np.zeros(mask.shape, np.int64)
+        named = np.zeros(mask.shape, bool)
+        for low, high, role in self.ranges:
+            chosen = (mask >= low) & (mask <= high)
+            stored[chosen] = 0 if role == "ignore" else self.classes.index(role) + 1
+            named |= chosen
+        if not named.all():
+            stray = ", ".join(str(v) for v in np.unique(mask[~named])[:6])
+            raise InputError(f"mask {where} has values {stray} that --mask-values does not name")
+        return stored.astype(np.uint8 if self.class_count < 255 else np.uint16), self.describe(self.ranges)
+
     def _by_class(self, mask: np.ndarray, where: str) -> tuple[np.ndarray, str]:
-        if self.class_count < 2:
+        if self.class_count < 2 or self.binary_model:
             raise InputError("--mask-values classes needs a model whose output scores two classes or more per pixel: "
                              "its values are that output's classes; for a one-channel sigmoid, say "
                              "0=background,255=foreground")

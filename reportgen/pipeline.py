@@ -201,12 +201,12 @@ def decide_targets(statistics_images, specs: list[outputs.OutputSpec], options: 
 
 
 def _given_mask_classes(statistics_images, specs: list[outputs.OutputSpec], mask_values: MaskValues):
-    """The classes of the masks given with the images: the N-class segmentation's (--mask-values
-    classes), an Oxford trimap's, or a binary mask's, its foreground named as a binary output's is."""
+    """The classes of the masks given with the images: the segmentation's (--mask-values classes, or
+    values named by its class names), an Oxford trimap's, or a binary mask's, its foreground named as a binary output's is."""
     from reportgen.inputs import TRIMAP_CONVENTION
 
-    if mask_values.by_class:
-        return next(spec for spec in specs if spec.gives_mask and not spec.binary).mask_classes()
+    if mask_values.of_segmentation:
+        return next(spec for spec in specs if spec.gives_mask).mask_classes()
     if all(item.mask_convention in (None, TRIMAP_CONVENTION) for item in statistics_images):
         return stats.OXFORD  # a data set's trimaps say no convention
     binary = next((spec for spec in specs if spec.binary), None)
@@ -615,9 +615,11 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
     image_index = capture.image_input(model, options.image_input)
     geometry = _geometry(model, options.input_size, image_index, options)
     specs = outputs.describe(model, geometry.size, labels, shipped=bool(loaded.meta))
-    segmentation = next((spec for spec in specs if spec.gives_mask and not spec.binary), None)
+    segmentation = next((spec for spec in specs if spec.gives_mask), None)
     options = dataclasses.replace(options, mask_values=options.mask_values.for_classes(
-        segmentation.class_count if segmentation is not None else 0))
+        segmentation.mask_classes().names if segmentation is not None else None,
+        binary=segmentation is not None and segmentation.binary))
+    options.mask_values.check_names()
     convs = capture.find_conv_layers(model, options.tap, image_index)
     if not convs:
         raise InputError("the model has no convolution layers to report on")

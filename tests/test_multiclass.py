@@ -203,6 +203,20 @@ def test_the_card_and_pages_name_the_classes(voc_site, voc):
     assert "Mask decodability (probe IoU, cat)" in next(layer_page).read_text()
 
 
+def test_mask_values_named_by_class_read_as_the_class_indices(runner, tmp_path, voc, voc_site):
+    """The same masks, their values named by the classes --labels gives, measure the same."""
+    out = tmp_path / "site"
+    named = ",".join(f"{k}={name}" for k, name in enumerate(NAMES)) + ",255=ignore"
+    result = _build(runner, out, voc, "--trimap-dir", voc[1], "--mask-values", named)
+    assert result.exit_code == 0, result.output
+    mine = json.loads((out / "data" / "stats.json").read_text())
+    theirs = json.loads((voc_site / "data" / "stats.json").read_text())
+    assert mine["mask_classes"] == theirs["mask_classes"]
+    for a, b in zip(mine["layers"], theirs["layers"]):
+        for key in ("probe_iou", "best_channel_iou", "cka_mask", "intervals_90"):
+            assert a[key] == b[key], (a["name"], key)
+
+
 def test_the_prediction_stands_in_with_the_models_classes(runner, tmp_path, voc):
     out = tmp_path / "site"
     result = _build(runner, out, voc)
@@ -233,10 +247,11 @@ def test_class_masks_that_do_not_fit_the_model_are_refused(runner, tmp_path, voc
     assert result.exit_code == 2 and "has values 255" in result.output
     result = runner.invoke(app, ["build", "--model", str(model_path), "--image-dir", str(images), "--out", str(out),
                                  "--mask-values", "classes,255=pet", "-q"])
-    assert result.exit_code == 2 and "got '255=pet'" in result.output
-    result = runner.invoke(app, ["build", "--model", str(model_path), "--image-dir", str(images), "--out", str(out),
-                                 "--mask-values", "classes,0=background", "-q"])
     assert result.exit_code == 2 and "no other role" in result.output
+    result = _build(runner, out, voc, "--trimap-dir", masks, "--mask-values", "0=background,1=cat,2=cow")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "'cow', not one of the model's classes (background, cat, dog, bird, fish)" in line
     sigmoid = tmp_path / "sigmoid.keras"
     _unet(1, "sigmoid").save(sigmoid)
     result = runner.invoke(app, ["build", "--model", str(sigmoid), "--image-dir", str(images), "--images", "8",

@@ -111,7 +111,27 @@ def test_mask_values_no_convention_names_are_refused_then_read(runner, tmp_path,
     assert result.exit_code == 0, result.output
     assert "--mask-values 0=background,2=foreground" in (site / "index.html").read_text()
     result = _build(runner, tmp_path / "other", model_path, pets_folder[0], "--mask-values", "0=bg")
-    assert result.exit_code == 2 and "ROLE one of foreground, background, ignore" in result.output
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "'bg', not one of the model's classes (foreground, background)" in line
+    result = _build(runner, tmp_path / "other", model_path, pets_folder[0], "--mask-values", "0=background,1")
+    assert result.exit_code == 2 and "ROLE one of foreground, background, ignore or a class name" in result.output
+    assert not (tmp_path / "other").exists()
+
+
+def test_mask_values_may_name_the_models_classes(runner, tmp_path, tiny_model_path, pets_folder, masks):
+    """`0=background,255=pet` reads binary masks in the 3-class model's own classes (pet, background,
+    border): the same numbers as the trimaps that say pet 1 and background 2."""
+    folders, _ = masks
+    named, trimap = tmp_path / "named", tmp_path / "trimap"
+    for out, args in ((named, ("--trimap-dir", folders["binary"], "--mask-values", "0=background,255=pet")),
+                      (trimap, ("--trimap-dir", folders["trimap"]))):
+        result = _build(runner, out, tiny_model_path, pets_folder[0], *args)
+        assert result.exit_code == 0, result.output
+    for a, b in zip(_layers(named), _layers(trimap)):
+        assert a["focus_class"] == "pet" and a["probe_iou"] == b["probe_iou"], a["name"]
+        assert a["best_channel_iou"] == b["best_channel_iou"] and a["channels"] == b["channels"], a["name"]
+    assert "--mask-values 0=background,255=pet" in (named / "index.html").read_text()
 
 
 def _iou_reference(model, images, trimaps, size):
