@@ -14,6 +14,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
+def small_unet(size: int, classes: int, activation: str, input_name: str, output_name: str, seed: int):
+    """A two-level U-Net with its own Rescaling, named convs enc, mid, dec, and a 1x1 head of
+    `classes` channels: the shape of the user segmentation models the tests build."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((size, size, 3), name=input_name)
+    x = layers.Rescaling(1 / 255)(inputs)
+    skip = layers.Conv2D(8, 3, padding="same", activation="relu", name="enc")(x)
+    x = layers.Conv2D(12, 3, padding="same", activation="relu", name="mid")(layers.MaxPooling2D(2)(skip))
+    x = layers.Concatenate()([layers.UpSampling2D(2)(x), skip])
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="dec")(x)
+    return keras.Model(inputs, layers.Conv2D(classes, 1, activation=activation, name=output_name)(x))
+
+
 TINY_SIZE = 64
 TINY_WIDTH = 0.125
 

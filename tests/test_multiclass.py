@@ -9,7 +9,6 @@ import re
 import keras
 import numpy as np
 import pytest
-from keras import layers
 from PIL import Image
 from sklearn.metrics import jaccard_score
 from sklearn_reference import held_out_predictions
@@ -49,14 +48,9 @@ def _jaccard(truth: np.ndarray, predicted: np.ndarray, labels) -> np.ndarray:
 
 
 def _unet(classes: int, activation: str = "softmax"):
-    keras.utils.set_random_seed(11)
-    inputs = keras.Input((SIZE, SIZE, 3), name="photo")
-    x = layers.Rescaling(1 / 255)(inputs)
-    skip = layers.Conv2D(8, 3, padding="same", activation="relu", name="enc")(x)
-    x = layers.Conv2D(12, 3, padding="same", activation="relu", name="mid")(layers.MaxPooling2D(2)(skip))
-    x = layers.Concatenate()([layers.UpSampling2D(2)(x), skip])
-    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="dec")(x)
-    return keras.Model(inputs, layers.Conv2D(classes, 1, activation=activation, name="seg")(x), name="voc_unet")
+    from conftest import small_unet
+
+    return small_unet(SIZE, classes, activation, "photo", "seg", seed=11)
 
 
 @pytest.fixture(scope="module")

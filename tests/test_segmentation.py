@@ -7,7 +7,6 @@ import json
 import keras
 import numpy as np
 import pytest
-from keras import layers
 from PIL import Image
 
 from reportgen.cli import app
@@ -16,14 +15,9 @@ SIZE = 32
 
 
 def _binary_unet():
-    keras.utils.set_random_seed(8)
-    inputs = keras.Input((SIZE, SIZE, 3), name="scan")
-    x = layers.Rescaling(1 / 255)(inputs)
-    skip = layers.Conv2D(8, 3, padding="same", activation="relu", name="enc")(x)
-    x = layers.Conv2D(12, 3, padding="same", activation="relu", name="mid")(layers.MaxPooling2D(2)(skip))
-    x = layers.Concatenate()([layers.UpSampling2D(2)(x), skip])
-    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="dec")(x)
-    return keras.Model(inputs, layers.Conv2D(1, 1, activation="sigmoid", name="lesion")(x), name="binary_unet")
+    from conftest import small_unet
+
+    return small_unet(SIZE, 1, "sigmoid", "scan", "lesion", seed=8)
 
 
 @pytest.fixture(scope="module")
