@@ -76,9 +76,10 @@ class AssetWriter:
         """
         spatial = len(result.shape) == 3
         given = scores is not None
+        classes = targets.mask_classes.count
         scores = scores or stats.ProbeScores(targets.fold_count,
                                              result.stats.probe_weights if spatial else [],
-                                             result.stats.class_probe_weights, targets.mask_classes.count)
+                                             result.stats.class_probe_weights, classes)
         order = result.order
         top = order[:TOP_OVERLAYS]
         low = high = None
@@ -108,7 +109,7 @@ class AssetWriter:
                 strip = np.concatenate([render.overlay(backdrop, heat, self.cmap) for heat in heats], axis=1)
                 self._write(overlay_path(result.slug, record.slug), render.encode_jpeg(strip))
             if not given:
-                truth = (lambda h, w, i=i, record=record: self._truth(i, record, h, w, targets.mask_classes.count)) \
+                truth = (lambda h, w, i=i, record=record: self._truth(i, record, h, w, classes)) \
                     if record.mask is not None and targets.mask_source else None
                 score_image(scores, maps, i, targets, truth)
         result.probe_iou = scores.mask.ratio()
@@ -190,12 +191,14 @@ class AssetWriter:
         for record in records:
             self._write(image_path(record.slug, "input"), render.encode_webp(record.image, quality=90))
             if record.trimap is not None:
-                self._write(image_path(record.slug, "trimap"), render.encode_png(render.mask_rgb(record.trimap, trimap_order)))
+                self._write(image_path(record.slug, "trimap"),
+                            render.encode_png(render.mask_rgb(record.trimap, trimap_order)))
             if record.prediction is None:
                 continue
             in_mask_classes = record.mask_classes is not None
             predicted = record.prediction + 1
-            picture = render.mask_rgb(predicted, trimap_order) if in_mask_classes else render.classes_rgb(record.prediction)
+            picture = render.mask_rgb(predicted, trimap_order) if in_mask_classes else \
+                render.classes_rgb(record.prediction)
             self._write(image_path(record.slug, "prediction"), render.encode_png(picture))
             if record.trimap is not None and in_mask_classes:
                 self._write(image_path(record.slug, "error"), render.encode_png(

@@ -122,8 +122,8 @@ CSV_FIELDS = ("index", "name", "type", "role", "output_shape", "stride", "recept
               "near_zero_fraction", "cka_mask", "cka_class", "class_probe_accuracy", "participation_ratio_over_c",
               "focus_class", "probe_iou_focus", "probe_iou_mean", "rgb_probe_iou_focus", "ntv_median",
               "effective_area_median", "best_channel_iou_focus_max", "best_channel_iou_focus_p90",
-              "best_channel_iou_focus_fraction_above_0_5", "images", "is_head", "importance_top_share", "ablation_images", "ablation_metric",
-              "ablation_baseline", "ablation_top_k", "ablation_random_k", "ablation_taylor_spearman")
+              "best_channel_iou_focus_fraction_above_0_5", "images", "is_head", "importance_top_share",
+              "ablation_images", "ablation_metric", "ablation_baseline", "ablation_top_k", "ablation_random_k", "ablation_taylor_spearman")
 # layers.csv columns with a 90% interval: column name -> name in `intervals_90`
 CSV_INTERVALS = {"cka_mask": "cka_mask", "cka_class": "cka_label", "class_probe_accuracy": "class_probe_accuracy",
                  "participation_ratio_over_c": "participation", "probe_iou_focus": "probe_iou_focus",

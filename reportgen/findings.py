@@ -134,8 +134,8 @@ def _probe_findings(hidden, heads, name, classes) -> list[str]:
     rgb = _Series(hidden, lambda r: r.rgb_probe_iou[focus],
                   lambda r: r.intervals.get("rgb_probe_iou_focus", NAN_PAIR))
     sentences = []
-    text = (f"A linear probe (class-balanced decision) decodes the {classes.focus_name} from a hidden layer's features at IoU "
-            f"{with_interval(peak, probe.intervals[top])} at best ({name[id(hidden[top])]}); it first reaches "
+    text = (f"A linear probe (class-balanced decision) decodes the {classes.focus_name} from a hidden layer's "
+            f"features at IoU {with_interval(peak, probe.intervals[top])} at best ({name[id(hidden[top])]}); it first reaches "
             f"{PEAK_SHARE:.0%} of that at {name[id(hidden[first])]}.")
     base = _argmax(rgb.values)
     if base is not None:

@@ -12,8 +12,8 @@ Nothing here imports TensorFlow: the options are checked before the heavy import
 
 from __future__ import annotations
 
-import math
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -221,6 +221,15 @@ BINARY_VALUES = {(0, 1): ((0, 0, "background"), (1, 1, "foreground")),
 BY_CLASS = "classes"  # --mask-values classes: value k is class k of the model's segmentation
 
 
+def stored_classes(classes: np.ndarray, count: int) -> np.ndarray:
+    """A mask's classes (class k as k + 1, 0 none) in the smallest unsigned type that holds `count` of them."""
+    return np.asarray(classes).astype(np.uint8 if count < 255 else np.uint16)
+
+
+def _range_text(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low}-{high}"
+
+
 @dataclass(frozen=True)
 class MaskValues:
     """What the values stored in a mask file mean: ranges of values, each foreground, background or
@@ -277,12 +286,10 @@ class MaskValues:
                 raise InputError("--mask-values classes takes VALUE=ignore beside it, no other role: the values "
                                  "0..N-1 are the classes")
             return cls(tuple(ranges), by_class=True)
-        named = cls(tuple(ranges))
-        if named.by_name:
-            return named
-        if not any(role == "foreground" for *_, role in ranges):
+        found = cls(tuple(ranges))
+        if not found.by_name and not any(role == "foreground" for *_, role in ranges):
             raise InputError("--mask-values names no foreground value: the mask statistics measure the foreground")
-        return cls(tuple(ranges))
+        return found
 
     @property
     def of_segmentation(self) -> bool:
@@ -312,13 +319,13 @@ class MaskValues:
 
     def describe(self, ranges) -> str:
         if self.by_class:
-            ignored = "".join(f",{low}={role}" if low == high else f",{low}-{high}={role}" for low, high, role in ranges)
+            ignored = "".join(f",{_range_text(low, high)}={role}" for low, high, role in ranges)
             return f"--mask-values classes{ignored} (value k is the segmentation's class k)"
         if ranges == TRIMAP_VALUES:
             return TRIMAP_CONVENTION
         if not self.ranges:
             return f"binary masks ({ranges[0][0]} background, {ranges[1][0]} foreground)"
-        shown = ",".join(f"{low}={role}" if low == high else f"{low}-{high}={role}" for low, high, role in ranges)
+        shown = ",".join(f"{_range_text(low, high)}={role}" for low, high, role in ranges)
         return f"--mask-values {shown}"
 
     def to_classes(self, mask: np.ndarray, where: str) -> tuple[np.ndarray, str]:
@@ -367,7 +374,7 @@ class MaskValues:
         if not named.all():
             stray = ", ".join(str(v) for v in np.unique(mask[~named])[:6])
             raise InputError(f"mask {where} has values {stray} that --mask-values does not name")
-        return stored.astype(np.uint8 if self.class_count < 255 else np.uint16), self.describe(self.ranges)
+        return stored_classes(stored, self.class_count), self.describe(self.ranges)
 
     def _by_class(self, mask: np.ndarray, where: str) -> tuple[np.ndarray, str]:
         if self.class_count < 2 or self.binary_model:
@@ -384,4 +391,4 @@ class MaskValues:
                              f"classes (0-{self.class_count - 1}); name other values with --mask-values "
                              "classes,VALUE=ignore")
         classes = np.where(ignored, 0, mask.astype(np.int64) + 1)
-        return classes.astype(np.uint8 if self.class_count < 255 else np.uint16), self.describe(self.ranges)
+        return stored_classes(classes, self.class_count), self.describe(self.ranges)

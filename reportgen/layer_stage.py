@@ -28,7 +28,6 @@ class ImageRecord:
     image: np.ndarray  # as shown: uint8 RGB (a grayscale input repeated three times)
     trimap: np.ndarray | None
     prediction: np.ndarray | None  # class ids at input size; None when the model does not segment
-    prediction_classes: int = 0  # how many classes the segmentation output has
     label: int | None = None  # index of the image's class (class sub-folders), for the class probe
     mask_classes: "stats.MaskClasses | None" = None  # the mask's classes, when `prediction` is in them
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from reportgen.errors import InputError
+from reportgen.inputs import stored_classes
 
 TOP_K = 5
 FULL_VALUES = 1000  # outputs of at most this many numbers per image are recorded in full
@@ -215,8 +216,7 @@ def as_mask(values: np.ndarray) -> np.ndarray:
     """A segmentation output (`gives_mask`) as the mask the statistics measure against, class k as
     k + 1 (`OutputSpec.mask_classes`): a binary output's foreground 1 (the pet) and background 2."""
     classes = pixel_classes(values)
-    mask = 2 - classes if np.shape(values)[-1] == 1 else classes + 1
-    return mask.astype(np.uint8 if np.shape(values)[-1] < 255 else np.uint16)
+    return stored_classes(2 - classes if np.shape(values)[-1] == 1 else classes + 1, np.shape(values)[-1])
 
 
 def record_values(values: np.ndarray):

@@ -202,7 +202,8 @@ def decide_targets(statistics_images, specs: list[outputs.OutputSpec], options: 
 
 def _given_mask_classes(statistics_images, specs: list[outputs.OutputSpec], mask_values: MaskValues):
     """The classes of the masks given with the images: the segmentation's (--mask-values classes, or
-    values named by its class names), an Oxford trimap's, or a binary mask's, its foreground named as a binary output's is."""
+    values named by its class names), an Oxford trimap's, or a binary mask's, its foreground named
+    as a binary output's is."""
     from reportgen.inputs import TRIMAP_CONVENTION
 
     if mask_values.of_segmentation:
@@ -406,17 +407,16 @@ def _image_records(selected, specs: list[outputs.OutputSpec], captured: _Capture
     namer = Namer()
     records = []
     for i, item in enumerate(selected):
-        prediction = classes = mask_classes = None
+        prediction = mask_classes = None
         if segmenting is not None and targets.compares(specs[segmenting]):  # in the mask's classes, 0-based
             prediction = outputs.as_mask(captured.outputs[segmenting][i]).astype(np.int64) - 1
-            classes, mask_classes = specs[segmenting].class_count, targets.mask_classes
+            mask_classes = targets.mask_classes
         elif segmenting is not None:
             prediction = outputs.pixel_classes(captured.outputs[segmenting][i]).astype(np.uint8)
-            classes = specs[segmenting].class_count
         shown = render.as_rgb(item.picture)
         label = class_names.index(item.label) if item.label is not None and class_names else None
         records.append(ImageRecord(item.id, namer(item.id), shown, item.trimap, prediction,
-                                   prediction_classes=classes or 0, label=label, mask_classes=mask_classes))
+                                   label=label, mask_classes=mask_classes))
     return records
 
 
@@ -472,7 +472,7 @@ def _stored_form_note(items, depth: str, exif: bool) -> str:
 
 
 def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int, damage: np.ndarray,
-                     mask_classes: int) -> list[LayerResult]:
+                     class_count: int) -> list[LayerResult]:
     """What is known of each layer before its statistics: name, role, shape, grid layout, and what
     storing its values changed."""
     from reportgen.models.sd_unet import describe_role
@@ -487,7 +487,7 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int, dama
             layout=render.GridLayout.for_maps(*maps_shape[1:]),
             shape=spilled.shape,
             stored_note=capture.damage_note(changed, spilled.count * int(np.prod(spilled.shape))),
-            probe_iou=np.full(mask_classes, np.nan), rgb_probe_iou=np.full(mask_classes, np.nan),
+            probe_iou=np.full(class_count, np.nan), rgb_probe_iou=np.full(class_count, np.nan),
         ))
     return results
 

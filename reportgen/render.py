@@ -200,9 +200,9 @@ def error_rgb(truth: np.ndarray, predicted: np.ndarray, focus: int = 1, trimap_o
     unclassified = (truth == 0) | ((truth == 3) if trimap_order else False)
     out[unclassified] = (110, 110, 110)
     missed = (truth == focus) & (predicted != focus)
-    false_pet = (truth != focus) & ~unclassified & (predicted == focus)
+    false_focus = (truth != focus) & ~unclassified & (predicted == focus)
     out[missed] = (0, 114, 178)
-    out[false_pet] = (230, 159, 0)
+    out[false_focus] = (230, 159, 0)
     return out
 
 

@@ -423,7 +423,8 @@ def _map_context(report: Report, rows: list[dict]) -> dict:
         # Dark numbers on light fills: relative luminance (WCAG) against the two inks' contrast.
         inks.append(["undefined" if c is None else "ink-dark" if _luminance(c) > 0.18 else "ink-light"
                      for c in colours])
-        statistics.append({"label": MAP_STATISTICS[key].format(focus=report.mask_classes.focus_name), "low": fmt(low), "high": fmt(high)})
+        label = MAP_STATISTICS[key].format(focus=report.mask_classes.focus_name)
+        statistics.append({"label": label, "low": fmt(low), "high": fmt(high)})
     return {"map": arch, "rows": {row["index"]: row for row in rows}, "statistics": statistics, "fills": fills, "inks": inks,
             "colorbar": report.colorbar, "conv_count": len(report.layers)}
 

@@ -323,7 +323,8 @@ class LayerAccumulator:
         if other.fold_count != self.fold_count:
             raise ValueError(f"cannot merge accumulators of {self.fold_count} and {other.fold_count} folds")
         if other.classes != self.classes:
-            raise ValueError(f"cannot merge accumulators of mask classes {self.classes.names} and {other.classes.names}")
+            raise ValueError(f"cannot merge accumulators of mask classes {self.classes.names} and "
+                             f"{other.classes.names}")
         merged = LayerAccumulator(self.channels, self.stride, self.fold_count, self.classes)
         for name in _PER_FOLD:
             setattr(merged, name, getattr(self, name) + getattr(other, name))

@@ -190,6 +190,7 @@ def test_the_card_and_pages_name_the_classes(voc_site, voc):
         if np.isfinite(expected[k]):
             assert float(shown[name]) == pytest.approx(expected[k], abs=5e-4), name
     assert "--mask-values classes,255=ignore" in index
+    assert "{{" not in index  # every template expression was filled in, attribute texts too
     image_page = next((voc_site / "images").glob("*.html")).read_text()
     for name in NAMES:  # the mask pictures' key names every class
         assert f"</span>{name}</li>" in image_page
