@@ -2,7 +2,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-SOURCES := pyproject.toml $(shell find reportgen -type f -not -path '*/__pycache__/*')
+SOURCES := pyproject.toml $(shell find reportgen templates models -type f -not -path '*/__pycache__/*')
 
 .PHONY: site test benchmark clean
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+import reportgen
 from reportgen import __version__, model_io
+from reportgen.paths import models_dir, templates_dir
 
 UNHASHED_OPTIONS = ("workers", "previous")
 CHUNK = 1 << 20
@@ -29,8 +30,7 @@ def _update_file(digest, path: Path, name: str | None = None) -> None:
 
 
 def _package_files():
-    for package in ("reportgen", "reportgen.templates", "reportgen.models"):
-        root = Path(str(resources.files(package)))
+    for root in (Path(reportgen.__file__).parent, templates_dir(), models_dir()):
         for path in sorted(root.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".weights.h5"):
                 yield path

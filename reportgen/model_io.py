@@ -10,10 +10,10 @@ import os
 import sys
 import zipfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from reportgen.errors import InputError
+from reportgen.paths import models_dir
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,6 @@ def import_keras():
         os.dup2(saved, 2)
         os.close(saved)
     return keras
-
-
-def models_dir() -> Path:
-    return Path(str(resources.files("reportgen.models")))
 
 
 def sha256(path: Path) -> str:
@@ -318,7 +314,7 @@ def load(model_path: Path | None = None, weights_path: Path | None = None, input
     """The model the user asked for, or the shipped SD-UNet with its trained weights."""
     keras = import_keras()
 
-    from reportgen.models.sd_unet import build_sd_unet
+    from reportgen.profiles.sd_unet import build_sd_unet
 
     custom_objects = import_user_code(imports)
     if model_path is not None:

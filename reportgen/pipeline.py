@@ -475,7 +475,7 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int, dama
                      class_count: int) -> list[LayerResult]:
     """What is known of each layer before its statistics: name, role, shape, grid layout, and what
     storing its values changed."""
-    from reportgen.models.sd_unet import describe_role
+    from reportgen.profiles.sd_unet import describe_role
 
     results = []
     for conv, spilled, slug, changed in zip(convs, spill.layers, slugs, damage):

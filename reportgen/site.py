@@ -10,7 +10,6 @@ import json
 import math
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import jinja2
@@ -19,6 +18,7 @@ import numpy as np
 from reportgen import __version__, assets, channels, compare, downloads, findings, outputs, render, stats
 from reportgen.inputs import InputGeometry
 from reportgen.outdir import KEY_FILE
+from reportgen.paths import templates_dir
 from reportgen.stats import LAYER_STATISTICS
 from reportgen.stats import mean_defined as stats_mean
 
@@ -95,7 +95,7 @@ def fmt(value, digits: int = 3) -> str:
 
 def _environment() -> jinja2.Environment:
     """The one Jinja environment: autoescape on, undefined variables are errors."""
-    loader = jinja2.FileSystemLoader(str(resources.files("reportgen.templates")))
+    loader = jinja2.FileSystemLoader(str(templates_dir()))
     env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     # The channel data embedded in layer pages is the largest text of the site: no spaces in it.
@@ -566,7 +566,7 @@ def _chance(report: Report) -> float:
 
 def _copy_static(root: Path) -> None:
     (root / ".nojekyll").write_text("")
-    static = resources.files("reportgen.templates") / "static"
+    static = templates_dir() / "static"
     (root / "assets").mkdir(exist_ok=True)
     for name in ("style.css", "site.js"):
         (root / "assets" / name).write_bytes((static / name).read_bytes())

@@ -81,7 +81,7 @@ def train(config: TrainConfig, run_dir: Path, data_dir: str | None = None, progr
     """Train into `run_dir` (checkpoints, log, best model); resumes when `run_dir` holds a run."""
     import keras
 
-    from reportgen.models.sd_unet import build_sd_unet
+    from reportgen.profiles.sd_unet import build_sd_unet
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.__dict__, indent=2))
@@ -112,7 +112,7 @@ def real_model(twin_path: Path):
     """The real SD-UNet (dilated kernels restored) carrying a saved training twin's weights."""
     import keras
 
-    from reportgen.models.sd_unet import build_sd_unet, copy_twin_weights
+    from reportgen.profiles.sd_unet import build_sd_unet, copy_twin_weights
 
     twin = keras.models.load_model(twin_path, compile=False)
     size = int(twin.inputs[0].shape[1])
@@ -175,7 +175,7 @@ def export_float16(model_path: Path, weights_path: Path) -> None:
     """
     import keras
 
-    from reportgen.models.sd_unet import build_sd_unet
+    from reportgen.profiles.sd_unet import build_sd_unet
 
     trained = real_model(model_path)
     size = int(trained.inputs[0].shape[1])

@@ -37,7 +37,7 @@ TINY_WIDTH = 0.125
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> Path:
     """A slim SD-UNet (same 51 convs, 1/8 the filters) at 64 px, saved as .keras."""
-    from reportgen.models.sd_unet import build_sd_unet
+    from reportgen.profiles.sd_unet import build_sd_unet
 
     model = build_sd_unet(TINY_SIZE, 3, TINY_WIDTH)
     path = tmp_path_factory.mktemp("models") / "tiny_sd_unet.keras"

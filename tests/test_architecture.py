@@ -52,7 +52,7 @@ def test_every_conv_once_and_the_models_own_connections(which):
     import keras
 
     from reportgen import architecture, capture
-    from reportgen.models.sd_unet import build_sd_unet
+    from reportgen.profiles.sd_unet import build_sd_unet
 
     model = {"sd_unet": lambda: build_sd_unet(64, 3, 0.125),
              "resnet50": lambda: keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3)),
@@ -71,7 +71,7 @@ def test_the_sd_unet_is_a_u_with_straight_skips():
     """The bands are the resolutions, largest at the top: the encoder's convs step down, the decoder's
     step back up, and each skip connection runs across at its own size."""
     from reportgen import architecture, capture
-    from reportgen.models.sd_unet import build_sd_unet
+    from reportgen.profiles.sd_unet import build_sd_unet
 
     model = build_sd_unet(64, 3, 0.125)
     convs = capture.find_conv_layers(model)

@@ -84,12 +84,3 @@ def test_workers_do_not_change_the_key(inputs):
 
     _, options = inputs
     assert _key(options) == _key(replace(options, workers=7))
-
-
-def test_source_tree_is_the_installed_layout():
-    """Python started in a checkout imports the same package as an installed one (benchmarks run so)."""
-    import reportgen.models
-    import reportgen.templates
-
-    root = Path(reportgen.models.__file__).parent.parent
-    assert (root / "templates" / "index.html").is_file() and (root / "models" / "sd_unet.py").is_file()

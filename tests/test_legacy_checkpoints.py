@@ -12,7 +12,7 @@ import pytest
 
 from reportgen import model_io
 from reportgen.cli import app
-from reportgen.models.sd_unet import build_sd_unet
+from reportgen.profiles.sd_unet import build_sd_unet
 
 SIZE, WIDTH = 64, 0.125
 

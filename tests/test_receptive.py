@@ -42,7 +42,7 @@ def test_nested_model_fields_are_qualified():
 
 
 def test_sd_unet_first_and_bottleneck_fields():
-    from reportgen.models.sd_unet import build_sd_unet
+    from reportgen.profiles.sd_unet import build_sd_unet
 
     fields = receptive_field_map(build_sd_unet(64, 3, 0.125))
     assert fields["e1_sa_main_conv1"] == 3
@@ -112,7 +112,7 @@ class _WithoutGroupNorm:
 
 
 def _sd_unet():
-    from reportgen.models.sd_unet import build_sd_unet
+    from reportgen.profiles.sd_unet import build_sd_unet
 
     return build_sd_unet(96, 3, 0.125, layer_types=_WithoutGroupNorm())
 

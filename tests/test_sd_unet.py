@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from reportgen.models.sd_unet import build_sd_unet, describe_role
+from reportgen.profiles.sd_unet import build_sd_unet, describe_role
 
 
 def conv2d_layers(model):
@@ -73,7 +73,7 @@ def test_names_say_where_each_conv_sits():
 
 
 def test_training_twin_computes_the_same_function():
-    from reportgen.models.sd_unet import copy_twin_weights
+    from reportgen.profiles.sd_unet import copy_twin_weights
 
     twin = build_sd_unet(64, 3, 0.125, center_only_dilations=True)
     real = build_sd_unet(64, 3, 0.125)

@@ -44,7 +44,7 @@ def test_train_resume_and_export_on_mock_oxford(tmp_path, mock_oxford, monkeypat
     weights = tmp_path / "tiny.weights.h5"
     training.export_float16(best, weights)
     model = keras.models.load_model(best, compile=False)
-    from reportgen.models.sd_unet import build_sd_unet
+    from reportgen.profiles.sd_unet import build_sd_unet
 
     restored = build_sd_unet(64, 3, 0.125)
     restored.load_weights(weights)
@@ -55,7 +55,7 @@ def test_train_resume_and_export_on_mock_oxford(tmp_path, mock_oxford, monkeypat
 
 
 def test_evaluate_reports_per_class_iou(tmp_path, mock_oxford):
-    from reportgen.models.sd_unet import build_sd_unet
+    from reportgen.profiles.sd_unet import build_sd_unet
 
     metrics = training.evaluate(build_sd_unet(64, 3, 0.125), "oxford_iiit_pet", "test", limit=5)
     assert metrics.images == 5

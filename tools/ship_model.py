@@ -2,8 +2,8 @@
 
     python tools/ship_model.py runs/default
 
-Writes reportgen/models/sd_unet_synthetic_pets.weights.h5, reportgen/models/sd_unet_synthetic_pets.json (what the site
-and the tests read) and reportgen/models/MODEL_CARD.md. Commit the weights only when they meet the bar.
+Writes models/sd_unet_synthetic_pets.weights.h5, models/sd_unet_synthetic_pets.json (what the site
+and the tests read) and models/MODEL_CARD.md. Commit the weights only when they meet the bar.
 """
 
 import csv
@@ -23,7 +23,7 @@ EXPECTED = {"seed": 2, "index": 0}  # test image 0 of synthetic_pets
 
 
 def main(run_dir: Path) -> None:
-    weights = ROOT / "reportgen" / "models" / model_io.DEFAULT_WEIGHTS
+    weights = ROOT / "models" / model_io.DEFAULT_WEIGHTS
     training.export_float16(run_dir / "best.keras", weights)
     model = model_io.load(weights_path=weights).model
 
@@ -65,7 +65,7 @@ def main(run_dir: Path) -> None:
             "mask_20x20": probabilities.argmax(-1)[4::8, 4::8].astype(int).tolist(),
         },
     }
-    (ROOT / "reportgen" / "models" / model_io.MODEL_META).write_text(json.dumps(meta, indent=1) + "\n")
+    (ROOT / "models" / model_io.MODEL_META).write_text(json.dumps(meta, indent=1) + "\n")
     card = (ROOT / "tools" / "model_card_template.md").read_text()
     card = card.format(
         weights_mb=f"{weights.stat().st_size / 1e6:.1f}", sha=checksum, epochs=len(history), command=meta["command"],
@@ -73,7 +73,7 @@ def main(run_dir: Path) -> None:
         valloss=", ".join(f"{float(row['val_loss']):.4f}" for row in history), images=metrics.images,
         pet=f"{metrics.class_iou[0]:.4f}", bg=f"{metrics.class_iou[1]:.4f}", border=f"{metrics.class_iou[2]:.4f}",
         miou=f"{metrics.mean_iou:.4f}", acc=f"{metrics.pixel_accuracy:.4f}", agree=f"{agreement:.2%}")
-    (ROOT / "reportgen" / "models" / model_io.MODEL_CARD).write_text(card)
+    (ROOT / "models" / model_io.MODEL_CARD).write_text(card)
     print(json.dumps({k: v for k, v in meta.items() if k != "expected_prediction"}, indent=1))
     print("machine:", platform.machine(), platform.processor() or "", f"{__import__('os').cpu_count()} cores")
 
