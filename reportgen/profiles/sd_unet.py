@@ -176,3 +176,32 @@ def describe_role(layer_name: str) -> str:
     if rest == "up_conv":
         return f"{where}, bilinear upsample then 1x1 conv"
     return where
+
+
+CONV_COUNT = 51
+CLAIM_LAYER = 43  # the original author: maps look "more like the mask" around conv layer 43 of 51
+
+
+def is_sd_unet(names, paths) -> bool:
+    """Whether these convs (graph order) are this builder's: its 51 names, none in a nested model."""
+    return len(names) == CONV_COUNT and not any(paths) and all(describe_role(name) for name in names)
+
+
+def section(layer_name: str) -> int | None:
+    """The charts' shading: encoder (and its downsampling convs), the DASPP bottleneck, the decoder and head."""
+    from reportgen.profiles import BOTTLENECK, DECODER, ENCODER
+
+    if layer_name.startswith(("e", "d")) and layer_name[1:2].isdigit():
+        return ENCODER
+    if layer_name.startswith("daspp"):
+        return BOTTLENECK
+    if layer_name.startswith("u") and layer_name[1:2].isdigit() or layer_name == "head":
+        return DECODER
+    return None
+
+
+def profile(names):
+    """The report's words for this builder's convs, its charts' sections and its claim."""
+    from reportgen.profiles import Profile
+
+    return Profile("SD-UNet", tuple(describe_role(n) for n in names), tuple(section(n) for n in names), CLAIM_LAYER)
