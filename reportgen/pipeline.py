@@ -475,13 +475,15 @@ def _layer_skeletons(convs, spill: Spill, fields, slugs, input_height: int, dama
                      class_count: int) -> list[LayerResult]:
     """What is known of each layer before its statistics: name, role, shape, grid layout, and what
     storing its values changed."""
-    from reportgen.profiles.sd_unet import describe_role
+    from reportgen import profiles
 
+    roles = profiles.for_model([c.name for c in convs], [c.path for c in convs],
+                               [c.output_shape for c in convs]).roles
     results = []
-    for conv, spilled, slug, changed in zip(convs, spill.layers, slugs, damage):
+    for conv, spilled, slug, changed, role in zip(convs, spill.layers, slugs, damage, roles):
         maps_shape = (1, *assets.image_maps_shape(spilled.shape))
         results.append(LayerResult(
-            conv=conv, slug=slug, role=describe_role(conv.name) if not conv.path else "",
+            conv=conv, slug=slug, role=role,
             receptive_field=fields.get(conv.qualified_name, float("nan")),
             stride=input_height / max(maps_shape[1], 1) if len(spilled.shape) == 3 else float("nan"),
             layout=render.GridLayout.for_maps(*maps_shape[1:]),
