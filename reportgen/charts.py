@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reportgen import profiles
 from reportgen.downloads import focus_class
 
 # Each chart is drawn once per site theme, with ink that reads on that theme's background; the
@@ -49,16 +50,6 @@ def figure_inches(chart: str, width_px: int, panels: int = 0) -> tuple[float, fl
 CHART_FILES = {"metrics": "img/charts/metrics", "channels": "img/charts/channels", "cka": "img/charts/cka"}
 
 
-def _section(name: str) -> int | None:
-    if name.startswith(("e", "d")) and name[1:2].isdigit():
-        return 0
-    if name.startswith("daspp"):
-        return 1
-    if name.startswith("u") and name[1:2].isdigit() or name == "head":
-        return 2
-    return None
-
-
 def _svg(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="svg", transparent=True, metadata={"Date": None, "Creator": None})
@@ -66,7 +57,7 @@ def _svg(fig) -> bytes:
 
 
 def _shade(ax, results, theme):
-    sections = [_section(r.conv.name) for r in results]
+    sections = profiles.of_layers(results).sections
     start = 0
     for i in range(1, len(sections) + 1):
         if i == len(sections) or sections[i] != sections[start]:
@@ -262,9 +253,12 @@ def _small_multiples(plt, out: Path, results, panels, x, theme, name: str, width
             ax.legend(fontsize=_pt("tick"), frameon=False, labelcolor=theme["fg"], loc="upper left")
     for ax in axes[-1]:
         ax.set_xlabel("conv layer (graph order)", color=theme["fg"], fontsize=_pt("label"))
-    fig.text(0.5, 0.12 / height, "shading: encoder (blue), bottleneck (yellow), decoder (green)"
-             + ("; dotted lines: resolution changes" if columns == 2 else ""),
-             color=theme["fg"], fontsize=_pt("tick"), ha="center")
+    said = ["shading: encoder (blue), bottleneck (yellow), decoder (green)"] \
+        if any(section is not None for section in profiles.of_layers(results).sections) else []
+    if columns == 2:
+        said.append("dotted lines: resolution changes")
+    if said:
+        fig.text(0.5, 0.12 / height, "; ".join(said), color=theme["fg"], fontsize=_pt("tick"), ha="center")
     (out / f"metrics-{name}.svg").write_bytes(_svg(fig))
     plt.close(fig)
 

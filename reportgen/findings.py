@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 
-CLAIM_LAYER = 43  # the original author: maps look "more like the mask" around conv layer 43 of 51
 PEAK_SHARE = 0.9
 NAN_PAIR = (float("nan"), float("nan"))
 
@@ -182,8 +181,12 @@ def _class_findings(hidden, name, chance: float, images: int) -> list[str]:
 
 
 def _claim(results, hidden, name) -> list[str]:
-    """The original author's 'mask-like around conv layer 43', tested by linear CKA with the mask."""
-    if len(results) < CLAIM_LAYER:
+    """The original author's 'mask-like around conv layer 43', tested by linear CKA with the mask: a
+    claim about the shipped SD-UNet, made for no other model."""
+    from reportgen.profiles import of_layers
+
+    CLAIM_LAYER = of_layers(results).claim_layer  # noqa: N806  (the claim's own number, as it is written)
+    if CLAIM_LAYER is None or len(results) < CLAIM_LAYER:
         return []
     claimed = results[CLAIM_LAYER - 1]
     cka = _Series(hidden, lambda r: r.stats.cka_mask, lambda r: r.stats.interval("cka_mask"))

@@ -37,3 +37,14 @@ def test_the_sd_unet_profile_is_the_builders_and_only_the_builders():
     # The same names one short, or nested in another model, are some other model: no claim, roles from the graph.
     assert for_model(names[:-1], [()] * 50, shapes[:-1]).claim_layer is None
     assert for_model(names, [("outer",)] * 51, shapes).name == ""
+
+
+def test_the_conv_43_claim_is_not_tested_on_other_models():
+    """A user's model with 51 convs and a mask gets no sentence about a claim made of the SD-UNet alone."""
+    from types import SimpleNamespace
+
+    from reportgen.findings import _claim
+
+    results = [SimpleNamespace(conv=SimpleNamespace(name=f"conv{k}", path=(), output_shape=(8, 8, 4)))
+               for k in range(51)]
+    assert _claim(results, results, {}) == []

@@ -65,3 +65,9 @@ def for_model(names: Sequence[str], paths: Sequence[tuple[str, ...]], shapes: Se
     if sd_unet.is_sd_unet(names, paths):
         return sd_unet.profile(names)
     return from_graph(shapes)
+
+
+def of_layers(results) -> Profile:
+    """The profile of the layers a report holds (each with its `conv`)."""
+    return for_model([r.conv.name for r in results], [r.conv.path for r in results],
+                     [r.conv.output_shape for r in results])
