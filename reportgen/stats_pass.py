@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import outdir, stats
+from reportgen import workers as workers_module  # `workers` is run_beam's worker count
 from reportgen.errors import InputError, ReportgenError
 from reportgen.inputs import InputConvention
 from reportgen.targets import MASK_PREDICTION, MASK_TRIMAP, Targets, feed, mask_truth, score_image
@@ -754,13 +755,19 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
                   (as_one(scores, "All scores") | "Tag scores" >> beam.Map(lambda found: ("scores", found))))
         _ = as_one(tagged | "Both" >> beam.Flatten(), "Result") | "Write" >> beam.ParDo(WriteResult(path))
         try:
-            result = pipeline.run()
-            try:
-                result.wait_until_finish()
-            finally:
-                client = getattr(result, "client", None)  # the Dask runner's; left open, it logs the cluster's end
-                if client is not None:
-                    client.close()
+            # A local job's result is a file here: once it is written, its workers get a few seconds to stop.
+            with workers_module.bounded_shutdown(lambda: local and os.path.exists(path)) as shutdown:
+                try:
+                    result = pipeline.run()
+                    try:
+                        result.wait_until_finish()
+                    finally:
+                        client = getattr(result, "client", None)  # the Dask runner's; left open, it logs the cluster's end
+                        if client is not None:
+                            client.close()
+                except Exception:
+                    if not shutdown.fired:
+                        raise
             found = _read_result(path)
         finally:
             if local:

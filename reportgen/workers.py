@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+
+log = logging.getLogger(__name__)
 
 SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -203,6 +206,51 @@ def interruptible() -> Iterator[Interruption]:
         yield interruption
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# Seconds a job's worker processes get to stop after its result is in, before they are ended.
+SHUTDOWN_GRACE = 10.0
+
+
+class BoundedShutdown:
+    """Whether the watch ended processes that outlived their job (then a failure of the job's own
+    shutdown is theirs, not the job's)."""
+
+    fired = False
+
+
+@contextlib.contextmanager
+def bounded_shutdown(finished: Callable[[], bool], grace: float = SHUTDOWN_GRACE,
+                     poll: float = 0.5) -> Iterator[BoundedShutdown]:
+    """Run a job whose shutdown may wait forever: `grace` seconds after `finished()` first says its
+    result is in, the processes started inside the block that are still alive are ended. A Beam
+    DirectRunner job once stayed 27 minutes in its shutdown, its main thread joining a worker that
+    waited on a control stream nobody would write to again; ending the workers ends that wait."""
+    watch = BoundedShutdown()
+    before = descendants()
+    stop = threading.Event()
+
+    def watch_job() -> None:
+        done_at = None
+        while not stop.wait(poll):
+            if done_at is None:
+                done_at = time.monotonic() if finished() else None
+            elif time.monotonic() - done_at >= grace:
+                left = descendants() - before - pool_pids()
+                if left:
+                    watch.fired = True
+                    log.warning("%d worker processes had not stopped %.0f s after the job's end; ended them",
+                                len(left), grace)
+                    end_processes(left)
+                return
+
+    thread = threading.Thread(target=watch_job, daemon=True, name="bounded-shutdown")
+    thread.start()
+    try:
+        yield watch
+    finally:
+        stop.set()
+        thread.join()
 
 
 atexit.register(discard)
