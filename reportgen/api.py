@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
-from reportgen.pipeline import BuildOptions, BuildResult, InMemory, build as _build
+from reportgen.options import BY_NAME, BuildOptions
+from reportgen.pipeline import BuildResult, InMemory, build as _build
 
 
-def build(model, images, masks=None, out: str | Path = "site", *, image_classes=None, class_names=None,
-          **options) -> BuildResult:
+def build(model, images, masks=None, out: str | Path = BY_NAME["out"].default, *, image_classes=None,
+          class_names=None, **options) -> BuildResult:
     """Build the report site of `model` (a functional or Sequential keras.Model) over `images`.
 
     images: arrays of raw pixel values 0-255 (H x W, H x W x 1, 3 or 4; any size, fitted to the
@@ -20,7 +20,8 @@ def build(model, images, masks=None, out: str | Path = "site", *, image_classes=
     image_classes: optional class name per image, for the class probe (like class folders).
     class_names: optional names of the model's output classes (what `--labels FILE` gives).
     options: any field of `BuildOptions`, named as there: preprocess, rescale, fit, interpolation,
-        input_size, tap, cmap, scale, statistics, workers, ... `images` defaults to all of them.
+        input_size, tap, cmap, scale, statistics, workers, ... with the defaults declared in
+        reportgen.options, the command line's; but `images` defaults to all of them.
 
     Returns the `BuildResult`; the site is in `out` (open `out/index.html`). Errors are raised as
     `reportgen.errors.ReportgenError` subclasses with a one-line message.
@@ -35,7 +36,6 @@ def build(model, images, masks=None, out: str | Path = "site", *, image_classes=
     if options.get("input_size") is not None and isinstance(options["input_size"], int):
         options["input_size"] = (options["input_size"], options["input_size"])
     options.setdefault("images", len(images))
-    options.setdefault("workers", max(1, min(4, os.cpu_count() or 1)))
     in_memory = InMemory(model, images, None if masks is None else list(masks),
                          None if image_classes is None else list(image_classes),
                          tuple(class_names or ()))

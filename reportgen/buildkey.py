@@ -15,9 +15,10 @@ import numpy as np
 
 import reportgen
 from reportgen import __version__, model_io
+from reportgen.options import UNHASHED
 from reportgen.paths import models_dir, templates_dir
 
-UNHASHED_OPTIONS = ("workers", "previous")
+UNHASHED_OPTIONS = UNHASHED  # declared in options.py: they change how a site is built or compared, not the site
 CHUNK = 1 << 20
 
 

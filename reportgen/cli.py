@@ -11,8 +11,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from reportgen.ablation import ABLATION_IMAGES
+from rich.markup import escape
+
 from reportgen.errors import OutputError, ReportgenError
+from reportgen.options import BY_NAME, worker_count
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -39,74 +41,78 @@ def _quiet_libraries() -> None:
         pass
 
 
-ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="A Keras model file (.keras or legacy .h5).")]
-WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Weights for the built-in SD-UNet (.weights.h5 or legacy .h5).")]
-InputSizeOpt = Annotated[Optional[str], typer.Option("--input-size", help="SIZE or HEIGHTxWIDTH, for models with a dynamic input, or a non-default SD-UNet size (multiple of 32).")]
-ImportOpt = Annotated[Optional[list[str]], typer.Option("--import", help="A module or .py file to import before loading the model, so the custom Keras classes it defines deserialise (repeatable).")]
-UnsafeOpt = Annotated[bool, typer.Option("--unsafe-load", help="Allow model files with Python code (Lambda layers). Only for files you trust.")]
+def opt(name: str):
+    """The build command's option `name`, as declared in options.py: flags, default, help and panel.
+    Brackets are escaped, or rich's markup would eat them (it printed "pip install 'reportgen'")."""
+    declared = BY_NAME[name]
+    return typer.Option(declared.cli_default, *declared.flags, help=escape(declared.help),
+                        rich_help_panel=declared.panel)
+
+
+def _shared(name: str):
+    """An option the other commands share with build, with its declared flags and help."""
+    declared = BY_NAME[name]
+    return typer.Option(*declared.flags, help=escape(declared.help))
+
+
+ModelOpt = Annotated[Optional[Path], _shared("model_path")]
+WeightsOpt = Annotated[Optional[Path], _shared("weights_path")]
+InputSizeOpt = Annotated[Optional[str], _shared("input_size")]
+ImportOpt = Annotated[Optional[list[str]], _shared("imports")]
+UnsafeOpt = Annotated[bool, _shared("unsafe_load")]
 
 
 @app.command()
 def build(
-    images: Annotated[int, typer.Option("--images", help="How many images to report on.")] = 10,
-    out: Annotated[str, typer.Option("--out", help="Output folder; its site is replaced only when the build succeeds, and files you put at its top (CNAME, .git/) are kept.")] = "site",
-    dataset: Annotated[str, typer.Option("--dataset", help="synthetic_pets (built locally) or oxford_iiit_pet (TFDS download).")] = "synthetic_pets",
-    split: Annotated[str, typer.Option("--split", help="Data set split.")] = "test",
-    image_dir: Annotated[Optional[Path], typer.Option("--image-dir", help="A folder of JPEG/PNG files instead of a data set.")] = None,
-    trimap_dir: Annotated[Optional[Path], typer.Option("--trimap-dir", help="Masks (same stem, .png) for --image-dir: Oxford trimaps (1-3) or binary (0/1, 0/255).")] = None,
-    depth: Annotated[str, typer.Option("--depth", help="16-bit images: scale (0-65535 to 0-255 as floats, every level kept) or raw (the stored values; give --rescale).")] = "scale",
-    exif: Annotated[bool, typer.Option("--exif/--no-exif", help="Apply the EXIF orientation of photos (default: ignored, as Keras' image_dataset_from_directory does).")] = False,
-    mask_values: Annotated[Optional[str], typer.Option("--mask-values", help="What the mask values mean: 0=background,255=foreground, 0=background,1-4=foreground,255=ignore, the model's class names (0=background,255=pet), or classes,255=ignore (value k is the segmentation's class k).")] = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    input_size: InputSizeOpt = None,
-    image_input: Annotated[Optional[str], typer.Option("--input", help="For models with several inputs: the name of the one that takes the images; the others are fed zeros.")] = None,
-    preprocess: Annotated[str, typer.Option("--preprocess", help="Input convention as the `mode` of Keras' preprocess_input: none (raw 0-255), tf (-1..1), torch (ImageNet mean/std) or caffe (BGR, ImageNet mean).")] = "none",
-    rescale: Annotated[Optional[str], typer.Option("--rescale", help="Input convention as keras.layers.Rescaling: SCALE[,OFFSET], x * scale + offset, e.g. 0.0078125,-0.99609375.")] = None,
-    fit: Annotated[str, typer.Option("--fit", help="How images of another shape fit the input: stretch, crop (centre, to the aspect ratio) or pad (black).")] = "stretch",
-    interpolation: Annotated[str, typer.Option("--interpolation", help="Resize filter: nearest (how the shipped SD-UNet was trained), bilinear (image_dataset_from_directory's default), bicubic or area.")] = "nearest",
-    imports: ImportOpt = None,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names of the model's class output, one per line.")] = None,
-    select: Annotated[str, typer.Option("--select", help="first (in the source's stable order) or random (seeded).")] = "first",
-    seed: Annotated[int, typer.Option("--seed", help="Seed for --select random.")] = 0,
-    ids: Annotated[Optional[list[str]], typer.Option("--id", help="Report on these image ids (repeatable).")] = None,
-    tap: Annotated[str, typer.Option("--tap", help="conv: the conv output itself; activation: after the block's norm and nonlinearity.")] = "conv",
-    cmap: Annotated[str, typer.Option("--cmap", help="Matplotlib colormap for feature maps; gray gives the notebook look.")] = "viridis",
-    scale: Annotated[str, typer.Option("--scale", help="Colour range: channel (each channel on each image its own) or layer (one range for the whole layer).")] = "channel",
-    data_dir: Annotated[Optional[str], typer.Option("--data-dir", help="TensorFlow Datasets folder (default ~/tensorflow_datasets).")] = None,
-    unsafe_load: UnsafeOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; only the summary line.")] = False,
-    previous: Annotated[Optional[Path], typer.Option("--previous", help="A previous build (site folder or folder with manifest.json and stats.json) to compare with; default: the site already in --out.")] = None,
-    statistics: Annotated[bool, typer.Option("--stats/--no-stats", help="Compute the abstraction statistics (probe, CKA, IoU, nTV...).")] = True,
-    stats_images: Annotated[Optional[str], typer.Option("--stats-images", help="Statistics over the first N images of the source, or all (default: the pictured images). Runs on Apache Beam (pip install 'reportgen[beam]').")] = None,
-    runner: Annotated[str, typer.Option("--runner", help="Beam runner of the statistics pass: DirectRunner (default, this machine's cores), dask (with --beam-option dask_client_address=HOST:PORT), FlinkRunner, SparkRunner, DataflowRunner.")] = "DirectRunner",
-    beam_options: Annotated[Optional[list[str]], typer.Option("--beam-option", help="A Beam pipeline option KEY=VALUE for the statistics pass (repeatable), e.g. project=my-project.")] = None,
-    explain_class: Annotated[Optional[str], typer.Option("--explain-class", help="The class (a name from --labels) that Grad-CAM and the channel importances explain; default: the class the model predicts for each image.")] = None,
-    attribution: Annotated[bool, typer.Option("--attribution/--no-attribution", help="Grad-CAM of every layer, Taylor importance of every channel and, with --stats-images, the ablation check.")] = True,
-    ablation_images: Annotated[int, typer.Option("--ablation-images", help="Statistics images the ablation check runs on, with --stats-images (0: no check).")] = ABLATION_IMAGES,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes for the layers and for the Beam statistics pass (default and most: one per core; at most 4 by default); 1 runs the layers in this process.")] = None,
+    model: Optional[Path] = opt("model_path"),
+    weights: Optional[Path] = opt("weights_path"),
+    input_size: Optional[str] = opt("input_size"),
+    image_input: Optional[str] = opt("image_input"),
+    preprocess: str = opt("preprocess"),
+    rescale: Optional[str] = opt("rescale"),
+    fit: str = opt("fit"),
+    interpolation: str = opt("interpolation"),
+    imports: Optional[list[str]] = opt("imports"),
+    labels: Optional[Path] = opt("labels"),
+    tap: str = opt("tap"),
+    unsafe_load: bool = opt("unsafe_load"),
+    images: int = opt("images"),
+    dataset: str = opt("dataset"),
+    split: str = opt("split"),
+    image_dir: Optional[Path] = opt("image_dir"),
+    trimap_dir: Optional[Path] = opt("trimap_dir"),
+    depth: str = opt("depth"),
+    exif: bool = opt("exif"),
+    mask_values: Optional[str] = opt("mask_values"),
+    select: str = opt("select"),
+    seed: int = opt("seed"),
+    ids: Optional[list[str]] = opt("ids"),
+    data_dir: Optional[str] = opt("data_dir"),
+    statistics: bool = opt("statistics"),
+    stats_images: Optional[str] = opt("stats_images"),
+    runner: str = opt("runner"),
+    beam_options: Optional[list[str]] = opt("beam_options"),
+    workers: int = opt("workers"),
+    explain_class: Optional[str] = opt("explain_class"),
+    attribution: bool = opt("attribution"),
+    ablation_images: int = opt("ablation_images"),
+    out: str = opt("out"),
+    cmap: str = opt("cmap"),
+    scale: str = opt("scale"),
+    quiet: bool = opt("quiet"),
+    previous: Optional[Path] = opt("previous"),
 ):
     """Build the report site: every conv layer, every channel, every selected image."""
+    given = dict(locals())
     _quiet_libraries()
-    from reportgen.inputs import MaskValues, parse_rescale, parse_size
     from reportgen.naming import printable
-    from reportgen.pipeline import BuildOptions, build as run_build
+    from reportgen.options import from_command_line
+    from reportgen.pipeline import build as run_build
 
     if ids:
-        images = len(ids)
+        given["images"] = len(ids)
     try:
-        options = BuildOptions(
-            images=images, dataset=dataset, split=split, image_dir=image_dir, trimap_dir=trimap_dir,
-            mask_values=MaskValues.parse(mask_values), depth=depth, exif=exif,
-            model_path=model, weights_path=weights, input_size=parse_size(input_size), image_input=image_input,
-            preprocess=preprocess, rescale=parse_rescale(rescale), fit=fit, interpolation=interpolation,
-            imports=tuple(imports or ()), labels=labels, select=select, seed=seed,
-            ids=tuple(ids or ()), tap=tap, cmap=cmap, scale=scale, data_dir=data_dir, unsafe_load=unsafe_load,
-            workers=_workers(workers),
-            statistics=statistics, previous=previous, stats_images=_stats_images(stats_images), runner=runner,
-            beam_options=tuple(beam_options or ()), explain_class=explain_class, ablation_images=ablation_images,
-            attribution=attribution,
-        )
+        options = from_command_line(given)
     except ReportgenError as error:
         _fail(error)
     try:
@@ -127,28 +133,8 @@ def build(
 
 
 def _workers(requested: int | None) -> int:
-    """--workers, at most one per core: more only share the cores and multiply the memory."""
-    from reportgen.errors import InputError
-
-    cores = os.cpu_count() or 1
-    if requested is None:
-        return max(1, min(4, cores))
-    if requested < 1:
-        raise InputError(f"--workers must be at least 1, got {requested}")
-    return min(requested, cores)
-
-
-def _stats_images(text: str | None) -> int | None:
-    from reportgen.errors import InputError
-    from reportgen.pipeline import ALL_IMAGES
-
-    if text is None:
-        return None
-    if text.strip().lower() == "all":
-        return ALL_IMAGES
-    if not text.strip().isdigit():
-        raise InputError(f"--stats-images takes a number or all, got {text!r}")
-    return int(text)
+    """--workers, at most one per core (options.worker_count)."""
+    return worker_count(requested)
 
 
 def _build_with_progress(run_build, out, options):

@@ -15,103 +15,18 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import assets, capture, layer_stage, model_io, outdir, outputs, render, sources, stats, workers
-from reportgen.ablation import ABLATION_IMAGES
 from reportgen.errors import BuildInterrupted, InputError, OutputError, ReportgenError
-from reportgen.inputs import FITS, INTERPOLATIONS, InputConvention, InputGeometry, MaskValues, check_choice
+from reportgen.inputs import InputGeometry, MaskValues
 from reportgen.layer_stage import ImageRecord, LayerResult
 from reportgen.naming import Namer
+from reportgen.options import ALL_IMAGES, BuildOptions
+from reportgen.options import wants_stats_pass as _wants_stats_pass
 from reportgen.spill import Spill
 from reportgen.targets import MASK_TRIMAP, Targets
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
-ALL_IMAGES = -1  # --stats-images all
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Everything the user chose; recorded in the manifest and part of the incremental key."""
-
-    images: int = 10
-    dataset: str = "synthetic_pets"
-    split: str = "test"
-    image_dir: Path | None = None
-    trimap_dir: Path | None = None
-    mask_values: MaskValues = MaskValues()  # what the stored mask values mean (--mask-values)
-    depth: str = "scale"  # 16-bit images: scaled to 0-255 as floats, or their raw values (sources.DEPTHS)
-    exif: bool = False  # apply EXIF orientation (image_dataset_from_directory does not)
-    model_path: Path | None = None
-    weights_path: Path | None = None
-    input_size: tuple[int, int] | None = None  # height, width, for models with a dynamic input size
-    image_input: str | None = None  # the input that takes the images, for models with several
-    preprocess: str = "none"  # the `mode` of keras.applications.imagenet_utils.preprocess_input, or none
-    rescale: tuple[float, float] | None = None  # keras.layers.Rescaling(scale, offset)
-    fit: str = "stretch"  # how a photo is made to fit the input: stretch, crop or pad
-    interpolation: str = "nearest"  # the resize filter; the shipped SD-UNet was trained with nearest
-    imports: tuple[str, ...] = ()  # modules or .py files to import before loading (custom layers)
-    labels: Path | None = None  # class names, one per line, for the model's class output
-    select: str = "first"
-    seed: int = 0
-    ids: tuple[str, ...] = ()
-    tap: str = "conv"
-    cmap: str = render.DEFAULT_CMAP
-    scale: str = "channel"  # colour range per channel and image, or one range per layer
-    batch_size: int = 5  # --images 10 runs as two full batches: no padded images to compute
-    unsafe_load: bool = False
-    data_dir: str | None = None
-    workers: int = 2
-    statistics: bool = True  # False: pictures and descriptive numbers only
-    stats_images: int | None = None  # statistics over this many images of the source (ALL_IMAGES: all)
-    runner: str = "DirectRunner"  # the Beam runner of the statistics pass
-    beam_options: tuple[str, ...] = ()  # KEY=VALUE Beam pipeline options
-    previous: Path | None = None  # a previous build to compare with; default: the site in --out
-    explain_class: str | None = None  # the class Grad-CAM and the importances explain; default: the predicted one
-    ablation_images: int = ABLATION_IMAGES  # statistics images of the ablation check; 0: none
-    attribution: bool = True  # Grad-CAM, Taylor importance and the ablation check (attribution.py)
-
-    @property
-    def convention(self) -> InputConvention:
-        return InputConvention(self.preprocess, self.rescale)
-
-    @property
-    def reading(self) -> sources.Reading:
-        return sources.Reading(self.mask_values, self.depth, self.exif)
-
-    def check(self) -> None:
-        """Everything that can be checked before TensorFlow loads: a typo costs no 10 s wait."""
-        if self.images < 1:
-            raise InputError(f"--images must be at least 1, got {self.images}")
-        if self.seed < 0:
-            raise InputError(f"--seed must be 0 or more, got {self.seed}")
-        if self.image_dir is None:
-            sources.check_split(self.dataset, self.split)
-        if self.ablation_images < 0:
-            raise InputError(f"--ablation-images must be 0 or more, got {self.ablation_images}")
-        if self.stats_images is not None and self.stats_images != ALL_IMAGES and self.stats_images < 1:
-            raise InputError(f"--stats-images must be at least 1 or all, got {self.stats_images}")
-        if _wants_stats_pass(self) or self.runner != BuildOptions.runner:
-            from reportgen.stats_pass import runner_class
-
-            runner_class(self.runner)  # Beam installed, and a runner it has
-        if _wants_stats_pass(self) and (self.select != "first" or self.ids):
-            raise InputError("--stats-images takes the first images of the source, so the pictured ones must be "
-                             "the first too: use --select first and no --id")
-        if _wants_stats_pass(self) or self.beam_options:
-            from reportgen.stats_pass import pipeline_options
-
-            pipeline_options(self.runner, self.beam_options)  # Beam installed, options well formed
-        self.convention  # noqa: B018  (validates the mode and the combination)
-        check_choice(self.fit, FITS, "--fit")
-        check_choice(self.depth, sources.DEPTHS, "--depth")
-        check_choice(self.interpolation, tuple(INTERPOLATIONS), "--interpolation")
-        check_choice(self.tap, capture.TAPS, "--tap")
-        check_choice(self.scale, ("channel", "layer"), "--scale")
-        check_choice(self.select, ("first", "random"), "--select")
-        render.colormap_lut(self.cmap)
-        for spec in self.imports:
-            if spec.endswith(".py") and not Path(spec).is_file():
-                raise InputError(f"--import file {spec!r} does not exist")
 
 
 @dataclass
@@ -159,11 +74,6 @@ def _load_images(options: BuildOptions, geometry: InputGeometry) -> list[sources
                             list(options.ids) or None)
     sources.check_masks(chosen, options.trimap_dir)
     return chosen
-
-
-def _wants_stats_pass(options: BuildOptions) -> bool:
-    return options.statistics and options.stats_images is not None and (
-        options.stats_images == ALL_IMAGES or options.stats_images > options.images)
 
 
 def _stats_images(options: BuildOptions, geometry: InputGeometry) -> list[sources.SourceImage]:
