@@ -47,7 +47,7 @@ def runs_channels_first(kind: str, rank: int) -> bool:
         with tf.GradientTape() as tape:
             tape.watch(x)
             total = tf.reduce_sum(layer(x))
-        return tape.gradient(total, [x, *layer.trainable_weights])
+        return total, tape.gradient(total, [x, *layer.trainable_weights])  # the forward too, or it is pruned
 
     try:
         forward_and_back(tf.constant(np.ones(shape, np.float32)))
