@@ -12,6 +12,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from reportgen import op_names
 from reportgen.errors import InputError
 from reportgen.paths import models_dir
 
@@ -302,6 +303,7 @@ def from_memory(model) -> LoadedModel:
     import numpy as np
 
     import_keras()
+    op_names.install()
     check_graph(model)
     digest = hashlib.sha256(model.name.encode("utf-8", "surrogatepass"))
     for weight in model.weights:
@@ -313,6 +315,7 @@ def load(model_path: Path | None = None, weights_path: Path | None = None, input
          unsafe: bool = False, width: float = 1.0, imports: tuple[str, ...] = ()) -> LoadedModel:
     """The model the user asked for, or the shipped SD-UNet with its trained weights."""
     keras = import_keras()
+    op_names.install()
 
     from reportgen.profiles.sd_unet import build_sd_unet
 

@@ -533,6 +533,9 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         binary=segmentation is not None and segmentation.binary))
     options.mask_values.check_names()
     convs = capture.find_conv_layers(model, options.tap, image_index)
+    from reportgen import platform_support
+
+    platform_support.check_convs_run_here(convs)
     if not convs:
         raise InputError("the model has no convolution layers to report on")
 

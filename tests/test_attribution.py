@@ -10,8 +10,9 @@ import tensorflow as tf
 from keras import layers
 from PIL import Image
 
-from reportgen import ablation, attribution, capture, outputs, stats, stats_pass
+from reportgen import ablation, attribution, capture, outputs, platform_support, stats, stats_pass
 from reportgen.cli import app
+from reportgen.errors import InputError
 from reportgen.inputs import InputConvention
 from reportgen.sources import LoadedImages, SourceImage
 from reportgen.targets import Targets
@@ -99,6 +100,14 @@ def _pet_region_score(output):
 def test_grad_cam_and_taylor_match_the_formulas(build, target_of, kind):
     model = build()
     images = np.random.default_rng(0).uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    if kind == attribution.CLASS and not platform_support.runs_channels_first("Conv2D", 2):
+        # This CPU's TensorFlow has no NCHW conv kernel (the probe says so at run time): the model
+        # really cannot run here, and the build refuses it naming its channels_first conv.
+        with pytest.raises(tf.errors.OpError, match="NHWC"):
+            model(images)
+        with pytest.raises(InputError, match="conv layer 'cf' .*channels_last"):
+            platform_support.check_convs_run_here(capture.find_conv_layers(model, "conv"))
+        return
     convs, target, maps, taylors, y = _attributed(model, images)
     assert target.kind == kind and target.activation == "softmax"
     assert target.describe() == ("the log-odds of the class the model predicts for the image" if kind == attribution.CLASS
@@ -317,6 +326,9 @@ def test_the_notebook_api_explains_a_classifier_with_its_own_grad_cam(tmp_path):
     rng = np.random.default_rng(7)
     images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
     out = tmp_path / "site"
+    if not platform_support.runs_channels_first("Conv2D", 2):
+        _api_refuses(api, model, images, out)
+        return
     api.build(model, images, out=out, class_names=("a", "b", "c"), workers=1)
     rows = json.loads((out / "data" / "stats.json").read_text())["layers"]
     assert all(row["channels"]["taylor_importance"] is not None for row in rows)
@@ -324,6 +336,26 @@ def test_the_notebook_api_explains_a_classifier_with_its_own_grad_cam(tmp_path):
     assert page.count("-gradcam.jpg") == 3 and "log-odds of the class the model predicts" in page
     image = next((out / "images").glob("*.html")).read_text()
     assert image.count("-gradcam.jpg") == 3  # the filmstrip: one tile per conv layer
+
+
+def _api_refuses(api, model, images, out):
+    """The notebook API raises the CLI's exit-2 error, one line naming the conv, before writing anything."""
+    with pytest.raises(InputError) as refused:
+        api.build(model, images, out=out, class_names=("a", "b", "c"), workers=1)
+    message = str(refused.value)
+    assert refused.value.exit_code == 2 and "\n" not in message
+    assert "conv layer 'cf' (Conv2D, data_format=\"channels_first\")" in message and "channels_last" in message
+    assert not out.exists()
+
+
+def test_the_notebook_api_refuses_a_conv_the_cpu_cannot_run(tmp_path, monkeypatch):
+    """On every CPU: the probe's answer forced to 'cannot'."""
+    from reportgen import api
+
+    monkeypatch.setattr(platform_support, "runs_channels_first", lambda kind, rank: False)
+    rng = np.random.default_rng(7)
+    _api_refuses(api, _classifier(), [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)],
+                 tmp_path / "site")
 
 
 def test_explain_class_picks_a_named_class_and_refuses_others_in_one_line():

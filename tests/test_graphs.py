@@ -15,7 +15,9 @@ import pytest
 from keras import layers
 from PIL import Image, ImageOps
 
+from reportgen import platform_support
 from reportgen.cli import app
+from reportgen.outdir import SITE_MARKER
 
 SIZE = 32
 
@@ -69,8 +71,32 @@ def _channels_first_model():
     return keras.Model(inputs, layers.Dense(3, activation="softmax", name="species")(x), name="channels_first")
 
 
+def _refused(runner, tmp_path, model, images, layer):
+    """The build of a model whose channels_first conv this CPU cannot run: one line naming `layer` and
+    what to do, exit 2, and the site that was there before left as it was."""
+    path = tmp_path / f"{model.name}.keras"
+    model.save(path)
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / SITE_MARKER).write_text("{}")
+    (out / "index.html").write_text("the previous site")
+    result = runner.invoke(app, ["build", "--model", str(path), "--image-dir", str(images), "--images", "4",
+                                 "--out", str(out), "-q"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert f"'{layer}'" in lines[0] and 'data_format="channels_last"' in lines[0] and "Traceback" not in lines[0]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["index.html", SITE_MARKER])
+    assert (out / "index.html").read_text() == "the previous site"
+
+
 def test_channels_first_layers_are_read_along_their_channel_axis(runner, tmp_path, pets_folder):
+    """Where this CPU's TensorFlow runs NCHW convs, the maps are read along the channel axis; where it
+    cannot (the probe decides, at run time), the build is refused in one line naming the first such conv."""
     model = _channels_first_model()
+    if not platform_support.runs_channels_first("Conv2D", 2):
+        _refused(runner, tmp_path, model, pets_folder[0], "cf_conv1")
+        return
     site = _build(runner, tmp_path, model, pets_folder[0])
     _, pixels = _pixels(pets_folder[0], 4)
     rows = _site_layers(site)
@@ -88,12 +114,36 @@ def test_a_channels_first_input_is_fed_channels_first(runner, tmp_path, pets_fol
     x = layers.Conv2D(5, 3, padding="same", data_format="channels_first", name="first")(inputs)
     x = layers.GlobalAveragePooling2D(data_format="channels_first")(x)
     model = keras.Model(inputs, layers.Dense(2, name="logits")(x), name="chw_model")
+    if not platform_support.runs_channels_first("Conv2D", 2):
+        _refused(runner, tmp_path, model, pets_folder[0], "first")
+        return
     site = _build(runner, tmp_path, model, pets_folder[0])
     _, pixels = _pixels(pets_folder[0], 4)
     raw = keras.Model(model.inputs, model.get_layer("first").output).predict(np.moveaxis(pixels, -1, 1), verbose=0)
     _assert_strengths(_site_layers(site)["first"], np.moveaxis(raw, 1, -1))
     manifest = json.loads((site / "data" / "manifest.json").read_text())
     assert manifest["input"]["channels"] == 3
+
+
+def test_a_conv_the_cpu_cannot_run_is_refused_in_one_line(runner, tmp_path, pets_folder, monkeypatch):
+    """The refusal, on every CPU: the probe's answer forced to 'cannot'. Only the channels_first conv is
+    refused; the channels_last ones of the same class are asked about by no one."""
+    asked = []
+
+    def cannot(kind, rank):
+        asked.append((kind, rank))
+        return False
+
+    monkeypatch.setattr(platform_support, "runs_channels_first", cannot)
+    keras.utils.set_random_seed(6)
+    inputs = keras.Input((SIZE, SIZE, 3), name="photo")
+    x = layers.Conv2D(4, 3, padding="same", name="plain")(inputs)
+    x = layers.Permute((3, 1, 2))(x)
+    x = layers.Conv2D(3, 3, padding="same", data_format="channels_first", name="nchw \x1b")(x)
+    x = layers.GlobalAveragePooling2D(data_format="channels_first")(x)
+    model = keras.Model(inputs, layers.Dense(2, name="logits")(x), name="forced")
+    _refused(runner, tmp_path, model, pets_folder[0], "nchw \\x1b")
+    assert asked == [("Conv2D", 2)]
 
 
 # --- shared layers: a siamese model ------------------------------------------------------------------------
