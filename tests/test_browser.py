@@ -240,7 +240,7 @@ def test_no_page_scrolls_sideways_on_a_phone(browser, runner, tmp_path):
     Image.fromarray(pixels[::-1]).save(images / "short.png")
     out = tmp_path / "site"
     result = runner.invoke(app, ["build", "--model", str(tmp_path / "deep.keras"), "--image-dir", str(images),
-                                 "--images", "2", "--out", str(out), "-q"])
+                                 "--images", "2", "--out", str(out), "-q", "--workers", "1"])
     assert result.exit_code == 0, result.output
     pages = [out / "index.html", out / "about.html", out / "changes.html", out / "search.html",
              out / "layers" / "c35.html", *sorted((out / "images").glob("*.html"))]
