@@ -50,7 +50,7 @@ def test_hostile_layer_and_file_names_render_as_text(runner, tmp_path):
     images = _one_image(tmp_path / "images", f"{HOSTILE}.png")
     out = tmp_path / "site"
     result = runner.invoke(app, ["build", "--model", str(model), "--image-dir", str(images), "--images", "1",
-                                 "--out", str(out), "-q"])
+                                 "--out", str(out), "-q", "--workers", "1"])
     assert result.exit_code == 0, result.output
     for page in out.rglob("*.html"):
         assert HOSTILE not in page.read_text()
@@ -77,7 +77,7 @@ def test_random_names_never_break_the_build(runner, tmp_path_factory, first, sec
         return
     out = tmp_path / "site"
     result = runner.invoke(app, ["build", "--model", str(model), "--image-dir", str(images), "--images", "1",
-                                 "--out", str(out), "-q"])
+                                 "--out", str(out), "-q", "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert _files_inside(out)
     stats = json.loads((out / "data" / "stats.json").read_text())["layers"]
@@ -247,7 +247,7 @@ def test_fuzzed_names_never_reach_markup_formulas_or_the_terminal(runner, tmp_pa
     (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     out = folder / "site"
     common = ["--model", str(folder / "m.keras"), "--image-dir", str(images), "--labels", str(folder / "labels.txt"),
-              "--out", str(out), "-q"]
+              "--out", str(out), "-q", "--workers", "1"]
     result = runner.invoke(app, ["build", *common, "--images", "2"])
     assert result.exit_code == 0, result.output
     assert not CONTROL.search(result.output)
