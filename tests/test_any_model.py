@@ -20,7 +20,7 @@ def _build_site(runner, tmp_path, model_path, pets_folder, *extra):
     out = tmp_path / "site"
     images, trimaps = pets_folder
     result = runner.invoke(app, ["build", "--model", str(model_path), "--image-dir", str(images), "--trimap-dir",
-                                 str(trimaps), "--images", "2", "--out", str(out), "-q", *extra])
+                                 str(trimaps), "--images", "2", "--out", str(out), "-q", "--workers", "1", *extra])
     assert result.exit_code == 0, result.output
     return out
 
