@@ -68,10 +68,19 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Browser tests last, in their own order. The one session Chromium is driven by Playwright's sync
+    API, which keeps its asyncio loop running on the main thread until the session ends: a later test
+    that runs an event loop (Dask's client, asyncio.run) would find it. Nothing is deselected."""
+    items[:] = ([item for item in items if item.get_closest_marker("browser") is None]
+                + [item for item in items if item.get_closest_marker("browser") is not None])
+
+
 @pytest.fixture(scope="session")
 def browser():
-    """One headless Chromium for the whole session: every browser test opens its own page (or context)
-    in it, so no state crosses tests, and the start-up is paid once instead of once per module."""
+    """One headless Chromium for the whole session (the browser tests run last, see above): every
+    browser test opens its own page in it, so no state crosses tests, and the start-up is paid once
+    instead of once per module."""
     assert CHROMIUM, "Debian's chromium is required for the browser tests (make test installs it as root)"
     from playwright.sync_api import sync_playwright
 
