@@ -32,8 +32,9 @@ test-deps:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null); } || true
 	@test -f $(VENV)/node_modules/axe-core/axe.min.js || npm install --silent --no-audit --no-fund --prefix $(VENV) axe-core@4.14.1
 
+# --durations: the suite's slowest steps in every run, so a test that grows slow is seen where it grows.
 test: $(VENV)/.installed test-deps
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=30 tests
 
 benchmark: $(VENV)/.installed test-deps
 	@test -x $(VENV)/node_modules/.bin/lighthouse || npm install --silent --no-audit --no-fund --prefix $(VENV) lighthouse@12.2.3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -59,6 +60,34 @@ def pets_folder(tmp_path_factory) -> tuple[Path, Path]:
         Image.fromarray(example.image).save(images / f"pet_{i}.jpg", quality=90)
         Image.fromarray(example.trimap).save(trimaps / f"pet_{i}.png")
     return images, trimaps
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Without these flags Chromium phones home at start-up; the site itself must make no request at all.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Browser tests last, in their own order. The one session Chromium is driven by Playwright's sync
+    API, which keeps its asyncio loop running on the main thread until the session ends: a later test
+    that runs an event loop (Dask's client, asyncio.run) would find it. Nothing is deselected."""
+    items[:] = ([item for item in items if item.get_closest_marker("browser") is None]
+                + [item for item in items if item.get_closest_marker("browser") is not None])
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole session (the browser tests run last, see above): every
+    browser test opens its own page in it, so no state crosses tests, and the start-up is paid once
+    instead of once per module."""
+    assert CHROMIUM, "Debian's chromium is required for the browser tests (make test installs it as root)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
 
 
 @pytest.fixture()

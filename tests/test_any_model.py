@@ -20,7 +20,7 @@ def _build_site(runner, tmp_path, model_path, pets_folder, *extra):
     out = tmp_path / "site"
     images, trimaps = pets_folder
     result = runner.invoke(app, ["build", "--model", str(model_path), "--image-dir", str(images), "--trimap-dir",
-                                 str(trimaps), "--images", "2", "--out", str(out), "-q", *extra])
+                                 str(trimaps), "--images", "2", "--out", str(out), "-q", "--workers", "1", *extra])
     assert result.exit_code == 0, result.output
     return out
 
@@ -77,6 +77,25 @@ def test_model_gets_a_page_per_conv_layer(runner, tmp_path, pets_folder, name):
     assert len(stats) == expected
     if name == "nested":
         assert [row["name"] for row in stats] == ["stem", "block/inner_a", "block/inner_dw", "up"]
+    # Counting pages passes on garbage: the last conv's mean is also recomputed here, by Keras, from the
+    # model's own layer output on the same images (the pictured ones, which the statistics cover).
+    last = stats[-1]
+    ids = json.loads((out / "data" / "manifest.json").read_text())["data"]["image_ids"]
+    assert last["images"] == len(ids) == 2
+    expected_mean = _keras_mean(model, model.get_layer(last["name"]), pets_folder[0], ids)
+    assert last["mean"] == pytest.approx(expected_mean, rel=5e-3, abs=1e-3 * (last["std"] + 1e-6))
+
+
+def _keras_mean(model, layer, folder, ids):
+    """A layer's mean output over the images `ids` of `folder`, read at the model's input size."""
+    import numpy as np
+
+    from reportgen import sources
+
+    geometry = sources.as_geometry(model.input_shape[1])
+    batch = np.stack([sources._load_file(folder, folder / ident, None, geometry, None).image for ident in ids])
+    probe = keras.Model(model.inputs, layer.output)
+    return float(np.mean(np.asarray(probe(batch.astype("float32")), dtype=np.float64)))
 
 
 def test_one_and_three_dimensional_convs_render(runner, tmp_path, pets_folder):

@@ -2,7 +2,6 @@
 
 import functools
 import http.server
-import shutil
 import threading
 from pathlib import Path
 from collections import deque
@@ -11,23 +10,13 @@ from urllib.parse import urldefrag, urljoin, urlparse
 import numpy as np
 import pytest
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Without these flags Chromium phones home at start-up; the site itself must make no request at all.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def browser():
-    assert CHROMIUM, "Debian's chromium is required for the browser tests (make test installs it as root)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
+@pytest.fixture()
+def browser(browser):
+    """The session's one Chromium (conftest); named here too because other modules import it from here."""
+    return browser
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -251,7 +240,7 @@ def test_no_page_scrolls_sideways_on_a_phone(browser, runner, tmp_path):
     Image.fromarray(pixels[::-1]).save(images / "short.png")
     out = tmp_path / "site"
     result = runner.invoke(app, ["build", "--model", str(tmp_path / "deep.keras"), "--image-dir", str(images),
-                                 "--images", "2", "--out", str(out), "-q"])
+                                 "--images", "2", "--out", str(out), "-q", "--workers", "1"])
     assert result.exit_code == 0, result.output
     pages = [out / "index.html", out / "about.html", out / "changes.html", out / "search.html",
              out / "layers" / "c35.html", *sorted((out / "images").glob("*.html"))]

@@ -203,7 +203,7 @@ def red_detector(tmp_path_factory):
 def test_the_channel_that_fires_on_a_patch_finds_it_first(red_detector, runner, tmp_path, stats_images):
     model, root = red_detector
     args = ["build", "--model", str(root / "red.keras"), "--image-dir", str(root / "images"), "--images", "4",
-            "--out", str(tmp_path / "site"), "-q"]
+            "--out", str(tmp_path / "site"), "-q", "--workers", "1"]
     if stats_images:
         args += ["--stats-images", stats_images]
     result = runner.invoke(app, args)
@@ -246,7 +246,7 @@ def test_a_constant_channel_is_not_given_a_rank(red_detector, runner, tmp_path, 
     model, root = red_detector
     out = tmp_path / "site"
     result = runner.invoke(app, ["build", "--model", str(root / "red.keras"), "--image-dir", str(root / "images"),
-                                 "--images", "4", "--out", str(out), "-q"])
+                                 "--images", "4", "--out", str(out), "-q", "--workers", "1"])
     assert result.exit_code == 0, result.output
     row = _layer_stats(out, "detect")
     assert row["channels"]["strength"][RED] == 0

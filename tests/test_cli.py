@@ -1,6 +1,7 @@
 """The command line as a user meets it: builds, inspect, and one-line errors for bad input."""
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -11,8 +12,10 @@ from reportgen.cli import app
 
 
 def _build(runner, out, model, images, *extra):
+    """A build in this process; `--workers 1` because no test here is about the worker pool (a pool
+    start is a second TensorFlow per core)."""
     return runner.invoke(app, ["build", "--model", str(model), "--image-dir", str(images), "--out", str(out),
-                               "-q", *extra])
+                               "-q", "--workers", "1", *extra])
 
 
 def test_tiny_site_has_every_page_and_download(tiny_site):
@@ -50,11 +53,21 @@ def test_builds_are_deterministic_and_rebuilds_are_skipped(runner, tmp_path, tin
     assert again.exit_code == 0 and again.output.startswith("up to date")
 
 
-def test_per_layer_scale_and_gray_colormap(runner, tmp_path, tiny_model_path, pets_folder):
-    images, _ = pets_folder
-    out = tmp_path / "site"
-    result = _build(runner, out, tiny_model_path, images, "--images", "1", "--scale", "layer", "--cmap", "gray")
+@pytest.fixture(scope="module")
+def site_without_trimaps(tmp_path_factory, tiny_model_path, pets_folder):
+    """One build without trimaps, per-layer scale and gray colormap: the options two tests look at
+    from their sides, built once."""
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("no_trimaps") / "site"
+    result = _build(CliRunner(), out, tiny_model_path, pets_folder[0], "--images", "1", "--scale", "layer",
+                    "--cmap", "gray")
     assert result.exit_code == 0, result.output
+    return out
+
+
+def test_per_layer_scale_and_gray_colormap(site_without_trimaps):
+    out = site_without_trimaps
     page = next((out / "layers").glob("e1_sa_main_conv1.html")).read_text()
     assert "per-layer normalisation" in page
     grid = next((out / "img" / "layers" / "e1_sa_main_conv1").glob("pet_0-*[0-9a-f].jpg"))
@@ -62,12 +75,8 @@ def test_per_layer_scale_and_gray_colormap(runner, tmp_path, tiny_model_path, pe
     assert np.abs(pixels[..., 0] - pixels[..., 1]).max() <= 12  # gray: the channels agree (up to JPEG)
 
 
-def test_without_trimaps_the_prediction_stands_in(runner, tmp_path, tiny_model_path, pets_folder):
-    images, _ = pets_folder
-    out = tmp_path / "site"
-    result = _build(runner, out, tiny_model_path, images, "--images", "2")
-    assert result.exit_code == 0, result.output
-    assert "predicted mask stands in" in (out / "index.html").read_text()
+def test_without_trimaps_the_prediction_stands_in(site_without_trimaps):
+    assert "predicted mask stands in" in (site_without_trimaps / "index.html").read_text()
 
 
 def _assert_one_line_error(result, fragment):
@@ -79,10 +88,11 @@ def _assert_one_line_error(result, fragment):
 
 
 @pytest.fixture()
-def previous_site(runner, tmp_path, tiny_model_path, pets_folder):
-    images, _ = pets_folder
+def previous_site(tmp_path, tiny_site):
+    """A copy of the session's site: every case below fails before it writes, so one build serves all
+    twelve, and each case still proves that a real site in its --out is left as it was."""
     out = tmp_path / "site"
-    assert _build(runner, out, tiny_model_path, images, "--images", "1").exit_code == 0
+    shutil.copytree(tiny_site, out, symlinks=True)
     return out, (out / "index.html").read_bytes()
 
 

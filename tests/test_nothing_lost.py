@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,9 +27,10 @@ REPORTGEN = Path(sys.executable).with_name("reportgen")  # the console command a
 def _build(runner, out, model, images, *extra):
     """A build in this process. Without Grad-CAM and importances, which these tests do not look at
     (the backward pass is a third of a tiny build); `_start`'s builds keep them, so that the folders
-    TensorFlow's tracing may write are still watched."""
+    TensorFlow's tracing may write are still watched. One worker: the pool is the subject of `_start`'s
+    builds only, and each pool process is a TensorFlow of its own to start."""
     return runner.invoke(app, ["build", "--model", str(model), "--image-dir", str(images), "--out", str(out),
-                               "-q", "--no-attribution", *extra])
+                               "-q", "--no-attribution", "--workers", "1", *extra])
 
 
 def _one_line(result, fragment, code=None):
@@ -43,12 +45,22 @@ def _digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture()
-def site(runner, tmp_path, tiny_model_path, pets_folder):
-    """A site built with one image, in tmp_path/pages/site."""
-    out = tmp_path / "pages" / "site"
-    result = _build(runner, out, tiny_model_path, pets_folder[0], "--images", "1")
+@pytest.fixture(scope="module")
+def one_image_site(tmp_path_factory, tiny_model_path, pets_folder):
+    """A site built with one image, once for the module."""
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("one_image") / "site"
+    result = _build(CliRunner(), out, tiny_model_path, pets_folder[0], "--images", "1")
     assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture()
+def site(tmp_path, one_image_site):
+    """A copy of the one-image site in tmp_path/pages/site, each test's own to change."""
+    out = tmp_path / "pages" / "site"
+    shutil.copytree(one_image_site, out, symlinks=True)
     return out
 
 

@@ -39,8 +39,9 @@ def masks(tmp_path_factory, pets_folder):
 
 
 def _build(runner, out, model_path, images, *args):
+    """One worker: no test here is about the pool (the Beam case reads the session's shared Beam site)."""
     return runner.invoke(app, ["build", "--model", str(model_path), "--image-dir", str(images), "--images", "6",
-                               "--out", str(out), "-q", *map(str, args)])
+                               "--out", str(out), "-q", "--workers", "1", *map(str, args)])
 
 
 def _layers(site):
@@ -155,7 +156,8 @@ def test_the_cards_iou_is_the_models_own_against_the_trimaps(runner, tmp_path, t
     else:
         out = tmp_path / "site"
         result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(images),
-                                     "--trimap-dir", str(trimaps), "--images", "2", "--out", str(out), "-q"])
+                                     "--trimap-dir", str(trimaps), "--images", "2", "--out", str(out), "-q",
+                                     "--workers", "1"])
         assert result.exit_code == 0, result.output
     count = 6 if statistics == "beam" else 2
     files = sorted(images.iterdir())[:count]

@@ -14,7 +14,8 @@ from reportgen.cli import app
 
 
 def _build(runner, out, *args):
-    result = runner.invoke(app, ["build", "--out", str(out), "-q", *map(str, args)])
+    # One worker: no test here is about the pool, and each pool process starts a TensorFlow of its own.
+    result = runner.invoke(app, ["build", "--out", str(out), "-q", "--workers", "1", *map(str, args)])
     assert result.exit_code == 0, result.output
     return out
 

@@ -1,5 +1,6 @@
 """The publishing workflow, checked offline: schema, security lint, shape, and its build command."""
 
+import json
 import shlex
 import subprocess
 import sys
@@ -87,3 +88,8 @@ def test_the_workflow_build_command_builds_the_default_site(workflow, tmp_path):
     assert len(list((site / "layers").glob("*.html"))) == 51
     assert len(list((site / "images").glob("*.html"))) == 10
     assert "First build" in (site / "index.html").read_text()
+    # Counts pass on an empty site: a number too. The shipped model's last hidden convs hold the pet
+    # mask linearly (the README's finding), which garbage weights or misread trimaps would not.
+    stats = json.loads((site / "data" / "stats.json").read_text())["layers"]
+    hidden = [row for row in stats if not row["is_head"]][-3:]
+    assert max(row["probe_iou"]["pet"] for row in hidden) > 0.7, [(r["name"], r["probe_iou"]) for r in hidden]
