@@ -261,7 +261,7 @@ def test_class_cka_equals_linear_cka_of_pooled_features(rng):
     maps = _class_maps(rng, labels, True)
     _, final = _class_probe_accuracy(maps, labels)
     pooled = maps.reshape(len(maps), -1, maps.shape[-1]).mean(axis=1)
-    assert final.cka_label == pytest.approx(stats.linear_cka(pooled, np.eye(3)[labels]), rel=1e-5)
+    assert final.cka_class == pytest.approx(stats.linear_cka(pooled, np.eye(3)[labels]), rel=1e-5)
 
 
 def test_mask_free_statistics_are_defined_without_a_mask(rng):
@@ -287,7 +287,7 @@ def test_class_sums_merge_like_the_whole(rng):
         whole.add(maps[k:k + 1], None, [k], [k], labels=onehot[k:k + 1])
         (left if k < 3 else right).add(maps[k:k + 1], None, [k], [k], labels=onehot[k:k + 1])
     merged = stats.finalise(left.merge(right))
-    assert merged.cka_label == pytest.approx(stats.finalise(whole).cka_label, rel=1e-9)
+    assert merged.cka_class == pytest.approx(stats.finalise(whole).cka_class, rel=1e-9)
 
 
 def test_labels_need_two_classes_and_every_image():
