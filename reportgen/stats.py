@@ -560,6 +560,7 @@ def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
         "near_zero_fraction": float(part["near_zero"].sum() / (n * acc.channels)),
         "ntv_median": _percentile(ntv, 50), "ntv_p10": _percentile(ntv, 10), "ntv_p90": _percentile(ntv, 90),
         "effective_area_median": _percentile(area, 50),
+        "effective_area_top_median": _percentile(area[_strongest(part, TOP_IMPORTANT)], 50),
         "best_iou_focus_max": _max(best[focus]), "best_iou_focus_p90": _percentile(best[focus], 90),
         "best_iou_focus_share_above_half": _share_above(best[focus], 0.5),
         "best_iou_background_max": float("nan") if background is None else _max(best[background]),
@@ -568,6 +569,12 @@ def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
         "ntv": ntv, "effective_area": area, "best_iou": best, "images": int(part["images"]),
         "importance": importance, "importance_top_share": top_share,
     }
+
+
+def _strongest(part: dict, k: int) -> np.ndarray:
+    """The k channels of highest strength (mean spatial std), strongest first, as the grids rank them."""
+    strength = part["spatial_std"] / max(float(part["images"]), 1.0)
+    return np.argsort(-np.nan_to_num(strength, nan=-np.inf), kind="stable")[:k]
 
 
 def finalise(acc: LayerAccumulator) -> LayerStats:
