@@ -12,7 +12,7 @@ import base64
 
 import numpy as np
 
-from reportgen import assets
+from reportgen import assets, catalog
 
 
 def _number(value, digits: int = 4) -> float | None:
@@ -38,17 +38,21 @@ def packed(values, dtype: str = "<f2") -> str:
 
 
 def per_channel(result) -> list[dict]:
-    """The layer's per-channel statistics, each a name for people and its values in model order."""
+    """The layer's per-channel statistics, each its catalog key for the page script, a name for
+    people and its values in model order."""
     s = result.stats
-    found = [("Strength (spatial std)", s.channel_strength), ("nTV per input pixel", s.ntv),
-             ("Effective area fraction", s.effective_area)]
+    found = [(key, catalog.by_key(key).label, values) for key, values in
+             (("strength", s.channel_strength), ("ntv", s.ntv), ("effective_area", s.effective_area))]
     if np.isfinite(s.best_iou).any():
         # The focus class first: the views that show one IoU (the channel summary, the scatter) take the first.
         first = [s.classes.focus] + [k for k in range(s.classes.count) if k != s.classes.focus]
-        found += [(f"Best IoU, {s.classes.names[k]}", s.best_iou[k]) for k in first]
-    shown = [{"name": name, "values": _numbers(values)} for name, values in found]
+        found += [("best_iou_focus" if k == s.classes.focus else f"best_iou_{s.classes.names[k]}",
+                   catalog.by_key("best_iou_focus").label.replace("{focus}", s.classes.names[k]), s.best_iou[k])
+                  for k in first]
+    shown = [{"key": key, "name": name, "values": _numbers(values)} for key, name, values in found]
     if s.importance is not None:
-        measure = {"name": "Taylor importance", "values": _numbers(s.importance)}
+        measure = {"key": "taylor_importance", "name": catalog.by_key("taylor_importance").label,
+                   "values": _numbers(s.importance)}
         if s.importance_intervals is not None:
             measure["low"], measure["high"] = (_numbers(s.importance_intervals[:, k]) for k in (0, 1))
         shown.append(measure)
@@ -116,19 +120,19 @@ def every_channel(results, rows: list[dict]) -> dict:
 
     `rows`: the index's layer rows (site._layer_row), for each layer's name, page and role."""
     measured = [r for r in results if r.stats is not None]
-    names = [m["name"] for m in per_channel(measured[0])] if measured else []
-    columns = {name: [] for name in names}
+    heads = {m["key"]: m["name"] for m in per_channel(measured[0])} if measured else {}
+    columns = {key: [] for key in heads}
     for result in measured:
-        found = {m["name"]: m["values"] for m in per_channel(result)}
-        for name in names:
-            values = found.get(name) or [None] * int(result.shape[-1])
-            columns[name].extend(np.nan if v is None else v for v in values)
+        found = {m["key"]: m["values"] for m in per_channel(result)}
+        for key in heads:
+            values = found.get(key) or [None] * int(result.shape[-1])
+            columns[key].extend(np.nan if v is None else v for v in values)
     by_index = {row["index"]: row for row in rows}
     return {
         "layers": [{"index": r.conv.index, "name": by_index[r.conv.index]["name"],
                     "href": by_index[r.conv.index]["href"], "role": r.role, "channels": int(r.shape[-1])}
                    for r in measured],
-        "columns": [_search_column(name, columns[name]) for name in names],
+        "columns": [{"key": key, **_search_column(name, columns[key])} for key, name in heads.items()],
     }
 
 

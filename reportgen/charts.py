@@ -135,7 +135,7 @@ def _focus(rows) -> str:
 
 # The 90% interval drawn around each panel's line: panel key -> name in a row's `intervals_90`.
 PANEL_INTERVALS = {"probe": "probe_iou_focus", "cka_mask": "cka_mask", "best_iou": "best_iou_focus_max",
-                   "class_probe": "class_probe_accuracy", "cka_class": "cka_label", "ntv": "ntv_median",
+                   "class_probe": "class_probe_accuracy", "cka_class": "cka_class", "ntv": "ntv_median",
                    "area": "effective_area_median", "participation": "participation"}
 
 

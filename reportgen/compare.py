@@ -12,17 +12,22 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reportgen.downloads import focus_class
+from reportgen import catalog
+from reportgen.catalog import focus_class
 
 # The per-layer numbers whose change a reader of a retrained model cares about.
 # A build's focus class may be another's (the pet, a binary foreground, the first of N classes not named
 # background): its numbers are compared only where both builds name the same class.
-TRACKED = (  # (label, value of a row, whether it is of the focus class)
-    ("probe IoU (focus class)", lambda row: row["probe_iou"][focus_class(row)], True),
-    ("CKA with mask", lambda row: row["cka_mask"], False),
-    ("best channel IoU (focus class)", lambda row: row["best_channel_iou"][focus_class(row)]["max"], True),
-    ("median nTV", lambda row: row["ntv_p10_p50_p90"][1], False),
-)
+PROBE_TRACKED = ("probe IoU (focus class)", lambda row: row["probe_iou"][focus_class(row)], True)
+
+
+def tracked() -> tuple:
+    """(label, value of a row, whether it is of the focus class): the probe's IoU, then the catalog's
+    statistics marked `tracked`."""
+    return (PROBE_TRACKED, *((s.tracked, s.from_record, "{focus}" in s.label)
+                             for s in catalog.layer_statistics() if s.tracked))
+
+
 NOTABLE = 0.05  # absolute change worth a reader's attention
 
 
@@ -113,7 +118,7 @@ def _compare(previous: Previous, manifest: dict, layers: list[dict]) -> Comparis
         cells = []
         notable = False
         same_focus = focus_class(old) == focus_class(row)
-        for label, getter, of_focus in TRACKED:
+        for label, getter, of_focus in tracked():
             before = _value(getter, old) if same_focus or not of_focus else None
             after = _value(getter, row)
             delta = None if before is None or after is None else after - before

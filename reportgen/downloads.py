@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import __version__, outputs
-from reportgen.stats import LAYER_NUMBERS, OXFORD, MaskClasses
+from reportgen import catalog
+from reportgen.catalog import focus_class  # noqa: F401  (where compare and charts read it)
+from reportgen.stats import OXFORD, MaskClasses
 
 PACKAGES = ("reportgen", "tensorflow-cpu", "keras", "numpy", "pillow", "matplotlib", "jinja2",
             "tensorflow-datasets", "typer")
@@ -39,7 +41,7 @@ def write_json(path: Path, data, compact: bool = False) -> None:
 
 def intervals(result) -> dict[str, list]:
     """Every per-layer number's 90% jackknife interval, [low, high], by name."""
-    found = {name: result.stats.interval(name) for name in LAYER_NUMBERS}
+    found = {s.key: result.stats.interval(s.key) for s in catalog.layer_statistics()}
     found.update(result.intervals)
     return {name: [json_value(v) for v in pair] for name, pair in sorted(found.items())}
 
@@ -53,11 +55,6 @@ def _examples_record(top, ids: dict[int, str]) -> dict | None:
     return {"images": [ids[i] for i in used],
             "per_channel": [[[slot[int(i)], json_value(round(float(v), 4))] for v, i in zip(values, images) if i >= 0]
                             for values, images in zip(top.values, top.images)]}
-
-
-def focus_class(row: dict) -> str:
-    """The class a stats.json row's headline mask numbers are about (rows before it was recorded: the pet)."""
-    return row.get("focus_class", OXFORD.focus_name)
 
 
 def _by_class(names, values) -> dict:
@@ -82,13 +79,7 @@ def stats_records(results, example_ids: dict[int, str] | None = None, classes: M
             "output_shape": list(r.shape),
             "stride": json_value(r.stride),
             "receptive_field": json_value(float(r.receptive_field)),
-            "mean": json_value(s.mean),
-            "std": json_value(s.std),
-            "near_zero_fraction": json_value(s.near_zero_fraction),
-            "cka_mask": json_value(s.cka_mask),
-            "cka_class": json_value(s.cka_label),
             "class_probe_accuracy": json_value(r.class_accuracy),
-            "participation_ratio_over_c": json_value(s.participation),
             "focus_class": classes.focus_name,
             "probe_iou": _by_class(classes.names, r.probe_iou),
             "rgb_probe_iou": _by_class(classes.names, r.rgb_probe_iou),
@@ -108,28 +99,45 @@ def stats_records(results, example_ids: dict[int, str] | None = None, classes: M
                 "taylor_importance_90": None if s.importance_intervals is None else
                 [[json_value(float(v)) for v in pair] for pair in s.importance_intervals],
             },
-            "importance_top_share": json_value(s.value("importance_top_share")),
             "attribution_note": r.attribution_note or None,
             "attributed_after": r.attributed_after or None,
             "ablation": r.ablation,
             "dataset_examples": _examples_record(s.examples, example_ids) if example_ids else None,
             "stored_note": r.stored_note or None,
+            **{statistic.json: json_value(s.value(statistic.key))
+               for statistic in catalog.layer_statistics() if statistic.json},
         })
     return rows
 
 
+# layers.csv's first columns, in the order the file has always had; the catalog's columns that are not
+# among them (a statistic added since) follow, then the intervals.
 CSV_FIELDS = ("index", "name", "type", "role", "output_shape", "stride", "receptive_field", "mean", "std",
               "near_zero_fraction", "cka_mask", "cka_class", "class_probe_accuracy", "participation_ratio_over_c",
               "focus_class", "probe_iou_focus", "probe_iou_mean", "rgb_probe_iou_focus", "ntv_median",
               "effective_area_median", "best_channel_iou_focus_max", "best_channel_iou_focus_p90",
               "best_channel_iou_focus_fraction_above_0_5", "images", "is_head", "importance_top_share",
               "ablation_images", "ablation_metric", "ablation_baseline", "ablation_top_k", "ablation_random_k", "ablation_taylor_spearman")
-# layers.csv columns with a 90% interval: column name -> name in `intervals_90`
-CSV_INTERVALS = {"cka_mask": "cka_mask", "cka_class": "cka_label", "class_probe_accuracy": "class_probe_accuracy",
-                 "participation_ratio_over_c": "participation", "probe_iou_focus": "probe_iou_focus",
-                 "probe_iou_mean": "probe_iou_mean", "rgb_probe_iou_focus": "rgb_probe_iou_focus",
-                 "ntv_median": "ntv_median", "effective_area_median": "effective_area_median",
-                 "best_channel_iou_focus_max": "best_iou_focus_max", "importance_top_share": "importance_top_share"}
+# The probes' layers.csv columns with a 90% interval (they are scored, not finalised: not in the catalog):
+# column name -> name in `intervals_90`
+PROBE_INTERVALS = {"class_probe_accuracy": "class_probe_accuracy", "probe_iou_focus": "probe_iou_focus",
+                   "probe_iou_mean": "probe_iou_mean", "rgb_probe_iou_focus": "rgb_probe_iou_focus"}
+# The order the interval columns have always had; new ones follow.
+_INTERVAL_ORDER = ("cka_mask", "cka_class", "class_probe_accuracy", "participation_ratio_over_c", "probe_iou_focus",
+                   "probe_iou_mean", "rgb_probe_iou_focus", "ntv_median", "effective_area_median",
+                   "best_channel_iou_focus_max", "importance_top_share")
+
+
+def csv_fields() -> tuple[str, ...]:
+    extra = tuple(s.csv for s in catalog.layer_statistics() if s.csv and s.csv not in CSV_FIELDS)
+    return CSV_FIELDS + extra
+
+
+def csv_intervals() -> dict[str, str]:
+    """layers.csv columns with a 90% interval: column name -> name in `intervals_90`."""
+    found = {**PROBE_INTERVALS, **{s.csv: s.key for s in catalog.layer_statistics() if s.csv and s.csv_interval}}
+    order = [c for c in _INTERVAL_ORDER if c in found] + [c for c in found if c not in _INTERVAL_ORDER]
+    return {column: found[column] for column in order}
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula (OWASP CSV injection)
@@ -143,23 +151,35 @@ def csv_cell(value):
     return value
 
 
+def _cells(row: dict) -> dict:
+    """One layers.csv row's cells by column name."""
+    probe = [v for v in row["probe_iou"].values() if v is not None]
+    focus = focus_class(row)
+    cells = {name: row.get(name) for name in ("index", "name", "type", "role", "stride", "receptive_field",
+                                              "class_probe_accuracy", "images", "is_head")}
+    cells.update({"output_shape": "x".join(map(str, row["output_shape"])), "focus_class": focus,
+                  "probe_iou_focus": row["probe_iou"][focus], "probe_iou_mean": sum(probe) / len(probe) if probe else None,
+                  "rgb_probe_iou_focus": row["rgb_probe_iou"][focus]})
+    cells.update(zip(("ablation_images", "ablation_metric", "ablation_baseline", "ablation_top_k", "ablation_random_k",
+                      "ablation_taylor_spearman"), _ablation_cells(row["ablation"])))
+    cells.update({s.csv: s.from_record(row) for s in catalog.layer_statistics() if s.csv})
+    for column, name in csv_intervals().items():
+        cells[f"{column}_low"], cells[f"{column}_high"] = row["intervals_90"].get(name, [None, None])
+    return cells
+
+
+def csv_header() -> list[str]:
+    return [*csv_fields(), *(f"{column}_{end}" for column in csv_intervals() for end in ("low", "high"))]
+
+
 def csv_text(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*CSV_FIELDS, *(f"{column}_{end}" for column in CSV_INTERVALS for end in ("low", "high"))])
+    header = csv_header()
+    writer.writerow(header)
     for row in rows:
-        probe = [v for v in row["probe_iou"].values() if v is not None]
-        focus = focus_class(row)
-        writer.writerow(csv_cell(cell) for cell in [
-            row["index"], row["name"], row["type"], row["role"], "x".join(map(str, row["output_shape"])),
-            row["stride"], row["receptive_field"], row["mean"], row["std"], row["near_zero_fraction"],
-            row["cka_mask"], row["cka_class"], row["class_probe_accuracy"], row["participation_ratio_over_c"],
-            focus, row["probe_iou"][focus], sum(probe) / len(probe) if probe else None, row["rgb_probe_iou"][focus],
-            row["ntv_p10_p50_p90"][1], row["effective_area_p10_p50_p90"][1],
-            *row["best_channel_iou"][focus].values(), row["images"], row["is_head"], row["importance_top_share"],
-            *_ablation_cells(row["ablation"]),
-            *(v for name in CSV_INTERVALS.values() for v in row["intervals_90"].get(name, [None, None])),
-        ])
+        cells = _cells(row)
+        writer.writerow(csv_cell(cells[column]) for column in header)
     return buffer.getvalue()
 
 

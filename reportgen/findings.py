@@ -172,7 +172,7 @@ def _class_findings(hidden, name, chance: float, images: int) -> list[str]:
         f"against {chance:.2f} for always guessing the most common class{beats}; it first reaches "
         f"{PEAK_SHARE:.0%} of that at {name[id(hidden[first])]}."
         + (f" With {images} images this is a coarse estimate." if images < 30 else "")]
-    cka_class = _Series(hidden, lambda r: r.stats.cka_label, lambda r: r.stats.interval("cka_label"))
+    cka_class = _Series(hidden, lambda r: r.stats.cka_class, lambda r: r.stats.interval("cka_class"))
     best = _argmax(cka_class.values)
     if best is not None:
         sentences.append(f"Linear CKA with the one-hot class is highest at {name[id(hidden[best])]} "

@@ -15,11 +15,10 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from reportgen import __version__, assets, channels, compare, downloads, findings, outputs, render, stats
+from reportgen import __version__, assets, catalog, channels, compare, downloads, findings, outputs, render, stats
 from reportgen.inputs import InputGeometry
 from reportgen.outdir import KEY_FILE
 from reportgen.paths import templates_dir
-from reportgen.stats import LAYER_STATISTICS
 from reportgen.stats import mean_defined as stats_mean
 
 INPUT_BOX = 96  # CSS pixels of an input picture on the index; 200 on an image page
@@ -180,31 +179,42 @@ def _class_accuracy_text(result, chance: float) -> str:
     return f"{fmt_interval(result.class_accuracy, interval)} (chance {fmt(chance)})"
 
 
-def _layer_columns(report: Report) -> list[tuple[str, str]]:
-    """The layer table's measured columns (key, heading): only those some layer defines."""
+# The probes' columns: scored, not finalised, so not in the catalog. (key, table heading, map label)
+PROBE_COLUMNS = {"mask": ("probe", "Probe IoU", "Mask decodability (probe IoU, {focus})"),
+                 "classes": ("class_probe", "Class probe acc.", "Class decodability (probe accuracy)")}
+NEEDS_ORDER = ("mask", "classes", "target", "")  # the layer table's column groups, left to right
+
+
+def _shown(report: Report) -> dict[str, bool]:
+    """What a catalog row's `needs` asks of the build: whether this build has it."""
+    return {"mask": report.has_mask, "classes": report.has_classes, "target": report.has_importance, "": True}
+
+
+def layer_columns(shown: dict[str, bool]) -> list[tuple[str, str, str]]:
+    """The layer table's and the map's measured columns (key, heading, map label): the probes and the
+    catalog's columns, of what this build has (`_shown`)."""
     columns = []
-    if report.has_mask:
-        columns += [("probe", "Probe IoU"), ("cka", "CKA mask"), ("iou", "Best ch. IoU")]
-    if report.has_classes:
-        columns += [("class_probe", "Class probe acc."), ("cka_class", "CKA class")]
-    if report.has_importance:
-        columns += [("importance", "Top-8 importance")]
-    return columns + [("ntv", "nTV"), ("area", "Eff. area"), ("participation", "PR / C")]
+    for need in NEEDS_ORDER:
+        if shown[need]:
+            columns += [PROBE_COLUMNS[need]] if need in PROBE_COLUMNS else []
+            columns += [s.column for s in catalog.layer_statistics() if s.column and s.needs == need]
+    return columns
 
 
-def _layer_values(result, focus: int) -> dict[str, float]:
-    """The layer table's measured values of one layer, by column key (`_layer_columns`)."""
+def _layer_columns(report: Report) -> list[tuple[str, str, str]]:
+    return layer_columns(_shown(report))
+
+
+def layer_values(result, focus: int) -> dict[str, float]:
+    """The layer table's measured values of one layer, by column key (`layer_columns`)."""
     s = result.stats
-    return {
-        "probe": result.probe_iou[focus], "cka": s.cka_mask, "iou": s.iou_summary(focus)[0],
-        "class_probe": result.class_accuracy, "cka_class": s.cka_label, "ntv": s.ntv_median,
-        "area": _median(s.effective_area), "participation": s.participation,
-        "importance": s.value("importance_top_share"),
-    }
+    return {"probe": result.probe_iou[focus], "class_probe": result.class_accuracy,
+            **{c.column[0]: s.value(c.key) for c in catalog.layer_statistics() if c.column}}
+
 
 
 def _layer_row(result, thumb_image_slug: str, columns, focus: int) -> dict:
-    values = _layer_values(result, focus)
+    values = layer_values(result, focus)
     maps_h, maps_w, _ = assets.image_maps_shape(result.shape)
     conv = result.conv
     return {
@@ -219,7 +229,7 @@ def _layer_row(result, thumb_image_slug: str, columns, focus: int) -> dict:
         else result.shape[-1] / 1e6,
         "rf": fmt(result.receptive_field, 4),
         "rf_sort": _sortable(result.receptive_field),
-        "cells": [{"text": fmt(values[key]), "sort": _sortable(values[key])} for key, _ in columns],
+        "cells": [{"text": fmt(values[key]), "sort": _sortable(values[key])} for key, *_ in columns],
         "thumb": assets.top_path(result.slug, thumb_image_slug),
         "strongest": [{"channel": int(c), "href": f"layers/{result.slug}.html#c{int(c)}"}
                       for c in result.order[:STRONGEST_LINKS]],
@@ -328,10 +338,13 @@ def _stat_rows(report: Report, result, chance: float) -> list[tuple[str, str]]:
     ]
     if report.has_classes:
         rows.append(("Class decodability (leave-out probe accuracy)", _class_accuracy_text(result, chance)))
-    shown = {"mask": report.has_mask, "classes": report.has_classes, "target": report.has_importance, "": True}
-    return rows + [(statistic.label_for(report.mask_classes),
-                    fmt_interval(s.value(statistic.key), s.interval(statistic.key)))
-                   for statistic in LAYER_STATISTICS if shown[statistic.needs]]
+    return rows + statistic_rows(s, report.mask_classes, _shown(report))
+
+
+def statistic_rows(s, classes, shown: dict[str, bool]) -> list[tuple[str, str]]:
+    """A layer page's catalog rows, (label, value with its interval), of what this build has."""
+    return [(statistic.label_for(classes), fmt_interval(s.value(statistic.key), s.interval(statistic.key)))
+            for statistic in catalog.layer_statistics() if shown[statistic.needs]]
 
 
 def _depth_charts(report: Report, index: int) -> list[dict]:
@@ -394,13 +407,6 @@ def _attribution_context(report: Report, result, image_views: list[dict]) -> dic
             "attributed_after": result.attributed_after, "important": important, "ablation": result.ablation}
 
 
-MAP_STATISTICS = {"probe": "Mask decodability (probe IoU, {focus})", "cka": "Linear CKA with the mask",
-                  "iou": "Best channel IoU with the {focus}", "class_probe": "Class decodability (probe accuracy)",
-                  "cka_class": "Linear CKA with the class", "importance": "Share of importance in the top 8 channels",
-                  "ntv": "Median nTV (fine detail)", "area": "Median effective area",
-                  "participation": "Participation ratio / channels"}
-
-
 def _map_context(report: Report, rows: list[dict]) -> dict:
     """The architecture map with, per statistic of the layer table, each conv node's colour.
 
@@ -410,8 +416,8 @@ def _map_context(report: Report, rows: list[dict]) -> dict:
     arch = architecture.build_map(report.loaded.model, [r.conv for r in report.layers])
     lut = render.colormap_lut(report.options.cmap)
     statistics, fills, inks = [], [], []
-    measured = [_layer_values(r, report.mask_classes.focus) for r in report.layers]
-    for key, _ in _layer_columns(report):
+    measured = [layer_values(r, report.mask_classes.focus) for r in report.layers]
+    for key, _, map_label in _layer_columns(report):
         values = np.array([layer[key] for layer in measured], np.float64)
         finite = values[np.isfinite(values)]
         if not finite.size:
@@ -423,7 +429,7 @@ def _map_context(report: Report, rows: list[dict]) -> dict:
         # Dark numbers on light fills: relative luminance (WCAG) against the two inks' contrast.
         inks.append(["undefined" if c is None else "ink-dark" if _luminance(c) > 0.18 else "ink-light"
                      for c in colours])
-        label = MAP_STATISTICS[key].format(focus=report.mask_classes.focus_name)
+        label = map_label.format(focus=report.mask_classes.focus_name)
         statistics.append({"label": label, "low": fmt(low), "high": fmt(high)})
     return {"map": arch, "rows": {row["index"]: row for row in rows}, "statistics": statistics, "fills": fills, "inks": inks,
             "colorbar": report.colorbar, "conv_count": len(report.layers)}
@@ -496,7 +502,7 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
     rows = [_layer_row(r, report.records[0].slug, columns, report.mask_classes.focus) for r in report.layers]
     arch = _map_context(report, rows)
     pages.write("index.html", "index.html", model=_model_view(report), images=image_views, layers=rows, arch=arch,
-                columns=[heading for _, heading in columns], charts=plan, findings=findings.compute(report, chance),
+                columns=[heading for _, heading, _ in columns], charts=plan, findings=findings.compute(report, chance),
                 warnings=report.warnings, colorbar=report.colorbar, changes=changes)
     pages.write("changes.html", "changes.html", changes=changes)
     for i, result in enumerate(report.layers):
@@ -504,7 +510,7 @@ def write_site(root: Path, report: Report, executor: Executor | None = None) -> 
                     **_layer_context(report, i, rows, image_views, chance))
     for i, view in enumerate(image_views):
         pages.write("image.html", f"images/{view['slug']}.html", **_image_context(report, i, rows, image_views))
-    pages.write("about.html", "about.html", statistics=_statistics_table(report.mask_classes))
+    pages.write("about.html", "about.html", **about_context(report.mask_classes))
     every_channel = channels.every_channel(report.layers, rows)
     pages.write("search.html", "search.html", layer_count=len(report.layers),
                 channel_count=sum(int(r.shape[-1]) for r in report.layers),
@@ -545,16 +551,22 @@ def architecture_script(env, arch: dict) -> str:
     return "window.reportgenArchitecture = " + json.dumps(found, separators=(",", ":")).replace("</", "<\\/") + ";\n"
 
 
-def _statistics_table(classes: stats.MaskClasses) -> list[dict]:
+def statistics_table(classes: stats.MaskClasses) -> list[dict]:
     """The per-layer numbers with an interval, as about.html lists them: from their one definition."""
     def scale(bounds) -> str:
         low, high = bounds
         if math.isfinite(low) and math.isfinite(high):
-            return f"[{fmt(low, 1)}, {fmt(high, 1)}]", "logit"
-        return (f"above {fmt(low, 1)}", "log") if math.isfinite(low) else ("any", "none")
+            return f"[{fmt(low, 1)}, {fmt(high, 1)}]"
+        return f"above {fmt(low, 1)}" if math.isfinite(low) else "any"
 
-    return [{"key": s.key, "label": s.label_for(classes), "range": scale(s.bounds)[0],
-             "transform": scale(s.bounds)[1], "definition": s.definition_for(classes)} for s in LAYER_STATISTICS]
+    return [{"key": s.key, "label": s.label_for(classes), "range": scale(s.bounds), "transform": s.transform,
+             "definition": s.definition_for(classes), "needs": catalog.NEEDS[s.needs]}
+            for s in catalog.layer_statistics()]
+
+
+def about_context(classes: stats.MaskClasses) -> dict:
+    """about.html's context: the catalog's rows and the constants the page states, from the code."""
+    return {"statistics": statistics_table(classes), "constants": catalog.constants()}
 
 
 def _chance(report: Report) -> float:

@@ -15,11 +15,9 @@ from typing import ClassVar
 import numpy as np
 import scipy.linalg
 
-POOL_GRID = 20  # CKA, probes and covariance work on maps pooled to at most this grid
-PROBE_RIDGE = 1e-1
-MAX_FOLDS = 10
-NEAR_ZERO = 1e-3
-EXAMPLES = 6  # dataset examples kept per channel
+from reportgen.catalog import (ANY, CKA_GRID, EXAMPLES, INTERVAL_LEVEL, MAX_FOLDS, NEAR_ZERO,  # noqa: F401
+                               POOL_GRID, POSITIVE, PROBE_RIDGE, TOP_IMPORTANT, UNIT, layer_statistics)
+from reportgen.catalog import Statistic as LayerStatistic  # noqa: F401
 
 
 def pool_to(maps: np.ndarray, grid: int) -> np.ndarray:
@@ -155,7 +153,6 @@ def participation_ratio(covariance: np.ndarray) -> float:
 _PER_CHANNEL = ("total", "total_sq", "near_zero", "spatial_std", "tv_num", "tv_den", "area_sum", "area_count",
                 "taylor")
 _PER_FOLD = ("images", "pixels", "attributed", *_PER_CHANNEL, "inter", "union")
-TOP_IMPORTANT = 8  # the channels whose share of a layer's importance is reported, and that ablation removes
 
 
 @dataclass
@@ -407,12 +404,8 @@ def _max(values: np.ndarray) -> float:
     return float(finite.max()) if finite.size else float("nan")
 
 
-INTERVAL_LEVEL = 0.9
 
 
-UNIT = (0.0, 1.0)  # IoU, accuracy, CKA, shares
-POSITIVE = (0.0, float("inf"))  # std, nTV
-ANY = (float("-inf"), float("inf"))
 _EDGE = 1e-6  # how close to a bound a value is taken before its transform
 
 
@@ -476,51 +469,7 @@ def wilson_interval(hits: float, count: float, level: float = INTERVAL_LEVEL) ->
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-@dataclass(frozen=True)
-class LayerStatistic:
-    """One per-layer number, defined once: what the layer page, stats.json's `intervals_90` and the
-    jackknife read. Its value comes from the sums of any subset of the folds (`_numbers`)."""
-
-    key: str
-    label: str  # as the layer page names it
-    bounds: tuple[float, float]  # its range: its interval never leaves it
-    needs: str = ""  # "mask" or "classes": shown only where there is one
-    definition: str = ""  # one line, for the page's row; "{focus}" stands for the focus class's name
-
-    def label_for(self, classes: MaskClasses) -> str:
-        return self.label.format(focus=classes.focus_name)
-
-    def definition_for(self, classes: MaskClasses) -> str:
-        return self.definition.format(focus=classes.focus_name)
-
-
-LAYER_STATISTICS = (
-    LayerStatistic("cka_mask", "Linear CKA with the mask", UNIT, "mask",
-                   "centred linear CKA of the pooled pixels' features with the one-hot mask"),
-    LayerStatistic("best_iou_focus_max", "Best single-channel IoU, {focus} (max)", UNIT, "mask",
-                   "the best channel's IoU with the {focus} at an area-matched threshold"),
-    LayerStatistic("best_iou_focus_p90", "Best single-channel IoU, {focus} (p90)", UNIT, "mask",
-                   "the 90th percentile over channels of that IoU"),
-    LayerStatistic("best_iou_focus_share_above_half", "Best single-channel IoU, {focus} (share of channels > 0.5)",
-                   UNIT, "mask", "the share of channels whose IoU with the {focus} is above 0.5"),
-    LayerStatistic("best_iou_background_max", "Best single-channel IoU, background (max)", UNIT, "mask",
-                   "the best channel's IoU with the background"),
-    LayerStatistic("cka_label", "Linear CKA with the class", UNIT, "classes",
-                   "centred linear CKA of the globally pooled features with the one-hot class"),
-    LayerStatistic("ntv_median", "nTV per input pixel, median over channels", POSITIVE, "",
-                   "mean absolute neighbour difference over mean absolute deviation, per input pixel"),
-    LayerStatistic("ntv_p10", "nTV per input pixel, p10 of channels", POSITIVE),
-    LayerStatistic("ntv_p90", "nTV per input pixel, p90 of channels", POSITIVE),
-    LayerStatistic("effective_area_median", "Effective area fraction, median over channels", UNIT, "",
-                   "exp(entropy of |a| over positions) / positions"),
-    LayerStatistic("participation", "Participation ratio / C", UNIT, "",
-                   "(sum of the covariance's eigenvalues)^2 / sum of their squares, over C"),
-    LayerStatistic("importance_top_share", f"Importance held by the {TOP_IMPORTANT} most important channels", UNIT,
-                   "target", "their share of the summed Taylor importance |sum a * dy/da| of every channel"),
-    LayerStatistic("mean", "Mean", ANY),
-    LayerStatistic("std", "Standard deviation", POSITIVE),
-    LayerStatistic("near_zero_fraction", "Near-zero share (|a| < 0.001)", UNIT),
-)
+LAYER_STATISTICS = layer_statistics()  # their definitions: reportgen.catalog
 LAYER_NUMBERS = tuple(statistic.key for statistic in LAYER_STATISTICS)
 RANGES = {statistic.key: statistic.bounds for statistic in LAYER_STATISTICS}
 
@@ -539,7 +488,7 @@ class LayerStats:
     cka_mask: float
     participation: float  # participation ratio / C
     probe_weights: list  # per fold (W, b) for the leave-out probe, evaluated in the render pass
-    cka_label: float = float("nan")  # linear CKA of globally pooled features with the one-hot class
+    cka_class: float = float("nan")  # linear CKA of globally pooled features with the one-hot class
     class_probe_weights: list = field(default_factory=list)  # the class probe's, per fold
     images: int = 0  # how many images the statistics cover
     folds: int = 0  # the image folds of the probes and the jackknife (`targets.assign_folds`)
@@ -602,23 +551,30 @@ def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
     if importance is not None and importance.sum() > 0:
         top_share = float(np.sort(importance)[::-1][:TOP_IMPORTANT].sum() / importance.sum())
     by_image = _total(acc.class_folds, drop)
-    cka_label = float("nan")
+    cka_class = float("nan")
     if by_image is not None and by_image.n > 1:
         xx, xy, yy = by_image.centred()
-        cka_label = cka(xy.T, xx, yy)
+        cka_class = cka(xy.T, xx, yy)
     return {
         "mean": overall_mean, "std": float(np.sqrt(max(overall_var, 0.0))),
         "near_zero_fraction": float(part["near_zero"].sum() / (n * acc.channels)),
         "ntv_median": _percentile(ntv, 50), "ntv_p10": _percentile(ntv, 10), "ntv_p90": _percentile(ntv, 90),
         "effective_area_median": _percentile(area, 50),
+        "effective_area_top_median": _percentile(area[_strongest(part, TOP_IMPORTANT)], 50),
         "best_iou_focus_max": _max(best[focus]), "best_iou_focus_p90": _percentile(best[focus], 90),
         "best_iou_focus_share_above_half": _share_above(best[focus], 0.5),
         "best_iou_background_max": float("nan") if background is None else _max(best[background]),
-        "cka_mask": cka_mask, "participation": participation, "cka_label": cka_label,
+        "cka_mask": cka_mask, "participation": participation, "cka_class": cka_class,
         "channel_strength": part["spatial_std"] / max(float(part["images"]), 1.0),
         "ntv": ntv, "effective_area": area, "best_iou": best, "images": int(part["images"]),
         "importance": importance, "importance_top_share": top_share,
     }
+
+
+def _strongest(part: dict, k: int) -> np.ndarray:
+    """The k channels of highest strength (mean spatial std), strongest first, as the grids rank them."""
+    strength = part["spatial_std"] / max(float(part["images"]), 1.0)
+    return np.argsort(-np.nan_to_num(strength, nan=-np.inf), kind="stable")[:k]
 
 
 def finalise(acc: LayerAccumulator) -> LayerStats:
@@ -638,7 +594,7 @@ def finalise(acc: LayerAccumulator) -> LayerStats:
         mean=whole["mean"], std=whole["std"], near_zero_fraction=whole["near_zero_fraction"],
         channel_strength=whole["channel_strength"], ntv=whole["ntv"], effective_area=whole["effective_area"],
         best_iou=whole["best_iou"], cka_mask=whole["cka_mask"], participation=whole["participation"],
-        probe_weights=probe_weights(acc.folds), cka_label=whole["cka_label"],
+        probe_weights=probe_weights(acc.folds), cka_class=whole["cka_class"],
         class_probe_weights=probe_weights(acc.class_folds), images=whole["images"], intervals=intervals,
         folds=acc.fold_count, examples=acc.examples, numbers={name: whole[name] for name in LAYER_NUMBERS},
         importance=whole["importance"], importance_intervals=importance_intervals, classes=acc.classes,
@@ -850,7 +806,6 @@ def chance_accuracy(labels: list[int]) -> float:
     return float(np.bincount(labels).max() / len(labels)) if labels else float("nan")
 
 
-CKA_GRID = 5  # layer x layer CKA compares every layer on one common grid
 
 
 def common_grid(maps: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import conftest  # noqa: F401  (environment before TensorFlow loads)
+from reportgen import catalog
 from test_browser import browser  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.browser
@@ -16,19 +17,17 @@ pytestmark = pytest.mark.browser
 def search_data(site) -> dict:
     text = (site / "data" / "channels.js").read_text()
     data = json.loads(re.fullmatch(r"window\.reportgenChannels = (.*);\n", text, re.S).group(1))
-    data["columns"] = {c["name"]: np.frombuffer(base64.b64decode(c["values"]), "<" + c["dtype"]).astype(np.float32)
+    data["columns"] = {c["key"]: np.frombuffer(base64.b64decode(c["values"]), "<" + c["dtype"]).astype(np.float32)
                        for c in data["columns"]}
     return data
 
 
 def stats_columns(site) -> dict[str, np.ndarray]:
-    """Every channel's numbers from stats.json, in layer order, by the channel view's names."""
+    """Every channel's numbers from stats.json, in layer order, by their catalog key (stats.json's
+    `channels` names them so too)."""
     rows = json.loads((site / "data" / "stats.json").read_text())["layers"]
-    names = {"Strength (spatial std)": "strength", "nTV per input pixel": "ntv",
-             "Effective area fraction": "effective_area", "Best IoU, pet": "best_iou_focus",
-             "Taylor importance": "taylor_importance"}
-    return {name: np.array([np.nan if v is None else v for row in rows for v in row["channels"][key]], float)
-            for name, key in names.items()}
+    return {s.key: np.array([np.nan if v is None else v for row in rows for v in row["channels"][s.key]], float)
+            for s in catalog.channel_statistics()}
 
 
 def test_every_channel_is_a_row_with_the_numbers_of_stats_json(tiny_site):
@@ -51,7 +50,7 @@ def test_thresholds_layer_range_sort_and_open(browser, tiny_site):  # noqa: F811
     expected = stats_columns(tiny_site)
     data = search_data(tiny_site)
     layer_of = np.repeat([layer["index"] for layer in data["layers"]], [layer["channels"] for layer in data["layers"]])
-    iou = expected["Best IoU, pet"]
+    iou = expected["best_iou_focus"]
     threshold = float(np.nanpercentile(iou, 80))
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors = []
@@ -59,15 +58,15 @@ def test_thresholds_layer_range_sort_and_open(browser, tiny_site):  # noqa: F811
     page.goto((tiny_site / "search.html").as_uri())
     total = len(iou)
     assert page.locator("#search-count").inner_text().startswith(f"{total} of {total} channels match")
-    names = [c["name"] for c in json.loads(re.search(r"= (.*);", (tiny_site / "data" / "channels.js").read_text(),
+    keys = [c["key"] for c in json.loads(re.search(r"= (.*);", (tiny_site / "data" / "channels.js").read_text(),
                                                      re.S).group(1))["columns"]]
-    k = names.index("Best IoU, pet")
+    k = keys.index("best_iou_focus")
     # The threshold in four digits, as a person types it; the page compares with its own rounded numbers.
     typed = f"{threshold:.4g}"
     page.fill(f"#t{k}-min", typed)
     page.fill("#layer-from", "10")
     page.fill("#layer-to", "40")
-    shown = data["columns"]["Best IoU, pet"]
+    shown = data["columns"]["best_iou_focus"]
     kept = (shown.astype(float) >= float(typed)) & (layer_of >= 10) & (layer_of <= 40)
     assert 0 < kept.sum() < total
     assert page.locator("#search-count").inner_text().startswith(f"{kept.sum()} of {total} channels match")

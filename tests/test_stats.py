@@ -261,7 +261,7 @@ def test_class_cka_equals_linear_cka_of_pooled_features(rng):
     maps = _class_maps(rng, labels, True)
     _, final = _class_probe_accuracy(maps, labels)
     pooled = maps.reshape(len(maps), -1, maps.shape[-1]).mean(axis=1)
-    assert final.cka_label == pytest.approx(stats.linear_cka(pooled, np.eye(3)[labels]), rel=1e-5)
+    assert final.cka_class == pytest.approx(stats.linear_cka(pooled, np.eye(3)[labels]), rel=1e-5)
 
 
 def test_mask_free_statistics_are_defined_without_a_mask(rng):
@@ -287,7 +287,7 @@ def test_class_sums_merge_like_the_whole(rng):
         whole.add(maps[k:k + 1], None, [k], [k], labels=onehot[k:k + 1])
         (left if k < 3 else right).add(maps[k:k + 1], None, [k], [k], labels=onehot[k:k + 1])
     merged = stats.finalise(left.merge(right))
-    assert merged.cka_label == pytest.approx(stats.finalise(whole).cka_label, rel=1e-9)
+    assert merged.cka_class == pytest.approx(stats.finalise(whole).cka_class, rel=1e-9)
 
 
 def test_labels_need_two_classes_and_every_image():
@@ -391,3 +391,30 @@ def test_wilson_interval_matches_its_closed_form_and_never_collapses():
     low, high = stats.wilson_interval(50, 100)  # symmetric around 0.5, close to the normal interval for large n
     assert (low + high) / 2 == pytest.approx(0.5) and high - low == pytest.approx(2 * z * 0.05 / (1 + z * z / 100)
                                                                                    * np.sqrt(1 + z * z / 100), rel=1e-9)
+
+
+def test_effective_area_of_the_strongest_channels_is_their_median_area(rng):
+    """Ten channels, each a uniform blob of its own area and amplitude on every image: the statistic
+    is the median area of the eight of highest spatial std, computed here from the maps directly."""
+    n, size, channels = 4, 24, 10
+    amplitude = 3.0 ** np.arange(channels)  # each channel far stronger than the last, whatever its area
+    maps = np.zeros((n, size, size, channels), np.float32)
+    for i in range(n):
+        for c in range(channels):
+            h, w = rng.integers(3, size, size=2)
+            top, left = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
+            maps[i, top:top + h, left:left + w, c] = amplitude[c]
+    final = stats.finalise(_accumulate(maps, np.full((n, size, size), 2, np.uint8)))
+    strength = maps.reshape(n, -1, channels).std(axis=1).mean(axis=0)
+    p = np.abs(maps.reshape(n, -1, channels))
+    p = p / p.sum(axis=1, keepdims=True)
+    entropy = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
+    area = (np.exp(entropy) / (size * size)).mean(axis=0)
+    strongest = np.argsort(-strength)[:stats.TOP_IMPORTANT]
+    assert set(strongest) == set(range(2, channels))
+    expected = float(np.median(area[strongest]))
+    assert final.value("effective_area_top_median") == pytest.approx(expected, rel=1e-4)  # float32 sums
+    # Not the median over every channel: the two weakest are left out.
+    assert expected != pytest.approx(float(np.median(area)), rel=1e-6)
+    low, high = final.interval("effective_area_top_median")
+    assert 0.0 <= low <= expected <= high <= 1.0

@@ -41,7 +41,7 @@ def _assert_same(beam, reference):
     for layer, accumulator in reference.layers.items():
         mine, theirs = stats.finalise(beam.layers[layer]), stats.finalise(accumulator)
         assert mine.images == theirs.images == 12
-        for name in ("mean", "std", "cka_mask", "cka_label", "participation"):
+        for name in ("mean", "std", "cka_mask", "cka_class", "participation"):
             assert getattr(mine, name) == pytest.approx(getattr(theirs, name), rel=1e-9, nan_ok=True)
         for name in stats.LAYER_NUMBERS:
             np.testing.assert_allclose(mine.interval(name), theirs.interval(name), rtol=1e-9, equal_nan=True)

@@ -235,8 +235,8 @@
         choice.append(option);
       });
     });
-    chooseX.value = String(table.named(/^nTV/, 0));
-    chooseY.value = String(table.named(/^Best IoU, /, table.named(/^Taylor/, Math.min(1, columns.length - 1))));
+    chooseX.value = String(table.keyed("ntv", 0));
+    chooseY.value = String(table.keyed("best_iou_focus", table.keyed("taylor_importance", Math.min(1, columns.length - 1))));
     var draw = channelScatter(document.getElementById("scatter"), document.getElementById("scatter-tip"), table,
       function () { return [parseInt(chooseX.value, 10), parseInt(chooseY.value, 10)]; },
       function () { return kept; });
@@ -244,12 +244,12 @@
     update();
   }
 
-  // The index's channel scatter: nTV against the best IoU with the focus class (the first "Best IoU" column), as its static chart, every point a channel.
+  // The index's channel scatter: nTV against the best IoU with the focus class, as its static chart, every point a channel.
   function setUpIndexScatter() {
     var canvas = document.getElementById("index-scatter");
     if (!canvas || !window.reportgenChannels) { return; }
     var table = channelTable(window.reportgenChannels);
-    var axes = [table.named(/^nTV/, 0), table.named(/^Best IoU, /, 0)];
+    var axes = [table.keyed("ntv", 0), table.keyed("best_iou_focus", 0)];
     channelScatter(canvas, document.getElementById("scatter-tip"), table, function () { return axes; },
       function () { return table.rows; })();
   }
@@ -260,7 +260,7 @@
       var bytes = Uint8Array.from(atob(column.values), function (c) { return c.charCodeAt(0); });
       var values = column.dtype === "f4" ? new Float32Array(bytes.buffer) :
         Float32Array.from(new Uint16Array(bytes.buffer), half);
-      return { name: column.name, values: values };
+      return { key: column.key, name: column.name, values: values };
     });
     var rows = [], starts = [0];
     data.layers.forEach(function (layer, l) {
@@ -272,8 +272,9 @@
       data: data, columns: columns, rows: rows, position: position,
       // k: a column; -1 the channel, -2 the layer's index
       value: function (row, k) { return k === -2 ? data.layers[row[0]].index : k === -1 ? row[1] : columns[k].values[position(row)]; },
-      named: function (pattern, fallback) {
-        var found = columns.findIndex(function (c) { return pattern.test(c.name); });
+      // Columns are found by their catalog key (reportgen.catalog), never by their label.
+      keyed: function (key, fallback) {
+        var found = columns.findIndex(function (c) { return c.key === key; });
         return found >= 0 ? found : fallback;
       },
       fmt: formatNumber
@@ -452,7 +453,7 @@
     function summary(channel) {
       var parts = ["Channel " + channel, rankText(channel, true)];
       // The strength, and the best IoU with the focus class: the first of the per-class IoUs.
-      var focusIoU = data.stats.filter(function (measure) { return /^Best IoU, /.test(measure.name); })[0];
+      var focusIoU = data.stats.filter(function (measure) { return measure.key === "best_iou_focus"; })[0];
       data.stats.forEach(function (measure, i) {
         if (i === 0 || measure === focusIoU) { parts.push(measure.name + " " + fmt(measure.values[channel])); }
       });
