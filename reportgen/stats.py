@@ -429,6 +429,14 @@ def _from_open(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     return values
 
 
+def _on_bound(values: np.ndarray, bounds: tuple[float, float]) -> bool:
+    """Whether any value is within _EDGE of a finite bound (relative to the range when it has two)."""
+    low, high = bounds
+    width = high - low if np.isfinite(low) and np.isfinite(high) else 1.0
+    return bool((np.isfinite(low) and np.any(values - low <= _EDGE * width))
+                or (np.isfinite(high) and np.any(high - values <= _EDGE * width)))
+
+
 def jackknife_interval(estimate: float, replicates, level: float = INTERVAL_LEVEL,
                        bounds: tuple[float, float] = ANY) -> tuple[float, float]:
     """A delete-one-fold jackknife interval: estimate -/+ t(K-1) * se, se^2 = (K-1)/K sum (r_k - mean r)^2.
@@ -437,6 +445,12 @@ def jackknife_interval(estimate: float, replicates, level: float = INTERVAL_LEVE
     `bounds` gets its interval on the logit (two bounds) or log (one bound) scale, mapped back: it
     never leaves the range, and it is not symmetric near a bound. Undefined (NaN, NaN) when the
     estimate is undefined or fewer than two replicates are defined.
+
+    When the estimate or a replicate lies on a bound the transform has no finite value there, and
+    the interval is taken on the plain scale, cut at the bounds. Clipping such a value to _EDGE
+    instead put it at logit(1e-6) = -13.8: a share that one fold holds alone (a near-zero count of
+    1 on a 1x1 layer) got an interval of (0, 0.88), and one rounding step that gave a second fold a
+    count narrowed it to (0, 0.003). The width then measured _EDGE, not the data.
     """
     from scipy.stats import t
 
@@ -444,10 +458,11 @@ def jackknife_interval(estimate: float, replicates, level: float = INTERVAL_LEVE
     k = len(values)
     if not np.isfinite(estimate) or k < 2:
         return float("nan"), float("nan")
-    centre, values = _to_open(np.float64(estimate), bounds), _to_open(values, bounds)
+    scale = ANY if _on_bound(np.append(values, estimate), bounds) else bounds
+    centre, values = _to_open(np.float64(estimate), scale), _to_open(values, scale)
     spread = np.sqrt((k - 1) / k * np.sum((values - values.mean()) ** 2))
     half = float(t.ppf(0.5 + level / 2, k - 1)) * spread
-    low, high = _from_open(np.array([centre - half, centre + half]), bounds)
+    low, high = np.clip(_from_open(np.array([centre - half, centre + half]), scale), *bounds)
     # The round trip through the transform must not move a bound past the estimate itself.
     return float(min(low, estimate)), float(max(high, estimate))
 

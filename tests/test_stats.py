@@ -311,6 +311,25 @@ def test_jackknife_of_a_mean_is_the_t_interval(rng):
     assert np.isnan(stats.jackknife_interval(1.0, [1.0])[0])
 
 
+def test_a_share_on_its_bound_gets_the_plain_jackknife_cut_at_the_bound():
+    """One fold holds the only near-zero count of ten: the interval is the plain jackknife's, cut at 0.
+
+    On the logit scale the folds without the count sat at the transform's clip (1e-6), so the
+    interval's width measured that clip: (0, 0.88), and (0, 0.003) once a second fold had a count.
+    """
+    from scipy.stats import t
+
+    share = 1 / 1000
+    replicates = np.array([0.0] + [share * 10 / 9] * 9)
+    low, high = stats.jackknife_interval(share, replicates, bounds=stats.UNIT)
+    half = t.ppf(0.95, 9) * np.sqrt(9 / 10 * np.sum((replicates - replicates.mean()) ** 2))
+    assert (low, high) == pytest.approx((0.0, share + half), rel=1e-9)
+    # A second fold with a count moves the upper end a little, not by orders of magnitude.
+    two_folds = np.array([share / 2 * 10 / 9] * 2 + [share * 10 / 9] * 8)
+    assert 0.2 < stats.jackknife_interval(share, two_folds, bounds=stats.UNIT)[1] / high < 5
+    assert stats.jackknife_interval(0.0, np.zeros(10), bounds=stats.UNIT) == (0.0, 0.0)
+
+
 def _stationary(n, seed):
     """Blob images whose channel 0 follows the mask and whose other channels are noise."""
     generator = np.random.default_rng(seed)
