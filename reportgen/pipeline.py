@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import assets, capture, layer_stage, model_io, outdir, outputs, render, sources, stats, workers
+from reportgen.describe import describe
 from reportgen.errors import BuildInterrupted, InputError, OutputError, ReportgenError
 from reportgen.inputs import InputGeometry, MaskValues
 from reportgen.layer_stage import ImageRecord, LayerResult
@@ -610,8 +611,8 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
 
         previous = compare.load_previous(options.previous if options.previous is not None else out)
         own_input = tuple(capture.input_layers(model))
-        report = site.Report(
-            loaded=loaded, options=options, records=records, layers=results, key=key, geometry=geometry,
+        description = describe(
+            loaded, options=options, records=records, layers=results, key=key, geometry=geometry,
             colorbar=colorbar, previous=previous, layer_cka=layer_cka, outputs=specs,
             predictions=captured.outputs, class_names=class_names, warnings=_warnings(
                 loaded, convs, captured, specs, options, own_input),
@@ -624,7 +625,7 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
                                              statistics_accuracy if outcome is not None else ""))),
             segmentation=segmentation,
             engine=stats_pass_engine(options) if outcome is not None else "in process")
-        pages = site.write_site(staging, report, executor)
+        pages = site.write_site(staging, description, executor)
         outdir.swap_in(staging, out, work)
     except BrokenProcessPool:
         workers.discard()
