@@ -131,6 +131,7 @@ class Common:
 
 
 def common(description: Description) -> Common:
+    """What the pages share, computed once; the manifest's build time is read here."""
     stats_rows = downloads.stats_records(description.layers, {i: e["id"] for i, e in description.examples.items()},
                                          description.mask_classes)
     manifest = downloads.manifest(description)
