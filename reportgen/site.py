@@ -16,7 +16,7 @@ from reportgen import channels, downloads, pages
 from reportgen.describe import Description
 from reportgen.outdir import KEY_FILE
 from reportgen.paths import templates_dir
-from reportgen.prose import fmt, fmt_interval  # noqa: F401  (where the pipeline's sentences read them)
+from reportgen.prose import fmt_interval  # noqa: F401  (where pipeline._quality_notes reads it)
 
 
 def _environment() -> jinja2.Environment:
