@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,10 @@ def _open_image(path: Path) -> Image.Image:
             return image
     except InputError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+    # Pillow's decoders raise SyntaxError on a broken PNG chunk, and EOFError or struct.error on other
+    # truncations: each is a file that cannot be read, not a bug of ours.
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error,
+            Image.DecompressionBombError) as error:
         raise InputError(f"cannot read image file {name!r}: {error.__class__.__name__}") from None
 
 

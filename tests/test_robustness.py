@@ -96,6 +96,17 @@ def _encoded(fmt: str, seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def _png_with_a_short_idat() -> bytes:
+    """A PNG whose IDAT length says 10: the decoder reads on into compressed bytes as the next chunk,
+    and Pillow raises SyntaxError ("broken PNG file"), which Hypothesis once found."""
+    import struct
+
+    data = bytearray(_encoded("PNG", 3))
+    start = data.index(b"IDAT") - 4
+    data[start:start + 4] = struct.pack(">I", 10)
+    return bytes(data)
+
+
 @st.composite
 def image_bytes(draw):
     """Random bytes, or a real PNG/JPEG/GIF/BMP/TIFF cut short or with bytes overwritten."""
@@ -113,6 +124,7 @@ def image_bytes(draw):
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=image_bytes(), suffix=st.sampled_from([".png", ".jpg", ".jpeg"]))
+@example(content=_png_with_a_short_idat(), suffix=".png")
 def test_random_image_bytes_are_an_image_or_one_line(tmp_path_factory, content, suffix):
     """The image reader, where random bytes meet the product: a file gives the input-sized uint8
     picture of what Pillow decodes, or one InputError line naming it; never another exception."""
