@@ -50,6 +50,7 @@ class Report:
     original_sizes: list  # (height, width) of each image before fitting, where known
     examples: dict = field(default_factory=dict)  # statistics image index -> its id, picture and page
     targets: object = None  # targets.Targets: the statistics images, their folds, classes and mask
+    plan: object = None  # plan.BuildPlan: what was measured, on which images, by which executor
     mask_conventions: tuple[str, ...] = ()  # how the given masks' stored values were read
     stored_form_note: str = ""  # what became of 16-bit images and EXIF orientations
     picture_note: str = ""  # how the pictures were reduced to fit the site's budget, if they were
