@@ -272,9 +272,11 @@ def _interval_width(numbers, key):
 @pytest.mark.parametrize("with_trimaps", [True, False], ids=["trimaps", "prediction-stands-in"])
 def test_in_process_and_beam_measure_the_same(runner, tmp_path, tiny_model_path, pets_folder, beam_site,
                                               with_trimaps):
-    """The same six images measured by the render pass (all pictured) and by the Beam pass (two
-    pictured): one measurement path gives the same numbers, the mask being the trimaps or, without
-    them, the model's own segmentation.
+    """The wiring, end to end: the same six images measured in process (all pictured) and by the Beam
+    pass (two pictured) give the same numbers, the mask being the trimaps or, without them, the
+    model's own segmentation. Number for number, the one measuring function is checked on a small
+    model above (`test_in_process_and_beam_give_identical_statistics`); with --workers 1 the two
+    sites here agree in every number of stats.json.
 
     TensorFlow runs with two threads here and one in each Beam worker, and oneDNN's sums then round
     differently: a float16 activation may move by one step, and a pixel on a probe's decision
