@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reportgen import attribution, stats
+from reportgen.prose import fmt, fmt_interval
 
 ABLATION_IMAGES = 10  # statistics images ablated by default (--ablation-images)
 SINGLE_CHANNEL_BUDGET = 24.0  # forward passes (per image) spent on single-channel ablations, cheapest layers first
@@ -263,8 +264,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def layer_summary(found: AblationSums, layer: int, plan: LayerPlan, importance: np.ndarray, name: str) -> dict | None:
     """One layer's ablation check for the page and stats.json: the numbers with their 90% intervals,
     and sentences that say them."""
-    from reportgen.site import fmt, fmt_interval
-
     if layer not in found.top or found.baseline is None:
         return None
 

@@ -118,7 +118,7 @@ def every_channel(results, rows: list[dict]) -> dict:
     view (`per_channel`, one definition for both), as columns of little-endian float32, NaN where
     undefined (`_search_column`).
 
-    `rows`: the index's layer rows (site._layer_row), for each layer's name, page and role."""
+    `rows`: the index's layer rows (layer_table.layer_row), for each layer's name, page and role."""
     measured = [r for r in results if r.stats is not None]
     heads = {m["key"]: m["name"] for m in per_channel(measured[0])} if measured else {}
     columns = {key: [] for key in heads}

@@ -229,17 +229,17 @@ def _statistics_facts(report) -> dict | None:
             "fold_sizes": np.bincount(targets.folds, minlength=targets.fold_count).tolist(),
             "fold_assignment": "by class, then by SHA-256 of the image id, dealt to the folds in turn",
             "mask": targets.mask_source, "classes": targets.class_count,
-            "ablation_image_ids": list(report.plan.ablated) if report.plan is not None else []}
+            "ablation_image_ids": list(report.ablated_ids)}
 
 
 def manifest(report) -> dict:
-    loaded, options, geometry = report.loaded, report.options, report.geometry
+    """What produced the build; `report` is a describe.Description."""
+    card, options, geometry = report.model, report.options, report.geometry
     return {
         "build_time": build_time(),
         "reportgen": __version__,
-        "model": {"description": loaded.description, "sha256": loaded.checksum,
-                  "file": Path(loaded.source_path).name if loaded.source_path else None,
-                  "parameters": int(loaded.model.count_params()), "conv_layers": len(report.layers),
+        "model": {"description": card.description, "sha256": card.checksum, "file": card.file_name,
+                  "parameters": card.parameters, "conv_layers": len(report.layers),
                   "outputs": [spec.describe() for spec in report.outputs],
                   "own_input_layers": report.input_layers},
         "input": {"height": geometry.height, "width": geometry.width, "channels": geometry.channels,

@@ -51,9 +51,10 @@ class _Series:
         self.intervals = [interval(r) for r in layers]
 
 
-def compute(report, chance: float = float("nan")) -> list[str]:
-    """Sentences with the numbers behind them; a sentence is left out when its numbers are undefined."""
-    results, records = report.layers, report.records
+def compute(description, chance: float = float("nan")) -> list[str]:
+    """Sentences with the numbers behind them (`description`: a describe.Description); a sentence is
+    left out when its numbers are undefined."""
+    results, records = description.layers, description.records
     if not results:
         return []
     hidden = [r for r in results if not r.conv.is_output] or list(results)
@@ -68,7 +69,7 @@ def compute(report, chance: float = float("nan")) -> list[str]:
     elif images:
         sentences.append(f"Every number below covers {images} images; the ranges are 90% intervals from a "
                          f"delete-one-fold jackknife over the {images} images.")
-    classes = report.mask_classes
+    classes = description.mask_classes
     focus, focus_name = classes.focus, classes.focus_name
     sentences += _probe_findings(hidden, heads, name, classes)
     source = "the model's own prediction" if any(r.mask_is_prediction for r in records) else "the ground-truth mask"

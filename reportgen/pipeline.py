@@ -16,6 +16,7 @@ import numpy as np
 
 from reportgen import (assets, capture, layer_stage, measure, model_io, outdir, outputs, plan, render, sources, stats,
                        workers)
+from reportgen.describe import describe
 from reportgen.errors import BuildInterrupted, InputError, OutputError, ReportgenError
 from reportgen.inputs import InputGeometry
 from reportgen.layer_stage import ImageRecord, LayerResult
@@ -458,20 +459,20 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
 
         previous = compare.load_previous(options.previous if options.previous is not None else out)
         own_input = tuple(capture.input_layers(model))
-        report = site.Report(
-            loaded=loaded, options=options, records=records, layers=results, key=key, geometry=geometry,
+        description = describe(
+            loaded, options=options, records=records, layers=results, key=key, geometry=geometry,
             colorbar=colorbar, previous=previous, layer_cka=layer_cka, outputs=specs,
             predictions=captured.outputs, class_names=class_names, warnings=_warnings(
                 loaded, convs, captured, specs, options, own_input),
             input_layers=own_input, original_sizes=[s.original_size for s in selected],
-            examples=examples, targets=targets, plan=build_plan,
+            examples=examples, targets=targets, ablated_ids=tuple(build_plan.ablated),
             mask_conventions=tuple(sorted({item.mask_convention for item in statistics_images if item.mask_convention})),
             stored_form_note=_stored_form_note(statistics_images, options.depth, options.exif),
             picture_note=picture_note,
             accuracy="; ".join(filter(None, (_accuracy(specs, captured, records, class_names),
                                              statistics_accuracy if outcome is not None else ""))),
             segmentation=segmentation, engine=build_plan.executor)
-        pages = site.write_site(staging, report, executor)
+        pages = site.write_site(staging, description, executor)
         outdir.swap_in(staging, out, work)
     except BrokenProcessPool:
         workers.discard()

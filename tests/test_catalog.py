@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from reportgen import catalog, compare, downloads, site, stats
+from reportgen import catalog, compare, downloads, layer_table, pages, prose, site, stats
 
 FAKE = catalog.Statistic("fake_stat", "Fake statistic of the {focus}", catalog.UNIT, "",
                          "a made-up number about the {focus}", json="fake_stat", csv="fake_stat_column",
@@ -96,20 +96,20 @@ def test_without_the_row_layers_csv_keeps_its_columns():
 
 def test_a_new_row_reaches_the_layer_table_map_and_page(fake_row):
     shown = {"mask": True, "classes": True, "target": True, "": True}
-    columns = site.layer_columns(shown)
+    columns = layer_table.layer_columns(shown)
     assert ("fake", "Fake heading", "Fake map label") in columns
     assert [key for key, *_ in columns][:3] == ["probe", "cka", "iou"]
-    assert site.layer_values(_result(1, 0.25), focus=0)["fake"] == 0.25
-    page = dict(site.statistic_rows(_layer_stats(0.25), stats.OXFORD, shown))
-    assert page["Fake statistic of the pet"] == site.fmt_interval(0.25, (0.15, 0.35)) == "0.25 (0.15 to 0.35)"
+    assert layer_table.layer_values(_result(1, 0.25), focus=0)["fake"] == 0.25
+    page = dict(layer_table.statistic_rows(_layer_stats(0.25), stats.OXFORD, shown))
+    assert page["Fake statistic of the pet"] == prose.fmt_interval(0.25, (0.15, 0.35)) == "0.25 (0.15 to 0.35)"
 
 
 def test_a_row_that_needs_what_the_build_lacks_is_left_out(monkeypatch):
     needy = catalog.Statistic("needy", "Needy", catalog.UNIT, "mask", column=("needy", "Needy", "Needy"))
     monkeypatch.setattr(catalog, "STATISTICS", (*catalog.STATISTICS, needy))
     shown = {"mask": False, "classes": False, "target": False, "": True}
-    assert "needy" not in [key for key, *_ in site.layer_columns(shown)]
-    assert "Needy" not in dict(site.statistic_rows(_layer_stats(), stats.OXFORD, shown))
+    assert "needy" not in [key for key, *_ in layer_table.layer_columns(shown)]
+    assert "Needy" not in dict(layer_table.statistic_rows(_layer_stats(), stats.OXFORD, shown))
 
 
 def test_a_new_row_reaches_the_comparison(fake_row):
@@ -122,24 +122,24 @@ def test_a_new_row_reaches_the_comparison(fake_row):
 
 
 def test_a_new_row_reaches_about_html(fake_row, tmp_path):
-    context = site.about_context(stats.OXFORD)
+    context = pages.about_context(stats.OXFORD)
     row = next(r for r in context["statistics"] if r["key"] == "fake_stat")
     assert row == {"key": "fake_stat", "label": "Fake statistic of the pet", "range": "[0, 1]",
                    "transform": "logit", "definition": "a made-up number about the pet", "needs": "nothing"}
-    pages = site._Pages(tmp_path, {"title": "t", "model": "m", "version": "0", "trained": True,
+    writer = site._Pages(tmp_path, {"title": "t", "model": "m", "version": "0", "trained": True,
                                    "mask_is_prediction": False, "focus": "pet", "mask_classes": ["pet", "background",
                                                                                                   "border"],
                                    "oxford": True, "mask_legend": ""})
-    pages.write("about.html", "about.html", **context)
+    writer.write("about.html", "about.html", **context)
     html = (tmp_path / "about.html").read_text()
     assert "<code>fake_stat</code>" in html and "a made-up number about the pet" in html
 
 
 def test_about_html_states_the_code_s_constants_and_targets(tmp_path):
-    pages = site._Pages(tmp_path, {"title": "t", "model": "m", "version": "0", "trained": True,
+    writer = site._Pages(tmp_path, {"title": "t", "model": "m", "version": "0", "trained": True,
                                    "mask_is_prediction": False, "focus": "cat", "mask_classes": ["cat", "dog"],
                                    "oxford": False, "mask_legend": ""})
-    pages.write("about.html", "about.html", **site.about_context(stats.OXFORD))
+    writer.write("about.html", "about.html", **pages.about_context(stats.OXFORD))
     html = (tmp_path / "about.html").read_text()
     assert f"Ridge regression (λ = {stats.PROBE_RIDGE:g})" in html
     assert f"at most {stats.POOL_GRID} × {stats.POOL_GRID}" in html

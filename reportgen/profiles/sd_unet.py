@@ -3,14 +3,18 @@
 Every conv layer gets a stable name that says where it sits
 (``e2_sa_attn_conv2``, ``d3_down_conv``, ``daspp_rate12``, ``u1_up_conv``,
 ``head``), so a report reader, a test or a weights file can find it by name.
+
+Keras is imported by the builder only: the profile below (roles, sections, the claim) is read by the
+site stage, which must run without TensorFlow.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import keras
-from keras import layers
+if TYPE_CHECKING:
+    import keras
 
 ENCODER_FILTERS = (32, 64, 128, 256, 512)
 DECODER_FILTERS = (256, 128, 64, 32)
@@ -26,7 +30,7 @@ def _groups_for(filters: int) -> int:
 class _Blocks:
     """Builds the notebook's blocks with width-scaled filters and deliberate names."""
 
-    def __init__(self, width: float, center_only_dilations: bool = False, layer_types=layers):
+    def __init__(self, width: float, center_only_dilations: bool, layer_types):
         self.width = width
         self.center_only_dilations = center_only_dilations
         self.layers = layer_types
@@ -88,7 +92,7 @@ def build_sd_unet(
     width: float = 1.0,
     name: str = "sd_unet",
     center_only_dilations: bool = False,
-    toolkit=keras,
+    toolkit=None,
     layer_types=None,
 ) -> keras.Model:
     """Build the SD-UNet; at width 1.0 and 160 px: 51 Conv2D, 21,507,171 parameters.
@@ -98,7 +102,8 @@ def build_sd_unet(
     and `copy_twin_weights` moves its weights into the real model.
 
     `toolkit` and `layer_types` build the same network with another Keras (tf.keras 2 with
-    tensorflow-addons' GroupNormalization, as the notebook did), to make checkpoints in its format.
+    tensorflow-addons' GroupNormalization, as the notebook did), to make checkpoints in its format;
+    `toolkit` None is Keras 3.
     """
     if not isinstance(input_size, int) or input_size < 32 or input_size % 32:
         raise ValueError(f"input_size must be a positive multiple of 32, got {input_size!r}")
@@ -106,6 +111,8 @@ def build_sd_unet(
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
         raise ValueError(f"width must be a positive number, got {width!r}")
+    if toolkit is None:
+        import keras as toolkit
 
     blocks = _Blocks(float(width), center_only_dilations, layer_types or toolkit.layers)
     inputs = toolkit.Input((input_size, input_size, 3), name="image")
@@ -131,6 +138,8 @@ def copy_twin_weights(twin: keras.Model, model: keras.Model) -> None:
     The real model's off-centre taps keep their initial values: they only ever meet zero padding
     at this input size, so training would not have changed them either (their gradient is zero).
     """
+    from keras import layers
+
     for twin_layer in twin.layers:
         weights = twin_layer.get_weights()
         if not weights:
