@@ -38,7 +38,7 @@ from dask_cluster import local_cluster  # noqa: E402  (the tests' cluster, start
 PROBE = r"""
 import itertools, json, sys, time
 import numpy as np
-from reportgen import capture, model_io, sources, stats_pass
+from reportgen import capture, model_io, outputs, plan, sources, stats_pass
 from reportgen.inputs import InputConvention, InputGeometry
 from reportgen.targets import Targets
 
@@ -57,10 +57,11 @@ if what == "forward":
         model(images[first:first + batch].astype("float32"), training=False)
 else:
     targets = Targets.decide([item.id for item in chosen], trimaps_given=True)
-    layers = len(capture.find_conv_layers(loaded.model, "conv"))
-    setup = stats_pass.PassSetup(stats_pass.ModelSpec(sha256=loaded.checksum), "conv", None, InputConvention(),
-                                 targets, size, layers, sources.DatasetImages("synthetic_pets", "test", geometry),
-                                 batch)
+    convs = capture.find_conv_layers(loaded.model, "conv")
+    measured = plan.make(loaded.model, convs, outputs.describe(loaded.model, geometry.size), targets,
+                         InputConvention(), geometry, batch_size=batch, executor=what)
+    setup = stats_pass.PassSetup(stats_pass.ModelSpec(sha256=loaded.checksum), measured,
+                                 sources.DatasetImages("synthetic_pets", "test", geometry))
     start = time.monotonic()
     parts = stats_pass.run_beam(setup, what, options, workers=2).seconds
 print(json.dumps({"seconds": time.monotonic() - start, "images": len(images), "parts": parts}))

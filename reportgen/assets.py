@@ -9,7 +9,6 @@ from PIL import Image
 
 from reportgen import render, stats
 from reportgen.naming import Namer
-from reportgen.targets import score_image
 
 TOP_OVERLAYS = 4
 THUMB = 64
@@ -54,10 +53,8 @@ class AssetWriter:
         self.root = root
         self.cmap = cmap
         self.scale = scale
-        self._rgb_probe: dict[tuple[int, int], np.ndarray] = {}
         self._folders: set[Path] = set()
         self._backdrops: dict[int, np.ndarray] = {}
-        self._truths: dict[tuple[int, int, int], np.ndarray] = {}  # class per grid pixel, per image and grid
 
     def _write(self, relative: str, data: bytes) -> None:
         path = self.root / relative
@@ -66,20 +63,12 @@ class AssetWriter:
             self._folders.add(path.parent)
         path.write_bytes(data)
 
-    def layer_pictures(self, result, read_image, records, targets, scores: stats.ProbeScores | None = None,
-                       rgb: stats.FoldRatio | None = None) -> np.ndarray:
-        """Grid, top channel and overlays for every image; also scores the leave-out probes on them,
-        unless `scores` (and `rgb`, the baseline's) come from every statistics image.
+    def layer_pictures(self, result, read_image, records) -> np.ndarray:
+        """Grid, top channel and overlays for every image.
 
         `read_image(k)` returns image k's activations of this layer; one image is in memory at a time.
         Returns each tile's colour range, images x C x (low, high).
         """
-        spatial = len(result.shape) == 3
-        given = scores is not None
-        classes = targets.mask_classes.count
-        scores = scores or stats.ProbeScores(targets.fold_count,
-                                             result.stats.probe_weights if spatial else [],
-                                             result.stats.class_probe_weights, classes)
         order = result.order
         top = order[:TOP_OVERLAYS]
         low = high = None
@@ -108,24 +97,6 @@ class AssetWriter:
                 backdrop = self._overlay_backdrop(i, record.image)
                 strip = np.concatenate([render.overlay(backdrop, heat, self.cmap) for heat in heats], axis=1)
                 self._write(overlay_path(result.slug, record.slug), render.encode_jpeg(strip))
-            if not given:
-                truth = (lambda h, w, i=i, record=record: self._truth(i, record, h, w, classes)) \
-                    if record.mask is not None and targets.mask_source else None
-                score_image(scores, maps, i, targets, truth)
-        result.probe_iou = scores.mask.ratio()
-        focus = targets.mask_classes.focus
-        result.intervals["probe_iou_focus"] = scores.mask.class_interval(focus)
-        result.intervals["probe_iou_mean"] = scores.mask.interval(stats.mean_defined)
-        if scores.has_classes:
-            result.class_accuracy = float(scores.classes.ratio()[0])
-            result.intervals["class_probe_accuracy"] = stats.wilson_interval(scores.classes.numerator.sum(),
-                                                                              scores.classes.denominator.sum())
-        if rgb is None and spatial and result.shape[0] > 1 and all(r.mask is not None for r in records):
-            grid_shape = stats.pooled_shape(*result.shape[:2])
-            rgb = self.rgb_probe(records, grid_shape, targets)
-        if rgb is not None:
-            result.rgb_probe_iou = rgb.ratio()
-            result.intervals["rgb_probe_iou_focus"] = rgb.class_interval(focus)
         return ranges
 
     def cam_pictures(self, result, cams: np.ndarray, records) -> np.ndarray:
@@ -149,19 +120,6 @@ class AssetWriter:
             self._backdrops[index] = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX)) \
                 if height > OVERLAY_HEIGHT else image
         return self._backdrops[index]
-
-    def _truth(self, index: int, record, height: int, width: int, classes: int) -> np.ndarray:
-        key = (index, height, width)
-        if key not in self._truths:
-            self._truths[key] = stats.grid_truth(record.mask[None], height, width, classes)[0]
-        return self._truths[key]
-
-    def rgb_probe(self, records, grid_shape: tuple[int, int], targets) -> stats.FoldRatio:
-        """The probe baseline: the same leave-out ridge probe on raw RGB pooled to the layer's grid."""
-        if grid_shape not in self._rgb_probe:
-            self._rgb_probe[grid_shape] = rgb_probe_iou([r.image for r in records],
-                                                        np.stack([r.mask for r in records]), grid_shape, targets)
-        return self._rgb_probe[grid_shape]
 
     def example_pictures(self, images, used, records) -> dict[int, dict]:
         """The statistics images that are some channel's dataset example, once each for every layer:
@@ -242,22 +200,3 @@ def example_boxes(centre_y: np.ndarray, centre_x: np.ndarray, field: float, heig
     tops = np.clip(np.round(np.asarray(centre_y) * height - side / 2), 0, height - side).astype(int)
     lefts = np.clip(np.round(np.asarray(centre_x) * width - side / 2), 0, width - side).astype(int)
     return tops, lefts, side
-
-
-def rgb_probe_iou(images, masks: np.ndarray, grid_shape, targets) -> stats.FoldRatio:
-    """The probe baseline: the leave-out ridge probe on the images' RGB pooled to a layer's grid,
-    against `masks` in the targets' classes, image i in the statistics' fold `targets.folds[i]`."""
-    fold_sums: dict = {}
-    classes, folds = targets.mask_classes.count, targets.folds
-    pooled_images = [stats.pool_to(image[None].astype(np.float32), max(grid_shape))[0] for image in images]
-    for i, pooled in enumerate(pooled_images):
-        y = stats.mask_onehot(masks[i:i + 1], *pooled.shape[:2], classes)[0]
-        stats.add_to_fold(fold_sums, int(folds[i]), pooled.reshape(-1, pooled.shape[-1]), y.reshape(-1, classes))
-    weights = stats.probe_weights(fold_sums)
-    score = stats.FoldRatio(targets.fold_count, classes)
-    for i, pooled in enumerate(pooled_images):
-        predicted = stats.probe_predict(weights, pooled, int(folds[i]), balanced=True)
-        if predicted is not None:
-            score.add_pixels(predicted, stats.grid_truth(masks[i:i + 1], *pooled.shape[:2], classes)[0],
-                             int(folds[i]))
-    return score

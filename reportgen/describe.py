@@ -60,6 +60,7 @@ class Description:
     original_sizes: list  # (height, width) of each image before fitting, where known
     examples: dict = field(default_factory=dict)  # statistics image index -> its id, picture and page
     targets: targets.Targets | None = None  # the statistics images, their folds, classes and mask
+    ablated_ids: tuple[str, ...] = ()  # the statistics images the ablation check reran, in the plan's order
     mask_conventions: tuple[str, ...] = ()  # how the given masks' stored values were read
     stored_form_note: str = ""  # what became of 16-bit images and EXIF orientations
     picture_note: str = ""  # how the pictures were reduced to fit the site's budget, if they were

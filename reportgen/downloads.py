@@ -228,7 +228,8 @@ def _statistics_facts(report) -> dict | None:
     return {"images": len(targets), "engine": report.engine, "folds": targets.fold_count,
             "fold_sizes": np.bincount(targets.folds, minlength=targets.fold_count).tolist(),
             "fold_assignment": "by class, then by SHA-256 of the image id, dealt to the folds in turn",
-            "mask": targets.mask_source, "classes": targets.class_count}
+            "mask": targets.mask_source, "classes": targets.class_count,
+            "ablation_image_ids": list(report.ablated_ids)}
 
 
 def manifest(report) -> dict:

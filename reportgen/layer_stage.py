@@ -1,8 +1,9 @@
 """The per-layer stage: the statistics and pictures of one conv layer, run in a worker process.
 
-A job reads its layer's spilled activations one image at a time, twice: once to accumulate the
-statistics, once to render the pictures with the channels ranked by those statistics. Jobs of
-different layers share nothing, so they run on every core. Nothing here imports TensorFlow.
+A job reads its layer's spilled activations one image at a time and draws the pictures, the
+channels ranked by the layer's statistics; the statistics and the probes' scores come measured
+(measure.py) and are only read here. Jobs of different layers share nothing, so they run on every
+core. Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import assets, channels, render, stats
-from reportgen.targets import Targets, feed
+from reportgen.targets import Targets
 from reportgen.capture import ConvLayer
 from reportgen.spill import SpilledLayer
 
@@ -82,10 +83,9 @@ class LayerJob:
     cmap: str
     scale: str
     targets: Targets  # the statistics images' folds, classes and mask source: the build's one decision
-    given: stats.LayerStats | None = None  # finalised by the statistics pass (--stats-images)
-    scores: stats.ProbeScores | None = None  # the probes scored on every statistics image (--stats-images)
-    rgb: stats.FoldRatio | None = None  # the RGB baseline on every statistics image (--stats-images)
-    importance: np.ndarray | None = None  # N x C Taylor importances of the pictured images (attribution.py)
+    measured: stats.LayerAccumulator  # the layer's sums over the statistics images, finalised here
+    scores: stats.ProbeScores | None = None  # the probes scored on every statistics image; None: no probe
+    rgb: stats.FoldRatio | None = None  # the RGB baseline on every statistics image
     cams: np.ndarray | None = None  # N x H x W Grad-CAM maps of the pictured images
 
 
@@ -95,17 +95,15 @@ def save_records(records: list[ImageRecord], path: Path) -> Path:
     return path
 
 
-_loaded_records: dict[Path, tuple] = {}
+_loaded_records: dict[Path, list[ImageRecord]] = {}
 
 
-def _records(path: Path) -> tuple[list[ImageRecord], np.ndarray | None]:
-    """The build's records and their masks stacked (None unless every image has one), read once per worker."""
+def _records(path: Path) -> list[ImageRecord]:
+    """The build's records, read once per worker."""
     if path not in _loaded_records:
         _loaded_records.clear()  # a worker outlives builds: keep only the current one's
         with open(path, "rb") as handle:
-            records = pickle.load(handle)
-        masks = np.stack([r.mask for r in records]) if all(r.mask is not None for r in records) else None
-        _loaded_records[path] = records, masks
+            _loaded_records[path] = pickle.load(handle)
     return _loaded_records[path]
 
 
@@ -121,29 +119,37 @@ def _writer(staging: Path, cmap: str, scale: str) -> assets.AssetWriter:
     return _writers[key]
 
 
-def accumulate(spilled: SpilledLayer, masks: np.ndarray | None, input_height: int,
-               targets: Targets, importance: np.ndarray | None = None) -> stats.LayerAccumulator:
-    """One layer's statistics over the pictured images, one image at a time, through `targets.feed`."""
-    accumulator = targets.accumulator(spilled.shape, input_height)
-    for k in range(spilled.count):
-        feed(accumulator, spilled.raw(k)[None], [k], targets, None if masks is None else masks[k:k + 1],
-             None if importance is None else importance[k:k + 1])
-    return accumulator
+def with_probe_scores(result: LayerResult, scores: stats.ProbeScores | None, rgb: stats.FoldRatio | None,
+                      targets: Targets) -> LayerResult:
+    """The layer's probe numbers and their intervals, read from the measured scores (an empty score
+    where the layer has no probe: its numbers are NaN)."""
+    scores = scores or stats.ProbeScores(targets.fold_count, [], [], targets.mask_classes.count)
+    focus = targets.mask_classes.focus
+    result.probe_iou = scores.mask.ratio()
+    result.intervals["probe_iou_focus"] = scores.mask.class_interval(focus)
+    result.intervals["probe_iou_mean"] = scores.mask.interval(stats.mean_defined)
+    if scores.has_classes:
+        result.class_accuracy = float(scores.classes.ratio()[0])
+        result.intervals["class_probe_accuracy"] = stats.wilson_interval(scores.classes.numerator.sum(),
+                                                                          scores.classes.denominator.sum())
+    if rgb is not None:
+        result.rgb_probe_iou = rgb.ratio()
+        result.intervals["rgb_probe_iou_focus"] = rgb.class_interval(focus)
+    return result
 
 
 def run(job: LayerJob) -> LayerResult:
-    """Statistics, channel ranking, pictures and the probe's score of one layer."""
-    records, masks = _records(job.records_path)
-    importance = job.importance if not job.layer.attribution_note else None
-    layer_stats = job.given or stats.finalise(accumulate(job.spilled, masks, job.input_height, job.targets,
-                                                         importance))
+    """Channel ranking, pictures and the measured probe numbers of one layer."""
+    records = _records(job.records_path)
+    layer_stats = stats.finalise(job.measured)
     order = np.argsort(-np.nan_to_num(layer_stats.channel_strength, nan=-1.0), kind="stable")
-    result = replace(job.layer, stats=layer_stats, order=order)
+    result = with_probe_scores(replace(job.layer, stats=layer_stats, order=order, intervals={}), job.scores, job.rgb,
+                               job.targets)
     writer = _writer(job.staging, job.cmap, job.scale)
-    ranges = writer.layer_pictures(result, job.spilled.image, records, job.targets, job.scores, job.rgb)
+    ranges = writer.layer_pictures(result, job.spilled.image, records)
     if job.cams is not None and not result.attribution_note and len(result.shape) == 3:
         result.cam_peaks = writer.cam_pictures(result, job.cams, records)
     result.channel_numbers = channels.channel_numbers(result, (job.input_height, job.input_width), ranges)
-    # The probes' weights served the render pass; the site needs only their scores.
+    # The probes' weights served the scores; the site needs only the scores.
     result.stats = replace(layer_stats, probe_weights=[], class_probe_weights=[])
     return result

@@ -14,14 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from reportgen import assets, capture, layer_stage, model_io, outdir, outputs, render, sources, stats, workers
+from reportgen import (assets, capture, layer_stage, measure, model_io, outdir, outputs, plan, render, sources, stats,
+                       workers)
 from reportgen.describe import describe
 from reportgen.errors import BuildInterrupted, InputError, OutputError, ReportgenError
-from reportgen.inputs import InputGeometry, MaskValues
+from reportgen.inputs import InputGeometry
 from reportgen.layer_stage import ImageRecord, LayerResult
+from reportgen.measure import Measurement
 from reportgen.naming import Namer
 from reportgen.options import ALL_IMAGES, BuildOptions
 from reportgen.options import wants_stats_pass as _wants_stats_pass
+from reportgen.plan import BuildPlan
+from reportgen.probe import Probe
 from reportgen.spill import Spill
 from reportgen.targets import MASK_TRIMAP, Targets
 
@@ -40,28 +44,6 @@ class BuildResult:
     bytes: int
     seconds: float
     skipped: bool = False
-
-
-def _geometry(model, requested: tuple[int, int] | None, index: int, options: BuildOptions) -> InputGeometry:
-    """The picture size and channels to feed: the model's own, or --input-size for a dynamic one."""
-    shape = tuple(model.inputs[index].shape)
-    if len(shape) != 4:
-        raise InputError(f"the model's input shape {shape} is not an image (batch, height, width, channels)")
-    *fixed, channels = capture.image_shape(shape)
-    channels = channels if channels is not None else 3
-    if requested is not None:
-        if any(d is not None and d != r for d, r in zip(fixed, requested)):
-            raise InputError(f"the model takes {fixed[0]}x{fixed[1]} images; it cannot take --input-size "
-                             f"{requested[0]}x{requested[1]}")
-        height, width = requested
-    elif None in fixed:
-        raise InputError(f"the model's input shape {shape} has no fixed height and width; "
-                         "give --input-size HEIGHTxWIDTH")
-    else:
-        height, width = int(fixed[0]), int(fixed[1])
-    geometry = InputGeometry(height, width, int(channels), options.fit, options.interpolation)
-    options.convention.check_channels(geometry.channels)
-    return geometry
 
 
 def _source(options: BuildOptions, geometry: InputGeometry):
@@ -89,68 +71,8 @@ def _stats_images(options: BuildOptions, geometry: InputGeometry) -> list[source
     return chosen
 
 
-def decide_targets(statistics_images, specs: list[outputs.OutputSpec], options: BuildOptions,
-                   activations=None) -> Targets:
-    """What every statistic is measured against, once for the build: the folds, each image's class,
-    the mask (the trimaps, or the model's 3-class segmentation standing in), whether to measure, and
-    the decision that Grad-CAM and the importances explain."""
-    from reportgen.attribution import Target, decide_target
-
-    class_names = sources.class_names(statistics_images)
-    labels = [class_names.index(item.label) if item.label is not None else None for item in statistics_images] \
-        if class_names else None
-    segmenting = next((k for k, spec in enumerate(specs) if spec.gives_mask), None)
-    trimaps_given = all(item.trimap is not None for item in statistics_images)
-    if trimaps_given:
-        mask_classes = _given_mask_classes(statistics_images, specs, options.mask_values)
-    else:
-        mask_classes = specs[segmenting].mask_classes() if segmenting is not None else stats.OXFORD
-    return Targets.decide([item.id for item in statistics_images], labels, trimaps_given=trimaps_given,
-                          prediction_output=segmenting, measures=options.statistics, class_names=class_names,
-                          explained=decide_target(specs, options.explain_class, activations) if options.attribution
-                          else Target(reason="the build ran with --no-attribution"), mask_classes=mask_classes)
-
-
-def _given_mask_classes(statistics_images, specs: list[outputs.OutputSpec], mask_values: MaskValues):
-    """The classes of the masks given with the images: the segmentation's (--mask-values classes, or
-    values named by its class names), an Oxford trimap's, or a binary mask's, its foreground named
-    as a binary output's is."""
-    from reportgen.inputs import TRIMAP_CONVENTION
-
-    if mask_values.of_segmentation:
-        return next(spec for spec in specs if spec.gives_mask).mask_classes()
-    if all(item.mask_convention in (None, TRIMAP_CONVENTION) for item in statistics_images):
-        return stats.OXFORD  # a data set's trimaps say no convention
-    binary = next((spec for spec in specs if spec.binary), None)
-    return binary.mask_classes() if binary is not None else stats.MaskClasses.binary()
-
-
-@dataclass
-class _PassOutcome:
-    """What the statistics pass over `--stats-images` found, by conv index."""
-
-    given: dict  # finalised stats.LayerStats
-    cka: stats.MinibatchCKA | None  # the layer x layer CKA sums of the spatial layers
-    scores: dict  # the leave-out probes scored on every statistics image (stats.ProbeScores)
-    masks: np.ndarray | None  # the masks measured against: the trimaps or the predicted ones
-    quality: object = None  # stats_pass.Quality: the model's own results on the statistics images
-    ablation: object = None  # ablation.AblationSums: the ablation check on the first statistics images
-
-
-def _model_classes(specs, targets: Targets, chosen) -> tuple | None:
-    """Each statistics image's class among the explained class output's (by the folder's name, which
-    --labels must give), for the ablation check's metric; None when they are not all known."""
-    explained = targets.explained
-    if explained.kind != "class" or not targets.class_names:
-        return None
-    names = specs[explained.output].classes
-    if not names or any(item.label not in names for item in chosen):
-        return None
-    return tuple(names.index(item.label) for item in chosen)
-
-
-def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, geometry: InputGeometry, chosen,
-                     targets: Targets, layer_count: int, progress: Progress, graded, specs) -> _PassOutcome:
+def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, build_plan: BuildPlan, chosen,
+                     progress: Progress) -> Measurement:
     """Every layer's statistics over the statistics images, on Beam, in two passes over the images:
     the sums of every statistic (the probes' fits among them), then the probes' scores, each image
     predicted by the probe fitted without its fold."""
@@ -159,46 +81,19 @@ def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, geomet
     stage = f"statistics of {len(chosen)} images (Beam)"
     progress(stage, 0, 1)
     size = options.input_size
+    geometry = build_plan.geometry
     # Workers read the images themselves: the job carries file paths or a data set's name, not pixels.
     images = sources.FolderImages.of(options.image_dir, geometry, options.trimap_dir, len(chosen), options.reading) \
         if options.image_dir is not None else \
         sources.DatasetImages(options.dataset, options.split, geometry, options.data_dir)
-    setup = stats_pass.PassSetup(
-        stats_pass.ModelSpec(options.model_path, options.weights_path, size[0] if size else None, options.unsafe_load,
-                             options.imports, loaded.checksum or None),
-        options.tap, options.image_input, options.convention, targets, geometry.height, layer_count, images=images,
-        batch_size=options.batch_size, graded=graded, ablation_images=options.ablation_images,
-        ablation_classes=_model_classes(specs, targets, chosen))
-    result = stats_pass.run_beam(setup, options.runner, options.beam_options, workers=options.workers)
+    model = stats_pass.ModelSpec(options.model_path, options.weights_path, size[0] if size else None,
+                                 options.unsafe_load, options.imports, loaded.checksum or None)
+    found = stats_pass.run_beam(stats_pass.PassSetup(model, build_plan, images), options.runner,
+                                options.beam_options, workers=options.workers)
     progress(stage, 1, 1)
-    masks = np.stack([item.trimap for item in chosen]) if targets.mask_source == MASK_TRIMAP else result.masks
-    return _PassOutcome({layer: stats.finalise(acc) for layer, acc in result.layers.items()}, result.cka,
-                        result.scores, masks, result.quality, result.ablation)
-
-
-def _graded(specs: list[outputs.OutputSpec], targets: Targets, statistics_images):
-    """The model's outputs whose own results the statistics images can grade: the first class output
-    when the images have classes, the first segmentation when they have trimaps."""
-    from reportgen.stats_pass import Graded
-
-    labelled = bool(targets.class_names) and all(item.label is not None for item in statistics_images)
-    classes = next((k for k, spec in enumerate(specs) if spec.kind == "classification"), None) if labelled else None
-    masks = next((k for k, spec in enumerate(specs) if targets.compares(spec)), None) \
-        if targets.mask_source == MASK_TRIMAP else None
-    return Graded(classes, masks)
-
-
-def _graded_in_process(graded, captured: _Captured, selected, targets: Targets):
-    """The pictured images' own results, graded as the Beam workers grade the statistics images."""
-    from reportgen.stats_pass import Quality, grade
-
-    quality = Quality()
-    if not graded.outputs:
-        return quality
-    values = {k: np.stack(captured.outputs[k]) for k in graded.outputs}
-    trimaps = np.stack([item.trimap for item in selected]) if graded.mask_output is not None else None
-    grade(quality, graded, values, 0, trimaps, targets)
-    return quality
+    if build_plan.targets.mask_source == MASK_TRIMAP:
+        found = dataclasses.replace(found, masks=np.stack([item.trimap for item in chosen]))
+    return found
 
 
 def _quality_notes(specs, quality, graded, statistics_images, class_names: list[str], where: str,
@@ -228,87 +123,53 @@ def stats_pass_engine(options: BuildOptions) -> str:
     return f"Apache Beam, {runner_class(options.runner)}"
 
 
-def _rgb_baselines(chosen, masks: np.ndarray | None, skeletons, targets: Targets) -> dict:
-    """The probe baseline over every statistics image, per conv index: the leave-out probe on RGB
-    pooled to the layer's grid (one fit per grid size), against the masks the layers were measured on."""
-    if masks is None:
-        return {}
-    images = [render.as_rgb(item.picture) for item in chosen]
-    by_grid, found = {}, {}
-    for i, skeleton in enumerate(skeletons):
-        if len(skeleton.shape) != 3 or skeleton.shape[0] <= 1:
-            continue
-        grid = stats.pooled_shape(*skeleton.shape[:2])
-        if grid not in by_grid:
-            by_grid[grid] = assets.rgb_probe_iou(images, masks, grid, targets)
-        found[i] = by_grid[grid]
-    return found
-
-
 @dataclass
 class _Captured:
-    """What the capture pass leaves: spilled activations, the layer x layer CKA sums, every output,
-    and, where the model has a decision to explain, each layer's Grad-CAM maps and Taylor importances."""
+    """What the capture pass leaves: spilled activations, every output, what storing changed, and,
+    where the plan attributes, each layer's Grad-CAM maps."""
 
     spill: Spill
-    cross: stats.MinibatchCKA | None
-    spatial: list[int]
     outputs: list[list[np.ndarray]]  # per model output, one array per image
-    damage: np.ndarray | None = None  # per layer: capture.stored_damage summed (counts) and maximised
+    damage: np.ndarray  # per layer: capture.stored_damage summed (counts) and maximised
     cams: list | None = None  # per layer, N x H x W float16 Grad-CAM maps (N x 1 x 1 zeros: none)
-    importance: list | None = None  # per layer, N x C Taylor importances
-    attributed: list | None = None  # per layer, whether the target depends on it (AttributedProbe.connected)
 
 
-def _capture(loaded: model_io.LoadedModel, probe, convs, selected, image_index: int, options: BuildOptions,
-             work: Path, progress: Progress, targets: Targets) -> _Captured:
-    """Stream the images through the probe once: spill every layer's activations to disk, keep the
-    outputs, and the attributions (one backward pass per batch) where the targets ask for them."""
-    import keras
+def _capture(probe: Probe, build_plan: BuildPlan, selected, work: Path,
+             progress: Progress) -> tuple[_Captured, Measurement | None]:
+    """Stream the pictured images through the probe once: spill every layer's activations to disk,
+    keep the outputs and the Grad-CAM maps. In process, the same batches are measured
+    (measure.in_process), and the probes scored on the spilled activations."""
+    total, layers = len(selected), len(build_plan.layers)
+    captured = _Captured(Spill(work, total), [[] for _ in build_plan.specs], np.zeros((layers, 3)))
+    cams = [[] for _ in range(layers)] if build_plan.targets.attributes else None
 
-    from reportgen import attribution
-
-    model = loaded.model
-    stored = capture.as_stored(probe.outputs)
-    damage = capture.stored_damage(probe.outputs)
-    base = [*stored, *damage, *model.outputs]
-    full_probe = attribution.attributed_probe(model, convs, base, targets.explained, image_index) \
-        if targets.attributes else keras.Model(model.inputs, base)
-    total = len(selected)
-    layers = len(stored)
-    captured = _Captured(Spill(work, total), None, [], [[] for _ in model.outputs], np.zeros((layers, 3)))
-    if targets.attributes:
-        captured.cams, captured.importance = [[] for _ in stored], [[] for _ in stored]
-        captured.attributed = full_probe.connected
-    images = np.stack([s.image for s in selected])
-    prepare = options.convention.apply
-    for start, batch_outputs in capture.stream_activations(full_probe, images, options.batch_size, image_index,
-                                                          prepare):
-        layer_outputs, model_outputs = batch_outputs[:layers], batch_outputs[2 * layers:len(base)]
-        for layer, found in enumerate(batch_outputs[layers:2 * layers]):
+    def keep(start: int, named) -> None:
+        for layer, found in enumerate(named.damage):
             found = np.asarray(found, np.float64)
             captured.damage[layer, :2] += found[:, :2].sum(axis=0)
             captured.damage[layer, 2] = max(captured.damage[layer, 2], found[:, 2].max(initial=0))
-        for kept, values in zip(captured.outputs, model_outputs):
+        for kept, values in zip(captured.outputs, named.outputs):
             kept.extend(np.asarray(values, np.float32))
-        if targets.attributes:
-            maps, taylors = batch_outputs[len(base):len(base) + layers], batch_outputs[len(base) + layers:-1]
+        if cams is not None:
             for layer in range(layers):
-                captured.cams[layer].append(np.asarray(maps[layer], np.float16))
-                captured.importance[layer].append(np.asarray(taylors[layer], np.float32))
-        if start == 0:
-            captured.spatial = [i for i, v in enumerate(layer_outputs) if v.ndim == 4]
-            if options.statistics and captured.spatial and not _wants_stats_pass(options):
-                captured.cross = stats.MinibatchCKA(len(captured.spatial))  # else the Beam pass has it
-        for layer, values in enumerate(layer_outputs):
+                cams[layer].append(np.asarray(named.cams[layer], np.float16))
+        for layer, values in enumerate(named.activations):
             captured.spill.write(layer, start, values)
-        if captured.cross is not None:
-            captured.cross.add([layer_outputs[i] for i in captured.spatial])
-        progress("capturing activations", min(start + len(layer_outputs[0]), total), total)
-    if targets.attributes:
-        captured.cams = [np.concatenate(parts) for parts in captured.cams]
-        captured.importance = [np.concatenate(parts) for parts in captured.importance]
-    return captured
+        progress("capturing activations", min(start + len(named.activations[0]), total), total)
+
+    measured = None
+    if build_plan.on_beam:
+        for start, named in probe.stream(np.stack([s.image for s in selected]), build_plan.batch_size):
+            keep(start, named)
+    else:
+        def spilled(batch) -> list[np.ndarray]:
+            return [np.stack([layer.raw(i) for i in batch.indices]) for layer in captured.spill.layers]
+
+        measured = measure.in_process(build_plan, probe, measure.batches_of(build_plan, selected),
+                                      lambda batch, named: keep(batch.start, named), spilled)
+    if cams is not None:
+        captured.cams = [np.concatenate(parts) for parts in cams]
+    return captured, measured
 
 
 def _image_records(selected, specs: list[outputs.OutputSpec], captured: _Captured, class_names: list[str],
@@ -415,19 +276,11 @@ def _with_ablation(results: list[LayerResult], found) -> list[LayerResult]:
             for k, r in enumerate(results)]
 
 
-def _attribution_notes(model, skeletons: list[LayerResult], captured: _Captured,
-                       targets: Targets) -> list[LayerResult]:
+def _attribution_notes(skeletons: list[LayerResult], build_plan: BuildPlan) -> list[LayerResult]:
     """Each layer's sentence on why it has no Grad-CAM and importance, where it has none, and the
-    normalisation they are taken after, where they are (attribution.attribution_source)."""
-    from reportgen.attribution import attribution_source, not_attributed_note
-
-    if not targets.measures:
-        return [dataclasses.replace(s, attribution_note="the build ran with --no-stats") for s in skeletons]
-    connected = captured.attributed or [False] * len(skeletons)
-    notes = [not_attributed_note(s.conv, ok, targets.explained) for s, ok in zip(skeletons, connected)]
-    return [dataclasses.replace(s, attribution_note=note,
-                                attributed_after="" if note else attribution_source(model, s.conv)[1])
-            for s, note in zip(skeletons, notes)]
+    normalisation they are taken after, where they are: as the plan decided."""
+    return [dataclasses.replace(s, attribution_note=layer.not_attributed, attributed_after=layer.attributed_after)
+            for s, layer in zip(skeletons, build_plan.layers)]
 
 
 # Lossless grid pixels an image may store at 256 colour levels: the shipped SD-UNet stores 1.3
@@ -452,19 +305,17 @@ def _fit_pictures(skeletons: list[LayerResult]) -> tuple[list[LayerResult], str]
 
 
 def _analyse_layers(executor, skeletons, captured: _Captured, records_path: Path, staging: Path,
-                    input_size: tuple[int, int], options: BuildOptions, targets: Targets, progress: Progress,
-                    outcome: _PassOutcome | None = None, rgb: dict | None = None) -> list[LayerResult]:
-    """Statistics and pictures of every layer, spread over the worker processes."""
+                    build_plan: BuildPlan, options: BuildOptions, progress: Progress, measured: Measurement,
+                    rgb: dict) -> list[LayerResult]:
+    """Statistics read from the measurement and pictures of every layer, spread over the worker processes."""
     spill = captured.spill
     cams = captured.cams or [None] * len(skeletons)
-    importance = captured.importance or [None] * len(skeletons)
     # Biggest layers first, so no worker is left with a big layer while the others have finished.
     by_size = sorted(range(len(skeletons)), key=lambda i: -int(np.prod(spill.layers[i].shape)))
     futures = {
         executor.submit(layer_stage.run, layer_stage.LayerJob(
-            skeletons[i], spill.layers[i], records_path, staging, *input_size, options.cmap, options.scale,
-            targets, outcome and outcome.given.get(i), outcome and outcome.scores.get(i),
-            (rgb or {}).get(i), importance[i], cams[i])): i
+            skeletons[i], spill.layers[i], records_path, staging, *build_plan.geometry.size, options.cmap,
+            options.scale, build_plan.targets, measured.layers[i], measured.scores.get(i), rgb.get(i), cams[i])): i
         for i in by_size
     }
     results: list[LayerResult | None] = [None] * len(futures)
@@ -526,7 +377,7 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
     loaded = _load_model(options, in_memory)
     model = loaded.model
     image_index = capture.image_input(model, options.image_input)
-    geometry = _geometry(model, options.input_size, image_index, options)
+    geometry = plan.geometry(model, options.input_size, image_index, options)
     specs = outputs.describe(model, geometry.size, labels, shipped=bool(loaded.meta))
     segmentation = next((spec for spec in specs if spec.gives_mask), None)
     options = dataclasses.replace(options, mask_values=options.mask_values.for_classes(
@@ -552,52 +403,49 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
             return BuildResult(out, 0, len(selected), outdir.site_size(out), time.monotonic() - started,
                                skipped=True)
 
-    probe = capture.probe_model(model, convs)
     fields = capture.receptive_fields(model, convs)
     namer = Namer()
     layer_slugs = [namer(c.qualified_name) for c in convs]
-    outcome = None
     statistics_images = selected
     if _wants_stats_pass(options):
         if in_memory is not None:
             raise InputError("statistics beyond the pictured images load the model in Beam workers: save the model "
                              "and use the command line, or leave stats_images unset")
         statistics_images = _stats_images(options, geometry)
-    targets = decide_targets(statistics_images, specs, options,
-                             [outputs.score_activation(tensor) for tensor in model.outputs])
+    build_plan = plan.for_build(options, model, convs, specs, image_index, geometry, statistics_images,
+                                stats_pass_engine(options) if _wants_stats_pass(options) else plan.IN_PROCESS)
+    targets = build_plan.targets
     class_names = list(targets.class_names)
-    graded = _graded(specs, targets, statistics_images)
-    if _wants_stats_pass(options):
-        outcome = _statistics_pass(options, loaded, geometry, statistics_images, targets, len(convs), progress,
-                                   graded, specs)
+    probe = Probe(model, convs, build_plan)
+    outcome = _statistics_pass(options, loaded, build_plan, statistics_images, progress) if build_plan.on_beam \
+        else None
 
     work = outdir.scratch_folder(out)
     try:
         staging = work / "site"
         staging.mkdir()
-        captured = _capture(loaded, probe, convs, selected, image_index, options, work, progress, targets)
-        if outcome is None:
-            quality, graded_on = _graded_in_process(graded, captured, selected, targets), "the pictured images"
-        else:
-            quality, graded_on = outcome.quality, f"the {len(statistics_images)} statistics images"
-        statistics_accuracy, segmentation = _quality_notes(specs, quality, graded, statistics_images, class_names,
-                                                           graded_on, targets.mask_classes)
+        captured, measured = _capture(probe, build_plan, selected, work, progress)
+        measured = outcome if outcome is not None else measured
+        graded_on = f"the {len(statistics_images)} statistics images" if outcome is not None else \
+            "the pictured images"
+        statistics_accuracy, segmentation = _quality_notes(specs, measured.quality, build_plan.graded,
+                                                           statistics_images, class_names, graded_on,
+                                                           targets.mask_classes)
         records = _image_records(selected, specs, captured, class_names, targets)
         records_path = layer_stage.save_records(records, work / "records.pickle")
         skeletons, picture_note = _fit_pictures(
             _layer_skeletons(convs, captured.spill, fields, layer_slugs, geometry.height, captured.damage,
                              targets.mask_classes.count))
-        skeletons = _attribution_notes(loaded.model, skeletons, captured, targets)
-        rgb = _rgb_baselines(statistics_images, outcome.masks, skeletons, targets) if outcome is not None else {}
-        results = _analyse_layers(executor, skeletons, captured, records_path, staging, geometry.size,
-                                  options, targets, progress, outcome, rgb)
-        if outcome is not None and outcome.ablation is not None:
-            results = _with_ablation(results, outcome.ablation)
+        skeletons = _attribution_notes(skeletons, build_plan)
+        rgb = measure.rgb_baselines(build_plan, [render.as_rgb(item.picture) for item in statistics_images],
+                                    measured.masks, [s.shape for s in skeletons])
+        results = _analyse_layers(executor, skeletons, captured, records_path, staging, build_plan, options,
+                                  progress, measured, rgb)
+        if measured.ablation is not None:
+            results = _with_ablation(results, measured.ablation)
         layer_cka = np.full((len(convs), len(convs)), np.nan)
-        cross = outcome.cka if outcome is not None else captured.cross
-        if cross is not None:
-            layer_cka[np.ix_(captured.spatial, captured.spatial)] = cross.finalise()
-        captured.cross = None
+        if measured.cka is not None:
+            layer_cka[np.ix_(build_plan.spatial, build_plan.spatial)] = measured.cka.finalise()
 
         writer = assets.AssetWriter(staging, options.cmap, options.scale)
         writer.image_pictures(records, targets.mask_classes)
@@ -617,14 +465,13 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
             predictions=captured.outputs, class_names=class_names, warnings=_warnings(
                 loaded, convs, captured, specs, options, own_input),
             input_layers=own_input, original_sizes=[s.original_size for s in selected],
-            examples=examples, targets=targets,
+            examples=examples, targets=targets, ablated_ids=tuple(build_plan.ablated),
             mask_conventions=tuple(sorted({item.mask_convention for item in statistics_images if item.mask_convention})),
             stored_form_note=_stored_form_note(statistics_images, options.depth, options.exif),
             picture_note=picture_note,
             accuracy="; ".join(filter(None, (_accuracy(specs, captured, records, class_names),
                                              statistics_accuracy if outcome is not None else ""))),
-            segmentation=segmentation,
-            engine=stats_pass_engine(options) if outcome is not None else "in process")
+            segmentation=segmentation, engine=build_plan.executor)
         pages = site.write_site(staging, description, executor)
         outdir.swap_in(staging, out, work)
     except BrokenProcessPool:

@@ -502,7 +502,7 @@ class LayerStats:
     best_iou: np.ndarray  # K classes x C: best of both polarities, area-matched threshold
     cka_mask: float
     participation: float  # participation ratio / C
-    probe_weights: list  # per fold (W, b) for the leave-out probe, evaluated in the render pass
+    probe_weights: list  # per fold, the leave-out probe (measure.probe_fits), scored by measure.score_batch
     cka_class: float = float("nan")  # linear CKA of globally pooled features with the one-hot class
     class_probe_weights: list = field(default_factory=list)  # the class probe's, per fold
     images: int = 0  # how many images the statistics cover
@@ -653,7 +653,7 @@ def probe_weights(folds: dict) -> list:
 @dataclass
 class FoldRatio:
     """Per-fold counts whose ratio is a score (IoU: intersection / union; accuracy: hits / images),
-    accumulated in the render pass, with the jackknife over the folds for its interval."""
+    accumulated image by image, with the jackknife over the folds for its interval."""
 
     folds: int
     classes: int  # K: the mask's classes, or 1 for a hit count
@@ -755,8 +755,8 @@ class ProbeScores:
     """The leave-out probes scored over images: each image is predicted by the probe fitted without
     its fold, and its counts go to its fold (`FoldRatio`), so the scores come with the jackknife.
 
-    The weights come from `finalise` (`LayerStats.probe_weights`, `class_probe_weights`); the images
-    may be the pictured ones (the render pass) or every statistics image (a second Beam pass).
+    The weights come from the layer's sums (`measure.probe_fits`); `measure.score_batch` adds the
+    statistics images, in process or in a second Beam pass.
     """
 
     folds: int
@@ -857,8 +857,8 @@ class MinibatchCKA:
     Each batch of images (its pixels on every layer's common 5 x 5 grid as rows) adds its L x L
     unbiased HSIC matrix to a running sum; CKA_ij = S_ij / sqrt(S_ii S_jj). Unlike the plain (biased)
     estimator, it does not inflate CKA when a batch has few rows for many channels, and merging is
-    adding the sums. The result depends on which images form a batch: both drivers batch images the
-    same way (consecutive indices, BuildOptions.batch_size).
+    adding the sums. The result depends on which images form a batch: every executor batches images
+    the same way (consecutive indices, the plan's batch size).
     """
 
     def __init__(self, layers: int):

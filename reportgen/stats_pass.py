@@ -1,9 +1,9 @@
 """The statistics pass over `--stats-images`: the accumulators of `stats.py`, driven by Apache Beam.
 
-One implementation, two drivers. `accumulate` runs the model on a shard of batches of consecutive
-images and feeds every layer's accumulator through `targets.feed`, the same function the render
-pass uses; `score` scores the leave-out probes the same way. `run_in_process` runs them on one
-shard of every batch; `run_beam` on Beam, the model loaded once per worker (`DoFn.setup`).
+An executor of the one measuring function: `accumulate` runs the plan's probe on a shard of batches
+of consecutive images through `measure.measure_batch`, the function the in-process executor calls;
+`score` scores the leave-out probes through `measure.score_batch`. `run_beam` runs them on Beam, the
+model loaded once per worker (`DoFn.setup`).
 
 Two passes: the first sums every statistic (the probes' fits among them); the client fits the
 probes from the sums, and the second pass scores them on every image, each image predicted by the
@@ -14,15 +14,20 @@ inside the DoFn, so no runner's way with combiners (the Dask runner lifts none) 
 decides how much crosses. The DirectRunner in multi-processing mode on the machine's cores is the
 default; `--runner dask` with `--beam-option dask_client_address=HOST:PORT` runs on a Dask cluster,
 and `--runner` with `--beam-option` pass standard options through for Flink, Spark or Dataflow.
+
+Over 400 lines because the runner's side stays here with the pipeline: naming runners, their
+options, the Dask cluster's size, the workers' environment and the result's one file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import logging
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -32,20 +37,17 @@ from pathlib import Path
 
 import numpy as np
 
-from reportgen import outdir, stats
+from reportgen import outdir
 from reportgen import workers as workers_module  # `workers` is run_beam's worker count
 from reportgen.errors import InputError, ReportgenError
-from reportgen.inputs import InputConvention
-from reportgen.targets import MASK_PREDICTION, MASK_TRIMAP, Targets, feed, mask_truth, score_image
+from reportgen.measure import (SECONDS_KEY, Batch, Measurement, ablate_batch, batch_masks, batches_of, check_scores,
+                               check_sums, layer_fit, measure_batch, merge, score_batch)
+from reportgen.measure import result as measurement_of
+from reportgen.plan import BuildPlan
+from reportgen.probe import Probe
 
 log = logging.getLogger(__name__)
 
-CKA_KEY = -1  # the key of the layer x layer CKA among the per-layer keys 0..L-1
-MASKS_KEY = -2  # the key of the predicted masks, where the prediction stands in for the trimaps
-SECONDS_KEY = -3  # the key of the worker-seconds each part took
-QUALITY_KEY = -4  # the key of the model's own results on the statistics images (`Quality`)
-ABLATION_KEY = -5  # the key of the ablation check's sums (ablation.AblationSums)
-TOP_CLASSES = 5
 BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -125,81 +127,14 @@ def _local_copy(path: str | None, folder: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class Graded:
-    """Which of the model's outputs are graded over the statistics images (indices into model.outputs):
-    a class output against the images' classes, a segmentation output against their trimaps."""
-
-    class_output: int | None = None
-    mask_output: int | None = None
-
-    @property
-    def outputs(self) -> tuple[int, ...]:
-        return tuple(k for k in (self.class_output, self.mask_output) if k is not None)
-
-
-@dataclass
-class Quality:
-    """The model's own results on statistics images, mergeable like every accumulator: each image's
-    best classes (by the start of its batch) and its segmentation's IoU counts per class and fold,
-    against the trimaps (the convention of `reportgen evaluate`: three classes, every pixel)."""
-
-    ranked: dict = dataclasses.field(default_factory=dict)  # batch start -> B x TOP_CLASSES class indices
-    iou: stats.FoldRatio | None = None
-
-    def merge(self, other: "Quality") -> "Quality":
-        iou = self.iou if other.iou is None else other.iou if self.iou is None else self.iou.merge(other.iou)
-        return Quality({**self.ranked, **other.ranked}, iou)
-
-    def stacked_ranks(self) -> np.ndarray | None:
-        return np.concatenate([self.ranked[k] for k in sorted(self.ranked)]) if self.ranked else None
-
-
-def grade(quality: Quality, graded: Graded, values: dict, start: int, trimaps, targets: Targets) -> None:
-    """Add a batch's graded outputs (`values`: output index -> B x ... scores) to `quality`: the one
-    way in, for the Beam workers and for the pictured images in process."""
-    from reportgen.outputs import as_mask
-
-    if graded.class_output is not None:
-        scores = np.asarray(values[graded.class_output], np.float64)
-        quality.ranked[start] = np.argsort(-scores, axis=1, kind="stable")[:, :TOP_CLASSES]
-    if graded.mask_output is not None and trimaps is not None:
-        if quality.iou is None:
-            quality.iou = stats.FoldRatio(targets.fold_count, targets.mask_classes.count)
-        predicted = as_mask(np.asarray(values[graded.mask_output], np.float32)).astype(np.int64) - 1
-        for k, (mask, truth) in enumerate(zip(predicted, trimaps)):
-            quality.iou.add_pixels(mask, np.asarray(truth, np.int64) - 1, int(targets.folds[start + k]))
-
-
-@dataclass(frozen=True)
 class PassSetup:
-    """What every worker needs: the model, the statistics images (to read itself) and their targets."""
+    """What every worker needs: the model, the plan (what to measure, decided once by the client) and
+    the statistics images, which it reads itself."""
 
     model: ModelSpec
-    tap: str
-    image_input: str | None
-    convention: InputConvention
-    targets: Targets  # folds, classes, mask source: decided once by the client
-    input_height: int
-    layer_count: int  # conv layers of the model: every one must come back
+    plan: BuildPlan
     images: object = None  # sources.FolderImages, DatasetImages or LoadedImages: `read(start, end)`
-    batch_size: int = 5  # images per forward pass, and per minibatch of the layer x layer CKA
     threads: int | None = None  # TensorFlow's threads per worker; None: its default (every core)
-    graded: Graded = Graded()  # the model's outputs whose own results are measured too
-    ablation_images: int = 0  # statistics images of the ablation check, in batches spread over all (ablation.py); 0: none
-    ablation_classes: tuple | None = None  # per statistics image, its class among the model's (None: predicted)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Consecutive statistics images `start`, `start + 1`, ...: one forward pass, and one minibatch of CKA."""
-
-    start: int
-    images: np.ndarray  # B x H x W x C uint8
-    trimaps: np.ndarray | None  # B x H x W trimaps, or None
-
-    @property
-    def indices(self) -> np.ndarray:
-        return np.arange(self.start, self.start + len(self.images))
 
 
 def shards(total: int, batch_size: int, count: int) -> list[tuple[int, int]]:
@@ -208,7 +143,7 @@ def shards(total: int, batch_size: int, count: int) -> list[tuple[int, int]]:
     A worker reads a shard's images itself and sums the whole shard before anything leaves it, so
     only paths go into the job and only accumulators cross a shuffle, on any runner (the Dask runner
     lifts no combiner, and drops what `finish_bundle` emits). Ranges start on a batch boundary, so
-    every driver forms the same batches (the minibatch CKA depends on them).
+    every executor forms the same batches (the minibatch CKA depends on them).
     """
     batches = -(-total // batch_size)
     count = max(1, min(count, batches))
@@ -216,38 +151,30 @@ def shards(total: int, batch_size: int, count: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def read_batches(setup: "PassSetup", start: int, end: int) -> list[Batch]:
+def read_batches(setup: PassSetup, start: int, end: int) -> list[Batch]:
     """A shard's images, read where this runs, in batches; images other than the client's are an error."""
     items = setup.images.read(start, end)
     ids = tuple(item.id for item in items)
-    if ids != setup.targets.ids[start:end]:
+    if ids != setup.plan.targets.ids[start:end]:
         raise ReportgenError(f"a statistics worker read other images than this build at {start}-{end} "
                              f"({len(ids)} images, the first {ids[:1]}); it must see the same image folder or "
                              "prepared data set")
-    with_trimaps = setup.targets.mask_source == MASK_TRIMAP
-    found = []
-    for first in range(start, end, setup.batch_size):
-        chunk = items[first - start:first - start + setup.batch_size]
-        found.append(Batch(first, np.stack([item.image for item in chunk]),
-                           np.stack([item.trimap for item in chunk]) if with_trimaps else None))
-    return found
+    return batches_of(setup.plan, items, start)
 
 
-_probes: dict = {}  # what a worker loaded -> (probe of every conv output [and the prediction], image input index)
+_probes: dict = {}  # what a worker loaded -> its Worker's probe and rerun
 
 
-class Activations:
-    """The model's conv outputs on a batch, and the batch's masks; the model loads once (`setup`)."""
+class Worker:
+    """A Beam worker's model: the plan's one probe, and the ablation check's rerun; loaded once (`setup`)."""
 
     def __init__(self, setup: PassSetup):
         self.config = setup
         self.probe = None
+        self.rerun = None
 
     def setup(self) -> None:
-        import keras
-
-        from reportgen import capture
-
+        plan = self.config.plan
         if self.config.threads:
             import tensorflow as tf
 
@@ -256,87 +183,49 @@ class Activations:
                 tf.config.threading.set_inter_op_parallelism_threads(self.config.threads)
             except RuntimeError:  # a worker in this very process (in_memory mode): TensorFlow runs already
                 pass
-
-        key = (self.config.model, self.config.tap, self.config.image_input, self.config.targets.prediction_output,
-               self.config.graded, self.config.targets.explained, self.config.ablation_images)
+        key = (self.config.model, hashlib.sha256(pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest())
         if key not in _probes:  # both passes in one worker share the model
+            from reportgen import capture
+
             model = self.config.model.load().model
-            image_index = capture.image_input(model, self.config.image_input)
-            convs = capture.find_conv_layers(model, self.config.tap, image_index)
-            if len(convs) != self.config.layer_count:
+            convs = capture.find_conv_layers(model, plan.tap, plan.image_index)
+            if [c.qualified_name for c in convs] != [layer.conv.qualified_name for layer in plan.layers]:
                 raise ReportgenError(f"a statistics worker found {len(convs)} conv layers, the build "
-                                     f"{self.config.layer_count}")
-            probe = capture.probe_model(model, convs)
-            outputs = capture.as_stored(probe.outputs)
-            predicts = self.config.targets.prediction_output
-            if predicts is not None:
-                outputs = [*outputs, model.outputs[predicts]]
-            outputs += [model.outputs[k] for k in self.config.graded.outputs]
-            plain = keras.Model(probe.inputs, outputs)
-            attributed = None
-            if self.config.targets.attributes:
-                from reportgen import attribution
-
-                attributed = attribution.attributed_probe(model, convs, outputs, self.config.targets.explained,
-                                                          image_index)
-            rerun = None
-            if attributed is not None and self.config.ablation_images:
-                from reportgen.ablation import Rerun
-
-                rerun = Rerun(model, convs, self.config.targets.explained)
+                                     f"{len(plan.layers)}, or others")
+            probe = Probe(model, convs, plan)
             _probes.clear()
-            _probes[key] = (plain, attributed, image_index, rerun)
-        self.probe, self.attributed, self.image_index, self.rerun = _probes[key]
-
-    def __call__(self, batch: Batch, attributed: bool = False) -> tuple[list[np.ndarray], np.ndarray | None, dict,
-                                                                        list | None]:
-        """Every conv layer's outputs on the batch, its masks (the trimaps, or the prediction), the
-        graded outputs by their index in model.outputs, and with `attributed` (where the targets have
-        a decision to explain) each layer's Taylor importances, None for a layer the target does not
-        depend on."""
-        from reportgen import capture
-
-        if self.probe is None:
-            self.setup()
-        probe = self.attributed if attributed and self.attributed is not None else self.probe
-        (_, outputs), = capture.stream_activations(probe, batch.images, len(batch.images), self.image_index,
-                                                   self.config.convention.apply)
-        importance = None
-        if probe is self.attributed:
-            layers = probe.layers
-            taylors = outputs[len(outputs) - 1 - layers:-1]
-            importance = [t if connected else None for t, connected in zip(taylors, probe.connected)]
-            outputs = outputs[:len(outputs) - 1 - 2 * layers]
-        graded = self.config.graded.outputs
-        values = dict(zip(graded, outputs[len(outputs) - len(graded):]))
-        outputs = outputs[:len(outputs) - len(graded)]
-        targets = self.config.targets
-        if targets.mask_source == MASK_PREDICTION:
-            return outputs[:-1], targets.mask_of_prediction(np.asarray(outputs[-1], np.float32)), values, importance
-        return outputs, batch.trimaps if targets.mask_source == MASK_TRIMAP else None, values, importance
+            _probes[key] = (probe, probe.rerun())
+        self.probe, self.rerun = _probes[key]
 
 
-def accumulate(activations: Activations, shard: tuple[int, int]) -> dict:
-    """Every statistic's sums over a shard (a range of statistics images): conv index -> LayerAccumulator,
-    CKA_KEY -> the layer x layer CKA. What both drivers run, the in-process one on one shard of all."""
-    setup = activations.config
-    targets, input_height = setup.targets, setup.input_height
+def accumulate(worker: Worker, shard: tuple[int, int]) -> dict:
+    """Every statistic's sums over a shard (a range of statistics images), by `measure.measure_batch`."""
+    if worker.probe is None:
+        worker.setup()
+    plan = worker.config.plan
     found: dict = {}
-    for batch in read_batches(setup, *shard):
-        outputs, masks, graded, importance = activations(batch, attributed=True)
-        if graded:
-            grade(found.setdefault(QUALITY_KEY, Quality()), setup.graded, graded, batch.start, batch.trimaps, targets)
-        spatial = []
-        for layer, maps in enumerate(outputs):
-            if layer not in found:
-                found[layer] = targets.accumulator(maps.shape[1:], input_height)
-            feed(found[layer], maps, batch.indices, targets, masks, None if importance is None else importance[layer])
-            if targets.measured(maps.shape[1:]):
-                spatial.append(maps)
-        if spatial and targets.measures:
-            found.setdefault(CKA_KEY, stats.MinibatchCKA(len(spatial))).add(spatial)
-        if targets.mask_source == MASK_PREDICTION:  # the client's RGB baseline needs them
-            found.setdefault(MASKS_KEY, Masks()).masks[batch.start] = masks
+    for batch in read_batches(worker.config, *shard):
+        measure_batch(plan, found, worker.probe(batch.images, len(plan.targets)), batch)
+    return found
+
+
+def score(worker: Worker, shard: tuple[int, int], fits: dict) -> dict:
+    """The leave-out probes scored on a shard by `measure.score_batch`: conv index -> ProbeScores; and
+    on the plan's ablated images among the shard's, the ablation check: ABLATION_KEY -> AblationSums.
+
+    `fits`: conv index -> (folds, mask probe weights, class probe weights, Taylor importances),
+    fitted from every image.
+    """
+    if worker.probe is None:
+        worker.setup()
+    plan = worker.config.plan
+    targets = plan.targets
+    found: dict = {}
+    plans: dict = {}
+    for batch in read_batches(worker.config, *shard):
+        named = worker.probe(batch.images, len(targets), attributed=False)
+        score_batch(plan, found, named.activations, batch, batch_masks(plan, named, batch), fits)
+        ablate_batch(plan, found, worker.probe, worker.rerun, batch, fits, plans)
     return found
 
 
@@ -349,182 +238,6 @@ class WorkerSeconds:
     def merge(self, other: "WorkerSeconds") -> "WorkerSeconds":
         return WorkerSeconds({k: self.seconds.get(k, 0.0) + other.seconds.get(k, 0.0)
                               for k in {*self.seconds, *other.seconds}})
-
-
-@dataclass
-class Masks:
-    """The masks the statistics were measured against, by batch start: merged by union."""
-
-    masks: dict = dataclasses.field(default_factory=dict)
-
-    def merge(self, other: "Masks") -> "Masks":
-        return Masks({**self.masks, **other.masks})
-
-    def stacked(self) -> np.ndarray:
-        return np.concatenate([self.masks[start] for start in sorted(self.masks)])
-
-
-def score(activations: Activations, shard: tuple[int, int], weights: dict) -> dict:
-    """The leave-out probes scored on a shard (a range of statistics images): conv index -> ProbeScores;
-    and on the shard's batches among `ablated_batches`, the ablation check: ABLATION_KEY -> AblationSums.
-
-    `weights`: conv index -> (folds, mask probe weights, class probe weights, Taylor importances),
-    fitted from every image.
-    """
-    setup = activations.config
-    targets = setup.targets
-    found: dict = {}
-    plans = None
-    ablated = ablated_batches(setup)
-    for batch in read_batches(setup, *shard):
-        outputs, masks, _, _ = activations(batch)
-        for layer, fitted in weights.items():
-            if not (fitted[1] or fitted[2]):
-                continue
-            scores = found.setdefault(layer, stats.ProbeScores(*fitted[:3], targets.mask_classes.count))
-            for k, maps in enumerate(outputs[layer]):
-                truth = mask_truth(None if masks is None else masks[k], targets)
-                score_image(scores, maps, int(batch.indices[k]), targets, truth)
-        if activations.rerun is not None and batch.start in ablated:
-            from reportgen import ablation, capture
-
-            if plans is None:
-                plans = ablation.plans(activations.rerun, {k: fitted[3] for k, fitted in weights.items()})
-            images = setup.convention.apply(np.asarray(batch.images, np.float32))
-            feeds = capture.model_feeds(activations.probe, images, activations.image_index)
-            labels = None if setup.ablation_classes is None else np.asarray(setup.ablation_classes)[batch.indices]
-            sums = found.setdefault(ABLATION_KEY, ablation.AblationSums(targets.fold_count))
-            ablation.ablate_batch(activations.rerun, feeds, plans, targets.explained, targets.folds[batch.indices],
-                                  batch.trimaps, labels, sums, single=batch.start == 0)
-    return found
-
-
-def merge(accumulators):
-    merged = None
-    for accumulator in accumulators:
-        if accumulator is not None:
-            merged = accumulator if merged is None else merged.merge(accumulator)
-    return merged
-
-
-@dataclass
-class PassResult:
-    """Per conv layer its accumulator and its probes' scores, and the layer x layer CKA."""
-
-    layers: dict  # conv index -> stats.LayerAccumulator
-    cka: stats.MinibatchCKA | None
-    scores: dict = dataclasses.field(default_factory=dict)  # conv index -> stats.ProbeScores
-    masks: np.ndarray | None = None  # N x H x W: the predicted masks, where the prediction stands in
-    seconds: dict = dataclasses.field(default_factory=dict)  # what each part took: sums, fits, scores
-    quality: Quality | None = None  # the model's own results on the statistics images (`Graded`)
-    ablation: object = None  # ablation.AblationSums of the first `ablation_images`, or None
-
-
-def layer_fit(key: int, accumulator):
-    """A layer's probe weights per fold and its Taylor importances, (key, (folds, the mask probe's, the
-    class probe's, the importances)), from its sums; nothing for a layer without a probe or an
-    importance (or a key that is not a layer)."""
-    if key < 0:
-        return
-    attributed = float(accumulator.attributed.sum())
-    fitted = (accumulator.fold_count, stats.probe_weights(accumulator.folds),
-              stats.probe_weights(accumulator.class_folds),
-              accumulator.taylor.sum(axis=0) / attributed if attributed else None)
-    if fitted[1] or fitted[2] or fitted[3] is not None:
-        yield key, fitted
-
-
-def probe_fits(sums: dict) -> dict:
-    """Every layer's probe fits, conv index -> (folds, mask probe weights, class probe weights)."""
-    return dict(fit for key, accumulator in sums.items() for fit in layer_fit(key, accumulator))
-
-
-def check_sums(sums: dict, setup: PassSetup) -> None:
-    """A result that lost a layer, the CKA or an image is an error: never a report built on part of the data."""
-    expected = len(setup.targets)
-    missing = [k for k in range(setup.layer_count) if k not in sums]
-    short = [k for k in range(setup.layer_count) if k in sums and int(sums[k].images.sum()) != expected]
-    if missing or short:
-        raise ReportgenError(f"the statistics pass came back incomplete: {len(missing)} of {setup.layer_count} layers "
-                             f"missing, {len(short)} with fewer than {expected} images; the runner lost results")
-    spatial = [k for k in range(setup.layer_count) if sums[k].examples is not None]
-    if spatial and (CKA_KEY not in sums or sums[CKA_KEY].images != expected):
-        raise ReportgenError("the statistics pass came back without the layer x layer CKA of every image; "
-                             "the runner lost results")
-    if setup.targets.mask_source == MASK_PREDICTION and (
-            MASKS_KEY not in sums or len(sums[MASKS_KEY].stacked()) != expected):
-        raise ReportgenError("the statistics pass came back without the predicted masks; the runner lost results")
-    quality = sums.get(QUALITY_KEY)
-    if setup.graded.outputs and (
-            quality is None
-            or (setup.graded.class_output is not None and len(quality.stacked_ranks()) != expected)
-            or (setup.graded.mask_output is not None and setup.targets.mask_source == MASK_TRIMAP
-                and (quality.iou is None or quality.iou.denominator.sum() == 0))):
-        raise ReportgenError("the statistics pass came back without the model's own results on every image; "
-                             "the runner lost results")
-
-
-def _probed(accumulator) -> tuple[bool, bool]:
-    """Whether a layer's sums give a mask probe and a class probe."""
-    return stats.can_fit_probe(accumulator.folds), stats.can_fit_probe(accumulator.class_folds)
-
-
-def check_scores(scores: dict, sums: dict, setup: PassSetup) -> None:
-    """Every probe scored on every image, or an error."""
-    expected = len(setup.targets)
-    probed = {k: _probed(acc) for k, acc in sums.items() if k >= 0 and any(_probed(acc))}
-    lost = [k for k, (_, classes) in probed.items()
-            if k not in scores or (classes and scores[k].classes.denominator.sum() != expected)]
-    if lost:
-        raise ReportgenError(f"the probe scores came back for {len(probed) - len(lost)} of {len(probed)} layers; "
-                             "the runner lost results")
-
-
-def ablated_batches(setup: PassSetup) -> set[int]:
-    """The starts of the batches the ablation check runs on: `ablation_images` in whole batches,
-    spread evenly over the statistics images, so that every worker takes its share; the first batch
-    always, since it alone gets the single-channel ablations."""
-    if not setup.ablation_images or not setup.targets.attributes:
-        return set()
-    total = -(-len(setup.targets) // setup.batch_size)
-    wanted = min(total, -(-setup.ablation_images // setup.batch_size))
-    return {int(k * total // wanted) * setup.batch_size for k in range(wanted)}
-
-
-def ablated_images(setup: PassSetup) -> int:
-    """How many statistics images the ablation check covers."""
-    total = len(setup.targets)
-    return sum(min(setup.batch_size, total - start) for start in ablated_batches(setup))
-
-
-def check_ablation(scores: dict, setup: PassSetup) -> None:
-    """The ablation check on every image it was planned for, or an error."""
-    expected = ablated_images(setup)
-    found = scores.get(ABLATION_KEY)
-    if expected and (found is None or found.images != expected):
-        raise ReportgenError(f"the ablation check came back for {found.images} of {expected} images; "
-                             "the runner lost results")
-
-
-def _result(sums: dict, scores: dict) -> PassResult:
-    masks = sums[MASKS_KEY].stacked() if MASKS_KEY in sums else None
-    ablated = scores.pop(ABLATION_KEY, None)
-    return PassResult({k: v for k, v in sums.items() if k >= 0}, sums.get(CKA_KEY), scores, masks,
-                      quality=sums.get(QUALITY_KEY), ablation=ablated)
-
-
-def run_in_process(setup: PassSetup) -> PassResult:
-    """The reference driver: every image in this process, as one shard, twice: the sums of every
-    statistic, then the probes fitted from them scored on every image."""
-    activations = Activations(setup)
-    every = (0, len(setup.targets))
-    sums = accumulate(activations, every)
-    check_sums(sums, setup)
-    fits = probe_fits(sums)
-    scores = score(activations, every, fits) if fits else {}
-    check_scores(scores, sums, setup)
-    check_ablation(scores, setup)
-    return _result(sums, scores)
 
 
 def _beam():
@@ -654,8 +367,8 @@ def _dask_workers(options: tuple[str, ...]) -> tuple[int, int] | None:
 
 
 def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str, ...] = (),
-             workers: int | None = None, results_folder: str | None = None) -> PassResult:
-    """The same as `run_in_process`, on Beam: one pipeline for the sums, the probes fitted from them
+             workers: int | None = None, results_folder: str | None = None) -> Measurement:
+    """The statistics of the plan on Beam: one pipeline for the sums, the probes fitted from them
     here, a second pipeline for the probes' scores. Each pipeline ends in one leaf that writes one
     result, checked on arrival: runners that compute only the last leaf (Dask) compute everything."""
     beam = _beam()
@@ -671,7 +384,7 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
             processes = cluster[0]
             setup = dataclasses.replace(setup, threads=cluster[1])
     # Two a worker: a slow one holds up the others by half a shard.
-    parts = shards(len(setup.targets), setup.batch_size, 2 * processes)
+    parts = shards(len(setup.plan.targets), setup.plan.batch_size, 2 * processes)
 
     class SumsDoFn(beam.DoFn):
         """A shard's batches through the model (loaded once per worker, in `setup`), summed: it emits
@@ -681,12 +394,12 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
             self.config = config
 
         def setup(self):
-            self.activations = Activations(self.config)
-            self.activations.setup()
+            self.worker = Worker(self.config)
+            self.worker.setup()
 
         def process(self, keyed_shard):
             started = time.monotonic()
-            yield from accumulate(self.activations, keyed_shard[1]).items()
+            yield from accumulate(self.worker, keyed_shard[1]).items()
             yield SECONDS_KEY, WorkerSeconds({"sums": time.monotonic() - started})
 
     class ScoresDoFn(SumsDoFn):
@@ -699,7 +412,7 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
                 return
             started = time.monotonic()
             for shard in found["shard"]:
-                yield from score(self.activations, shard, fits).items()
+                yield from score(self.worker, shard, fits).items()
             yield SECONDS_KEY, WorkerSeconds({"scores": time.monotonic() - started})
 
     class WriteResult(beam.DoFn):
@@ -774,10 +487,9 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
                 shutil.rmtree(folder, ignore_errors=True)
     sums, scores = found.get("sums", {}), found.get("scores", {})
     seconds = sums.pop(SECONDS_KEY, WorkerSeconds()).merge(scores.pop(SECONDS_KEY, WorkerSeconds()))
-    check_sums(sums, setup)
-    check_scores(scores, sums, setup)
-    check_ablation(scores, setup)
-    return dataclasses.replace(_result(sums, scores), seconds=seconds.seconds)
+    check_sums(sums, setup.plan)
+    check_scores(scores, sums, setup.plan)
+    return dataclasses.replace(measurement_of(sums, scores), seconds=seconds.seconds)
 
 
 @contextlib.contextmanager

@@ -1,9 +1,9 @@
 """What the statistics measure against, decided once per build, and the one way a layer is fed.
 
-Every driver of the statistics (the render pass over the pictured images, the in-process reference
-pass, the Beam pass on any runner) consumes one `Targets` value: the statistics images' ids, each
-image's fold, each image's class, where the mask comes from, and which layers are measured. The
-drivers differ only in where the activations come from; `feed` and `score` are what they call.
+Every executor of the statistics (in process over the pictured images, or Beam on any runner)
+consumes one `Targets` value, part of the build's plan (plan.py): the statistics images' ids, each
+image's fold, each image's class and where the mask comes from. `feed` and `score_image` are what
+the one measuring function (measure.py) calls.
 
 Folds come from the images themselves: within each class, images are ordered by a SHA-256 of their
 id and dealt to the folds in turn, classes one after another. No order of the source and no number
@@ -98,7 +98,8 @@ class Targets:
 
     @staticmethod
     def measured(shape: tuple[int, ...]) -> bool:
-        """Whether a layer's output (without the batch axis) gets the spatial statistics: H x W x C maps."""
+        """Whether a layer's output (without the batch axis) gets the spatial statistics: H x W x C maps
+        (the plan decides it once per layer, plan.MeasuredLayer.spatial)."""
         return len(shape) == 3
 
     def accumulator(self, shape: tuple[int, ...], input_height: int) -> stats.LayerAccumulator:
@@ -119,15 +120,15 @@ class Targets:
 
 
 def feed(accumulator: stats.LayerAccumulator, maps: np.ndarray, indices, targets: Targets,
-         masks: np.ndarray | None, importance: np.ndarray | None = None) -> None:
-    """Add N images' outputs of one layer (N x ... x C) to its accumulator: the one way in for every driver.
+         masks: np.ndarray | None, importance: np.ndarray | None = None, *, spatial: bool) -> None:
+    """Add N images' outputs of one layer (N x ... x C) to its accumulator: the one way in (measure.measure_batch).
 
     `masks` are the images' mask classes (N x H x W, class k stored as k + 1), as `targets.mask_source` says they are
-    made, or None; `importance` (N x C) the images' Taylor importances, or None without a target.
-    Layers that are not H x W x C maps get the descriptive numbers and the importance only.
+    made, or None; `importance` (N x C) the images' Taylor importances, or None where the layer is not attributed.
+    Layers that are not `spatial` (plan.MeasuredLayer) get the descriptive numbers and the importance only.
     """
     indices = np.asarray(indices, np.int64)
-    if not targets.measured(maps.shape[1:]):
+    if not spatial:
         accumulator.add(maps.reshape(len(maps), -1, 1, maps.shape[-1]), None, indices, targets.folds[indices],
                         measures=False, importance=importance)
         return

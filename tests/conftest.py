@@ -31,6 +31,36 @@ def small_unet(size: int, classes: int, activation: str, input_name: str, output
     return keras.Model(inputs, layers.Conv2D(classes, 1, activation=activation, name=output_name)(x))
 
 
+def measuring_plan(path, items, targets, convention, batch_size: int, ablation_images: int = 0,
+                   ablation_classes=None):
+    """The saved model at `path`, its conv layers, and the plan of measuring them on `items`
+    (sources.SourceImage, all of one size) against `targets`."""
+    import keras
+
+    from reportgen import capture, outputs, plan
+    from reportgen.inputs import InputGeometry
+
+    model = keras.saving.load_model(path)
+    convs = capture.find_conv_layers(model)
+    image = items[0].image
+    height, width = image.shape[:2]
+    specs = outputs.describe(model, (height, width))
+    found = plan.make(model, convs, specs, targets, convention,
+                      InputGeometry(height, width, image.shape[2] if image.ndim == 3 else 1),
+                      graded_=plan.graded(specs, targets, items), batch_size=batch_size,
+                      ablation_images=ablation_images, ablation_classes=ablation_classes)
+    return model, convs, found
+
+
+def measure_in_process(path, items, targets, convention, batch_size: int, **planned):
+    """The plan of `measuring_plan`, and what the in-process executor measures of it."""
+    from reportgen import measure
+    from reportgen.probe import Probe
+
+    model, convs, found = measuring_plan(path, items, targets, convention, batch_size, **planned)
+    return found, measure.in_process(found, Probe(model, convs, found), measure.batches_of(found, items))
+
+
 TINY_SIZE = 64
 TINY_WIDTH = 0.125
 

@@ -16,6 +16,7 @@ from reportgen.errors import InputError
 from reportgen.inputs import InputConvention
 from reportgen.sources import LoadedImages, SourceImage
 from reportgen.targets import Targets
+from conftest import measure_in_process
 
 
 def _classifier():
@@ -240,10 +241,8 @@ def test_the_one_channel_that_carries_the_class_is_found_and_removing_it_is_chan
     target = attribution.decide_target(specs, None, ["softmax"])
     targets = Targets.decide([item.id for item in items], [i % 2 for i in range(12)], explained=target,
                              class_names=("bright", "dark"))
-    setup = stats_pass.PassSetup(stats_pass.ModelSpec(path), "conv", None, InputConvention("none"), targets, 8, 1,
-                                 images=LoadedImages(tuple(items)), batch_size=4, ablation_images=12,
-                                 ablation_classes=tuple(i % 2 for i in range(12)))
-    result = stats_pass.run_in_process(setup)
+    _, result = measure_in_process(path, items, targets, InputConvention("none"), 4, ablation_images=12,
+                                   ablation_classes=tuple(i % 2 for i in range(12)))
     importance = stats.finalise(result.layers[0]).importance
     # The log-odds of the predicted class is 10 x channel 0's mean, |4 x red / 255 - 2| (the head is linear in it)
     log_odds = np.array([10 * abs(4 * float(item.image[..., 0].mean()) / 255 - 2) for item in items])
@@ -269,11 +268,11 @@ def test_the_beam_pass_gives_the_in_process_importances_and_ablations(tmp_path):
                               rng.integers(1, 4, (16, 16), dtype=np.uint8)) for i in range(10))
     target = attribution.decide_target(outputs.describe(model, (16, 16)), None, ["softmax"])
     targets = Targets.decide([item.id for item in items], trimaps_given=True, explained=target)
-    setup = stats_pass.PassSetup(stats_pass.ModelSpec(path), "conv", None, InputConvention("tf"), targets, 16, 3,
-                                 images=LoadedImages(items), batch_size=2, ablation_images=6)
-    reference = stats_pass.run_in_process(setup)
+    measured, reference = measure_in_process(path, items, targets, InputConvention("tf"), 2, ablation_images=6)
+    setup = stats_pass.PassSetup(stats_pass.ModelSpec(path), measured, LoadedImages(items))
     beam = stats_pass.run_beam(setup, workers=2, results_folder=str(tmp_path / "beam"))
-    assert stats_pass.ablated_batches(setup) == {0, 2, 6}  # three batches of two, spread over the five
+    assert measured.ablated_starts == {0, 2, 6}  # three batches of two, spread over the five
+    assert measured.ablated == ("image_0", "image_1", "image_2", "image_3", "image_6", "image_7")
     for layer in range(3):
         ours, theirs = stats.finalise(beam.layers[layer]), stats.finalise(reference.layers[layer])
         np.testing.assert_allclose(ours.importance, theirs.importance, rtol=1e-5)

@@ -275,7 +275,7 @@ def test_the_accumulator_measures_every_class_of_many(count):
                              mask_classes=stats.MaskClasses.named(names))
     masks = np.where(stored == IGNORE, 0, stored + 1)  # class k stored as k + 1, 0 no class
     accumulator = targets.accumulator(maps.shape[1:], size)
-    feed(accumulator, maps, np.arange(n), targets, masks)
+    feed(accumulator, maps, np.arange(n), targets, masks, spatial=True)
     final = stats.finalise(accumulator)
     expected = _best_channel_iou_reference(maps, classes_of, count)
     np.testing.assert_allclose(final.best_iou, expected, atol=1e-9)

@@ -30,7 +30,7 @@ def test_class_probe_equals_scikit_learn_ridge_with_the_same_folds(classes, per_
     accumulator = targets.accumulator(maps.shape[1:], 3)
     order = rng.permutation(count)  # images arrive in any order and any batches
     for chunk in np.array_split(order, 7):
-        feed(accumulator, maps[chunk], chunk, targets, None)
+        feed(accumulator, maps[chunk], chunk, targets, None, spatial=True)
     final = stats.finalise(accumulator)
 
     pooled = maps.reshape(count, -1, maps.shape[-1]).mean(axis=1).astype(np.float64)
@@ -56,7 +56,7 @@ def test_mask_probe_equals_scikit_learn_ridge_on_the_pooled_pixels():
     maps = maps.astype(np.float32)
     targets = Targets.decide([f"pet_{i}.jpg" for i in range(count)], trimaps_given=True)
     accumulator = targets.accumulator(maps.shape[1:], size)
-    feed(accumulator, maps, np.arange(count), targets, trimaps)
+    feed(accumulator, maps, np.arange(count), targets, trimaps, spatial=True)
     final = stats.finalise(accumulator)
 
     rows = maps.reshape(-1, channels).astype(np.float64)
@@ -103,7 +103,7 @@ def test_cka_with_the_mask_equals_the_formula():
     maps[..., 0] += (trimaps == 1)
     targets = Targets.decide([str(i) for i in range(count)], trimaps_given=True)
     accumulator = targets.accumulator(maps.shape[1:], 8)
-    feed(accumulator, maps, np.arange(count), targets, trimaps)
+    feed(accumulator, maps, np.arange(count), targets, trimaps, spatial=True)
 
     x = maps.reshape(count, 20, 2, 20, 2, channels).mean(axis=(2, 4)).reshape(-1, channels).astype(np.float64)
     onehot = np.stack([trimaps == k for k in (1, 2, 3)], axis=-1).astype(np.float64)
@@ -149,7 +149,7 @@ def _coverage(statistic: str, truth: float, draw, runs: int = 200, images: int =
         maps = draw(rng, images)
         targets = Targets.decide([f"{rng.integers(1 << 40)}" for _ in range(images)])
         accumulator = targets.accumulator(maps.shape[1:], 1)
-        feed(accumulator, maps, np.arange(images), targets, None)
+        feed(accumulator, maps, np.arange(images), targets, None, spatial=True)
         low, high = stats.finalise(accumulator).interval(statistic)
         covered += low <= truth <= high
     return covered / runs

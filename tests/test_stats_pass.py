@@ -1,6 +1,7 @@
-"""The statistics pass: Beam gives the in-process result, however the work is split over workers,
-and `--stats-images` makes every number of the site cover those images."""
+"""The statistics pass: Beam gives the in-process executor's result, number for number, however the
+work is split over workers, and `--stats-images` makes every number of the site cover those images."""
 
+import dataclasses
 import json
 import re
 
@@ -9,20 +10,31 @@ import numpy as np
 import pytest
 from keras import layers
 
-from reportgen import stats, stats_pass
+from conftest import measure_in_process
+from reportgen import attribution, measure, outputs, stats, stats_pass
 from reportgen.cli import app
 from reportgen.inputs import InputConvention
 from reportgen.sources import LoadedImages, SourceImage
 from reportgen.targets import Targets
 
 
-@pytest.fixture(scope="module")
-def small_pass(tmp_path_factory):
+def _small_model():
+    """Four conv layers: 32x32, 16x16, a 1x1 map (a global pool and a 1x1 conv, as the SD-UNet's DASPP
+    pool branch) gating the 16x16 maps, and a 1x1 softmax head at 32x32."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3))
     x = layers.Conv2D(4, 3, padding="same", name="a")(inputs)
     x = layers.Conv2D(6, 3, strides=2, padding="same", name="b")(x)
-    model = keras.Model(inputs, layers.Conv2D(3, 1, activation="softmax", name="c")(layers.UpSampling2D(2)(x)))
+    gate = layers.Conv2D(6, 1, activation="sigmoid", name="pool_conv")(layers.GlobalAveragePooling2D(keepdims=True)(x))
+    x = layers.Multiply()([x, gate])
+    return keras.Model(inputs, layers.Conv2D(3, 1, activation="softmax", name="c")(layers.UpSampling2D(2)(x)))
+
+
+@pytest.fixture(scope="module")
+def small_pass(tmp_path_factory):
+    """The small model's plan over twelve images with trimaps and two classes, the target its pet
+    class (so the importances are fed and the ablation check runs), and the in-process measurement."""
+    model = _small_model()
     path = tmp_path_factory.mktemp("pass") / "small.keras"
     model.save(path)
     rng = np.random.default_rng(0)
@@ -30,50 +42,90 @@ def small_pass(tmp_path_factory):
     masks = list(rng.integers(1, 4, (12, 32, 32), dtype=np.uint8))
     items = tuple(SourceImage(f"image_{i}", image, mask, f"class_{i % 2}")
                   for i, (image, mask) in enumerate(zip(images, masks)))
-    targets = Targets.decide([item.id for item in items], [i % 2 for i in range(12)], trimaps_given=True)
-    setup = stats_pass.PassSetup(stats_pass.ModelSpec(path), "conv", None, InputConvention("tf"), targets, 32, 3,
-                                 images=LoadedImages(items), batch_size=5)
-    return setup, items, stats_pass.run_in_process(setup)
+    target = attribution.decide_target(outputs.describe(model, (32, 32)), None, ["softmax"])
+    targets = Targets.decide([item.id for item in items], [i % 2 for i in range(12)], trimaps_given=True,
+                             explained=target)
+    measured, reference = measure_in_process(path, items, targets, InputConvention("tf"), 5, ablation_images=5)
+    assert [layer.spatial for layer in measured.layers] == [True] * 4
+    assert [layer.conv.output_shape[:2] for layer in measured.layers][2] == (1, 1)
+    assert all(layer.attributed for layer in measured.layers)
+    setup = stats_pass.PassSetup(stats_pass.ModelSpec(path), measured, LoadedImages(items))
+    return setup, items, reference
+
+
+def _assert_equal_arrays(mine, theirs, what: str):
+    np.testing.assert_allclose(np.asarray(mine, np.float64), np.asarray(theirs, np.float64), rtol=1e-6, atol=1e-12,
+                               equal_nan=True, err_msg=what)
 
 
 def _assert_same(beam, reference):
-    assert sorted(beam.layers) == sorted(reference.layers) == [0, 1, 2]
+    """Every finalised number of every layer, intervals included, the probes' scores, the layer x
+    layer CKA, the model's own results and the ablation check: equal to 1e-6, the dataset examples exactly."""
+    assert sorted(beam.layers) == sorted(reference.layers) == [0, 1, 2, 3]
     for layer, accumulator in reference.layers.items():
         mine, theirs = stats.finalise(beam.layers[layer]), stats.finalise(accumulator)
         assert mine.images == theirs.images == 12
-        for name in ("mean", "std", "cka_mask", "cka_class", "participation"):
-            assert getattr(mine, name) == pytest.approx(getattr(theirs, name), rel=1e-9, nan_ok=True)
-        for name in stats.LAYER_NUMBERS:
-            np.testing.assert_allclose(mine.interval(name), theirs.interval(name), rtol=1e-9, equal_nan=True)
-        np.testing.assert_allclose(mine.ntv, theirs.ntv, rtol=1e-9)
-        np.testing.assert_allclose(mine.best_iou, theirs.best_iou, rtol=1e-9, equal_nan=True)
-        for name in ("values", "images", "rows", "cols"):  # the dataset examples, exactly
-            np.testing.assert_array_equal(getattr(mine.examples, name), getattr(theirs.examples, name))
-        assert (mine.examples.images >= 0).all()
-    np.testing.assert_allclose(beam.cka.finalise(), reference.cka.finalise(), rtol=1e-9)
+        for field in dataclasses.fields(stats.LayerStats):
+            name, ours, reference_value = field.name, getattr(mine, field.name), getattr(theirs, field.name)
+            if name in ("probe_weights", "class_probe_weights"):
+                assert len(ours) == len(reference_value)
+                for fitted, expected in zip(ours, reference_value):  # (fold, weights, mean, scale, mean of y)
+                    for part, reference_part in zip(fitted, expected):
+                        _assert_equal_arrays(part, reference_part, name)
+            elif name in ("intervals", "numbers"):
+                assert ours.keys() == reference_value.keys()
+                for key in ours:
+                    _assert_equal_arrays(ours[key], reference_value[key], f"layer {layer} {name} {key}")
+            elif name == "examples":
+                for part in ("values", "images", "rows", "cols"):  # the dataset examples, exactly
+                    np.testing.assert_array_equal(getattr(ours, part), getattr(reference_value, part))
+                assert (ours.images >= 0).all()
+            elif name == "classes":
+                assert ours == reference_value
+            else:
+                _assert_equal_arrays(ours, reference_value, f"layer {layer} {name}")
+        assert np.isfinite(theirs.importance).all() and np.isfinite(theirs.interval("near_zero_fraction")).all()
+    _assert_equal_arrays(beam.cka.finalise(), reference.cka.finalise(), "layer x layer CKA")
+    assert sorted(beam.scores) == sorted(reference.scores)
+    for layer in reference.scores:
+        for ratio in ("mask", "classes"):
+            for part in ("numerator", "denominator"):
+                np.testing.assert_array_equal(getattr(getattr(beam.scores[layer], ratio), part),
+                                              getattr(getattr(reference.scores[layer], ratio), part))
+    np.testing.assert_array_equal(beam.quality.iou.numerator, reference.quality.iou.numerator)
+    assert beam.ablation.images == reference.ablation.images == 5  # the first batch
+    for kept in ("top", "random"):
+        for layer in range(4):
+            _assert_equal_arrays(getattr(beam.ablation, kept)[layer].numerator,
+                                 getattr(reference.ablation, kept)[layer].numerator, f"ablation {kept}")
 
 
-@pytest.mark.parametrize("mode, workers", [("multi_processing", 2), ("in_memory", 1)])
-def test_beam_equals_in_process(small_pass, tmp_path, mode, workers):
-    """Two worker processes (the batches split between them, accumulators merged) and one bundle of all."""
+def test_in_process_and_beam_give_identical_statistics(small_pass, tmp_path):
+    """The in-process executor and Beam in one bundle (in_memory: the same process, TensorFlow's same
+    threads) call the one measuring function on the same batches: every number is the same, the 1x1
+    map's too."""
     setup, items, reference = small_pass
-    beam = stats_pass.run_beam(setup, workers=workers, options=(f"direct_running_mode={mode}",),
+    beam = stats_pass.run_beam(setup, workers=1, options=("direct_running_mode=in_memory",),
                                results_folder=str(tmp_path))
     _assert_same(beam, reference)
 
 
-def test_probe_scores_on_beam_equal_in_process_and_a_direct_count(small_pass, tmp_path):
+def test_beam_over_worker_processes_equals_in_process(small_pass, tmp_path):
+    """Two worker processes: the batches split between them, their accumulators merged."""
+    setup, items, reference = small_pass
+    beam = stats_pass.run_beam(setup, workers=2, options=("direct_running_mode=multi_processing",),
+                               results_folder=str(tmp_path))
+    _assert_same(beam, reference)
+
+
+def test_probe_scores_equal_a_direct_count(small_pass):
     """The second pass: the probes scored on every image, each by the probe fitted without its fold."""
     setup, items, reference = small_pass
-    beam = stats_pass.run_beam(setup, workers=2, results_folder=str(tmp_path)).scores
     local = reference.scores
-    assert sorted(local) == sorted(beam) == [0, 1, 2]
+    assert sorted(local) == [0, 1, 2, 3]
     for layer in local:
-        for ratio in ("mask", "classes"):
-            np.testing.assert_array_equal(getattr(beam[layer], ratio).numerator, getattr(local[layer], ratio).numerator)
-            np.testing.assert_array_equal(getattr(beam[layer], ratio).denominator,
-                                          getattr(local[layer], ratio).denominator)
         assert local[layer].classes.denominator.sum() == 12  # every image's class predicted once
+    assert local[2].mask.denominator.sum() == 0  # a 1x1 map has no mask probe
     # Layer "a" counted directly: its maps from the model, each image predicted by its fold's probe.
     model = keras.saving.load_model(setup.model.model_path)
     pixels = np.stack([item.image for item in items]).astype(np.float32) / 127.5 - 1  # --preprocess tf
@@ -82,10 +134,10 @@ def test_probe_scores_on_beam_equal_in_process_and_a_direct_count(small_pass, tm
     folds, mask_weights = reference.layers[0].fold_count, stats.probe_weights(reference.layers[0].folds)
     inter = union = 0.0
     for i in range(12):
-        pooled = stats.pool_to(maps[i:i + 1].astype(np.float16), stats.POOL_GRID)[0]
-        predicted = stats.probe_predict(mask_weights, pooled, setup.targets.folds[i], balanced=True)
+        pooled = stats.pool_to(maps[i:i + 1].astype(np.float16).astype(np.float32), stats.POOL_GRID)[0]
+        predicted = stats.probe_predict(mask_weights, pooled, setup.plan.targets.folds[i], balanced=True)
         truth = stats.grid_truth(masks[i:i + 1], *pooled.shape[:2], 3)[0]
-        assert folds == setup.targets.fold_count
+        assert folds == setup.plan.targets.fold_count
         inter += np.sum((predicted == 0) & (truth == 0))
         union += np.sum(((predicted == 0) | (truth == 0)) & (truth >= 0))
     # One batch of 12 here, batches of 5 in the pass: rounding may move a pixel at a decision boundary.
@@ -95,13 +147,14 @@ def test_probe_scores_on_beam_equal_in_process_and_a_direct_count(small_pass, tm
 def test_bundles_of_one_batch_merge_to_the_whole(small_pass):
     """Each batch accumulated alone (a shard of one), then merged in reverse: the same as all at once."""
     setup, items, reference = small_pass
-    activations = stats_pass.Activations(setup)
-    singles = [stats_pass.accumulate(activations, shard) for shard in stats_pass.shards(12, 5, 3)]
+    worker = stats_pass.Worker(setup)
+    singles = [stats_pass.accumulate(worker, shard) for shard in stats_pass.shards(12, 5, 3)]
     assert len(singles) == 3
-    merged = stats_pass.PassResult(
-        {layer: stats_pass.merge([s[layer] for s in reversed(singles)]) for layer in reference.layers},
-        stats_pass.merge([s[stats_pass.CKA_KEY] for s in reversed(singles)]))
-    _assert_same(merged, reference)
+    merged = {key: measure.merge([s[key] for s in reversed(singles)]) for key in singles[0]}
+    fits = measure.probe_fits(merged)
+    per_shard = [stats_pass.score(worker, shard, fits) for shard in reversed(stats_pass.shards(12, 5, 3))]
+    scored = {key: measure.merge([s.get(key) for s in per_shard]) for key in set().union(*per_shard)}
+    _assert_same(measure.result(merged, scored), reference)
 
 
 def test_stats_images_cover_more_than_the_pictured(beam_site):
@@ -219,9 +272,11 @@ def _interval_width(numbers, key):
 @pytest.mark.parametrize("with_trimaps", [True, False], ids=["trimaps", "prediction-stands-in"])
 def test_in_process_and_beam_measure_the_same(runner, tmp_path, tiny_model_path, pets_folder, beam_site,
                                               with_trimaps):
-    """The same six images measured by the render pass (all pictured) and by the Beam pass (two
-    pictured): one measurement path gives the same numbers, the mask being the trimaps or, without
-    them, the model's own segmentation.
+    """The wiring, end to end: the same six images measured in process (all pictured) and by the Beam
+    pass (two pictured) give the same numbers, the mask being the trimaps or, without them, the
+    model's own segmentation. Number for number, the one measuring function is checked on a small
+    model above (`test_in_process_and_beam_give_identical_statistics`); with --workers 1 the two
+    sites here agree in every number of stats.json.
 
     TensorFlow runs with two threads here and one in each Beam worker, and oneDNN's sums then round
     differently: a float16 activation may move by one step, and a pixel on a probe's decision
