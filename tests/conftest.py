@@ -77,6 +77,15 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_model_path(tmp_path_factory) -> Path:
+    """The two-level U-Net (4 convs, 32 px) saved as .keras: for tests of folders, files and messages,
+    where the model is not the subject and each build of the 51-conv tiny SD-UNet would cost seconds."""
+    path = tmp_path_factory.mktemp("models") / "small_unet.keras"
+    small_unet(32, 3, "softmax", "image", "segmentation", seed=3).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def pets_folder(tmp_path_factory) -> tuple[Path, Path]:
     """Six synthetic pets as JPEG files, with Oxford-style trimap PNGs in a sibling folder."""
     from reportgen.datasets.synthetic_pets.render import render_example

@@ -46,12 +46,12 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def one_image_site(tmp_path_factory, tiny_model_path, pets_folder):
+def one_image_site(tmp_path_factory, small_model_path, pets_folder):
     """A site built with one image, once for the module."""
     from typer.testing import CliRunner
 
     out = tmp_path_factory.mktemp("one_image") / "site"
-    result = _build(CliRunner(), out, tiny_model_path, pets_folder[0], "--images", "1")
+    result = _build(CliRunner(), out, small_model_path, pets_folder[0], "--images", "1")
     assert result.exit_code == 0, result.output
     return out
 
@@ -64,7 +64,7 @@ def site(tmp_path, one_image_site):
     return out
 
 
-def test_files_the_user_adds_to_the_site_survive_every_rebuild(runner, site, tiny_model_path, pets_folder):
+def test_files_the_user_adds_to_the_site_survive_every_rebuild(runner, site, small_model_path, pets_folder):
     (site / "CNAME").write_text("maps.example.org\n")
     (site / ".git").mkdir()
     (site / ".git" / "HEAD").write_text("ref: refs/heads/gh-pages\n")
@@ -75,7 +75,7 @@ def test_files_the_user_adds_to_the_site_survive_every_rebuild(runner, site, tin
     (scratch_like / "mine.txt").write_text("mine\n")
     kept = {"CNAME": "maps.example.org\n", ".git/HEAD": "ref: refs/heads/gh-pages\n", "notes/why.md": "kept\n"}
     for extra in (["--images", "2"],):
-        result = _build(runner, site, tiny_model_path, pets_folder[0], *extra)
+        result = _build(runner, site, small_model_path, pets_folder[0], *extra)
         assert result.exit_code == 0, result.output
         for path, text in kept.items():
             assert (site / path).read_text() == text, path
@@ -86,7 +86,7 @@ def test_files_the_user_adds_to_the_site_survive_every_rebuild(runner, site, tin
     assert len(json.loads((site / "data" / "manifest.json").read_text())["data"]["image_ids"]) == 2
 
 
-def test_a_cloned_pages_folder_is_a_first_out_and_keeps_its_files(runner, tmp_path, tiny_model_path, pets_folder):
+def test_a_cloned_pages_folder_is_a_first_out_and_keeps_its_files(runner, tmp_path, small_model_path, pets_folder):
     """A gh-pages checkout holds CNAME, .nojekyll and .git before any build: the first build goes into
     it, the user's CNAME and .git stay, and the .nojekyll is the site's from then on."""
     pages = tmp_path / "gh-pages"
@@ -95,18 +95,18 @@ def test_a_cloned_pages_folder_is_a_first_out_and_keeps_its_files(runner, tmp_pa
     (pages / "CNAME").write_text("maps.example.org\n")
     (pages / ".nojekyll").write_text("")
     for images in ("1", "2"):
-        result = _build(runner, pages, tiny_model_path, pets_folder[0], "--images", images)
+        result = _build(runner, pages, small_model_path, pets_folder[0], "--images", images)
         assert result.exit_code == 0, result.output
         assert (pages / "CNAME").read_text() == "maps.example.org\n" and (pages / ".git" / "HEAD").is_file()
         assert (pages / "index.html").is_file() and (pages / ".nojekyll").is_file()
     assert ".nojekyll" in outdir.written_files(pages) and "CNAME" not in outdir.written_files(pages)
 
 
-def test_a_user_file_inside_the_sites_own_folders_stops_the_build_untouched(runner, site, tiny_model_path,
+def test_a_user_file_inside_the_sites_own_folders_stops_the_build_untouched(runner, site, small_model_path,
                                                                             pets_folder):
     (site / "layers" / "my-notes.txt").write_text("mine\n")
     before = _digest(site)
-    result = _build(runner, site, tiny_model_path, pets_folder[0], "--images", "2")
+    result = _build(runner, site, small_model_path, pets_folder[0], "--images", "2")
     _one_line(result, "layers/my-notes.txt' were not written by reportgen", 4)
     assert _digest(site) == before
 
@@ -125,7 +125,7 @@ def test_a_file_of_the_users_that_the_new_site_would_overwrite_stops_the_swap(tm
     assert (out / "index.html").read_text() == "old" and (out / "about.html").read_text() == "the user's"
 
 
-def test_a_site_inside_a_class_folder_image_dir_is_never_read_as_images(runner, tmp_path, tiny_model_path,
+def test_a_site_inside_a_class_folder_image_dir_is_never_read_as_images(runner, tmp_path, small_model_path,
                                                                         pets_folder):
     images = tmp_path / "photos"
     for k, path in enumerate(sorted(pets_folder[0].iterdir())):
@@ -135,25 +135,25 @@ def test_a_site_inside_a_class_folder_image_dir_is_never_read_as_images(runner, 
         ids = []
         for _ in range(2):
             colours = "gray" if ids else "viridis"  # a second build that is not "up to date"
-            result = _build(runner, out, tiny_model_path, images, "--images", "6", "--cmap", colours)
+            result = _build(runner, out, small_model_path, images, "--images", "6", "--cmap", colours)
             assert result.exit_code == 0, result.output
             ids.append(json.loads((out / "data" / "manifest.json").read_text())["data"]["image_ids"])
         assert ids[0] == ids[1] and all(i.split("/")[0] in ("cat", "dog") and "site" not in i for i in ids[0])
 
 
-def test_a_symlinked_out_is_rebuilt_through_the_link(runner, tmp_path, tiny_model_path, pets_folder):
+def test_a_symlinked_out_is_rebuilt_through_the_link(runner, tmp_path, small_model_path, pets_folder):
     target, link = tmp_path / "real" / "site", tmp_path / "link"
     target.parent.mkdir()
     link.symlink_to(target, target_is_directory=True)
     for images in ("1", "2"):  # the second rebuild through a link was the one that failed
-        result = _build(runner, link, tiny_model_path, pets_folder[0], "--images", images)
+        result = _build(runner, link, small_model_path, pets_folder[0], "--images", images)
         assert result.exit_code == 0, result.output
         assert link.is_symlink() and (target / "index.html").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["site"]
 
 
-def test_a_mount_point_is_rebuilt_in_place(runner, tmp_path, tiny_model_path, pets_folder, monkeypatch):
+def test_a_mount_point_is_rebuilt_in_place(runner, tmp_path, small_model_path, pets_folder, monkeypatch):
     """A Docker volume cannot be renamed and is another file system: the site is swapped inside it.
     A real mount needs root; the folder here is one that os.path.ismount calls a mount point."""
     volume = tmp_path / "volume"
@@ -162,7 +162,7 @@ def test_a_mount_point_is_rebuilt_in_place(runner, tmp_path, tiny_model_path, pe
     monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == volume or real_ismount(path))
     inode = volume.stat().st_ino
     for images in ("1", "2"):
-        result = _build(runner, volume, tiny_model_path, pets_folder[0], "--images", images)
+        result = _build(runner, volume, small_model_path, pets_folder[0], "--images", images)
         assert result.exit_code == 0, result.output
     assert volume.stat().st_ino == inode
     scratch = [p for p in volume.iterdir() if p.name.startswith(outdir.SCRATCH_PREFIX) and p.name != outdir.SITE_MARKER]
@@ -171,19 +171,19 @@ def test_a_mount_point_is_rebuilt_in_place(runner, tmp_path, tiny_model_path, pe
     assert len(json.loads((volume / "data" / "manifest.json").read_text())["data"]["image_ids"]) == 2
 
 
-def test_the_current_folder_and_an_empty_out(runner, tmp_path, tiny_model_path, pets_folder, monkeypatch):
+def test_the_current_folder_and_an_empty_out(runner, tmp_path, small_model_path, pets_folder, monkeypatch):
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
     for images in ("1", "2"):
-        result = _build(runner, ".", tiny_model_path, pets_folder[0], "--images", images)
+        result = _build(runner, ".", small_model_path, pets_folder[0], "--images", images)
         assert result.exit_code == 0, result.output
         assert (here / "index.html").is_file() and Path.cwd() == here
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
-    _one_line(_build(runner, "", tiny_model_path, pets_folder[0]), "--out is empty", 4)
+    _one_line(_build(runner, "", small_model_path, pets_folder[0]), "--out is empty", 4)
 
 
-def test_what_a_killed_build_left_is_removed_by_the_next(runner, site, tiny_model_path, pets_folder):
+def test_what_a_killed_build_left_is_removed_by_the_next(runner, site, small_model_path, pets_folder):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     abandoned = outdir.scratch_folder(site)
@@ -191,7 +191,7 @@ def test_what_a_killed_build_left_is_removed_by_the_next(runner, site, tiny_mode
     (abandoned / "site").mkdir()
     living = outdir.scratch_folder(site)  # this process's: a build still running
     (site.parent / f"{outdir.SCRATCH_PREFIX}{site.name}.lock").write_text(f"{dead.pid}\n")  # its flock ended with it
-    result = _build(runner, site, tiny_model_path, pets_folder[0], "--images", "2")
+    result = _build(runner, site, small_model_path, pets_folder[0], "--images", "2")
     assert result.exit_code == 0, result.output
     assert not abandoned.exists() and living.is_dir()
     living.joinpath(outdir.OWNER_FILE).unlink()
@@ -301,7 +301,7 @@ def test_options_are_one_line_before_tensorflow(runner, tmp_path, monkeypatch, e
     _one_line(runner.invoke(app, ["build", *extra, "--out", str(tmp_path / "site"), "-q"]), fragment, 2)
 
 
-def test_a_damaged_previous_build_is_said_and_never_fatal(runner, site, tmp_path, tiny_model_path, pets_folder):
+def test_a_damaged_previous_build_is_said_and_never_fatal(runner, site, tmp_path, small_model_path, pets_folder):
     """A stats.json that is not JSON inside --out, and a foreign one under --previous."""
     (site / "data" / "stats.json").write_text("{broken")
     elsewhere = tmp_path / "previous"
@@ -309,21 +309,21 @@ def test_a_damaged_previous_build_is_said_and_never_fatal(runner, site, tmp_path
     (elsewhere / "manifest.json").write_text("[]")
     (elsewhere / "stats.json").write_text(json.dumps({"layers": {"no": "list"}}))
     for previous in ([], ["--previous", str(elsewhere)]):
-        result = _build(runner, site, tiny_model_path, pets_folder[0], "--images", "2", *previous,
+        result = _build(runner, site, small_model_path, pets_folder[0], "--images", "2", *previous,
                         "--cmap", "gray" if previous else "magma")
         assert result.exit_code == 0, result.output
         changes = (site / "changes.html").read_text()
         assert "was not compared with: its files" in changes
 
 
-def test_an_import_that_exits_is_one_line(runner, tmp_path, tiny_model_path, pets_folder):
+def test_an_import_that_exits_is_one_line(runner, tmp_path, small_model_path, pets_folder):
     module = tmp_path / "quits.py"
     module.write_text("import sys\nsys.exit(3)\n")
-    result = _build(runner, tmp_path / "site", tiny_model_path, pets_folder[0], "--import", str(module))
+    result = _build(runner, tmp_path / "site", small_model_path, pets_folder[0], "--import", str(module))
     _one_line(result, "called sys.exit(3) while it was imported", 2)
 
 
-def test_a_file_name_that_is_not_utf8_is_shown_replaced(runner, tmp_path, tiny_model_path, pets_folder):
+def test_a_file_name_that_is_not_utf8_is_shown_replaced(runner, tmp_path, small_model_path, pets_folder):
     images = tmp_path / "images"
     images.mkdir()
     picture = next(pets_folder[0].iterdir()).read_bytes()
@@ -333,7 +333,7 @@ def test_a_file_name_that_is_not_utf8_is_shown_replaced(runner, tmp_path, tiny_m
     (images / "plain.jpg").write_bytes(picture)
     out = tmp_path / "site"
     for _ in range(2):
-        result = _build(runner, out, tiny_model_path, images, "--images", "2", "--cmap", "gray" if _ else "viridis")
+        result = _build(runner, out, small_model_path, images, "--images", "2", "--cmap", "gray" if _ else "viridis")
         assert result.exit_code == 0, result.output
         ids = json.loads((out / "data" / "manifest.json").read_text())["data"]["image_ids"]
         assert ids == ["caf\ufffd.jpg", "plain.jpg"]
@@ -354,15 +354,15 @@ def _labelled(tmp_path, pets_folder, with_masks: list[bool]) -> tuple[Path, Path
     return images, masks
 
 
-def test_masks_for_some_images_only_are_refused_naming_the_others(runner, tmp_path, tiny_model_path, pets_folder):
+def test_masks_for_some_images_only_are_refused_naming_the_others(runner, tmp_path, small_model_path, pets_folder):
     images, masks = _labelled(tmp_path, pets_folder, [True, False, True, False])
-    result = _build(runner, tmp_path / "site", tiny_model_path, images, "--images", "4", "--trimap-dir", str(masks))
+    result = _build(runner, tmp_path / "site", small_model_path, images, "--images", "4", "--trimap-dir", str(masks))
     _one_line(result, f"2 of 4 images have no mask in '{masks}': 'pet_1.jpg', 'pet_3.jpg'", 2)
-    result = _build(runner, tmp_path / "site", tiny_model_path, images, "--images", "1", "--trimap-dir", str(masks))
+    result = _build(runner, tmp_path / "site", small_model_path, images, "--images", "1", "--trimap-dir", str(masks))
     assert result.exit_code == 0, result.output  # the one image used has its mask
     empty = tmp_path / "no-masks"
     empty.mkdir()
-    result = _build(runner, tmp_path / "site", tiny_model_path, images, "--images", "1", "--trimap-dir", str(empty))
+    result = _build(runner, tmp_path / "site", small_model_path, images, "--images", "1", "--trimap-dir", str(empty))
     _one_line(result, "no mask in", 2)
 
 
@@ -374,7 +374,7 @@ def test_labels_lose_a_byte_order_mark(tmp_path):
     assert read_labels(path) == ("cat", "dog")
 
 
-def test_every_file_of_an_image_folder_is_used_or_named(runner, tmp_path, tiny_model_path):
+def test_every_file_of_an_image_folder_is_used_or_named(runner, tmp_path, small_model_path):
     images = tmp_path / "mixed"
     images.mkdir()
     rng = np.random.default_rng(3)
@@ -384,7 +384,7 @@ def test_every_file_of_an_image_folder_is_used_or_named(runner, tmp_path, tiny_m
     (images / "readme.txt").write_text("not an image")
     (images / "labels.csv").write_text("a,b\n")
     out = tmp_path / "site"
-    result = _build(runner, out, tiny_model_path, images, "--images", "6")
+    result = _build(runner, out, small_model_path, images, "--images", "6")
     assert result.exit_code == 0, result.output
     ids = json.loads((out / "data" / "manifest.json").read_text())["data"]["image_ids"]
     assert sorted(ids) == sorted(f"pet.{s}" for s in ("gif", "bmp", "tiff", "webp", "png", "jpg"))
