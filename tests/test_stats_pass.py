@@ -316,3 +316,31 @@ def test_in_process_and_beam_measure_the_same(runner, tmp_path, tiny_model_path,
     assert len(defined) > 50  # the mask statistics are there, from the prediction too
     manifest = json.loads((beam / "data" / "manifest.json").read_text())["statistics"]
     assert manifest["mask"] == ("trimap" if with_trimaps else "prediction") and manifest["images"] == 6
+
+
+def test_a_lost_result_fails_loudly_and_keeps_the_site(runner, tmp_path, small_model_path,
+                                                       pets_folder, monkeypatch):
+    """A result that comes back without a layer (a runner that dropped part of the pipeline): the
+    build stops with one line and a non-zero exit, and the earlier site stays. The check is the
+    client's, whatever the runner: Beam's in-memory DirectRunner stands in for a cluster here."""
+    from reportgen import stats_pass
+
+    images, trimaps = pets_folder
+    out = tmp_path / "site"
+    common = ["build", "--model", str(small_model_path), "--image-dir", str(images), "--trimap-dir", str(trimaps),
+              "--images", "2", "--out", str(out), "-q"]
+    assert runner.invoke(app, common).exit_code == 0
+    before = (out / "data" / "stats.json").read_bytes()
+    read = stats_pass._read_result
+
+    def lose_a_layer(path):
+        found = read(path)
+        del found["sums"][0]
+        return found
+
+    monkeypatch.setattr(stats_pass, "_read_result", lose_a_layer)
+    result = runner.invoke(app, [*common, "--stats-images", "all", "--workers", "1",
+                                 "--beam-option", "direct_running_mode=in_memory"])
+    assert result.exit_code == 1
+    assert "came back incomplete" in result.output and len(result.output.strip().splitlines()) == 1
+    assert (out / "data" / "stats.json").read_bytes() == before
