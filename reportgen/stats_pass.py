@@ -479,6 +479,8 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
                         if client is not None:
                             client.close()
                 except Exception:
+                    if shutdown.interrupted:  # Beam's clean-up failed as its workers were ended: still an interrupt
+                        raise KeyboardInterrupt from None
                     if not shutdown.fired:
                         raise
             found = _read_result(path)

@@ -210,44 +210,83 @@ def interruptible() -> Iterator[Interruption]:
 
 # Seconds a job's worker processes get to stop after its result is in, before they are ended.
 SHUTDOWN_GRACE = 10.0
+# After Ctrl-C or SIGTERM: the user asked to stop now, and no result is coming.
+INTERRUPT_GRACE = 3.0
 
 
 class BoundedShutdown:
     """Whether the watch ended processes that outlived their job (then a failure of the job's own
-    shutdown is theirs, not the job's)."""
+    shutdown is theirs, not the job's), and whether the job was interrupted by a signal."""
 
     fired = False
+    interrupted = False
+
+
+@contextlib.contextmanager
+def _noting_interrupts(watch: BoundedShutdown, noted: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM are noted for the watch, then handled as they were (KeyboardInterrupt):
+    the job's own clean-up, which may wait forever, runs before our code sees the interrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum, frame):
+        handler = previous[signum]
+        if handler == signal.SIG_IGN:
+            return
+        watch.interrupted = True
+        noted.set()
+        if callable(handler):
+            handler(signum, frame)
+        raise KeyboardInterrupt
+
+    for signum in previous:
+        signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
 def bounded_shutdown(finished: Callable[[], bool], grace: float = SHUTDOWN_GRACE,
-                     poll: float = 0.5) -> Iterator[BoundedShutdown]:
+                     poll: float = 0.5, interrupt_grace: float = INTERRUPT_GRACE) -> Iterator[BoundedShutdown]:
     """Run a job whose shutdown may wait forever: `grace` seconds after `finished()` first says its
-    result is in, the processes started inside the block that are still alive are ended. A Beam
-    DirectRunner job once stayed 27 minutes in its shutdown, its main thread joining a worker that
-    waited on a control stream nobody would write to again; ending the workers ends that wait."""
+    result is in, or `interrupt_grace` seconds after a Ctrl-C or SIGTERM, the processes started inside
+    the block that are still alive are ended. A Beam DirectRunner job once stayed 27 minutes in its
+    shutdown, its main thread joining a worker that waited on a control stream nobody would write to
+    again; a Ctrl-C in its pass led to the same join. Ending the workers ends that wait."""
     watch = BoundedShutdown()
     before = descendants()
-    stop = threading.Event()
+    stop, interrupted = threading.Event(), threading.Event()
 
     def watch_job() -> None:
-        done_at = None
+        ends_at = None
         while not stop.wait(poll):
-            if done_at is None:
-                done_at = time.monotonic() if finished() else None
-            elif time.monotonic() - done_at >= grace:
+            if ends_at is None or (interrupted.is_set() and ends_at - time.monotonic() > interrupt_grace):
+                if interrupted.is_set():
+                    ends_at = time.monotonic() + interrupt_grace
+                elif finished():
+                    ends_at = time.monotonic() + grace
+            elif time.monotonic() >= ends_at:
                 left = descendants() - before - pool_pids()
                 if left:
                     watch.fired = True
-                    log.warning("%d worker processes had not stopped %.0f s after the job's end; ended them",
-                                len(left), grace)
+                    if interrupted.is_set():  # what the user asked for: nothing to warn about
+                        log.info("ended %d worker processes %.0f s after the interrupt", len(left), interrupt_grace)
+                    else:
+                        log.warning("%d worker processes had not stopped %.0f s after the job's end; ended them",
+                                    len(left), grace)
                     end_processes(left)
                 return
 
     thread = threading.Thread(target=watch_job, daemon=True, name="bounded-shutdown")
     thread.start()
     try:
-        yield watch
+        with _noting_interrupts(watch, interrupted):
+            yield watch
     finally:
         stop.set()
         thread.join()

@@ -39,3 +39,24 @@ def test_nothing_is_ended_while_the_result_is_not_in_or_when_the_job_ends_by_its
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_ctrl_c_whose_clean_up_waits_on_a_child_ends_the_child_and_stays_an_interrupt():
+    """Beam's DirectRunner answers a Ctrl-C with its own clean-up, which joined a worker waiting on a
+    control stream: the watch notes the signal, ends what the job started, and the interrupt goes on."""
+    import os
+    import signal
+
+    import pytest
+
+    with pytest.raises(KeyboardInterrupt):
+        with workers.bounded_shutdown(lambda: False, grace=3600, poll=0.1, interrupt_grace=0.5) as watch:
+            child = _lingering_child()
+            try:
+                threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+                threading.Event().wait(120)  # the job, until the interrupt
+            finally:  # as Beam's run_stages: close_all() joins its workers before the interrupt goes on
+                child.wait(timeout=120)
+    assert watch.interrupted and watch.fired
+    assert child.returncode is not None and child.returncode < 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
