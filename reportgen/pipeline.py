@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from reportgen import (assets, capture, layer_stage, measure, model_io, outdir, outputs, plan, render, sources, stats,
+from reportgen import (assets, capture, layer_stage, measure, model_io, outdir, outputs, plan, render, sources,
                        workers)
 from reportgen.describe import describe
 from reportgen.errors import BuildInterrupted, InputError, OutputError, ReportgenError
 from reportgen.inputs import InputGeometry
 from reportgen.layer_stage import ImageRecord, LayerResult
+from reportgen.mask_classes import MaskClasses
 from reportgen.measure import Measurement
 from reportgen.naming import Namer
 from reportgen.options import ALL_IMAGES, BuildOptions
@@ -97,7 +98,7 @@ def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, build_
 
 
 def _quality_notes(specs, quality, graded, statistics_images, class_names: list[str], where: str,
-                   mask_classes: stats.MaskClasses) -> tuple[str, str]:
+                   mask_classes: MaskClasses) -> tuple[str, str]:
     """The model card's sentences on the model's own results over `where`: accuracy, and IoU per class."""
     accuracy = iou = ""
     if quality is None:
