@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from reportgen import (assets, capture, layer_stage, measure, model_io, outdir, outputs, plan, render, sources,
-                       workers)
+                       tfds_source, workers)
 from reportgen.describe import describe
 from reportgen.errors import BuildInterrupted, InputError, OutputError, ReportgenError
 from reportgen.inputs import InputGeometry
@@ -50,7 +50,7 @@ class BuildResult:
 def _source(options: BuildOptions, geometry: InputGeometry):
     if options.image_dir is not None:
         return sources.image_folder(options.image_dir, geometry, options.trimap_dir, options.reading)
-    return sources.tfds_split(options.dataset, options.split, geometry, data_dir=options.data_dir)
+    return tfds_source.tfds_split(options.dataset, options.split, geometry, data_dir=options.data_dir)
 
 
 def _load_images(options: BuildOptions, geometry: InputGeometry) -> list[sources.SourceImage]:
@@ -86,7 +86,7 @@ def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, build_
     # Workers read the images themselves: the job carries file paths or a data set's name, not pixels.
     images = sources.FolderImages.of(options.image_dir, geometry, options.trimap_dir, len(chosen), options.reading) \
         if options.image_dir is not None else \
-        sources.DatasetImages(options.dataset, options.split, geometry, options.data_dir)
+        tfds_source.DatasetImages(options.dataset, options.split, geometry, options.data_dir)
     model = stats_pass.ModelSpec(options.model_path, options.weights_path, size[0] if size else None,
                                  options.unsafe_load, options.imports, loaded.checksum or None)
     found = stats_pass.run_beam(stats_pass.PassSetup(model, build_plan, images), options.runner,
