@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reportgen import (assets, capture, layer_stage, measure, model_io, outdir, outputs, plan, render, sources,
-                       tfds_source, workers)
+from reportgen import (assets, capture, input_evidence, layer_stage, measure, model_io, outdir, outputs, plan, render,
+                       sources, tfds_source, workers)
 from reportgen.describe import describe
 from reportgen.errors import BuildInterrupted, InputError, OutputError, ReportgenError
 from reportgen.inputs import InputGeometry
@@ -195,12 +195,12 @@ def _image_records(selected, specs: list[outputs.OutputSpec], captured: _Capture
 
 def _warnings(loaded, convs, captured: _Captured, specs, options: BuildOptions, own: tuple[str, ...]) -> list[str]:
     """Signs of a wrong input convention, said on the index page in sentences; `own` are the model's
-    own preprocessing layers (capture.input_layers)."""
+    own preprocessing layers (input_evidence.input_layers)."""
     convention = options.convention.describe().split(":")[0]
     found = outputs.warnings_for(specs, [np.stack(v) for v in captured.outputs], convention, own)
     shown = range(min(captured.spill.count, 10))
     first = np.stack([captured.spill.layers[0].image(k) for k in shown])
-    evidence = capture.first_conv_evidence(loaded.model, convs[0], first)
+    evidence = input_evidence.first_conv_evidence(loaded.model, convs[0], first)
     if evidence:
         found.append(f"{evidence[0].upper()}{evidence[1:]}; {outputs.preprocessing_hint(convention, own)}.")
     if own and not options.convention.is_identity:
@@ -459,7 +459,7 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         from reportgen import compare
 
         previous = compare.load_previous(options.previous if options.previous is not None else out)
-        own_input = tuple(capture.input_layers(model))
+        own_input = tuple(input_evidence.input_layers(model))
         description = describe(
             loaded, options=options, records=records, layers=results, key=key, geometry=geometry,
             colorbar=colorbar, previous=previous, layer_cka=layer_cka, outputs=specs,
