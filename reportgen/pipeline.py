@@ -1,4 +1,9 @@
-"""`build()`: source -> capture -> stats -> render -> site, one direction, one stage per module."""
+"""`build()`: source -> capture -> stats -> render -> site, one direction, one stage per module.
+
+Over 400 lines because the glue between the stages stays beside `_build`, which alone holds the
+values it joins (the options, the plan, the capture's outputs): choosing the images, the capture
+pass, the layers before their statistics, and the index page's and model card's sentences on them.
+"""
 
 from __future__ import annotations
 
