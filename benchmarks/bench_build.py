@@ -103,13 +103,13 @@ def largest_layer_page(site: Path) -> tuple[float, str]:
 FLOOR = r"""
 import itertools, sys
 import numpy as np
-from reportgen import capture, model_io, sources
+from reportgen import capture, model_io, tfds_source
 from reportgen.inputs import InputGeometry
 
 count = int(sys.argv[1])
 model = model_io.load(None, None, None, False).model
 size = model.inputs[0].shape[1]
-chosen = list(itertools.islice(sources.tfds_split("synthetic_pets", "test",
+chosen = list(itertools.islice(tfds_source.tfds_split("synthetic_pets", "test",
                                                   InputGeometry(size, size, 3, "stretch", "nearest")), count))
 probe = capture.probe_model(model, capture.find_conv_layers(model, "conv"))
 for batch in capture.stream_activations(probe, np.stack([c.image for c in chosen]), 5, 0, lambda x: x):

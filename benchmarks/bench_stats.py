@@ -38,7 +38,7 @@ from dask_cluster import local_cluster  # noqa: E402  (the tests' cluster, start
 PROBE = r"""
 import itertools, json, sys, time
 import numpy as np
-from reportgen import capture, model_io, outputs, plan, sources, stats_pass
+from reportgen import capture, model_io, outputs, plan, stats_pass, tfds_source
 from reportgen.inputs import InputConvention, InputGeometry
 from reportgen.targets import Targets
 
@@ -46,7 +46,7 @@ what, count, batch, options = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), t
 loaded = model_io.load(None, None, None, False)
 size = loaded.model.inputs[0].shape[1]
 geometry = InputGeometry(size, size, 3, "stretch", "nearest")
-chosen = list(itertools.islice(sources.tfds_split("synthetic_pets", "test", geometry), count))
+chosen = list(itertools.islice(tfds_source.tfds_split("synthetic_pets", "test", geometry), count))
 images = np.stack([item.image for item in chosen])
 parts = {}
 if what == "forward":
@@ -61,7 +61,7 @@ else:
     measured = plan.make(loaded.model, convs, outputs.describe(loaded.model, geometry.size), targets,
                          InputConvention(), geometry, batch_size=batch, executor=what)
     setup = stats_pass.PassSetup(stats_pass.ModelSpec(sha256=loaded.checksum), measured,
-                                 sources.DatasetImages("synthetic_pets", "test", geometry))
+                                 tfds_source.DatasetImages("synthetic_pets", "test", geometry))
     start = time.monotonic()
     parts = stats_pass.run_beam(setup, what, options, workers=2).seconds
 print(json.dumps({"seconds": time.monotonic() - start, "images": len(images), "parts": parts}))

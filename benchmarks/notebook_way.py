@@ -17,13 +17,13 @@ def main(out: Path, images: int) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from reportgen import capture, model_io, sources
+    from reportgen import capture, model_io, sources, tfds_source
 
     loaded = model_io.load()
     model = loaded.model
     convs = capture.find_conv_layers(model)
     probe = capture.probe_model(model, convs)
-    selected = sources.select(sources.tfds_split("synthetic_pets", "test", 160), images)
+    selected = sources.select(tfds_source.tfds_split("synthetic_pets", "test", 160), images)
     batch = np.stack([s.image for s in selected]).astype("float32")
     outputs = probe.predict(batch, verbose=0)
     out.mkdir(parents=True, exist_ok=True)

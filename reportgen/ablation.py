@@ -1,7 +1,7 @@
 """Channel importance checked against what the model does: zero channels, run the model on, measure.
 
 For each layer with a Taylor importance, three ablations on the first statistics images:
-- its k most important channels zeroed (k = stats.TOP_IMPORTANT, or every channel of a smaller layer);
+- its k most important channels zeroed (k = catalog.TOP_IMPORTANT, or every channel of a smaller layer);
 - k channels drawn at random (seeded by the layer's index), the control;
 - each channel alone, on the layers where that is affordable (`single_channel_layers`), to rank-correlate
   the measured change of the target y with the Taylor estimate of it.
@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reportgen import attribution, stats
+from reportgen import attribution
+from reportgen.catalog import TOP_IMPORTANT
+from reportgen.intervals import jackknife_interval
+from reportgen.linear_probes import FoldRatio
 from reportgen.prose import fmt, fmt_interval
 
 ABLATION_IMAGES = 10  # statistics images ablated by default (--ablation-images)
@@ -52,7 +55,7 @@ def plan_layer(index: int, importance: np.ndarray | None, single: bool, downstre
     if importance is None or not np.isfinite(importance).any():
         return None
     channels = len(importance)
-    k = min(stats.TOP_IMPORTANT, channels)
+    k = min(TOP_IMPORTANT, channels)
     top = np.argsort(-np.nan_to_num(importance, nan=-1.0), kind="stable")[:k]
     random = np.random.default_rng(RANDOM_SEED + index).choice(channels, size=k, replace=False)
     return LayerPlan(tuple(int(c) for c in top), tuple(int(c) for c in np.sort(random)), single, downstream)
@@ -125,8 +128,8 @@ class Rerun:
         return lookup[id(self.output)]
 
 
-def _unit_ratio(folds: int) -> stats.FoldRatio:
-    return stats.FoldRatio(folds, 1)
+def _unit_ratio(folds: int) -> FoldRatio:
+    return FoldRatio(folds, 1)
 
 
 @dataclass
@@ -135,7 +138,7 @@ class AblationSums:
 
     folds: int
     metric: str = ""
-    baseline: stats.FoldRatio | None = None
+    baseline: FoldRatio | None = None
     top: dict = field(default_factory=dict)  # layer -> FoldRatio of the metric with the top k removed
     random: dict = field(default_factory=dict)  # layer -> FoldRatio with k random channels removed
     single: dict = field(default_factory=dict)  # layer -> C: sum over images of the change of y, each channel alone
@@ -161,7 +164,7 @@ def _joined(mine: dict, theirs: dict) -> dict:
     for key, value in theirs.items():
         if key not in found:
             found[key] = value
-        elif isinstance(value, stats.FoldRatio):
+        elif isinstance(value, FoldRatio):
             found[key] = found[key].merge(value)
         else:
             found[key] = found[key] + value
@@ -207,7 +210,7 @@ class Metric:
         return agree.sum(axis=(1, 2)), np.full(len(output), agree[0].size)
 
 
-def _add(ratio: stats.FoldRatio, scored: tuple[np.ndarray, np.ndarray], folds: np.ndarray) -> None:
+def _add(ratio: FoldRatio, scored: tuple[np.ndarray, np.ndarray], folds: np.ndarray) -> None:
     numerator, denominator = scored
     np.add.at(ratio.numerator[:, 0], folds, numerator)
     np.add.at(ratio.denominator[:, 0], folds, denominator)
@@ -267,7 +270,7 @@ def layer_summary(found: AblationSums, layer: int, plan: LayerPlan, importance: 
     if layer not in found.top or found.baseline is None:
         return None
 
-    def value(ratio: stats.FoldRatio) -> list:
+    def value(ratio: FoldRatio) -> list:
         return [float(ratio.ratio()[0]), *ratio.interval()]
 
     baseline, top, random = value(found.baseline), value(found.top[layer]), value(found.random[layer])
@@ -319,9 +322,9 @@ def forward_passes(found: AblationSums) -> float:
     return total
 
 
-def difference(first: stats.FoldRatio, second: stats.FoldRatio) -> list:
+def difference(first: FoldRatio, second: FoldRatio) -> list:
     """first's ratio minus second's, over the same images, with its delete-one-fold jackknife interval."""
     value = float(first.ratio()[0] - second.ratio()[0])
     replicates = [float(first.ratio(drop=k)[0] - second.ratio(drop=k)[0]) for k in range(first.folds)]
-    return [value, *stats.jackknife_interval(value, replicates)] if first.folds >= 2 else \
+    return [value, *jackknife_interval(value, replicates)] if first.folds >= 2 else \
         [value, float("nan"), float("nan")]

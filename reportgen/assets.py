@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reportgen import render, stats
+from reportgen import render
+from reportgen.mask_classes import MaskClasses
 from reportgen.naming import Namer
 
 TOP_OVERLAYS = 4
@@ -142,7 +143,7 @@ class AssetWriter:
             found[index] = {"id": item.id, "src": relative, "href": None}
         return found
 
-    def image_pictures(self, records, classes: stats.MaskClasses) -> None:
+    def image_pictures(self, records, classes: MaskClasses) -> None:
         """Each image's input, its mask and the model's prediction in `classes` (the masks'), and
         where the prediction is wrong about the focus class."""
         trimap_order = classes.in_trimap_order

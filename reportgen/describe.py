@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from reportgen import stats
 from reportgen.architecture import ArchitectureMap
 from reportgen.inputs import InputGeometry
+from reportgen.mask_classes import OXFORD, MaskClasses
 
 if TYPE_CHECKING:
     from reportgen import compare, model_io, outputs, targets
@@ -69,8 +69,8 @@ class Description:
     engine: str = "in process"  # where the statistics ran: "in process" or the Beam runner
 
     @property
-    def mask_classes(self) -> stats.MaskClasses:
-        return self.targets.mask_classes if self.targets is not None else stats.OXFORD
+    def mask_classes(self) -> MaskClasses:
+        return self.targets.mask_classes if self.targets is not None else OXFORD
 
     @property
     def has_mask(self) -> bool:

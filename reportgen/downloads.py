@@ -19,7 +19,7 @@ import numpy as np
 from reportgen import __version__, outputs
 from reportgen import catalog
 from reportgen.catalog import focus_class  # noqa: F401  (where compare and charts read it)
-from reportgen.stats import OXFORD, MaskClasses
+from reportgen.mask_classes import OXFORD, MaskClasses
 
 PACKAGES = ("reportgen", "tensorflow-cpu", "keras", "numpy", "pillow", "matplotlib", "jinja2",
             "tensorflow-datasets", "typer")

@@ -302,7 +302,7 @@ class MaskValues:
         return 0 if self.of_segmentation else PAD_TRIMAP
 
     def for_classes(self, classes, binary: bool = False) -> "MaskValues":
-        """These values for a model whose segmentation stores these classes (stats.MaskClasses.names,
+        """These values for a model whose segmentation stores these classes (mask_classes.MaskClasses.names,
         class k as k + 1), or none (None); `binary`: a one-channel sigmoid's."""
         if not self.of_segmentation or classes is None:
             return self
@@ -329,7 +329,7 @@ class MaskValues:
         return f"--mask-values {shown}"
 
     def to_classes(self, mask: np.ndarray, where: str) -> tuple[np.ndarray, str]:
-        """A stored mask as the statistics' classes (class k as k + 1, stats.MaskClasses), and its
+        """A stored mask as the statistics' classes (class k as k + 1, mask_classes.MaskClasses), and its
         convention: an Oxford trimap's 1 foreground, 2 background, 3 ignore; or `by_class`, value k as
         k + 1 and 0 where ignored."""
         if self.by_class:

@@ -17,6 +17,9 @@ import numpy as np
 from reportgen import assets, channels, render, stats
 from reportgen.targets import Targets
 from reportgen.capture import ConvLayer
+from reportgen.intervals import wilson_interval
+from reportgen.linear_probes import FoldRatio, ProbeScores
+from reportgen.mask_classes import MaskClasses
 from reportgen.spill import SpilledLayer
 
 
@@ -30,7 +33,7 @@ class ImageRecord:
     trimap: np.ndarray | None
     prediction: np.ndarray | None  # class ids at input size; None when the model does not segment
     label: int | None = None  # index of the image's class (class sub-folders), for the class probe
-    mask_classes: "stats.MaskClasses | None" = None  # the mask's classes, when `prediction` is in them
+    mask_classes: "MaskClasses | None" = None  # the mask's classes, when `prediction` is in them
 
     @property
     def mask_is_prediction(self) -> bool:
@@ -84,8 +87,8 @@ class LayerJob:
     scale: str
     targets: Targets  # the statistics images' folds, classes and mask source: the build's one decision
     measured: stats.LayerAccumulator  # the layer's sums over the statistics images, finalised here
-    scores: stats.ProbeScores | None = None  # the probes scored on every statistics image; None: no probe
-    rgb: stats.FoldRatio | None = None  # the RGB baseline on every statistics image
+    scores: ProbeScores | None = None  # the probes scored on every statistics image; None: no probe
+    rgb: FoldRatio | None = None  # the RGB baseline on every statistics image
     cams: np.ndarray | None = None  # N x H x W Grad-CAM maps of the pictured images
 
 
@@ -119,19 +122,19 @@ def _writer(staging: Path, cmap: str, scale: str) -> assets.AssetWriter:
     return _writers[key]
 
 
-def with_probe_scores(result: LayerResult, scores: stats.ProbeScores | None, rgb: stats.FoldRatio | None,
+def with_probe_scores(result: LayerResult, scores: ProbeScores | None, rgb: FoldRatio | None,
                       targets: Targets) -> LayerResult:
     """The layer's probe numbers and their intervals, read from the measured scores (an empty score
     where the layer has no probe: its numbers are NaN)."""
-    scores = scores or stats.ProbeScores(targets.fold_count, [], [], targets.mask_classes.count)
+    scores = scores or ProbeScores(targets.fold_count, [], [], targets.mask_classes.count)
     focus = targets.mask_classes.focus
     result.probe_iou = scores.mask.ratio()
     result.intervals["probe_iou_focus"] = scores.mask.class_interval(focus)
     result.intervals["probe_iou_mean"] = scores.mask.interval(stats.mean_defined)
     if scores.has_classes:
         result.class_accuracy = float(scores.classes.ratio()[0])
-        result.intervals["class_probe_accuracy"] = stats.wilson_interval(scores.classes.numerator.sum(),
-                                                                          scores.classes.denominator.sum())
+        result.intervals["class_probe_accuracy"] = wilson_interval(scores.classes.numerator.sum(),
+                                                                    scores.classes.denominator.sum())
     if rgb is not None:
         result.rgb_probe_iou = rgb.ratio()
         result.intervals["rgb_probe_iou_focus"] = rgb.class_interval(focus)

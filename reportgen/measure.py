@@ -17,8 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reportgen import stats
+from reportgen.cka import MinibatchCKA
 from reportgen.errors import ReportgenError
+from reportgen.linear_probes import (FoldRatio, ProbeScores, add_to_fold, can_fit_probe, pool_to, pooled_shape,
+                                     probe_predict, probe_weights)
+from reportgen.mask_classes import grid_truth, mask_onehot
 from reportgen.plan import BuildPlan, Graded
 from reportgen.probe import Named
 from reportgen.targets import MASK_PREDICTION, MASK_TRIMAP, Targets, feed, mask_truth, score_image
@@ -63,7 +66,7 @@ class Quality:
     against the trimaps (the convention of `reportgen evaluate`: three classes, every pixel)."""
 
     ranked: dict = dataclasses.field(default_factory=dict)  # batch start -> B x TOP_CLASSES class indices
-    iou: stats.FoldRatio | None = None
+    iou: FoldRatio | None = None
 
     def merge(self, other: "Quality") -> "Quality":
         iou = self.iou if other.iou is None else other.iou if self.iou is None else self.iou.merge(other.iou)
@@ -82,7 +85,7 @@ def grade(quality: Quality, graded: Graded, outputs: list, start: int, trimaps, 
         quality.ranked[start] = np.argsort(-scores, axis=1, kind="stable")[:, :TOP_CLASSES]
     if graded.mask_output is not None and trimaps is not None:
         if quality.iou is None:
-            quality.iou = stats.FoldRatio(targets.fold_count, targets.mask_classes.count)
+            quality.iou = FoldRatio(targets.fold_count, targets.mask_classes.count)
         predicted = as_mask(np.asarray(outputs[graded.mask_output], np.float32)).astype(np.int64) - 1
         for k, (mask, truth) in enumerate(zip(predicted, trimaps)):
             quality.iou.add_pixels(mask, np.asarray(truth, np.int64) - 1, int(targets.folds[start + k]))
@@ -125,7 +128,7 @@ def measure_batch(plan: BuildPlan, sums: dict, named: Named, batch: Batch) -> No
         feed(sums[k], maps, batch.indices, targets, masks, importance, spatial=layer.spatial)
     spatial = [named.activations[k] for k in plan.spatial]
     if spatial and targets.measures:
-        sums.setdefault(CKA_KEY, stats.MinibatchCKA(len(spatial))).add(spatial)
+        sums.setdefault(CKA_KEY, MinibatchCKA(len(spatial))).add(spatial)
     if targets.mask_source == MASK_PREDICTION:  # the RGB baseline is measured against them too
         sums.setdefault(MASKS_KEY, Masks()).masks[batch.start] = masks
 
@@ -139,7 +142,7 @@ def score_batch(plan: BuildPlan, scores: dict, activations: list, batch: Batch, 
     for layer, fitted in fits.items():
         if not (fitted[1] or fitted[2]):
             continue
-        found = scores.setdefault(layer, stats.ProbeScores(*fitted[:3], targets.mask_classes.count))
+        found = scores.setdefault(layer, ProbeScores(*fitted[:3], targets.mask_classes.count))
         for k, maps in enumerate(activations[layer]):
             maps = _as_image_maps(np.asarray(maps, np.float32))
             truth = mask_truth(None if masks is None else masks[k], targets)
@@ -182,28 +185,28 @@ def rgb_baselines(plan: BuildPlan, images: Sequence[np.ndarray], masks: np.ndarr
     for k, (layer, shape) in enumerate(zip(plan.layers, shapes)):
         if not layer.spatial or shape[0] <= 1:
             continue
-        grid = stats.pooled_shape(*shape[:2])
+        grid = pooled_shape(*shape[:2])
         if grid not in by_grid:
             by_grid[grid] = rgb_probe_iou(images, masks, grid, plan.targets)
         found[k] = by_grid[grid]
     return found
 
 
-def rgb_probe_iou(images, masks: np.ndarray, grid_shape, targets) -> stats.FoldRatio:
+def rgb_probe_iou(images, masks: np.ndarray, grid_shape, targets) -> FoldRatio:
     """The probe baseline: the leave-out ridge probe on the images' RGB pooled to a layer's grid,
     against `masks` in the targets' classes, image i in the statistics' fold `targets.folds[i]`."""
     fold_sums: dict = {}
     classes, folds = targets.mask_classes.count, targets.folds
-    pooled_images = [stats.pool_to(image[None].astype(np.float32), max(grid_shape))[0] for image in images]
+    pooled_images = [pool_to(image[None].astype(np.float32), max(grid_shape))[0] for image in images]
     for i, pooled in enumerate(pooled_images):
-        y = stats.mask_onehot(masks[i:i + 1], *pooled.shape[:2], classes)[0]
-        stats.add_to_fold(fold_sums, int(folds[i]), pooled.reshape(-1, pooled.shape[-1]), y.reshape(-1, classes))
-    weights = stats.probe_weights(fold_sums)
-    score = stats.FoldRatio(targets.fold_count, classes)
+        y = mask_onehot(masks[i:i + 1], *pooled.shape[:2], classes)[0]
+        add_to_fold(fold_sums, int(folds[i]), pooled.reshape(-1, pooled.shape[-1]), y.reshape(-1, classes))
+    weights = probe_weights(fold_sums)
+    score = FoldRatio(targets.fold_count, classes)
     for i, pooled in enumerate(pooled_images):
-        predicted = stats.probe_predict(weights, pooled, int(folds[i]), balanced=True)
+        predicted = probe_predict(weights, pooled, int(folds[i]), balanced=True)
         if predicted is not None:
-            score.add_pixels(predicted, stats.grid_truth(masks[i:i + 1], *pooled.shape[:2], classes)[0],
+            score.add_pixels(predicted, grid_truth(masks[i:i + 1], *pooled.shape[:2], classes)[0],
                              int(folds[i]))
     return score
 
@@ -221,8 +224,8 @@ class Measurement:
     """What an executor measured: per conv layer its accumulator and its probes' scores, and the rest."""
 
     layers: dict  # conv index -> stats.LayerAccumulator
-    cka: stats.MinibatchCKA | None
-    scores: dict = dataclasses.field(default_factory=dict)  # conv index -> stats.ProbeScores
+    cka: MinibatchCKA | None
+    scores: dict = dataclasses.field(default_factory=dict)  # conv index -> ProbeScores
     masks: np.ndarray | None = None  # N x H x W: the masks measured against (trimaps or predicted), or None
     seconds: dict = dataclasses.field(default_factory=dict)  # what each part took: sums, fits, scores
     quality: Quality | None = None  # the model's own results on the statistics images (`Graded`)
@@ -236,8 +239,8 @@ def layer_fit(key: int, accumulator):
     if key < 0:
         return
     attributed = float(accumulator.attributed.sum())
-    fitted = (accumulator.fold_count, stats.probe_weights(accumulator.folds),
-              stats.probe_weights(accumulator.class_folds),
+    fitted = (accumulator.fold_count, probe_weights(accumulator.folds),
+              probe_weights(accumulator.class_folds),
               accumulator.taylor.sum(axis=0) / attributed if attributed else None)
     if fitted[1] or fitted[2] or fitted[3] is not None:
         yield key, fitted
@@ -275,7 +278,7 @@ def check_sums(sums: dict, plan: BuildPlan) -> None:
 
 def _probed(accumulator) -> tuple[bool, bool]:
     """Whether a layer's sums give a mask probe and a class probe."""
-    return stats.can_fit_probe(accumulator.folds), stats.can_fit_probe(accumulator.class_folds)
+    return can_fit_probe(accumulator.folds), can_fit_probe(accumulator.class_folds)
 
 
 def check_scores(scores: dict, sums: dict, plan: BuildPlan) -> None:

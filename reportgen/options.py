@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reportgen import capture, render, sources
+from reportgen import capture, render, sources, tfds_source
 from reportgen.ablation import ABLATION_IMAGES
 from reportgen.errors import InputError
 from reportgen.inputs import (FITS, INTERPOLATIONS, PREPROCESS_MODES, InputConvention, MaskValues, check_choice,
@@ -245,7 +245,7 @@ class BuildOptions:
         if self.seed < 0:
             raise InputError(f"--seed must be 0 or more, got {self.seed}")
         if self.image_dir is None:
-            sources.check_split(self.dataset, self.split)
+            tfds_source.check_split(self.dataset, self.split)
         if self.ablation_images < 0:
             raise InputError(f"--ablation-images must be 0 or more, got {self.ablation_images}")
         if self.stats_images is not None and self.stats_images != ALL_IMAGES and self.stats_images < 1:

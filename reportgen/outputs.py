@@ -11,6 +11,8 @@ import numpy as np
 
 from reportgen.errors import InputError
 from reportgen.inputs import stored_classes
+from reportgen.intervals import wilson_interval
+from reportgen.mask_classes import OXFORD, MaskClasses
 
 TOP_K = 5
 FULL_VALUES = 1000  # outputs of at most this many numbers per image are recorded in full
@@ -51,13 +53,11 @@ class OutputSpec:
         foreground and background (as --labels names them), three unnamed classes in the Oxford
         order (pet, background, border: the Keras tutorial's trimap - 1); else its own, in order,
         the first not named background in focus."""
-        from reportgen import stats
-
         if self.binary:
-            return stats.MaskClasses.binary(self.class_name(1), self.class_name(0))
+            return MaskClasses.binary(self.class_name(1), self.class_name(0))
         if self.class_count == 3 and not self.classes:
-            return stats.OXFORD
-        return stats.MaskClasses.named([self.class_name(k) for k in range(self.class_count)])
+            return OXFORD
+        return MaskClasses.named([self.class_name(k) for k in range(self.class_count)])
 
     def class_name(self, index: int) -> str:
         return self.classes[index] if index < len(self.classes) else f"class {index}"
@@ -291,11 +291,9 @@ class Accuracy:
     classes: int = 0  # the output's class count: top-5 says nothing of five classes or fewer
 
     def describe(self) -> str:
-        from reportgen import stats
-
         parts = []
         for what, hits in (("top-1", self.top1), ("top-5", self.top5))[:2 if self.classes > 5 else 1]:
-            low, high = stats.wilson_interval(hits, self.images)
+            low, high = wilson_interval(hits, self.images)
             parts.append(f"{what} {hits / self.images:.0%} (90% interval {low:.0%}-{high:.0%})")
         confused = "; ".join(f"{true} taken for {predicted} ({count})" for true, predicted, count in self.confused)
         return (f"output {self.output!r} on {self.images} labelled images: {', '.join(parts)}; classes matched by "

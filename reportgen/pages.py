@@ -13,10 +13,12 @@ from typing import TypedDict
 
 import numpy as np
 
-from reportgen import __version__, assets, catalog, channels, charts, compare, downloads, findings, outputs, render, stats
+from reportgen import __version__, assets, catalog, channels, charts, compare, downloads, findings, outputs, render
 from reportgen.describe import Description
 from reportgen.layer_table import (depth_charts, layer_columns, layer_row, map_context, picture_size, shown,
                                    statistic_rows)
+from reportgen.linear_probes import chance_accuracy
+from reportgen.mask_classes import OXFORD, MaskClasses
 from reportgen.prose import (card_metrics, class_accuracy_text, class_list, depth_note, fmt, fmt_interval,
                              other_inputs_note, reshaped_note, tap_note)
 from reportgen.stats import mean_defined as stats_mean
@@ -148,7 +150,7 @@ def common(description: Description) -> Common:
 
 def chance(description: Description) -> float:
     labels = [r.label for r in description.records if r.label is not None]
-    return stats.chance_accuracy(labels) if description.has_classes else float("nan")
+    return chance_accuracy(labels) if description.has_classes else float("nan")
 
 
 def model_view(description: Description) -> dict:
@@ -179,7 +181,7 @@ def model_view(description: Description) -> dict:
     }
 
 
-def _iou(truth: np.ndarray | None, predicted: np.ndarray, classes: stats.MaskClasses) -> float:
+def _iou(truth: np.ndarray | None, predicted: np.ndarray, classes: MaskClasses) -> float:
     """An image's IoU of the focus class; pixels of no class, and Oxford's border, are "not classified"."""
     if truth is None:
         return float("nan")
@@ -245,7 +247,7 @@ def site_context(description: Description) -> SiteContext:
     return SiteContext(title="reportgen", model=description.model.description, version=__version__,
                        trained=description.model.trained,
                        mask_is_prediction=any(r.mask_is_prediction for r in description.records),
-                       focus=classes.focus_name, mask_classes=classes.names, oxford=classes == stats.OXFORD,
+                       focus=classes.focus_name, mask_classes=classes.names, oxford=classes == OXFORD,
                        mask_legend=render.class_legend(classes.names, classes.in_trimap_order))
 
 
@@ -320,7 +322,7 @@ def image_context(description: Description, shared: Common, index: int) -> Image
                         next=views[index + 1] if index + 1 < len(views) else None)
 
 
-def statistics_table(classes: stats.MaskClasses) -> list[dict]:
+def statistics_table(classes: MaskClasses) -> list[dict]:
     """The per-layer numbers with an interval, as about.html lists them: from their one definition."""
     def scale(bounds) -> str:
         low, high = bounds
@@ -333,7 +335,7 @@ def statistics_table(classes: stats.MaskClasses) -> list[dict]:
             for s in catalog.layer_statistics()]
 
 
-def about_context(classes: stats.MaskClasses) -> AboutContext:
+def about_context(classes: MaskClasses) -> AboutContext:
     """about.html's context: the catalog's rows and the constants the page states, from the code."""
     return AboutContext(statistics=statistics_table(classes), constants=catalog.constants())
 

@@ -1,4 +1,9 @@
-"""`build()`: source -> capture -> stats -> render -> site, one direction, one stage per module."""
+"""`build()`: source -> capture -> stats -> render -> site, one direction, one stage per module.
+
+Over 400 lines because the glue between the stages stays beside `_build`, which alone holds the
+values it joins (the options, the plan, the capture's outputs): choosing the images, the capture
+pass, the layers before their statistics, and the index page's and model card's sentences on them.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from reportgen import (assets, capture, layer_stage, measure, model_io, outdir, outputs, plan, render, sources, stats,
-                       workers)
+from reportgen import (assets, capture, input_evidence, layer_stage, measure, model_io, outdir, outputs, plan, render,
+                       sources, tfds_source, workers)
 from reportgen.describe import describe
 from reportgen.errors import BuildInterrupted, InputError, OutputError, ReportgenError
 from reportgen.inputs import InputGeometry
 from reportgen.layer_stage import ImageRecord, LayerResult
+from reportgen.mask_classes import MaskClasses
 from reportgen.measure import Measurement
 from reportgen.naming import Namer
 from reportgen.options import ALL_IMAGES, BuildOptions
@@ -49,7 +55,7 @@ class BuildResult:
 def _source(options: BuildOptions, geometry: InputGeometry):
     if options.image_dir is not None:
         return sources.image_folder(options.image_dir, geometry, options.trimap_dir, options.reading)
-    return sources.tfds_split(options.dataset, options.split, geometry, data_dir=options.data_dir)
+    return tfds_source.tfds_split(options.dataset, options.split, geometry, data_dir=options.data_dir)
 
 
 def _load_images(options: BuildOptions, geometry: InputGeometry) -> list[sources.SourceImage]:
@@ -85,7 +91,7 @@ def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, build_
     # Workers read the images themselves: the job carries file paths or a data set's name, not pixels.
     images = sources.FolderImages.of(options.image_dir, geometry, options.trimap_dir, len(chosen), options.reading) \
         if options.image_dir is not None else \
-        sources.DatasetImages(options.dataset, options.split, geometry, options.data_dir)
+        tfds_source.DatasetImages(options.dataset, options.split, geometry, options.data_dir)
     model = stats_pass.ModelSpec(options.model_path, options.weights_path, size[0] if size else None,
                                  options.unsafe_load, options.imports, loaded.checksum or None)
     found = stats_pass.run_beam(stats_pass.PassSetup(model, build_plan, images), options.runner,
@@ -97,7 +103,7 @@ def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, build_
 
 
 def _quality_notes(specs, quality, graded, statistics_images, class_names: list[str], where: str,
-                   mask_classes: stats.MaskClasses) -> tuple[str, str]:
+                   mask_classes: MaskClasses) -> tuple[str, str]:
     """The model card's sentences on the model's own results over `where`: accuracy, and IoU per class."""
     accuracy = iou = ""
     if quality is None:
@@ -194,12 +200,12 @@ def _image_records(selected, specs: list[outputs.OutputSpec], captured: _Capture
 
 def _warnings(loaded, convs, captured: _Captured, specs, options: BuildOptions, own: tuple[str, ...]) -> list[str]:
     """Signs of a wrong input convention, said on the index page in sentences; `own` are the model's
-    own preprocessing layers (capture.input_layers)."""
+    own preprocessing layers (input_evidence.input_layers)."""
     convention = options.convention.describe().split(":")[0]
     found = outputs.warnings_for(specs, [np.stack(v) for v in captured.outputs], convention, own)
     shown = range(min(captured.spill.count, 10))
     first = np.stack([captured.spill.layers[0].image(k) for k in shown])
-    evidence = capture.first_conv_evidence(loaded.model, convs[0], first)
+    evidence = input_evidence.first_conv_evidence(loaded.model, convs[0], first)
     if evidence:
         found.append(f"{evidence[0].upper()}{evidence[1:]}; {outputs.preprocessing_hint(convention, own)}.")
     if own and not options.convention.is_identity:
@@ -458,7 +464,7 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         from reportgen import compare
 
         previous = compare.load_previous(options.previous if options.previous is not None else out)
-        own_input = tuple(capture.input_layers(model))
+        own_input = tuple(input_evidence.input_layers(model))
         description = describe(
             loaded, options=options, records=records, layers=results, key=key, geometry=geometry,
             colorbar=colorbar, previous=previous, layer_cka=layer_cka, outputs=specs,

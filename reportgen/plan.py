@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reportgen import capture, outputs, sources, stats
+from reportgen import capture, outputs, sources
 from reportgen.errors import InputError
 from reportgen.inputs import InputConvention, InputGeometry, MaskValues
+from reportgen.mask_classes import OXFORD, MaskClasses
 from reportgen.targets import MASK_TRIMAP, Targets
 
 IN_PROCESS = "in process"
@@ -119,7 +120,7 @@ def decide_targets(statistics_images, specs: list[outputs.OutputSpec], options, 
     if trimaps_given:
         mask_classes = given_mask_classes(statistics_images, specs, options.mask_values)
     else:
-        mask_classes = specs[segmenting].mask_classes() if segmenting is not None else stats.OXFORD
+        mask_classes = specs[segmenting].mask_classes() if segmenting is not None else OXFORD
     return Targets.decide([item.id for item in statistics_images], labels, trimaps_given=trimaps_given,
                           prediction_output=segmenting, measures=options.statistics, class_names=class_names,
                           explained=decide_target(specs, options.explain_class, activations) if options.attribution
@@ -135,9 +136,9 @@ def given_mask_classes(statistics_images, specs: list[outputs.OutputSpec], mask_
     if mask_values.of_segmentation:
         return next(spec for spec in specs if spec.gives_mask).mask_classes()
     if all(item.mask_convention in (None, TRIMAP_CONVENTION) for item in statistics_images):
-        return stats.OXFORD  # a data set's trimaps say no convention
+        return OXFORD  # a data set's trimaps say no convention
     binary = next((spec for spec in specs if spec.binary), None)
-    return binary.mask_classes() if binary is not None else stats.MaskClasses.binary()
+    return binary.mask_classes() if binary is not None else MaskClasses.binary()
 
 
 def graded(specs: list[outputs.OutputSpec], targets: Targets, statistics_images) -> Graded:

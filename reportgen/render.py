@@ -193,7 +193,7 @@ def error_rgb(truth: np.ndarray, predicted: np.ndarray, focus: int = 1, trimap_o
     """Where the prediction is wrong about the focus class (stored as `focus`): right pixels dimmed
     grey, focus missed blue, another class called the focus orange.
 
-    Pixels of no class (0), and in trimap order (stats.MaskClasses.in_trimap_order) the border or
+    Pixels of no class (0), and in trimap order (mask_classes.MaskClasses.in_trimap_order) the border or
     ignored band (3), are 'not classified' and shown light.
     """
     out = np.full(truth.shape + (3,), 40, np.uint8)

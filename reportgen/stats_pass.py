@@ -133,7 +133,7 @@ class PassSetup:
 
     model: ModelSpec
     plan: BuildPlan
-    images: object = None  # sources.FolderImages, DatasetImages or LoadedImages: `read(start, end)`
+    images: object = None  # sources.FolderImages, tfds_source.DatasetImages or sources.LoadedImages: `read(start, end)`
     threads: int | None = None  # TensorFlow's threads per worker; None: its default (every core)
 
 

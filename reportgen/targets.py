@@ -21,6 +21,9 @@ import numpy as np
 
 from reportgen import stats
 from reportgen.attribution import Target
+from reportgen.catalog import MAX_FOLDS
+from reportgen.linear_probes import ProbeScores
+from reportgen.mask_classes import OXFORD, MaskClasses, grid_truth
 
 MASK_TRIMAP = "trimap"  # ground-truth Oxford trimaps, given with the images
 MASK_PREDICTION = "prediction"  # the model's own segmentation stands in
@@ -58,7 +61,7 @@ class Targets:
     labels: np.ndarray | None = None  # class index of each image, or None: no class probe
     class_count: int = 0
     mask_source: str | None = None  # MASK_TRIMAP, MASK_PREDICTION, or None: the mask-free statistics only
-    mask_classes: stats.MaskClasses = stats.OXFORD  # what the masks' values 1..K are
+    mask_classes: MaskClasses = OXFORD  # what the masks' values 1..K are
     prediction_output: int | None = None  # with MASK_PREDICTION: the model output whose argmax is the mask
     measures: bool = True  # False: the descriptive numbers and the ranking only (--no-stats)
     class_names: tuple[str, ...] = ()  # the class folders' names, sorted: what `labels` index
@@ -72,12 +75,12 @@ class Targets:
     @classmethod
     def decide(cls, ids, labels=None, trimaps_given: bool = False, prediction_output: int | None = None,
                measures: bool = True, class_names=(), explained: Target | None = None,
-               mask_classes: stats.MaskClasses = stats.OXFORD) -> "Targets":
+               mask_classes: MaskClasses = OXFORD) -> "Targets":
         """The targets of `ids` (statistics images, in order) with their class indices (or None)."""
         ids = tuple(str(i) for i in ids)
         if labels is not None and (any(label is None for label in labels) or len(set(labels)) < 2):
             labels = None  # a class probe needs every image's class, and two classes at least
-        fold_count = min(len(ids), stats.MAX_FOLDS)
+        fold_count = min(len(ids), MAX_FOLDS)
         folds = assign_folds(list(ids), None if labels is None else list(labels), fold_count)
         source = MASK_TRIMAP if trimaps_given else MASK_PREDICTION if prediction_output is not None else None
         return cls(ids, folds, fold_count, None if labels is None else np.asarray(labels, np.int64),
@@ -140,9 +143,9 @@ def mask_truth(mask: np.ndarray | None, targets: Targets):
     """An image's mask classes on any h x w grid, `truth(h, w)`, or None without a mask."""
     if mask is None or not targets.mask_source:
         return None
-    return lambda h, w: stats.grid_truth(mask[None], h, w, targets.mask_classes.count)[0]
+    return lambda h, w: grid_truth(mask[None], h, w, targets.mask_classes.count)[0]
 
 
-def score_image(scores: stats.ProbeScores, maps: np.ndarray, index: int, targets: Targets, truth) -> None:
+def score_image(scores: ProbeScores, maps: np.ndarray, index: int, targets: Targets, truth) -> None:
     """Score the leave-out probes on statistics image `index`: its H x W x C maps, its `mask_truth`."""
     scores.add_image(maps, int(targets.folds[index]), truth, targets.label(index))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reportgen import sources
+from reportgen import tfds_source
 from reportgen.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class TrainConfig:
 
 def _training_arrays(config: TrainConfig, data_dir: str | None):
     """Load the train split as one array of images and masks (class ids 0..2)."""
-    loader = sources.tfds_split(config.dataset, "train", data_dir=data_dir, input_size=config.input_size)
+    loader = tfds_source.tfds_split(config.dataset, "train", data_dir=data_dir, input_size=config.input_size)
     images, masks = [], []
     for item in loader:
         images.append(item.image)
@@ -149,7 +149,7 @@ def evaluate(model, dataset: str, split: str, data_dir: str | None = None, limit
         batch_images.clear()
         batch_masks.clear()
 
-    for item in sources.tfds_split(dataset, split, input_size, data_dir=data_dir):
+    for item in tfds_source.tfds_split(dataset, split, input_size, data_dir=data_dir):
         batch_images.append(item.image)
         batch_masks.append(np.clip(item.trimap.astype(np.int64) - 1, 0, 2))
         count += 1

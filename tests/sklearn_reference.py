@@ -5,14 +5,14 @@ from sklearn.model_selection import PredefinedSplit, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from reportgen import stats
+from reportgen.catalog import PROBE_RIDGE
 
 
 class PerRowRidge(Ridge):
     """The probe's ridge is per training row, (X'X/m + a I) w = X'y/m: scikit-learn's alpha = a m."""
 
     def fit(self, x, y, sample_weight=None):
-        self.alpha = stats.PROBE_RIDGE * len(x)
+        self.alpha = PROBE_RIDGE * len(x)
         return super().fit(x, y, sample_weight)
 
 

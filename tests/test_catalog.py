@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from reportgen import catalog, compare, downloads, layer_table, pages, prose, site, stats
+from reportgen.mask_classes import OXFORD
 
 FAKE = catalog.Statistic("fake_stat", "Fake statistic of the {focus}", catalog.UNIT, "",
                          "a made-up number about the {focus}", json="fake_stat", csv="fake_stat_column",
@@ -62,13 +63,13 @@ def fake_row(monkeypatch):
 
 
 def test_a_new_row_reaches_stats_json_with_its_interval(fake_row):
-    rows = downloads.stats_records([_result(1, 0.25), _result(2, 0.75)], classes=stats.OXFORD)
+    rows = downloads.stats_records([_result(1, 0.25), _result(2, 0.75)], classes=OXFORD)
     assert [row["fake_stat"] for row in rows] == [0.25, 0.75]
     assert rows[1]["intervals_90"]["fake_stat"] == pytest.approx([0.65, 0.85])
 
 
 def test_a_new_row_reaches_layers_csv_by_name(fake_row):
-    rows = downloads.stats_records([_result(1, 0.25), _result(2, 0.75)], classes=stats.OXFORD)
+    rows = downloads.stats_records([_result(1, 0.25), _result(2, 0.75)], classes=OXFORD)
     table = list(csv.DictReader(io.StringIO(downloads.csv_text(rows))))
     assert [float(line["fake_stat_column"]) for line in table] == [0.25, 0.75]
     assert float(table[0]["fake_stat_column_low"]) == pytest.approx(0.15)
@@ -83,7 +84,7 @@ def test_a_new_row_reaches_layers_csv_by_name(fake_row):
 
 
 def test_without_the_row_layers_csv_keeps_its_columns():
-    rows = downloads.stats_records([_result(1)], classes=stats.OXFORD)
+    rows = downloads.stats_records([_result(1)], classes=OXFORD)
     header = next(csv.reader(io.StringIO(downloads.csv_text(rows))))
     # The columns layers.csv has always had keep their order; a statistic added since follows them.
     assert header[:len(downloads.CSV_FIELDS)] == list(downloads.CSV_FIELDS)
@@ -100,7 +101,7 @@ def test_a_new_row_reaches_the_layer_table_map_and_page(fake_row):
     assert ("fake", "Fake heading", "Fake map label") in columns
     assert [key for key, *_ in columns][:3] == ["probe", "cka", "iou"]
     assert layer_table.layer_values(_result(1, 0.25), focus=0)["fake"] == 0.25
-    page = dict(layer_table.statistic_rows(_layer_stats(0.25), stats.OXFORD, shown))
+    page = dict(layer_table.statistic_rows(_layer_stats(0.25), OXFORD, shown))
     assert page["Fake statistic of the pet"] == prose.fmt_interval(0.25, (0.15, 0.35)) == "0.25 (0.15 to 0.35)"
 
 
@@ -109,20 +110,20 @@ def test_a_row_that_needs_what_the_build_lacks_is_left_out(monkeypatch):
     monkeypatch.setattr(catalog, "STATISTICS", (*catalog.STATISTICS, needy))
     shown = {"mask": False, "classes": False, "target": False, "": True}
     assert "needy" not in [key for key, *_ in layer_table.layer_columns(shown)]
-    assert "Needy" not in dict(layer_table.statistic_rows(_layer_stats(), stats.OXFORD, shown))
+    assert "Needy" not in dict(layer_table.statistic_rows(_layer_stats(), OXFORD, shown))
 
 
 def test_a_new_row_reaches_the_comparison(fake_row):
     labels = [label for label, _, _ in compare.tracked()]
     assert labels[0] == "probe IoU (focus class)" and "fake tracked" in labels
-    before = downloads.stats_records([_result(1, 0.25)], classes=stats.OXFORD)[0]
-    after = downloads.stats_records([_result(1, 0.75)], classes=stats.OXFORD)[0]
+    before = downloads.stats_records([_result(1, 0.25)], classes=OXFORD)[0]
+    after = downloads.stats_records([_result(1, 0.75)], classes=OXFORD)[0]
     getter = dict((label, get) for label, get, _ in compare.tracked())["fake tracked"]
     assert getter(after) - getter(before) == pytest.approx(0.5)
 
 
 def test_a_new_row_reaches_about_html(fake_row, tmp_path):
-    context = pages.about_context(stats.OXFORD)
+    context = pages.about_context(OXFORD)
     row = next(r for r in context["statistics"] if r["key"] == "fake_stat")
     assert row == {"key": "fake_stat", "label": "Fake statistic of the pet", "range": "[0, 1]",
                    "transform": "logit", "definition": "a made-up number about the pet", "needs": "nothing"}
@@ -139,13 +140,13 @@ def test_about_html_states_the_code_s_constants_and_targets(tmp_path):
     writer = site._Pages(tmp_path, {"title": "t", "model": "m", "version": "0", "trained": True,
                                    "mask_is_prediction": False, "focus": "cat", "mask_classes": ["cat", "dog"],
                                    "oxford": False, "mask_legend": ""})
-    writer.write("about.html", "about.html", **pages.about_context(stats.OXFORD))
+    writer.write("about.html", "about.html", **pages.about_context(OXFORD))
     html = (tmp_path / "about.html").read_text()
-    assert f"Ridge regression (λ = {stats.PROBE_RIDGE:g})" in html
-    assert f"at most {stats.POOL_GRID} × {stats.POOL_GRID}" in html
-    assert f"one common {stats.CKA_GRID} × {stats.CKA_GRID} grid" in html
-    assert f"its {stats.TOP_IMPORTANT} most important channels" in html
-    assert f"(|a| &lt; {stats.NEAR_ZERO:g})" in html
+    assert f"Ridge regression (λ = {catalog.PROBE_RIDGE:g})" in html
+    assert f"at most {catalog.POOL_GRID} × {catalog.POOL_GRID}" in html
+    assert f"one common {catalog.CKA_GRID} × {catalog.CKA_GRID} grid" in html
+    assert f"its {catalog.TOP_IMPORTANT} most important channels" in html
+    assert f"(|a| &lt; {catalog.NEAR_ZERO:g})" in html
     # The two statements the code contradicted: the target is a log-odds, the probe scores the focus class.
     assert "the log-odds (" in html and "a probability after a softmax" not in html
     assert "IoU of the focus class, cat" in html and "IoU of the pet class" not in html

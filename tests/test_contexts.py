@@ -25,6 +25,7 @@ from reportgen.capture import ConvLayer
 from reportgen.describe import Description, ModelCard
 from reportgen.inputs import InputGeometry
 from reportgen.layer_stage import ImageRecord, LayerResult
+from reportgen.mask_classes import OXFORD
 from reportgen.options import BuildOptions
 from reportgen.outdir import KEY_FILE
 from reportgen.outputs import OutputSpec
@@ -125,7 +126,7 @@ def _prediction() -> np.ndarray:
 def _records(variant: str) -> list[ImageRecord]:
     image = np.zeros((SIZE, SIZE, 3), np.uint8)
     if variant == MASK:
-        return [ImageRecord(i, i, image, _trimap(), _prediction(), mask_classes=stats.OXFORD) for i in IDS]
+        return [ImageRecord(i, i, image, _trimap(), _prediction(), mask_classes=OXFORD) for i in IDS]
     if variant == CLASSIFIER:
         return [ImageRecord(i, i, image, None, None, label=k) for k, i in enumerate(IDS)]
     return [ImageRecord(i, i, image, None, None) for i in IDS]

@@ -14,7 +14,10 @@ from sklearn.metrics import jaccard_score
 from sklearn_reference import held_out_predictions
 
 from reportgen import stats
+from reportgen.catalog import POOL_GRID
 from reportgen.cli import app
+from reportgen.linear_probes import ProbeScores, pool_to
+from reportgen.mask_classes import MaskClasses
 from reportgen.targets import Targets, feed, mask_truth, score_image
 
 SIZE = 32
@@ -158,7 +161,7 @@ def test_the_per_class_probe_equals_scikit_learn_ridge(voc_site, voc):
     maps = maps.astype(np.float16).astype(np.float64)
     ids = [f.name for f in sorted(voc[0].iterdir())]
     folds = Targets.decide(ids, trimaps_given=True).folds
-    pooled = stats.pool_to(maps, stats.POOL_GRID)  # 32 -> 16
+    pooled = pool_to(maps, POOL_GRID)  # 32 -> 16
     g = pooled.shape[1]
     onehot = np.stack([(classes == k) for k in range(len(NAMES))], -1).astype(float)
     fractions = onehot.reshape(len(maps), g, SIZE // g, g, SIZE // g, len(NAMES)).mean(axis=(2, 4))
@@ -272,7 +275,7 @@ def test_the_accumulator_measures_every_class_of_many(count):
     maps = maps.astype(np.float32)
     names = ["background", *(f"class {k}" for k in range(1, count))]
     targets = Targets.decide([f"img_{i}" for i in range(n)], trimaps_given=True,
-                             mask_classes=stats.MaskClasses.named(names))
+                             mask_classes=MaskClasses.named(names))
     masks = np.where(stored == IGNORE, 0, stored + 1)  # class k stored as k + 1, 0 no class
     accumulator = targets.accumulator(maps.shape[1:], size)
     feed(accumulator, maps, np.arange(n), targets, masks, spatial=True)
@@ -281,7 +284,7 @@ def test_the_accumulator_measures_every_class_of_many(count):
     np.testing.assert_allclose(final.best_iou, expected, atol=1e-9)
     assert final.best_iou.shape == (count, channels) and final.classes.focus_name == "class 1"
 
-    scores = stats.ProbeScores(targets.fold_count, final.probe_weights, [], count)
+    scores = ProbeScores(targets.fold_count, final.probe_weights, [], count)
     for i in range(n):
         score_image(scores, maps[i], i, targets, mask_truth(masks[i], targets))
     row_folds = np.repeat(targets.folds, size * size)

@@ -58,7 +58,7 @@ def test_constant_and_saturated_outputs_are_warned():
 
 
 def test_the_models_own_preprocessing_layers_are_named():
-    from reportgen.capture import input_layers
+    from reportgen.input_evidence import input_layers
 
     inputs = keras.Input((8, 8, 3))
     x = layers.Rescaling(1 / 255, name="to_unit")(inputs)
@@ -71,7 +71,8 @@ def test_the_models_own_preprocessing_layers_are_named():
 
 
 def test_a_saturated_bounded_first_conv_is_evidence():
-    from reportgen.capture import find_conv_layers, first_conv_evidence
+    from reportgen.capture import find_conv_layers
+    from reportgen.input_evidence import first_conv_evidence
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 16, 3))
@@ -86,7 +87,8 @@ def test_a_saturated_bounded_first_conv_is_evidence():
 
 
 def test_batchnorm_statistics_reveal_the_input_scale():
-    from reportgen.capture import find_conv_layers, first_conv_evidence
+    from reportgen.capture import find_conv_layers
+    from reportgen.input_evidence import first_conv_evidence
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 16, 3))

@@ -7,6 +7,11 @@ import pytest
 from sklearn_reference import held_out_predictions
 
 from reportgen import stats
+from reportgen.catalog import UNIT
+from reportgen.cka import MinibatchCKA
+from reportgen.intervals import jackknife_interval
+from reportgen.linear_probes import ProbeScores, probe_predict
+from reportgen.mask_classes import mask_onehot
 from reportgen.targets import Targets, assign_folds, feed, mask_truth, score_image
 
 
@@ -35,12 +40,12 @@ def test_class_probe_equals_scikit_learn_ridge_with_the_same_folds(classes, per_
 
     pooled = maps.reshape(count, -1, maps.shape[-1]).mean(axis=1).astype(np.float64)
     reference = held_out_predictions(pooled, np.eye(classes)[labels], targets.folds).argmax(axis=1)
-    ours = np.array([stats.probe_predict(final.class_probe_weights, pooled[i:i + 1], int(targets.folds[i]))[0]
+    ours = np.array([probe_predict(final.class_probe_weights, pooled[i:i + 1], int(targets.folds[i]))[0]
                      for i in range(count)])
     assert np.mean(ours == reference) >= 0.99  # float32 solves may flip a near tie
     assert 0.1 < np.mean(reference == labels) < 1.0  # a probe with something to get wrong
 
-    scores = stats.ProbeScores(targets.fold_count, [], final.class_probe_weights, 3)
+    scores = ProbeScores(targets.fold_count, [], final.class_probe_weights, 3)
     for i in range(count):
         score_image(scores, maps[i], i, targets, None)
     assert scores.classes.denominator.sum() == count
@@ -51,7 +56,7 @@ def test_mask_probe_equals_scikit_learn_ridge_on_the_pooled_pixels():
     rng = np.random.default_rng(5)
     count, size, channels = 23, 8, 5
     trimaps = rng.integers(1, 4, (count, size, size)).astype(np.uint8)
-    onehot = stats.mask_onehot(trimaps, size, size, 3)
+    onehot = mask_onehot(trimaps, size, size, 3)
     maps = (rng.normal(size=(count, size, size, channels)) + 0.8 * onehot @ rng.normal(size=(3, channels)))
     maps = maps.astype(np.float32)
     targets = Targets.decide([f"pet_{i}.jpg" for i in range(count)], trimaps_given=True)
@@ -66,11 +71,11 @@ def test_mask_probe_equals_scikit_learn_ridge_on_the_pooled_pixels():
         prior = onehot.reshape(-1, 3)[row_folds != fold].mean(axis=0)
         reference[row_folds == fold] -= prior
     reference = reference.argmax(axis=1).reshape(count, size, size)
-    ours = np.stack([stats.probe_predict(final.probe_weights, maps[i], int(targets.folds[i]), balanced=True)
+    ours = np.stack([probe_predict(final.probe_weights, maps[i], int(targets.folds[i]), balanced=True)
                      for i in range(count)])
     assert np.mean(ours == reference) >= 0.995
 
-    scores = stats.ProbeScores(targets.fold_count, final.probe_weights, [], 3)
+    scores = ProbeScores(targets.fold_count, final.probe_weights, [], 3)
     for i in range(count):
         score_image(scores, maps[i], i, targets, mask_truth(trimaps[i], targets))
     truth = trimaps - 1
@@ -130,7 +135,7 @@ def test_minibatch_cka_equals_the_unbiased_hsic_written_out():
     layers = [rng.normal(size=(2, 5, 5, c)).astype(np.float32) for c in (3, 6)]
     layers[1][..., :3] += 2 * layers[0]
     second = [rng.normal(size=(2, 5, 5, c)).astype(np.float32) for c in (3, 6)]
-    cka = stats.MinibatchCKA(2)
+    cka = MinibatchCKA(2)
     cka.add(layers)
     cka.add(second)
     sums = np.zeros((2, 2))
@@ -172,6 +177,6 @@ def test_intervals_cover_a_known_share_and_stay_in_its_range():
         return np.where(rng.random((n, 4, 4, 2)) < share, 0.0, 1.0 + rng.random((n, 4, 4, 2))).astype(np.float32)
 
     assert 0.85 <= _coverage("near_zero_fraction", 0.2, draw) <= 0.95
-    bounded = stats.jackknife_interval(0.7, [0.2, 0.99, 0.95, 0.99, 0.6, 0.9], bounds=stats.UNIT)
-    plain = stats.jackknife_interval(0.7, [0.2, 0.99, 0.95, 0.99, 0.6, 0.9])
+    bounded = jackknife_interval(0.7, [0.2, 0.99, 0.95, 0.99, 0.6, 0.9], bounds=UNIT)
+    plain = jackknife_interval(0.7, [0.2, 0.99, 0.95, 0.99, 0.6, 0.9])
     assert plain[1] > 1.0 and 0.0 <= bounded[0] < 0.7 < bounded[1] <= 1.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reportgen import sources
+from reportgen import sources, tfds_source
 from reportgen.errors import DatasetUnavailableError, InputError
 
 
@@ -92,9 +92,9 @@ def test_selection_first_random_and_ids():
 def test_oxford_pets_loads_through_tfds_with_its_own_mocking(monkeypatch):
     import tensorflow_datasets as tfds
 
-    monkeypatch.setattr(sources, "_reachable", lambda host: True)  # as if online; mock_data serves the data
+    monkeypatch.setattr(tfds_source, "_reachable", lambda host: True)  # as if online; mock_data serves the data
     with tfds.testing.mock_data(num_examples=3):
-        items = list(sources.tfds_split("oxford_iiit_pet", "test", 64))
+        items = list(tfds_source.tfds_split("oxford_iiit_pet", "test", 64))
     assert len(items) == 3
     for item in items:
         assert item.image.shape == (64, 64, 3) and item.image.dtype == np.uint8
@@ -107,12 +107,12 @@ def test_oxford_pets_offline_names_the_offline_options(tmp_path, monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", refuse)
     with pytest.raises(DatasetUnavailableError, match="offline options: --dataset synthetic_pets"):
-        list(sources.tfds_split("oxford_iiit_pet", "test", 64, data_dir=str(tmp_path)))
+        list(tfds_source.tfds_split("oxford_iiit_pet", "test", 64, data_dir=str(tmp_path)))
 
 
 def test_unknown_dataset_is_refused():
     with pytest.raises(InputError, match="unknown data set 'mnist'"):
-        list(sources.tfds_split("mnist", "test", 64))
+        list(tfds_source.tfds_split("mnist", "test", 64))
 
 
 def test_a_folder_of_only_hidden_files_says_they_are_never_read(tmp_path):

@@ -4,6 +4,12 @@ import numpy as np
 import pytest
 
 from reportgen import stats
+from reportgen.catalog import EXAMPLES, MAX_FOLDS, POOL_GRID, TOP_IMPORTANT, UNIT
+from reportgen.channel_examples import ChannelTopK
+from reportgen.cka import MinibatchCKA, linear_cka, unbiased_hsic
+from reportgen.intervals import jackknife_interval, wilson_interval
+from reportgen.linear_probes import FoldRatio, chance_accuracy, pool_to, probe_predict
+from reportgen.mask_classes import grid_truth, mask_onehot
 
 
 @pytest.fixture()
@@ -14,22 +20,22 @@ def rng():
 def test_cka_is_one_for_itself_and_symmetric(rng):
     x = rng.normal(size=(200, 12))
     y = rng.normal(size=(200, 5))
-    assert stats.linear_cka(x, x) == pytest.approx(1.0)
-    assert stats.linear_cka(x, y) == pytest.approx(stats.linear_cka(y, x))
-    assert 0.0 <= stats.linear_cka(x, y) <= 1.0
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, y) == pytest.approx(linear_cka(y, x))
+    assert 0.0 <= linear_cka(x, y) <= 1.0
 
 
 def test_cka_is_invariant_to_rotation_and_isotropic_scaling(rng):
     x = rng.normal(size=(300, 8))
     y = x @ rng.normal(size=(8, 4)) + 0.5 * rng.normal(size=(300, 4))
     q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
-    base = stats.linear_cka(x, y)
-    assert stats.linear_cka(x @ q, y) == pytest.approx(base, rel=1e-9)
-    assert stats.linear_cka(7.5 * x, y) == pytest.approx(base, rel=1e-9)
+    base = linear_cka(x, y)
+    assert linear_cka(x @ q, y) == pytest.approx(base, rel=1e-9)
+    assert linear_cka(7.5 * x, y) == pytest.approx(base, rel=1e-9)
 
 
 def test_cka_of_a_constant_is_undefined():
-    assert np.isnan(stats.linear_cka(np.ones((50, 3)), np.random.default_rng(1).normal(size=(50, 2))))
+    assert np.isnan(linear_cka(np.ones((50, 3)), np.random.default_rng(1).normal(size=(50, 2))))
 
 
 def _blob_trimaps(n, size, rng):
@@ -44,11 +50,11 @@ def _blob_trimaps(n, size, rng):
 
 def _folds(indices, total):
     """Image i in fold i mod F: a plain assignment for the accumulators' own tests."""
-    return np.asarray(indices) % min(total, stats.MAX_FOLDS)
+    return np.asarray(indices) % min(total, MAX_FOLDS)
 
 
 def _accumulator(channels, stride, total):
-    return stats.LayerAccumulator(channels, stride, min(total, stats.MAX_FOLDS))
+    return stats.LayerAccumulator(channels, stride, min(total, MAX_FOLDS))
 
 
 def _accumulate(maps, trimaps, stride=1.0):
@@ -59,12 +65,12 @@ def _accumulate(maps, trimaps, stride=1.0):
 
 def _probe_score(acc, maps, trimaps, balanced=True):
     final = stats.finalise(acc)
-    folds = min(len(maps), stats.MAX_FOLDS)
-    score = stats.FoldRatio(folds, 3)
+    folds = min(len(maps), MAX_FOLDS)
+    score = FoldRatio(folds, 3)
     for i in range(len(maps)):
-        pooled = stats.pool_to(maps[i:i + 1], stats.POOL_GRID)[0]
-        truth = stats.grid_truth(trimaps[i:i + 1], *pooled.shape[:2], 3)[0]
-        score.add_pixels(stats.probe_predict(final.probe_weights, pooled, i % folds, balanced), truth, i % folds)
+        pooled = pool_to(maps[i:i + 1], POOL_GRID)[0]
+        truth = grid_truth(trimaps[i:i + 1], *pooled.shape[:2], 3)[0]
+        score.add_pixels(probe_predict(final.probe_weights, pooled, i % folds, balanced), truth, i % folds)
     return score
 
 
@@ -74,7 +80,7 @@ def _probe_iou(acc, maps, trimaps):
 
 def test_probe_scores_the_mask_itself_near_perfect_and_noise_as_chance(rng):
     trimaps = _blob_trimaps(8, 40, rng)
-    onehot = stats.mask_onehot(trimaps, 40, 40, 3).astype(np.float32)
+    onehot = mask_onehot(trimaps, 40, 40, 3).astype(np.float32)
     plain = _probe_score(_accumulate(onehot, trimaps), onehot, trimaps, balanced=False).ratio()
     assert plain[0] == pytest.approx(1.0)
     # The balanced rule thresholds the pet at its prior (~0.15), not at 0.5: boundary pixels with a
@@ -182,7 +188,7 @@ def test_unbiased_hsic_matches_its_definition_for_every_pair(rng):
     features = [rng.normal(size=(12, c)) for c in (3, 5, 2)]
     grams = np.stack([f @ f.T for f in features])
     expected = [[_unbiased_hsic_by_definition(a, b) for b in grams] for a in grams]
-    np.testing.assert_allclose(stats.unbiased_hsic(grams), expected, rtol=1e-10)
+    np.testing.assert_allclose(unbiased_hsic(grams), expected, rtol=1e-10)
 
 
 def test_minibatch_cka_is_one_on_itself_symmetric_and_merges(rng):
@@ -190,10 +196,10 @@ def test_minibatch_cka_is_one_on_itself_symmetric_and_merges(rng):
     maps = [rng.normal(size=(6, *s)).astype(np.float32) for s in shapes]
     # Layer 1 carries layer 0 (area-pooled 2x): related layers score higher than unrelated ones.
     maps[1][..., :3] += 3 * maps[0].reshape(6, 10, 2, 10, 2, 3).mean(axis=(2, 4))
-    whole = stats.MinibatchCKA(3)
+    whole = MinibatchCKA(3)
     for start in (0, 3):
         whole.add([m[start:start + 3] for m in maps])
-    left, right = stats.MinibatchCKA(3), stats.MinibatchCKA(3)
+    left, right = MinibatchCKA(3), MinibatchCKA(3)
     left.add([m[:3] for m in maps])
     right.add([m[3:] for m in maps])
     matrix = whole.finalise()
@@ -205,19 +211,19 @@ def test_minibatch_cka_is_one_on_itself_symmetric_and_merges(rng):
 
 def test_unbiased_cka_does_not_inflate_independent_wide_features(rng):
     """Few rows, many channels, no relation: the biased CKA is far from 0, the minibatch unbiased one is not."""
-    acc = stats.MinibatchCKA(2)
+    acc = MinibatchCKA(2)
     biased = []
     for _ in range(20):
         a = rng.normal(size=(2, 5, 5, 200)).astype(np.float32)  # 50 rows, 200 channels
         b = rng.normal(size=(2, 5, 5, 200)).astype(np.float32)
         acc.add([a, b])
-        biased.append(stats.linear_cka(a.reshape(50, -1), b.reshape(50, -1)))
+        biased.append(linear_cka(a.reshape(50, -1), b.reshape(50, -1)))
     assert np.mean(biased) > 0.7
     assert acc.finalise()[0, 1] < 0.1
 
 
 def test_minibatch_cka_of_a_constant_layer_is_undefined(rng):
-    acc = stats.MinibatchCKA(2)
+    acc = MinibatchCKA(2)
     acc.add([rng.normal(size=(2, 5, 5, 3)).astype(np.float32), np.zeros((2, 5, 5, 3), np.float32)])
     matrix = acc.finalise()
     assert matrix[0, 0] == pytest.approx(1.0) and np.isnan(matrix[1, 1]) and np.isnan(matrix[0, 1])
@@ -238,9 +244,9 @@ def _class_probe_accuracy(maps, labels):
     for k in range(len(maps)):
         acc.add(maps[k:k + 1], None, [k], _folds([k], len(maps)), labels=onehot[k:k + 1])
     final = stats.finalise(acc)
-    folds = min(len(maps), stats.MAX_FOLDS)
-    hits = [stats.probe_predict(final.class_probe_weights, maps[k].reshape(-1, maps.shape[-1]).mean(0, keepdims=True),
-                                k % folds)[0] == labels[k] for k in range(len(maps))]
+    folds = min(len(maps), MAX_FOLDS)
+    hits = [probe_predict(final.class_probe_weights, maps[k].reshape(-1, maps.shape[-1]).mean(0, keepdims=True),
+                          k % folds)[0] == labels[k] for k in range(len(maps))]
     return float(np.mean(hits)), final
 
 
@@ -253,7 +259,7 @@ def test_class_probe_decodes_a_class_coded_channel_and_not_noise(rng):
     noise_accuracy = np.mean([_class_probe_accuracy(_class_maps(np.random.default_rng(s), labels, False), labels)[0]
                               for s in range(10)])
     assert noise_accuracy < 0.7  # chance is 0.5; held-out images keep the probe honest
-    assert stats.chance_accuracy(list(labels)) == 0.5
+    assert chance_accuracy(list(labels)) == 0.5
 
 
 def test_class_cka_equals_linear_cka_of_pooled_features(rng):
@@ -261,7 +267,7 @@ def test_class_cka_equals_linear_cka_of_pooled_features(rng):
     maps = _class_maps(rng, labels, True)
     _, final = _class_probe_accuracy(maps, labels)
     pooled = maps.reshape(len(maps), -1, maps.shape[-1]).mean(axis=1)
-    assert final.cka_class == pytest.approx(stats.linear_cka(pooled, np.eye(3)[labels]), rel=1e-5)
+    assert final.cka_class == pytest.approx(linear_cka(pooled, np.eye(3)[labels]), rel=1e-5)
 
 
 def test_mask_free_statistics_are_defined_without_a_mask(rng):
@@ -304,11 +310,11 @@ def test_jackknife_of_a_mean_is_the_t_interval(rng):
 
     values = rng.normal(3.0, 2.0, size=10)
     replicates = [(values.sum() - v) / 9 for v in values]
-    low, high = stats.jackknife_interval(values.mean(), replicates)
+    low, high = jackknife_interval(values.mean(), replicates)
     half = t.ppf(0.95, 9) * values.std(ddof=1) / np.sqrt(10)
     assert (low, high) == pytest.approx((values.mean() - half, values.mean() + half), rel=1e-9)
-    assert stats.jackknife_interval(float("nan"), replicates) != stats.jackknife_interval(1.0, replicates)
-    assert np.isnan(stats.jackknife_interval(1.0, [1.0])[0])
+    assert jackknife_interval(float("nan"), replicates) != jackknife_interval(1.0, replicates)
+    assert np.isnan(jackknife_interval(1.0, [1.0])[0])
 
 
 def test_a_share_on_its_bound_gets_the_plain_jackknife_cut_at_the_bound():
@@ -321,13 +327,13 @@ def test_a_share_on_its_bound_gets_the_plain_jackknife_cut_at_the_bound():
 
     share = 1 / 1000
     replicates = np.array([0.0] + [share * 10 / 9] * 9)
-    low, high = stats.jackknife_interval(share, replicates, bounds=stats.UNIT)
+    low, high = jackknife_interval(share, replicates, bounds=UNIT)
     half = t.ppf(0.95, 9) * np.sqrt(9 / 10 * np.sum((replicates - replicates.mean()) ** 2))
     assert (low, high) == pytest.approx((0.0, share + half), rel=1e-9)
     # A second fold with a count moves the upper end a little, not by orders of magnitude.
     two_folds = np.array([share / 2 * 10 / 9] * 2 + [share * 10 / 9] * 8)
-    assert 0.2 < stats.jackknife_interval(share, two_folds, bounds=stats.UNIT)[1] / high < 5
-    assert stats.jackknife_interval(0.0, np.zeros(10), bounds=stats.UNIT) == (0.0, 0.0)
+    assert 0.2 < jackknife_interval(share, two_folds, bounds=UNIT)[1] / high < 5
+    assert jackknife_interval(0.0, np.zeros(10), bounds=UNIT) == (0.0, 0.0)
 
 
 def _stationary(n, seed):
@@ -366,26 +372,26 @@ def test_intervals_are_the_same_however_the_images_are_split():
 def test_top_examples_are_each_channels_strongest_images_by_brute_force(rng):
     maps = rng.standard_normal((20, 6, 5, 4)).astype(np.float32)
     maps[:, :, :, 3] = 0.0  # a constant channel: every image ties; the lowest indices win
-    top = stats.ChannelTopK(4)
+    top = ChannelTopK(4)
     top.add(maps, list(range(20)))
     for channel in range(3):
         peaks = maps[..., channel].reshape(20, -1).max(axis=1)
-        expected = np.argsort(-peaks, kind="stable")[:stats.EXAMPLES]
+        expected = np.argsort(-peaks, kind="stable")[:EXAMPLES]
         np.testing.assert_array_equal(top.images[channel], expected)
         np.testing.assert_array_equal(top.values[channel], peaks[expected])
         for slot, image in enumerate(expected):
             row, col = top.rows[channel, slot], top.cols[channel, slot]
             assert maps[image, row, col, channel] == peaks[image]
-    np.testing.assert_array_equal(top.images[3], np.arange(stats.EXAMPLES))
+    np.testing.assert_array_equal(top.images[3], np.arange(EXAMPLES))
 
 
 def test_top_examples_merge_exactly_in_any_split_and_order(rng):
     maps = np.round(rng.standard_normal((17, 4, 4, 5)), 1).astype(np.float32)  # rounding makes ties
-    whole = stats.ChannelTopK(5)
+    whole = ChannelTopK(5)
     whole.add(maps, list(range(17)))
     parts = []
     for start, end in ((0, 1), (1, 7), (7, 8), (8, 17)):
-        part = stats.ChannelTopK(5)
+        part = ChannelTopK(5)
         part.add(maps[start:end], list(range(start, end)))
         parts.append(part)
     for merged in (parts[0].merge(parts[1]).merge(parts[2].merge(parts[3])),
@@ -395,7 +401,7 @@ def test_top_examples_merge_exactly_in_any_split_and_order(rng):
 
 
 def test_fewer_images_than_examples_leave_empty_slots(rng):
-    top = stats.ChannelTopK(2)
+    top = ChannelTopK(2)
     top.add(rng.standard_normal((3, 2, 2, 2)).astype(np.float32), [5, 6, 7])
     assert sorted(top.images[0, :3]) == [5, 6, 7]
     assert (top.images[:, 3:] == -1).all() and np.isneginf(top.values[:, 3:]).all()
@@ -403,11 +409,11 @@ def test_fewer_images_than_examples_leave_empty_slots(rng):
 
 def test_wilson_interval_matches_its_closed_form_and_never_collapses():
     z = 1.6448536269514722  # the 95th percentile of the normal: a 90% interval
-    low, high = stats.wilson_interval(10, 10)
+    low, high = wilson_interval(10, 10)
     assert high == 1.0 and low == pytest.approx(10 / (10 + z * z))  # all right: the lower bound is n / (n + z^2)
-    low, high = stats.wilson_interval(0, 10)
+    low, high = wilson_interval(0, 10)
     assert low == 0.0 and high == pytest.approx(z * z / (10 + z * z))
-    low, high = stats.wilson_interval(50, 100)  # symmetric around 0.5, close to the normal interval for large n
+    low, high = wilson_interval(50, 100)  # symmetric around 0.5, close to the normal interval for large n
     assert (low + high) / 2 == pytest.approx(0.5) and high - low == pytest.approx(2 * z * 0.05 / (1 + z * z / 100)
                                                                                    * np.sqrt(1 + z * z / 100), rel=1e-9)
 
@@ -429,7 +435,7 @@ def test_effective_area_of_the_strongest_channels_is_their_median_area(rng):
     p = p / p.sum(axis=1, keepdims=True)
     entropy = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
     area = (np.exp(entropy) / (size * size)).mean(axis=0)
-    strongest = np.argsort(-strength)[:stats.TOP_IMPORTANT]
+    strongest = np.argsort(-strength)[:TOP_IMPORTANT]
     assert set(strongest) == set(range(2, channels))
     expected = float(np.median(area[strongest]))
     assert final.value("effective_area_top_median") == pytest.approx(expected, rel=1e-4)  # float32 sums

@@ -12,8 +12,11 @@ from keras import layers
 
 from conftest import measure_in_process
 from reportgen import attribution, measure, outputs, stats, stats_pass
+from reportgen.catalog import POOL_GRID
 from reportgen.cli import app
 from reportgen.inputs import InputConvention
+from reportgen.linear_probes import pool_to, probe_predict, probe_weights
+from reportgen.mask_classes import grid_truth
 from reportgen.sources import LoadedImages, SourceImage
 from reportgen.targets import Targets
 
@@ -131,12 +134,12 @@ def test_probe_scores_equal_a_direct_count(small_pass):
     pixels = np.stack([item.image for item in items]).astype(np.float32) / 127.5 - 1  # --preprocess tf
     maps = keras.Model(model.inputs, model.get_layer("a").output)(pixels).numpy()
     masks = np.stack([item.trimap for item in items])
-    folds, mask_weights = reference.layers[0].fold_count, stats.probe_weights(reference.layers[0].folds)
+    folds, mask_weights = reference.layers[0].fold_count, probe_weights(reference.layers[0].folds)
     inter = union = 0.0
     for i in range(12):
-        pooled = stats.pool_to(maps[i:i + 1].astype(np.float16).astype(np.float32), stats.POOL_GRID)[0]
-        predicted = stats.probe_predict(mask_weights, pooled, setup.plan.targets.folds[i], balanced=True)
-        truth = stats.grid_truth(masks[i:i + 1], *pooled.shape[:2], 3)[0]
+        pooled = pool_to(maps[i:i + 1].astype(np.float16).astype(np.float32), POOL_GRID)[0]
+        predicted = probe_predict(mask_weights, pooled, setup.plan.targets.folds[i], balanced=True)
+        truth = grid_truth(masks[i:i + 1], *pooled.shape[:2], 3)[0]
         assert folds == setup.plan.targets.fold_count
         inter += np.sum((predicted == 0) & (truth == 0))
         union += np.sum(((predicted == 0) | (truth == 0)) & (truth >= 0))

@@ -12,9 +12,9 @@ from reportgen import training
 def mock_oxford(monkeypatch):
     import tensorflow_datasets as tfds
 
-    from reportgen import sources
+    from reportgen import tfds_source
 
-    monkeypatch.setattr(sources, "_reachable", lambda host: True)
+    monkeypatch.setattr(tfds_source, "_reachable", lambda host: True)
     with tfds.testing.mock_data(num_examples=12):
         yield
 
