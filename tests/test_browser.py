@@ -289,3 +289,31 @@ def test_a_layer_pages_first_screen_shows_a_feature_grid(browser, tiny_site):
     box = page.locator(".grid img").first.bounding_box()
     assert box["height"] > 20 and box["y"] + box["height"] / 2 < 900, box
     page.close()
+
+
+@pytest.mark.parametrize("width, height", [(390, 844), (1440, 900)])
+def test_the_small_map_page_does_not_move_when_its_charts_are_drawn(browser, tiny_site, width, height):
+    """The value strips are drawn by site.js after the page is shown: the space they take must be there
+    before, or the text below jumps down (Lighthouse counted a layout shift of 0.394 on desktop). Whether
+    a shift is seen depends on when the script runs, so the layout without scripts is compared too."""
+    layer = (tiny_site / "layers" / "daspp_pool_conv.html").as_uri()
+    below = "['#stats-h', '.small-pictures'].map(s => document.querySelector(s).getBoundingClientRect().top)"
+    still = browser.new_page(viewport={"width": width, "height": height}, java_script_enabled=False)
+    still.goto(layer)
+    strips = still.locator(".value-strip").count()
+    assert strips > 0
+    unscripted = still.evaluate(below)
+    still.close()
+    page = browser.new_page(viewport={"width": width, "height": height}, color_scheme="light")
+    page.context.new_cdp_session(page).send("Emulation.setCPUThrottlingRate", {"rate": 4})
+    page.goto(layer)
+    shift = page.evaluate("""() => new Promise(resolve => {
+      let total = 0;
+      new PerformanceObserver(list => list.getEntries().forEach(e => { if (!e.hadRecentInput) total += e.value; }))
+        .observe({type: "layout-shift", buffered: true});
+      setTimeout(() => resolve(total), 1000);
+    })""")
+    assert page.locator(".value-strip svg").count() == strips  # the charts were drawn
+    assert page.evaluate(below) == unscripted
+    assert shift < 0.05
+    page.close()
