@@ -46,11 +46,13 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 def page_kinds(site: Path) -> dict[str, str]:
-    """One page of each kind; the small-map layer is the first whose channels are drawn as values."""
+    """One page of each kind (a layer page opened on a channel is the channel view); the small-map layer
+    is the first whose channels are drawn as values."""
     layers = sorted((site / "layers").glob("*.html"))
     small = [p for p in layers if 'class="value-strip"' in p.read_text(encoding="utf-8")]
     pictured = [p for p in layers if p not in small]
-    kinds = {"index": "index.html", "layer": f"layers/{pictured[len(pictured) // 2].name}"}
+    layer = f"layers/{pictured[len(pictured) // 2].name}"
+    kinds = {"index": "index.html", "layer": layer, "channel view": f"{layer}#c1"}
     if small:
         kinds["small-map layer"] = f"layers/{small[0].name}"
     image = sorted((site / "images").glob("*.html"))[0]
