@@ -30,7 +30,8 @@ EXAMPLES = 6  # dataset examples kept per channel
 INTERVAL_LEVEL = 0.9
 
 LAYER, CHANNEL = "layer", "channel"
-NEEDS = {"": "nothing", "mask": "a mask", "classes": "image classes", "target": "gradients of a target"}
+NEEDS = {"": "nothing", "mask": "a mask", "classes": "image classes", "target": "gradients of a target",
+         "mask+target": "a mask and gradients of a target"}
 
 
 def focus_class(row: dict) -> str:
@@ -132,6 +133,16 @@ STATISTICS = (
               json="importance_top_share", csv="importance_top_share",
               column=("importance", f"Top-{TOP_IMPORTANT} importance",
                       f"Share of importance in the top {TOP_IMPORTANT} channels")),
+    # Localisation of the layer's Grad-CAM (reportgen.localisation); the baselines are the build's, in stats.json.
+    Statistic("cam_mass_focus", "Grad-CAM mass on the {focus}", UNIT, "mask+target",
+              "the share of the Grad-CAM map's positive mass (upsampled to the image) on the {focus}'s pixels, "
+              "averaged over the images (relevance mass accuracy)",
+              json="cam_mass_focus", csv="cam_mass_focus",
+              column=("cam_mass", "CAM on focus", "Grad-CAM mass on the {focus}")),
+    Statistic("cam_rank_focus", "Grad-CAM top pixels on the {focus}", UNIT, "mask+target",
+              "the share of the map's k highest pixels on the {focus}, k its area, ties counted by their expected "
+              "share (relevance rank accuracy)",
+              json="cam_rank_focus", csv="cam_rank_focus"),
     Statistic("mean", "Mean", ANY, json="mean", csv="mean", csv_interval=False),
     Statistic("std", "Standard deviation", POSITIVE, json="std", csv="std", csv_interval=False),
     Statistic("near_zero_fraction", f"Near-zero share (|a| < {NEAR_ZERO:g})", UNIT,

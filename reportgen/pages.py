@@ -95,6 +95,7 @@ class LayerContext(TypedDict):
     attributed_after: str
     important: list[dict]
     ablation: dict | None
+    localisation: dict | None  # the Grad-CAM's mass and top pixels on the focus class, beside its baselines
 
 
 class ImageContext(TypedDict):
@@ -303,7 +304,19 @@ def _attribution_context(description: Description, result, views: list[dict]) ->
         order = np.argsort(-np.nan_to_num(s.importance, nan=-1.0), kind="stable")[:IMPORTANT_LINKS]
         important = [{"channel": int(c), "value": fmt(s.importance[c]), "href": f"#c{int(c)}"} for c in order]
     return {"cams": cams, "explained": description.explained, "attribution_note": result.attribution_note,
-            "attributed_after": result.attributed_after, "important": important, "ablation": result.ablation}
+            "attributed_after": result.attributed_after, "important": important, "ablation": result.ablation,
+            "localisation": _localisation(description, s)}
+
+
+def _localisation(description: Description, s) -> dict | None:
+    """How well the layer's Grad-CAM falls on the focus class, beside what a uniform map and the edges score."""
+    baselines = description.localisation_baselines
+    if s is None or not baselines or not np.isfinite(s.value("cam_mass_focus")):
+        return None
+    shown = {name: fmt_interval(found["value"], found["interval"]) for name, found in baselines.items()}
+    return {"focus": description.mask_classes.focus_name, "images": int(s.images),
+            "mass": fmt_interval(s.value("cam_mass_focus"), s.interval("cam_mass_focus")),
+            "rank": fmt_interval(s.value("cam_rank_focus"), s.interval("cam_rank_focus")), **shown}
 
 
 def image_context(description: Description, shared: Common, index: int) -> ImageContext:

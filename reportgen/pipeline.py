@@ -477,7 +477,8 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
             picture_note=picture_note,
             accuracy="; ".join(filter(None, (_accuracy(specs, captured, records, class_names),
                                              statistics_accuracy if outcome is not None else ""))),
-            segmentation=segmentation, engine=build_plan.executor)
+            segmentation=segmentation, engine=build_plan.executor,
+            localisation_baselines=measured.baselines.summary() if measured.baselines is not None else {})
         pages = site.write_site(staging, description, executor)
         outdir.swap_in(staging, out, work)
     except BrokenProcessPool:

@@ -99,6 +99,8 @@ def _assert_same(beam, reference):
         assert beam.quality is None
     else:
         np.testing.assert_array_equal(beam.quality.iou.numerator, reference.quality.iou.numerator)
+    for part in ("numerator", "denominator"):  # the Grad-CAM localisation's baselines
+        _assert_equal_arrays(getattr(beam.baselines.sums, part), getattr(reference.baselines.sums, part), "baselines")
     assert beam.ablation.images == reference.ablation.images == 5  # the first batch
     for kept in ("top", "random"):
         for layer in range(4):
@@ -141,6 +143,31 @@ def test_with_the_prediction_standing_in_beam_equals_in_process(small_pass, tmp_
                                                     LoadedImages(unmasked)),
                                workers=1, options=("direct_running_mode=in_memory",), results_folder=str(tmp_path))
     _assert_same(beam, reference)
+
+
+def test_grad_cam_localisation_is_the_formula_on_the_probes_own_maps(small_pass):
+    """Each layer's Grad-CAM mass on the pet, written out: the probe's maps resized by TensorFlow's
+    bilinear resize, positive mass on the pet's pixels over all mass, averaged over the images that
+    have pet pixels; the baseline, the pet's area share."""
+    import tensorflow as tf
+
+    from reportgen import capture
+    from reportgen.probe import Probe
+
+    setup, items, reference = small_pass
+    model = keras.saving.load_model(setup.model.model_path)
+    convs = capture.find_conv_layers(model)
+    images = np.stack([item.image for item in items])
+    cams = Probe(model, convs, setup.plan)(images, len(items)).cams
+    masks = np.stack([item.trimap for item in items])
+    pet = masks == 1
+    for layer, accumulator in reference.layers.items():
+        maps = tf.image.resize(np.asarray(cams[layer], np.float32)[..., None], (32, 32), "bilinear").numpy()[..., 0]
+        mass = np.maximum(maps, 0)
+        shares = (mass * pet).sum(axis=(1, 2)) / mass.sum(axis=(1, 2))
+        expected = np.mean(shares[mass.sum(axis=(1, 2)) > 0])
+        assert stats.finalise(accumulator).value("cam_mass_focus") == pytest.approx(expected, abs=2e-3), layer
+    assert reference.baselines.summary()["uniform"]["value"] == pytest.approx(pet.mean(axis=(1, 2)).mean())
 
 
 def test_probe_scores_equal_a_direct_count(small_pass):
