@@ -96,6 +96,7 @@ def build(
     explain_class: Optional[str] = opt("explain_class"),
     attribution: bool = opt("attribution"),
     ablation_images: int = opt("ablation_images"),
+    sanity_stages: int = opt("sanity_stages"),
     out: str = opt("out"),
     cmap: str = opt("cmap"),
     scale: str = opt("scale"),

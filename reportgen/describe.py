@@ -68,6 +68,7 @@ class Description:
     segmentation: str = ""  # the model's own IoU per class against the trimaps, over the statistics images
     engine: str = "in process"  # where the statistics ran: "in process" or the Beam runner
     localisation_baselines: dict = field(default_factory=dict)  # localisation.Baselines.summary(), or {}
+    sanity: dict = field(default_factory=dict)  # sanity.record: the Grad-CAM sanity checks, or {}
 
     @property
     def mask_classes(self) -> MaskClasses:

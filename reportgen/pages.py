@@ -96,6 +96,7 @@ class LayerContext(TypedDict):
     important: list[dict]
     ablation: dict | None
     localisation: dict | None  # the Grad-CAM's mass and top pixels on the focus class, beside its baselines
+    sanity: dict | None  # the Grad-CAM's sanity checks, in words
 
 
 class ImageContext(TypedDict):
@@ -305,7 +306,24 @@ def _attribution_context(description: Description, result, views: list[dict]) ->
         important = [{"channel": int(c), "value": fmt(s.importance[c]), "href": f"#c{int(c)}"} for c in order]
     return {"cams": cams, "explained": description.explained, "attribution_note": result.attribution_note,
             "attributed_after": result.attributed_after, "important": important, "ablation": result.ablation,
-            "localisation": _localisation(description, s)}
+            "localisation": _localisation(description, s), "sanity": _sanity(description, result.conv.index, s)}
+
+
+def _sanity(description: Description, conv: int, s) -> dict | None:
+    """The Grad-CAM sanity checks of conv `conv` (from 1) in words: what randomising the layers after it,
+    and explaining another target, did to its map."""
+    found = description.sanity
+    if s is None or not found or not np.isfinite(s.value("sanity_rank")):
+        return None
+    rank = s.value("sanity_rank")
+    verdict = ("hardly changes: it shows this layer's own structure more than the decision" if rank >= 0.7 else
+               "changes: it depends on the layers that make the decision" if rank <= 0.3 else "changes in part")
+    later = [first for first in found["randomised_from"] if first > conv]
+    swap = s.value("swap_rank")
+    return {"from": later[-1] if later else None, "images": found["images"], "verdict": verdict,
+            "rank": fmt_interval(rank, s.interval("sanity_rank")),
+            "ssim": fmt_interval(s.value("sanity_ssim"), s.interval("sanity_ssim")),
+            "swapped": found["swapped"], "swap": fmt_interval(swap, s.interval("swap_rank")) if np.isfinite(swap) else None}
 
 
 def _localisation(description: Description, s) -> dict | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reportgen.catalog import NEAR_ZERO, POOL_GRID, POSITIVE, TOP_IMPORTANT, layer_statistics
+from reportgen.catalog import NEAR_ZERO, POOL_GRID, POSITIVE, STATISTICS_IMAGES, TOP_IMPORTANT, layer_statistics
 from reportgen.channel_examples import ChannelTopK
 from reportgen.cka import cka
 from reportgen.intervals import jackknife_interval
@@ -269,7 +269,8 @@ def _max(values: np.ndarray) -> float:
     return float(finite.max()) if finite.size else float("nan")
 
 
-LAYER_STATISTICS = layer_statistics()  # their definitions: reportgen.catalog
+# Their definitions: reportgen.catalog; the sanity check's rows join a layer's numbers later (sanity.with_numbers).
+LAYER_STATISTICS = tuple(s for s in layer_statistics() if s.measured_on == STATISTICS_IMAGES)
 LAYER_NUMBERS = tuple(statistic.key for statistic in LAYER_STATISTICS)
 RANGES = {statistic.key: statistic.bounds for statistic in LAYER_STATISTICS}
 

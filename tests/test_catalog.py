@@ -155,7 +155,9 @@ def test_about_html_states_the_code_s_constants_and_targets(tmp_path):
 def test_every_row_is_well_formed():
     keys = [s.key for s in catalog.STATISTICS]
     assert len(keys) == len(set(keys))
-    assert stats.LAYER_NUMBERS == tuple(s.key for s in catalog.layer_statistics())
+    accumulated = tuple(s.key for s in catalog.layer_statistics() if s.measured_on == catalog.STATISTICS_IMAGES)
+    assert stats.LAYER_NUMBERS == accumulated
+    assert {s.measured_on for s in catalog.STATISTICS} == {catalog.STATISTICS_IMAGES, catalog.PICTURED_IMAGES}
     for s in catalog.STATISTICS:
         assert s.scope in (catalog.LAYER, catalog.CHANNEL) and s.needs in catalog.NEEDS
         assert s.bounds[0] < s.bounds[1]
