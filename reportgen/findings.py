@@ -92,6 +92,44 @@ def compute(description, chance: float = float("nan")) -> list[str]:
     sentences.extend(_class_findings(hidden, name, chance, images))
     sentences.extend(_claim(results, hidden, name))
     sentences.extend(_attribution_findings(hidden, name))
+    sentences.extend(_explanation_findings(hidden, name, description))
+    return sentences
+
+
+SANITY_KEPT = 0.7  # a rank correlation at or above this: the map hardly changed (the layer page's words)
+
+
+def _explanation_findings(hidden, name, description) -> list[str]:
+    """Which hidden layer's Grad-CAM to trust: where it falls on the focus class against the baselines,
+    and whether it survives randomising the layers that make the decision (the head's map is made
+    from the prediction's own pixels, so it is left out)."""
+    measured = [r for r in hidden if r.stats is not None]
+    sentences = []
+    sanity = [r for r in measured if math.isfinite(r.stats.value("sanity_rank"))]
+    kept = [r for r in sanity if r.stats.value("sanity_rank") >= SANITY_KEPT]
+    if sanity:
+        images = description.sanity.get("images", 0)
+        listed = ", ".join(f"conv {r.conv.index}" for r in kept[:8]) + (", ..." if len(kept) > 8 else "")
+        sentences.append(
+            f"Sanity check of Grad-CAM on {images} pictured images: randomising every layer after a layer's group "
+            f"leaves the map of {len(kept)} of the {len(sanity)} layers checked nearly unchanged (rank correlation "
+            f"{SANITY_KEPT} or more{': ' + listed if kept else ''}); those maps show the layer's own structure more "
+            "than the decision.")
+    baselines = description.localisation_baselines
+    localised = [r for r in measured if math.isfinite(r.stats.value("cam_mass_focus"))]
+    if not (baselines and localised):
+        return sentences
+    focus = description.mask_classes.focus_name
+    edges = baselines["edges_mass"]["value"]
+    passing = [r for r in localised if r not in kept]
+    best = max(passing or localised, key=lambda r: r.stats.value("cam_mass_focus"))
+    above = [r for r in localised if r.stats.interval("cam_mass_focus")[0] > edges]
+    text = (f"Grad-CAM on the {focus}: {name[id(best)]} puts the largest share of its map's mass on the {focus}"
+            f"{' among the layers that pass the sanity check' if sanity and passing else ''}, "
+            f"{with_interval(best.stats.value('cam_mass_focus'), best.stats.interval('cam_mass_focus'))}, against "
+            f"{baselines['uniform']['value']:.2f} for a uniform map and {edges:.2f} for the image's own edges; "
+            f"{len(above)} of the {len(localised)} layers localise better than the edges (the interval above them).")
+    sentences.append(text)
     return sentences
 
 
