@@ -34,7 +34,12 @@ INTERVAL_LEVEL = 0.9
 LAYER, CHANNEL = "layer", "channel"
 STATISTICS_IMAGES, PICTURED_IMAGES = "statistics images", "pictured images"  # where a number is measured
 NEEDS = {"": "nothing", "mask": "a mask", "classes": "image classes", "target": "gradients of a target",
-         "mask+target": "a mask and gradients of a target"}
+         "sanity": "the sanity check (with --stats-images)", "faithfulness": "--faithfulness-images"}
+
+
+def needs_text(needs: str) -> str:
+    """What a row needs, in words; several needs are joined by "+" (`layer_table.has`)."""
+    return " and ".join(NEEDS[part] for part in needs.split("+"))
 
 
 def focus_class(row: dict) -> str:
@@ -150,18 +155,23 @@ STATISTICS = (
               json="cam_rank_focus", csv="cam_rank_focus"),
     # Sanity checks of the layer's Grad-CAM (reportgen.sanity), on the pictured images.
     Statistic("sanity_rank", "Grad-CAM kept when the layers after it are random (rank correlation)", SIGNED_UNIT,
-              "target", "Spearman's correlation of the layer's Grad-CAM with itself once every layer after its "
+              "target+sanity", "Spearman's correlation of the layer's Grad-CAM with itself once every layer after its "
               "group is randomised (cascading randomisation); near 1: the map shows the layer, not the decision",
               json="sanity_rank", csv="sanity_rank",
               column=("sanity", "Sanity ρ", "Grad-CAM kept when later layers are random (lower is better)"),
               measured_on=PICTURED_IMAGES),
-    Statistic("sanity_ssim", "Grad-CAM kept when the layers after it are random (SSIM)", SIGNED_UNIT, "target",
+    Statistic("sanity_ssim", "Grad-CAM kept when the layers after it are random (SSIM)", SIGNED_UNIT, "target+sanity",
               "SSIM of the two maps, each scaled to its peak", json="sanity_ssim", csv="sanity_ssim",
               measured_on=PICTURED_IMAGES),
-    Statistic("swap_rank", "Grad-CAM of another target (rank correlation)", SIGNED_UNIT, "target",
+    Statistic("swap_rank", "Grad-CAM of another target (rank correlation)", SIGNED_UNIT, "target+sanity",
               "Spearman's correlation of the layer's Grad-CAM with its map of another target (the background, "
               "or the runner-up class); near 1: the map does not depend on what is explained",
               json="swap_rank", csv="swap_rank", measured_on=PICTURED_IMAGES),
+    Statistic("faithfulness", "Grad-CAM faithfulness (LeRF − MoRF, in units of y)", ANY, "target+faithfulness",
+              "the mean gap between the target with the map's least and its most relevant pixels blurred away, over "
+              "removed fractions up to 40% (larger: the map ranks what the model uses); with --faithfulness-images",
+              json="faithfulness", csv="faithfulness", column=("faithfulness", "Faithful", "Grad-CAM faithfulness"),
+              measured_on=PICTURED_IMAGES),
     Statistic("mean", "Mean", ANY, json="mean", csv="mean", csv_interval=False),
     Statistic("std", "Standard deviation", POSITIVE, json="std", csv="std", csv_interval=False),
     Statistic("near_zero_fraction", f"Near-zero share (|a| < {NEAR_ZERO:g})", UNIT,

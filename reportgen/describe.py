@@ -69,6 +69,7 @@ class Description:
     engine: str = "in process"  # where the statistics ran: "in process" or the Beam runner
     localisation_baselines: dict = field(default_factory=dict)  # localisation.Baselines.summary(), or {}
     sanity: dict = field(default_factory=dict)  # sanity.record: the Grad-CAM sanity checks, or {}
+    faithfulness: dict = field(default_factory=dict)  # faithfulness.record: the pixel-removal test, or {}
 
     @property
     def mask_classes(self) -> MaskClasses:

@@ -20,13 +20,15 @@ STRONGEST_LINKS = 3  # channels linked from each row of the index's layer table
 # The probes' columns: scored, not finalised, so not in the catalog. (key, table heading, map label)
 PROBE_COLUMNS = {"mask": ("probe", "Probe IoU", "Mask decodability (probe IoU, {focus})"),
                  "classes": ("class_probe", "Class probe acc.", "Class decodability (probe accuracy)")}
-NEEDS_ORDER = ("mask", "classes", "target", "mask+target", "")  # the layer table's column groups, left to right
+# The layer table's column groups, left to right.
+NEEDS_ORDER = ("mask", "classes", "target", "mask+target", "target+sanity", "target+faithfulness", "")
 
 
 def shown(description: Description) -> dict[str, bool]:
     """What a catalog row's `needs` asks of the build: whether this build has it."""
     return {"mask": description.has_mask, "classes": description.has_classes,
-            "target": description.has_importance, "": True}
+            "target": description.has_importance, "sanity": bool(description.sanity),
+            "faithfulness": bool(description.faithfulness), "": True}
 
 
 def has(shown: dict[str, bool], needs: str) -> bool:

@@ -161,6 +161,9 @@ DECLARED: tuple[Option, ...] = (
     Option("sanity_stages", ("--sanity-stages",), SANITY_STAGES,
            "Steps of the Grad-CAM sanity check's cascading randomisation (head first), on the pictured images, "
            "with --stats-images (0: no check).", ATTRIBUTION),
+    Option("faithfulness_images", ("--faithfulness-images",), 0,
+           "Pictured images on which every layer's Grad-CAM is tested by removing the pixels it ranks highest and "
+           "lowest, with --stats-images (8 forward passes an image and layer; 0: no test).", ATTRIBUTION),
     Option("attribution", ("--attribution/--no-attribution",), True,
            "Grad-CAM of every layer, Taylor importance of every channel and, with --stats-images, the "
            "ablation check.", ATTRIBUTION),
@@ -229,6 +232,7 @@ class BuildOptions:
     explain_class: str | None = _default("explain_class")
     ablation_images: int = _default("ablation_images")
     sanity_stages: int = _default("sanity_stages")
+    faithfulness_images: int = _default("faithfulness_images")
     attribution: bool = _default("attribution")
 
     def __post_init__(self):
@@ -253,6 +257,8 @@ class BuildOptions:
             tfds_source.check_split(self.dataset, self.split)
         if self.ablation_images < 0:
             raise InputError(f"--ablation-images must be 0 or more, got {self.ablation_images}")
+        if self.faithfulness_images < 0:
+            raise InputError(f"--faithfulness-images must be 0 or more, got {self.faithfulness_images}")
         if self.sanity_stages < 0:
             raise InputError(f"--sanity-stages must be 0 or more, got {self.sanity_stages}")
         if self.stats_images is not None and self.stats_images != ALL_IMAGES and self.stats_images < 1:

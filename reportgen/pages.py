@@ -97,6 +97,7 @@ class LayerContext(TypedDict):
     ablation: dict | None
     localisation: dict | None  # the Grad-CAM's mass and top pixels on the focus class, beside its baselines
     sanity: dict | None  # the Grad-CAM's sanity checks, in words
+    faithfulness: dict | None  # the pixel-removal test: the score, its baselines and the curves
 
 
 class ImageContext(TypedDict):
@@ -306,7 +307,38 @@ def _attribution_context(description: Description, result, views: list[dict]) ->
         important = [{"channel": int(c), "value": fmt(s.importance[c]), "href": f"#c{int(c)}"} for c in order]
     return {"cams": cams, "explained": description.explained, "attribution_note": result.attribution_note,
             "attributed_after": result.attributed_after, "important": important, "ablation": result.ablation,
-            "localisation": _localisation(description, s), "sanity": _sanity(description, result.conv.index, s)}
+            "localisation": _localisation(description, s), "sanity": _sanity(description, result.conv.index, s),
+            "faithfulness": _faithfulness(description, result.conv.index - 1, s)}
+
+
+CURVE_BOX = (160, 64)  # the MoRF / LeRF chart's plot area, in CSS pixels
+
+
+def _faithfulness(description: Description, layer: int, s) -> dict | None:
+    """The pixel-removal test of layer `layer`'s Grad-CAM (0-based): its score beside the baselines, and
+    its mean MoRF and LeRF curves as polylines of a small chart."""
+    found = description.faithfulness
+    if s is None or not found or not np.isfinite(s.value("faithfulness")) or found["curves"][layer] is None:
+        return None
+    fractions = [0.0, *found["fractions"]]
+    curves = {name: [found["y0"], *found["curves"][layer][name]] for name in ("morf", "lerf")}
+    values = [v for curve in curves.values() for v in curve if v is not None]
+    low, high = min(values), max(values)
+    span = high - low or 1.0
+    width, height = CURVE_BOX
+
+    def points(curve):
+        return " ".join(f"{width * f / fractions[-1]:.1f},{height - height * (v - low) / span:.1f}"
+                        for f, v in zip(fractions, curve) if v is not None)
+
+    def baseline(name):
+        value, lower, upper = found["baselines"][name]
+        return fmt_interval(value, (lower, upper))
+
+    return {"score": fmt_interval(s.value("faithfulness"), s.interval("faithfulness")), "images": found["images"],
+            "random": baseline("random"), "edges": baseline("edges"), "imputation": found["imputation"],
+            "largest": f"{fractions[-1]:.0%}", "morf": points(curves["morf"]), "lerf": points(curves["lerf"]),
+            "high": fmt(high), "low": fmt(low), "width": width, "height": height}
 
 
 def _sanity(description: Description, conv: int, s) -> dict | None:
@@ -362,7 +394,7 @@ def statistics_table(classes: MaskClasses) -> list[dict]:
         return f"above {fmt(low, 1)}" if math.isfinite(low) else "any"
 
     return [{"key": s.key, "label": s.label_for(classes), "range": scale(s.bounds), "transform": s.transform,
-             "definition": s.definition_for(classes), "needs": catalog.NEEDS[s.needs]}
+             "definition": s.definition_for(classes), "needs": catalog.needs_text(s.needs)}
             for s in catalog.layer_statistics()]
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reportgen import (assets, capture, input_evidence, layer_stage, measure, model_io, outdir, outputs, plan, render,
-                       sanity, sources, tfds_source, workers)
+from reportgen import (assets, capture, explanation_checks, input_evidence, layer_stage, measure, model_io, outdir, outputs, plan, render,
+                       sources, tfds_source, workers)
 from reportgen.describe import describe
 from reportgen.errors import BuildInterrupted, InputError, OutputError, ReportgenError
 from reportgen.inputs import InputGeometry
@@ -449,12 +449,10 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
                                   progress, measured, rgb)
         if measured.ablation is not None:
             results = _with_ablation(results, measured.ablation)
-        checked = None
-        if build_plan.on_beam and options.sanity_stages and targets.attributes:  # with the ablation check
-            progress("sanity checks of Grad-CAM", 0, 1)
-            checked = sanity.check(model, convs, probe, np.stack([s.image for s in selected]), captured.cams,
-                                   targets.explained, specs, build_plan.batch_size, options.sanity_stages)
-            results = sanity.with_numbers(results, checked)
+        checked = explanation_checks.run(options, build_plan, model, convs, probe,
+                                         np.stack([s.image for s in selected]), captured.cams, specs, progress)
+        if checked is not None:
+            results = checked.joined(results)
         layer_cka = np.full((len(convs), len(convs)), np.nan)
         if measured.cka is not None:
             layer_cka[np.ix_(build_plan.spatial, build_plan.spatial)] = measured.cka.finalise()
@@ -485,7 +483,8 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
                                              statistics_accuracy if outcome is not None else ""))),
             segmentation=segmentation, engine=build_plan.executor,
             localisation_baselines=measured.baselines.summary() if measured.baselines is not None else {},
-            sanity=sanity.record(checked) if checked is not None else {})
+            sanity=checked.sanity if checked is not None else {},
+            faithfulness=checked.faithfulness if checked is not None else {})
         pages = site.write_site(staging, description, executor)
         outdir.swap_in(staging, out, work)
     except BrokenProcessPool:

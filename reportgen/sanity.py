@@ -211,18 +211,6 @@ def _found(found_cuts, rank: np.ndarray, similar: np.ndarray, swap_rank, swapped
     return Sanity(found_cuts, means["rank"], means["ssim"], swap_means, swapped, numbers, intervals, images)
 
 
-def with_numbers(results: list, found: Sanity) -> list:
-    """Each layer result (pipeline.LayerResult) with the checks' catalog numbers among its statistics'."""
-    joined = []
-    for k, result in enumerate(results):
-        if result.stats is not None:
-            stats = dataclasses.replace(result.stats, numbers={**result.stats.numbers, **found.numbers[k]},
-                                        intervals={**result.stats.intervals, **found.intervals[k]})
-            result = dataclasses.replace(result, stats=stats)
-        joined.append(result)
-    return joined
-
-
 def record(found: Sanity) -> dict:
     """The checks as plain data (stats.json's `sanity`, the pages): each step's first randomised conv
     (from 1), per layer the mean similarity after each step, and the swap."""

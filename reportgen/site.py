@@ -88,7 +88,8 @@ def _write_data(data: Path, description: Description, shared: pages.Common, ever
                                                                 "focus": classes.focus_name},
                                                "localisation_baselines": downloads.baselines_record(
                                                    description.localisation_baselines),
-                                               "sanity": description.sanity or None}, compact=True)
+                                               "sanity": description.sanity or None,
+                                               "faithfulness": description.faithfulness or None}, compact=True)
     (data / "layers.csv").write_text(downloads.csv_text(shared.stats_rows))
     # A script, not JSON: a page opened from file:// may run a script beside it but not fetch a file.
     search = json.dumps(every_channel, sort_keys=True, separators=(",", ":"))

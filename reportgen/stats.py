@@ -318,6 +318,13 @@ class LayerStats:
     def interval(self, name: str) -> tuple[float, float]:
         return self.intervals.get(name, (float("nan"), float("nan")))
 
+    def joined(self, numbers: dict, intervals: dict) -> "LayerStats":
+        """These statistics with catalog numbers measured apart (on the pictured images: sanity.py,
+        faithfulness.py)."""
+        from dataclasses import replace
+
+        return replace(self, numbers={**self.numbers, **numbers}, intervals={**self.intervals, **intervals})
+
 
 def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
     """Every statistic of the layer from the sums of all folds but `drop`: per channel and per layer."""
