@@ -107,7 +107,7 @@ def _swapped(target: attribution.Target, specs) -> attribution.Target | None:
     if target.kind == attribution.FOREGROUND and not target.binary:
         classes = specs[target.output].mask_classes()
         other = classes.background if classes.background is not None else (target.channel + 1) % classes.count
-        return dataclasses.replace(target, channel=other, name=classes.names[other])
+        return dataclasses.replace(target, channel=other, name=specs[target.output].class_name(other))
     if target.kind in (attribution.CLASS, attribution.PIXEL_CLASSES) and target.channel is None:
         return dataclasses.replace(target, rank=2)
     return None  # a one-channel sigmoid's background is its foreground's negation: the same map's sign

@@ -118,7 +118,8 @@ def test_the_cascade_and_the_swap_equal_grad_cam_written_out(tmp_path):
     assert np.isnan(found.numbers[3]["sanity_rank"])  # the head's group has nothing after it
 
     background = _grad_cams(model, names, scaled, _region_score(1))
-    assert found.swapped == "the summed background log-odds over the pixels predicted background (Seg-Grad-CAM)"
+    other = outputs.describe(model, (16, 16))[0].class_name(1)  # the background, named as the target's class is
+    assert found.swapped == f"the summed {other} log-odds over the pixels predicted {other} (Seg-Grad-CAM)"
     for layer in range(4):
         assert found.swap_rank[layer] == pytest.approx(_mean_spearman(reference_original[layer], background[layer]),
                                                        abs=1e-3, nan_ok=True)
