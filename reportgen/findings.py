@@ -71,7 +71,7 @@ def compute(description, chance: float = float("nan")) -> list[str]:
                          f"delete-one-fold jackknife over the {images} images.")
     classes = description.mask_classes
     focus, focus_name = classes.focus, classes.focus_name
-    sentences += _probe_findings(hidden, heads, name, classes)
+    sentences += probe_findings(hidden, heads, name, classes)
     source = "the model's own prediction" if any(r.mask_is_prediction for r in records) else "the ground-truth mask"
     best = _Series(hidden, lambda r: r.stats.iou_summary(focus)[0], lambda r: r.stats.interval("best_iou_focus_max"))
     top = _argmax(best.values)
@@ -89,17 +89,17 @@ def compute(description, chance: float = float("nan")) -> list[str]:
             f"Detail versus abstraction: the median normalised total variation {direction} from {early:.3f} per "
             f"input pixel in the first five conv layers to {late:.3f} in the last five hidden ones "
             f"(characteristic length {1 / early:.0f} to {1 / late:.0f} input pixels).")
-    sentences.extend(_class_findings(hidden, name, chance, images))
+    sentences.extend(class_findings(hidden, name, chance, images))
     sentences.extend(_claim(results, hidden, name))
-    sentences.extend(_attribution_findings(hidden, name))
-    sentences.extend(_explanation_findings(hidden, name, description))
+    sentences.extend(attribution_findings(hidden, name))
+    sentences.extend(explanation_findings(hidden, name, description))
     return sentences
 
 
 SANITY_KEPT = 0.7  # a rank correlation at or above this: the map hardly changed (the layer page's words)
 
 
-def _explanation_findings(hidden, name, description) -> list[str]:
+def explanation_findings(hidden, name, description) -> list[str]:
     """Which hidden layer's Grad-CAM to trust: where it falls on the focus class against the baselines,
     and whether it survives randomising the layers that make the decision (the head's map is made
     from the prediction's own pixels, so it is left out)."""
@@ -133,7 +133,7 @@ def _explanation_findings(hidden, name, description) -> list[str]:
     return sentences
 
 
-def _attribution_findings(hidden, name) -> list[str]:
+def attribution_findings(hidden, name) -> list[str]:
     """What the ablation check found: where removing the most important channels costs most, and how
     often the Taylor ranking beat random channels and predicted single channels' effects."""
     checked = [r for r in hidden if r.ablation]
@@ -161,7 +161,7 @@ def _attribution_findings(hidden, name) -> list[str]:
     return sentences
 
 
-def _probe_findings(hidden, heads, name, classes) -> list[str]:
+def probe_findings(hidden, heads, name, classes) -> list[str]:
     focus = classes.focus
     probe = _Series(hidden, lambda r: r.probe_iou[focus], lambda r: r.intervals.get("probe_iou_focus", NAN_PAIR))
     reached = _first_reaching(probe.values, PEAK_SHARE)
@@ -192,7 +192,7 @@ def _probe_findings(hidden, heads, name, classes) -> list[str]:
     return sentences
 
 
-def _class_findings(hidden, name, chance: float, images: int) -> list[str]:
+def class_findings(hidden, name, chance: float, images: int) -> list[str]:
     """Where the class of labelled images becomes linearly decodable from the pooled features."""
     accuracy = _Series(hidden, lambda r: r.class_accuracy, lambda r: r.intervals.get("class_probe_accuracy", NAN_PAIR))
     top = _argmax(accuracy.values)

@@ -13,7 +13,7 @@ from typing import TypedDict
 
 import numpy as np
 
-from reportgen import __version__, assets, catalog, channels, charts, compare, downloads, findings, outputs, render
+from reportgen import __version__, answers, assets, catalog, channels, charts, compare, downloads, findings, outputs, render
 from reportgen.describe import Description
 from reportgen.layer_table import (depth_charts, layer_columns, layer_row, map_context, picture_size, shown,
                                    statistic_rows)
@@ -54,6 +54,7 @@ class IndexContext(TypedDict):
     columns: list[str]  # the layer table's measured columns' headings
     charts: dict  # charts.plan
     findings: list[str]
+    answers: list[dict]  # answers.answers: what the report found, first
     warnings: list[str]
     colorbar: str
     changes: compare.Comparison
@@ -258,7 +259,8 @@ def index_context(description: Description, shared: Common) -> IndexContext:
     return IndexContext(model=model_view(description), images=shared.image_views, layers=shared.rows,
                         arch=shared.arch, columns=[heading for _, heading, _ in shared.columns],
                         charts=shared.chart_plan,
-                        findings=findings.compute(description, shared.chance), warnings=description.warnings,
+                        findings=findings.compute(description, shared.chance),
+                        answers=answers.answers(description, shared.chance), warnings=description.warnings,
                         colorbar=description.colorbar, changes=shared.changes)
 
 
