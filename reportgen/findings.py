@@ -14,7 +14,7 @@ PEAK_SHARE = 0.9
 NAN_PAIR = (float("nan"), float("nan"))
 
 
-def _first_reaching(values: list[float], share: float) -> tuple[int, float] | None:
+def first_reaching(values: list[float], share: float) -> tuple[int, float] | None:
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return None
@@ -23,6 +23,11 @@ def _first_reaching(values: list[float], share: float) -> tuple[int, float] | No
         if math.isfinite(v) and v >= share * peak:
             return i, peak
     return None
+
+
+def hidden_layers(results) -> list:
+    """The layers peaks are found among: every conv but the head, whose output is the prediction itself."""
+    return [r for r in results if not r.conv.is_output] or list(results)
 
 
 def _argmax(values: list[float]) -> int | None:
@@ -57,7 +62,7 @@ def compute(description, chance: float = float("nan")) -> list[str]:
     results, records = description.layers, description.records
     if not results:
         return []
-    hidden = [r for r in results if not r.conv.is_output] or list(results)
+    hidden = hidden_layers(results)
     heads = [r for r in results if r.conv.is_output]
     name = {id(r): f"conv {r.conv.index} ({r.conv.qualified_name})" for r in results}
     images = results[0].stats.images
@@ -164,7 +169,7 @@ def attribution_findings(hidden, name) -> list[str]:
 def probe_findings(hidden, heads, name, classes) -> list[str]:
     focus = classes.focus
     probe = _Series(hidden, lambda r: r.probe_iou[focus], lambda r: r.intervals.get("probe_iou_focus", NAN_PAIR))
-    reached = _first_reaching(probe.values, PEAK_SHARE)
+    reached = first_reaching(probe.values, PEAK_SHARE)
     if not reached or reached[1] <= 0:
         return []
     first, peak = reached
@@ -230,7 +235,7 @@ def _claim(results, hidden, name) -> list[str]:
     claimed = results[CLAIM_LAYER - 1]
     cka = _Series(hidden, lambda r: r.stats.cka_mask, lambda r: r.stats.interval("cka_mask"))
     top = _argmax(cka.values)
-    first = _first_reaching(cka.values, PEAK_SHARE)
+    first = first_reaching(cka.values, PEAK_SHARE)
     value, interval = float(claimed.stats.cka_mask), claimed.stats.interval("cka_mask")
     if top is None or first is None or not math.isfinite(value):
         return []

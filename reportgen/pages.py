@@ -260,7 +260,8 @@ def index_context(description: Description, shared: Common) -> IndexContext:
                         arch=shared.arch, columns=[heading for _, heading, _ in shared.columns],
                         charts=shared.chart_plan,
                         findings=findings.compute(description, shared.chance),
-                        answers=answers.answers(description, shared.chance), warnings=description.warnings,
+                        answers=answers.answers(description, shared.chance, shared.image_views),
+                        warnings=description.warnings,
                         colorbar=description.colorbar, changes=shared.changes)
 
 
