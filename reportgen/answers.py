@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 
-from reportgen.findings import PEAK_SHARE, SANITY_KEPT, first_reaching, hidden_layers, with_interval
-from reportgen.prose import fmt
+from reportgen.findings import PEAK_SHARE, SANITY_KEPT, first_reaching, hidden_layers
+from reportgen.prose import fmt, fmt_interval
 
 CURVE = (320, 56)  # the decodability curve's plot area, CSS pixels
 BOARD = 3  # layers on the explanation scoreboard
@@ -54,7 +54,7 @@ def _decodable(layers, hidden, value, interval, label: str, what: str, baseline:
     first, peak = reached
     top = max((k for k, v in enumerate(values) if math.isfinite(v)), key=lambda k: values[k])
     text = (f"From {_name(hidden[first])} on: a linear probe decodes {what} at {PEAK_SHARE:.0%} of its best, "
-            f"{with_interval(peak, interval(hidden[top]))} at {_name(hidden[top])}{baseline}.")
+            f"{fmt_interval(peak, interval(hidden[top]))} at {_name(hidden[top])}{baseline}.")
     return {"text": [text], "curve": _curve([float(value(r)) for r in layers], [interval(r) for r in layers], label)}
 
 
@@ -67,8 +67,8 @@ def _decision(hidden) -> dict | None:
     drop, random = found["top_k_drop"], found["random_k_drop"]
     return {"question": "Which layers does the decision depend on?",
             "text": [f"Most on {_name(worst)}: removing its {found['k']} most important channels lowers the "
-                     f"{found['metric']} by {with_interval(drop[0], drop[1:])}; {found['k']} random ones, by "
-                     f"{with_interval(random[0], random[1:])} ({found['images']} images)."]}
+                     f"{found['metric']} by {fmt_interval(drop[0], drop[1:])}; {found['k']} random ones, by "
+                     f"{fmt_interval(random[0], random[1:])} ({found['images']} images)."]}
 
 
 def _trusted(hidden, description) -> dict | None:
@@ -80,15 +80,15 @@ def _trusted(hidden, description) -> dict | None:
     ranked = sorted(localised, key=lambda r: (id(r) in kept, -r.stats.value("cam_mass_focus")))
     best, focus = ranked[0], description.mask_classes.focus_name
     rank = best.stats.value("sanity_rank")
-    checked = (f"; its map changes when the layers after it are random (ρ {with_interval(rank, best.stats.interval('sanity_rank'))})"
+    checked = (f"; its map changes when the layers after it are random (ρ {fmt_interval(rank, best.stats.interval('sanity_rank'))})"
                if math.isfinite(rank) else "")
-    text = (f"{_name(best)}: {with_interval(best.stats.value('cam_mass_focus'), best.stats.interval('cam_mass_focus'))} "
+    text = (f"{_name(best)}: {fmt_interval(best.stats.value('cam_mass_focus'), best.stats.interval('cam_mass_focus'))} "
             f"of its Grad-CAM lies on the {focus}, against {baselines['uniform']['value']:.2f} for a uniform map "
             f"and {baselines['edges_mass']['value']:.2f} for the image's edges{checked}.")
 
     def shown(r, key):
         value = r.stats.value(key)
-        return with_interval(value, r.stats.interval(key)) if math.isfinite(value) else "–"
+        return fmt_interval(value, r.stats.interval(key)) if math.isfinite(value) else "–"
 
     board = [{"name": _name(r), "href": f"layers/{r.slug}.html", "mass": shown(r, "cam_mass_focus"),
               "sanity": shown(r, "sanity_rank"), "faithfulness": shown(r, "faithfulness")} for r in ranked[:BOARD]]
@@ -110,7 +110,7 @@ def answers(description, chance: float = float("nan"), images: list[dict] | None
     mask = _decodable(layers, hidden, lambda r: r.probe_iou[focus],
                       lambda r: r.intervals.get("probe_iou_focus", NAN_PAIR), "Probe IoU with the mask",
                       f"the {classes.focus_name}'s mask",
-                      f"; on raw RGB at best {with_interval(best_rgb.rgb_probe_iou[focus], best_rgb.intervals.get('rgb_probe_iou_focus', NAN_PAIR))}"
+                      f"; on raw RGB at best {fmt_interval(best_rgb.rgb_probe_iou[focus], best_rgb.intervals.get('rgb_probe_iou_focus', NAN_PAIR))}"
                       if best_rgb is not None else "")
     if mask:
         found.append({"question": f"Where does the representation become the {classes.focus_name}'s mask?", **mask})

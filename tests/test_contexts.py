@@ -345,12 +345,12 @@ def test_the_index_answers_first_with_the_numbers_behind_each_answer():
                          "The pictured images"]
     mask, trusted, pictured = found
     # The probe is 0.4 at enc and 0.6 at mid: 90% of the best is first reached at mid; RGB's best is 0.2.
-    assert mask["text"] == ["From conv 2 (mid) on: a linear probe decodes the pet's mask at 90% of its best, 0.60 "
-                            "(0.50-0.70) at conv 2 (mid); on raw RGB at best 0.20 (0.10-0.30)."]
+    assert mask["text"] == ["From conv 2 (mid) on: a linear probe decodes the pet's mask at 90% of its best, 0.6 "
+                            "(0.5 to 0.7) at conv 2 (mid); on raw RGB at best 0.2 (0.1 to 0.3)."]
     assert mask["curve"]["line"] == "0.0,33.6 160.0,22.4 320.0,5.6"  # 0.4, 0.6, 0.9 on a 56 px high 0-1 scale
-    assert trusted["text"] == ["conv 2 (mid): 0.60 (0.50-0.70) of its Grad-CAM lies on the pet, against 0.50 for a "
+    assert trusted["text"] == ["conv 2 (mid): 0.6 (0.5 to 0.7) of its Grad-CAM lies on the pet, against 0.50 for a "
                                "uniform map and 0.35 for the image's edges; its map changes when the layers after it "
-                               "are random (ρ 0.20 (0.10-0.30))."]
+                               "are random (ρ 0.2 (0.1 to 0.3))."]
     assert [row["name"] for row in trusted["board"]] == ["conv 2 (mid)", "conv 1 (enc)"]  # enc fails the sanity check
     assert [image["id"] for image in pictured["images"]] == list(IDS)
     assert answers.answers(fake_description(NO_MASK), NAN, []) == []  # nothing measured that answers a question
