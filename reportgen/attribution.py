@@ -55,6 +55,7 @@ class Target:
     activation: str = ""  # the output's "softmax" or "sigmoid" (outputs.score_activation): scores are log-odds
     name: str = ""  # the class or foreground's name, for sentences
     reason: str = ""
+    rank: int = 1  # CLASS without a channel, PIXEL_CLASSES: the class ranked so (1: the predicted one)
 
     @property
     def defined(self) -> bool:
@@ -64,12 +65,15 @@ class Target:
         if not self.defined:
             return self.reason
         score = "log-odds" if self.activation else "score"
+        place = {2: "second", 3: "third"}.get(self.rank, f"number {self.rank}")
         if self.kind == CLASS:
-            return (f"the {score} of the class {self.name}" if self.channel is not None
-                    else f"the {score} of the class the model predicts for the image")
+            if self.channel is not None:
+                return f"the {score} of the class {self.name}"
+            ranked = "predicts" if self.rank == 1 else f"ranks {place}"
+            return f"the {score} of the class the model {ranked} for the image"
         if self.kind == FOREGROUND:
             return f"the summed {self.name} {score} over the pixels predicted {self.name} (Seg-Grad-CAM)"
-        return f"the summed {score} of each pixel's predicted class"
+        return f"the summed {score} of each pixel's {'predicted' if self.rank == 1 else place + '-ranked'} class"
 
     def scores(self, output):
         """y per image (a vector), from the target output's symbolic or eager batch, in keras.ops."""
@@ -83,8 +87,10 @@ class Target:
             chosen = ops.ones_like(output)
         elif self.kind == FOREGROUND:
             chosen = ops.one_hot(ops.full(ops.shape(output)[:-1], self.channel, "int32"), classes)
-        else:
+        elif self.rank == 1:
             chosen = ops.one_hot(ops.argmax(output, axis=-1), classes)
+        else:
+            chosen = ops.one_hot(ops.argsort(output, axis=-1)[..., -self.rank], classes)
         score = self._score(output, ops.stop_gradient(chosen))
         if self.kind == CLASS:
             return score

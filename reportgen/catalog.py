@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 UNIT = (0.0, 1.0)  # IoU, accuracy, CKA, shares
+SIGNED_UNIT = (-1.0, 1.0)  # correlations
 POSITIVE = (0.0, float("inf"))  # std, nTV
 ANY = (float("-inf"), float("inf"))
 
+SANITY_STAGES = 4  # the Grad-CAM sanity check's randomisation steps by default (--sanity-stages)
 TOP_IMPORTANT = 8  # the channels whose share of a layer's importance is reported, and that ablation removes
 NEAR_ZERO = 1e-3  # |a| below this counts as near zero
 PROBE_RIDGE = 1e-1  # the ridge of the mask and class probes, on standardised features
@@ -30,7 +32,14 @@ EXAMPLES = 6  # dataset examples kept per channel
 INTERVAL_LEVEL = 0.9
 
 LAYER, CHANNEL = "layer", "channel"
-NEEDS = {"": "nothing", "mask": "a mask", "classes": "image classes", "target": "gradients of a target"}
+STATISTICS_IMAGES, PICTURED_IMAGES = "statistics images", "pictured images"  # where a number is measured
+NEEDS = {"": "nothing", "mask": "a mask", "classes": "image classes", "target": "gradients of a target",
+         "sanity": "the sanity check (with --stats-images)", "faithfulness": "--faithfulness-images"}
+
+
+def needs_text(needs: str) -> str:
+    """What a row needs, in words; several needs are joined by "+" (`layer_table.has`)."""
+    return " and ".join(NEEDS[part] for part in needs.split("+"))
 
 
 def focus_class(row: dict) -> str:
@@ -64,6 +73,8 @@ class Statistic:
     column: tuple[str, str, str] | None = None  # (key, table heading, map label) in the layer table and the
     # architecture map; None: not there
     tracked: str = ""  # its name in a build-to-build comparison; "": not compared
+    measured_on: str = STATISTICS_IMAGES  # the accumulator's (stats._numbers), or the sanity check's on the
+    # pictured images (reportgen.sanity)
 
     def label_for(self, classes) -> str:
         return self.label.format(focus=classes.focus_name)
@@ -132,6 +143,35 @@ STATISTICS = (
               json="importance_top_share", csv="importance_top_share",
               column=("importance", f"Top-{TOP_IMPORTANT} importance",
                       f"Share of importance in the top {TOP_IMPORTANT} channels")),
+    # Localisation of the layer's Grad-CAM (reportgen.localisation); the baselines are the build's, in stats.json.
+    Statistic("cam_mass_focus", "Grad-CAM mass on the {focus}", UNIT, "mask+target",
+              "the share of the Grad-CAM map's positive mass (upsampled to the image) on the {focus}'s pixels, "
+              "averaged over the images (relevance mass accuracy)",
+              json="cam_mass_focus", csv="cam_mass_focus",
+              column=("cam_mass", "CAM on focus", "Grad-CAM mass on the {focus}")),
+    Statistic("cam_rank_focus", "Grad-CAM top pixels on the {focus}", UNIT, "mask+target",
+              "the share of the map's k highest pixels on the {focus}, k its area, ties counted by their expected "
+              "share (relevance rank accuracy)",
+              json="cam_rank_focus", csv="cam_rank_focus"),
+    # Sanity checks of the layer's Grad-CAM (reportgen.sanity), on the pictured images.
+    Statistic("sanity_rank", "Grad-CAM kept when the layers after it are random (rank correlation)", SIGNED_UNIT,
+              "target+sanity", "Spearman's correlation of the layer's Grad-CAM with itself once every layer after its "
+              "group is randomised (cascading randomisation); near 1: the map shows the layer, not the decision",
+              json="sanity_rank", csv="sanity_rank",
+              column=("sanity", "Sanity ρ", "Grad-CAM kept when later layers are random (lower is better)"),
+              measured_on=PICTURED_IMAGES),
+    Statistic("sanity_ssim", "Grad-CAM kept when the layers after it are random (SSIM)", SIGNED_UNIT, "target+sanity",
+              "SSIM of the two maps, each scaled to its peak", json="sanity_ssim", csv="sanity_ssim",
+              measured_on=PICTURED_IMAGES),
+    Statistic("swap_rank", "Grad-CAM of another target (rank correlation)", SIGNED_UNIT, "target+sanity",
+              "Spearman's correlation of the layer's Grad-CAM with its map of another target (the background, "
+              "or the runner-up class); near 1: the map does not depend on what is explained",
+              json="swap_rank", csv="swap_rank", measured_on=PICTURED_IMAGES),
+    Statistic("faithfulness", "Grad-CAM faithfulness (LeRF − MoRF, in units of y)", ANY, "target+faithfulness",
+              "the mean gap between the target with the map's least and its most relevant pixels blurred away, over "
+              "removed fractions up to 40% (larger: the map ranks what the model uses); with --faithfulness-images",
+              json="faithfulness", csv="faithfulness", column=("faithfulness", "Faithful", "Grad-CAM faithfulness"),
+              measured_on=PICTURED_IMAGES),
     Statistic("mean", "Mean", ANY, json="mean", csv="mean", csv_interval=False),
     Statistic("std", "Standard deviation", POSITIVE, json="std", csv="std", csv_interval=False),
     Statistic("near_zero_fraction", f"Near-zero share (|a| < {NEAR_ZERO:g})", UNIT,
@@ -184,4 +224,4 @@ def constants() -> dict:
             "examples_words": _words(EXAMPLES), "max_folds_words": _words(MAX_FOLDS),
             "top_important": TOP_IMPORTANT, "near_zero": f"{NEAR_ZERO:g}", "probe_ridge": f"{PROBE_RIDGE:g}",
             "pool_grid": POOL_GRID, "max_folds": MAX_FOLDS, "cka_grid": CKA_GRID, "examples": EXAMPLES,
-            "interval_percent": round(INTERVAL_LEVEL * 100)}
+            "interval_percent": round(INTERVAL_LEVEL * 100), "sanity_stages": SANITY_STAGES}

@@ -96,6 +96,8 @@ def build(
     explain_class: Optional[str] = opt("explain_class"),
     attribution: bool = opt("attribution"),
     ablation_images: int = opt("ablation_images"),
+    sanity_stages: int = opt("sanity_stages"),
+    faithfulness_images: int = opt("faithfulness_images"),
     out: str = opt("out"),
     cmap: str = opt("cmap"),
     scale: str = opt("scale"),

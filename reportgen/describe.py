@@ -67,6 +67,9 @@ class Description:
     accuracy: str = ""  # the model's own accuracy on the labelled pictured images, in a sentence
     segmentation: str = ""  # the model's own IoU per class against the trimaps, over the statistics images
     engine: str = "in process"  # where the statistics ran: "in process" or the Beam runner
+    localisation_baselines: dict = field(default_factory=dict)  # localisation.Baselines.summary(), or {}
+    sanity: dict = field(default_factory=dict)  # sanity.record: the Grad-CAM sanity checks, or {}
+    faithfulness: dict = field(default_factory=dict)  # faithfulness.record: the pixel-removal test, or {}
 
     @property
     def mask_classes(self) -> MaskClasses:

@@ -46,6 +46,14 @@ def intervals(result) -> dict[str, list]:
     return {name: [json_value(v) for v in pair] for name, pair in sorted(found.items())}
 
 
+def baselines_record(baselines: dict) -> dict | None:
+    """The Grad-CAM localisation's baselines (localisation.Baselines.summary) as [value, low, high] by name."""
+    if not baselines:
+        return None
+    return {name: [json_value(found["value"]), *(json_value(v) for v in found["interval"])]
+            for name, found in baselines.items()}
+
+
 def _examples_record(top, ids: dict[int, str]) -> dict | None:
     """A layer's dataset examples: the images' ids once, then per channel [image, value] pairs."""
     if top is None:

@@ -14,7 +14,7 @@ PEAK_SHARE = 0.9
 NAN_PAIR = (float("nan"), float("nan"))
 
 
-def _first_reaching(values: list[float], share: float) -> tuple[int, float] | None:
+def first_reaching(values: list[float], share: float) -> tuple[int, float] | None:
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return None
@@ -23,6 +23,11 @@ def _first_reaching(values: list[float], share: float) -> tuple[int, float] | No
         if math.isfinite(v) and v >= share * peak:
             return i, peak
     return None
+
+
+def hidden_layers(results) -> list:
+    """The layers peaks are found among: every conv but the head, whose output is the prediction itself."""
+    return [r for r in results if not r.conv.is_output] or list(results)
 
 
 def _argmax(values: list[float]) -> int | None:
@@ -57,7 +62,7 @@ def compute(description, chance: float = float("nan")) -> list[str]:
     results, records = description.layers, description.records
     if not results:
         return []
-    hidden = [r for r in results if not r.conv.is_output] or list(results)
+    hidden = hidden_layers(results)
     heads = [r for r in results if r.conv.is_output]
     name = {id(r): f"conv {r.conv.index} ({r.conv.qualified_name})" for r in results}
     images = results[0].stats.images
@@ -71,7 +76,7 @@ def compute(description, chance: float = float("nan")) -> list[str]:
                          f"delete-one-fold jackknife over the {images} images.")
     classes = description.mask_classes
     focus, focus_name = classes.focus, classes.focus_name
-    sentences += _probe_findings(hidden, heads, name, classes)
+    sentences += probe_findings(hidden, heads, name, classes)
     source = "the model's own prediction" if any(r.mask_is_prediction for r in records) else "the ground-truth mask"
     best = _Series(hidden, lambda r: r.stats.iou_summary(focus)[0], lambda r: r.stats.interval("best_iou_focus_max"))
     top = _argmax(best.values)
@@ -89,13 +94,51 @@ def compute(description, chance: float = float("nan")) -> list[str]:
             f"Detail versus abstraction: the median normalised total variation {direction} from {early:.3f} per "
             f"input pixel in the first five conv layers to {late:.3f} in the last five hidden ones "
             f"(characteristic length {1 / early:.0f} to {1 / late:.0f} input pixels).")
-    sentences.extend(_class_findings(hidden, name, chance, images))
+    sentences.extend(class_findings(hidden, name, chance, images))
     sentences.extend(_claim(results, hidden, name))
-    sentences.extend(_attribution_findings(hidden, name))
+    sentences.extend(attribution_findings(hidden, name))
+    sentences.extend(explanation_findings(hidden, name, description))
     return sentences
 
 
-def _attribution_findings(hidden, name) -> list[str]:
+SANITY_KEPT = 0.7  # a rank correlation at or above this: the map hardly changed (the layer page's words)
+
+
+def explanation_findings(hidden, name, description) -> list[str]:
+    """Which hidden layer's Grad-CAM to trust: where it falls on the focus class against the baselines,
+    and whether it survives randomising the layers that make the decision (the head's map is made
+    from the prediction's own pixels, so it is left out)."""
+    measured = [r for r in hidden if r.stats is not None]
+    sentences = []
+    sanity = [r for r in measured if math.isfinite(r.stats.value("sanity_rank"))]
+    kept = [r for r in sanity if r.stats.value("sanity_rank") >= SANITY_KEPT]
+    if sanity:
+        images = description.sanity.get("images", 0)
+        listed = ", ".join(f"conv {r.conv.index}" for r in kept[:8]) + (", ..." if len(kept) > 8 else "")
+        sentences.append(
+            f"Sanity check of Grad-CAM on {images} pictured images: randomising every layer after a layer's group "
+            f"leaves the map of {len(kept)} of the {len(sanity)} layers checked nearly unchanged (rank correlation "
+            f"{SANITY_KEPT} or more{': ' + listed if kept else ''}); those maps show the layer's own structure more "
+            "than the decision.")
+    baselines = description.localisation_baselines
+    localised = [r for r in measured if math.isfinite(r.stats.value("cam_mass_focus"))]
+    if not (baselines and localised):
+        return sentences
+    focus = description.mask_classes.focus_name
+    edges = baselines["edges_mass"]["value"]
+    passing = [r for r in localised if r not in kept]
+    best = max(passing or localised, key=lambda r: r.stats.value("cam_mass_focus"))
+    above = [r for r in localised if r.stats.interval("cam_mass_focus")[0] > edges]
+    text = (f"Grad-CAM on the {focus}: {name[id(best)]} puts the largest share of its map's mass on the {focus}"
+            f"{' among the layers that pass the sanity check' if sanity and passing else ''}, "
+            f"{with_interval(best.stats.value('cam_mass_focus'), best.stats.interval('cam_mass_focus'))}, against "
+            f"{baselines['uniform']['value']:.2f} for a uniform map and {edges:.2f} for the image's own edges; "
+            f"{len(above)} of the {len(localised)} layers localise better than the edges (the interval above them).")
+    sentences.append(text)
+    return sentences
+
+
+def attribution_findings(hidden, name) -> list[str]:
     """What the ablation check found: where removing the most important channels costs most, and how
     often the Taylor ranking beat random channels and predicted single channels' effects."""
     checked = [r for r in hidden if r.ablation]
@@ -123,10 +166,10 @@ def _attribution_findings(hidden, name) -> list[str]:
     return sentences
 
 
-def _probe_findings(hidden, heads, name, classes) -> list[str]:
+def probe_findings(hidden, heads, name, classes) -> list[str]:
     focus = classes.focus
     probe = _Series(hidden, lambda r: r.probe_iou[focus], lambda r: r.intervals.get("probe_iou_focus", NAN_PAIR))
-    reached = _first_reaching(probe.values, PEAK_SHARE)
+    reached = first_reaching(probe.values, PEAK_SHARE)
     if not reached or reached[1] <= 0:
         return []
     first, peak = reached
@@ -154,7 +197,7 @@ def _probe_findings(hidden, heads, name, classes) -> list[str]:
     return sentences
 
 
-def _class_findings(hidden, name, chance: float, images: int) -> list[str]:
+def class_findings(hidden, name, chance: float, images: int) -> list[str]:
     """Where the class of labelled images becomes linearly decodable from the pooled features."""
     accuracy = _Series(hidden, lambda r: r.class_accuracy, lambda r: r.intervals.get("class_probe_accuracy", NAN_PAIR))
     top = _argmax(accuracy.values)
@@ -192,7 +235,7 @@ def _claim(results, hidden, name) -> list[str]:
     claimed = results[CLAIM_LAYER - 1]
     cka = _Series(hidden, lambda r: r.stats.cka_mask, lambda r: r.stats.interval("cka_mask"))
     top = _argmax(cka.values)
-    first = _first_reaching(cka.values, PEAK_SHARE)
+    first = first_reaching(cka.values, PEAK_SHARE)
     value, interval = float(claimed.stats.cka_mask), claimed.stats.interval("cka_mask")
     if top is None or first is None or not math.isfinite(value):
         return []

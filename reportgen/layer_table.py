@@ -20,13 +20,20 @@ STRONGEST_LINKS = 3  # channels linked from each row of the index's layer table
 # The probes' columns: scored, not finalised, so not in the catalog. (key, table heading, map label)
 PROBE_COLUMNS = {"mask": ("probe", "Probe IoU", "Mask decodability (probe IoU, {focus})"),
                  "classes": ("class_probe", "Class probe acc.", "Class decodability (probe accuracy)")}
-NEEDS_ORDER = ("mask", "classes", "target", "")  # the layer table's column groups, left to right
+# The layer table's column groups, left to right.
+NEEDS_ORDER = ("mask", "classes", "target", "mask+target", "target+sanity", "target+faithfulness", "")
 
 
 def shown(description: Description) -> dict[str, bool]:
     """What a catalog row's `needs` asks of the build: whether this build has it."""
     return {"mask": description.has_mask, "classes": description.has_classes,
-            "target": description.has_importance, "": True}
+            "target": description.has_importance, "sanity": bool(description.sanity),
+            "faithfulness": bool(description.faithfulness), "": True}
+
+
+def has(shown: dict[str, bool], needs: str) -> bool:
+    """Whether the build has what a catalog row needs: one of `shown`'s keys, or several joined by "+"."""
+    return all(shown[part] for part in needs.split("+"))
 
 
 def layer_columns(shown: dict[str, bool]) -> list[tuple[str, str, str]]:
@@ -34,7 +41,7 @@ def layer_columns(shown: dict[str, bool]) -> list[tuple[str, str, str]]:
     catalog's columns, of what this build has (`shown`)."""
     columns = []
     for need in NEEDS_ORDER:
-        if shown[need]:
+        if has(shown, need):
             columns += [PROBE_COLUMNS[need]] if need in PROBE_COLUMNS else []
             columns += [s.column for s in catalog.layer_statistics() if s.column and s.needs == need]
     return columns
@@ -80,7 +87,7 @@ def layer_row(result, thumb_image_slug: str, columns, focus: int) -> dict:
 def statistic_rows(s, classes, shown: dict[str, bool]) -> list[tuple[str, str]]:
     """A layer page's catalog rows, (label, value with its interval), of what this build has."""
     return [(statistic.label_for(classes), fmt_interval(s.value(statistic.key), s.interval(statistic.key)))
-            for statistic in catalog.layer_statistics() if shown[statistic.needs]]
+            for statistic in catalog.layer_statistics() if has(shown, statistic.needs)]
 
 
 def _depth_bars(values: list[float], current: int, height: int = 40) -> list[dict]:

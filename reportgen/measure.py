@@ -21,6 +21,7 @@ from reportgen.cka import MinibatchCKA
 from reportgen.errors import ReportgenError
 from reportgen.linear_probes import (FoldRatio, ProbeScores, add_to_fold, can_fit_probe, pool_to, pooled_shape,
                                      probe_predict, probe_weights)
+from reportgen.localisation import Baselines
 from reportgen.mask_classes import grid_truth, mask_onehot
 from reportgen.plan import BuildPlan, Graded
 from reportgen.probe import Named
@@ -31,6 +32,7 @@ MASKS_KEY = -2  # the key of the predicted masks, where the prediction stands in
 SECONDS_KEY = -3  # the key of the worker-seconds each part took
 QUALITY_KEY = -4  # the key of the model's own results on the statistics images (`Quality`)
 ABLATION_KEY = -5  # the key of the ablation check's sums (ablation.AblationSums)
+BASELINES_KEY = -6  # the key of the Grad-CAM localisation's baselines (localisation.Baselines)
 TOP_CLASSES = 5
 
 
@@ -114,7 +116,8 @@ def batch_masks(plan: BuildPlan, named: Named, batch: Batch) -> np.ndarray | Non
 
 def measure_batch(plan: BuildPlan, sums: dict, named: Named, batch: Batch) -> None:
     """Add a batch to `sums`: conv index -> LayerAccumulator, CKA_KEY -> the layer x layer CKA,
-    QUALITY_KEY -> the graded outputs, MASKS_KEY -> the predicted masks (where they stand in)."""
+    QUALITY_KEY -> the graded outputs, MASKS_KEY -> the predicted masks (where they stand in),
+    BASELINES_KEY -> the Grad-CAM localisation's baselines (where maps are explained against masks)."""
     targets = plan.targets
     masks = batch_masks(plan, named, batch)
     if plan.graded.outputs:
@@ -124,8 +127,13 @@ def measure_batch(plan: BuildPlan, sums: dict, named: Named, batch: Batch) -> No
         maps = named.activations[k]
         if k not in sums:
             sums[k] = targets.accumulator(maps.shape[1:], plan.input_height)
-        importance = named.taylor[k] if named.taylor is not None and layer.attributed else None
-        feed(sums[k], maps, batch.indices, targets, masks, importance, spatial=layer.spatial)
+        attributed = named.taylor is not None and layer.attributed
+        feed(sums[k], maps, batch.indices, targets, masks, named.taylor[k] if attributed else None,
+             named.cams[k] if attributed else None, spatial=layer.spatial)
+    if masks is not None and named.cams is not None and targets.measures:
+        baselines = sums.setdefault(BASELINES_KEY, Baselines(targets.fold_count))
+        for image, mask, index in zip(batch.images, masks, batch.indices):
+            baselines.add(image, mask, int(targets.folds[index]), targets.mask_classes.count, targets.mask_classes.focus)
     spatial = [named.activations[k] for k in plan.spatial]
     if spatial and targets.measures:
         sums.setdefault(CKA_KEY, MinibatchCKA(len(spatial))).add(spatial)
@@ -230,6 +238,7 @@ class Measurement:
     seconds: dict = dataclasses.field(default_factory=dict)  # what each part took: sums, fits, scores
     quality: Quality | None = None  # the model's own results on the statistics images (`Graded`)
     ablation: object = None  # ablation.AblationSums of the plan's ablated images, or None
+    baselines: Baselines | None = None  # what a uniform map and the edges score where Grad-CAM is localised
 
 
 def layer_fit(key: int, accumulator):
@@ -301,7 +310,7 @@ def result(sums: dict, scores: dict, trimaps: np.ndarray | None = None) -> Measu
     masks = sums[MASKS_KEY].stacked() if MASKS_KEY in sums else trimaps
     ablated = scores.pop(ABLATION_KEY, None)
     return Measurement({k: v for k, v in sums.items() if k >= 0}, sums.get(CKA_KEY), scores, masks,
-                       quality=sums.get(QUALITY_KEY), ablation=ablated)
+                       quality=sums.get(QUALITY_KEY), ablation=ablated, baselines=sums.get(BASELINES_KEY))
 
 
 def in_process(plan: BuildPlan, probe, batches: Sequence[Batch],

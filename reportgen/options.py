@@ -14,6 +14,7 @@ from pathlib import Path
 
 from reportgen import capture, render, sources, tfds_source
 from reportgen.ablation import ABLATION_IMAGES
+from reportgen.sanity import SANITY_STAGES
 from reportgen.errors import InputError
 from reportgen.inputs import (FITS, INTERPOLATIONS, PREPROCESS_MODES, InputConvention, MaskValues, check_choice,
                               parse_rescale, parse_size)
@@ -157,6 +158,12 @@ DECLARED: tuple[Option, ...] = (
            "class the model predicts for each image.", ATTRIBUTION),
     Option("ablation_images", ("--ablation-images",), ABLATION_IMAGES,
            "Statistics images the ablation check runs on, with --stats-images (0: no check).", ATTRIBUTION),
+    Option("sanity_stages", ("--sanity-stages",), SANITY_STAGES,
+           "Steps of the Grad-CAM sanity check's cascading randomisation (head first), on the pictured images, "
+           "with --stats-images (0: no check).", ATTRIBUTION),
+    Option("faithfulness_images", ("--faithfulness-images",), 0,
+           "Pictured images on which every layer's Grad-CAM is tested by removing the pixels it ranks highest and "
+           "lowest, with --stats-images (8 forward passes an image and layer; 0: no test).", ATTRIBUTION),
     Option("attribution", ("--attribution/--no-attribution",), True,
            "Grad-CAM of every layer, Taylor importance of every channel and, with --stats-images, the "
            "ablation check.", ATTRIBUTION),
@@ -224,6 +231,8 @@ class BuildOptions:
     previous: Path | None = _default("previous")
     explain_class: str | None = _default("explain_class")
     ablation_images: int = _default("ablation_images")
+    sanity_stages: int = _default("sanity_stages")
+    faithfulness_images: int = _default("faithfulness_images")
     attribution: bool = _default("attribution")
 
     def __post_init__(self):
@@ -248,6 +257,10 @@ class BuildOptions:
             tfds_source.check_split(self.dataset, self.split)
         if self.ablation_images < 0:
             raise InputError(f"--ablation-images must be 0 or more, got {self.ablation_images}")
+        if self.faithfulness_images < 0:
+            raise InputError(f"--faithfulness-images must be 0 or more, got {self.faithfulness_images}")
+        if self.sanity_stages < 0:
+            raise InputError(f"--sanity-stages must be 0 or more, got {self.sanity_stages}")
         if self.stats_images is not None and self.stats_images != ALL_IMAGES and self.stats_images < 1:
             raise InputError(f"--stats-images must be at least 1 or all, got {self.stats_images}")
         if wants_stats_pass(self) or self.runner != BuildOptions.runner:

@@ -13,7 +13,7 @@ from typing import TypedDict
 
 import numpy as np
 
-from reportgen import __version__, assets, catalog, channels, charts, compare, downloads, findings, outputs, render
+from reportgen import __version__, answers, assets, catalog, channels, charts, compare, downloads, findings, outputs, render
 from reportgen.describe import Description
 from reportgen.layer_table import (depth_charts, layer_columns, layer_row, map_context, picture_size, shown,
                                    statistic_rows)
@@ -54,6 +54,7 @@ class IndexContext(TypedDict):
     columns: list[str]  # the layer table's measured columns' headings
     charts: dict  # charts.plan
     findings: list[str]
+    answers: list[dict]  # answers.answers: what the report found, first
     warnings: list[str]
     colorbar: str
     changes: compare.Comparison
@@ -95,6 +96,9 @@ class LayerContext(TypedDict):
     attributed_after: str
     important: list[dict]
     ablation: dict | None
+    localisation: dict | None  # the Grad-CAM's mass and top pixels on the focus class, beside its baselines
+    sanity: dict | None  # the Grad-CAM's sanity checks, in words
+    faithfulness: dict | None  # the pixel-removal test: the score, its baselines and the curves
 
 
 class ImageContext(TypedDict):
@@ -255,7 +259,9 @@ def index_context(description: Description, shared: Common) -> IndexContext:
     return IndexContext(model=model_view(description), images=shared.image_views, layers=shared.rows,
                         arch=shared.arch, columns=[heading for _, heading, _ in shared.columns],
                         charts=shared.chart_plan,
-                        findings=findings.compute(description, shared.chance), warnings=description.warnings,
+                        findings=findings.compute(description, shared.chance),
+                        answers=answers.answers(description, shared.chance, shared.image_views),
+                        warnings=description.warnings,
                         colorbar=description.colorbar, changes=shared.changes)
 
 
@@ -303,7 +309,67 @@ def _attribution_context(description: Description, result, views: list[dict]) ->
         order = np.argsort(-np.nan_to_num(s.importance, nan=-1.0), kind="stable")[:IMPORTANT_LINKS]
         important = [{"channel": int(c), "value": fmt(s.importance[c]), "href": f"#c{int(c)}"} for c in order]
     return {"cams": cams, "explained": description.explained, "attribution_note": result.attribution_note,
-            "attributed_after": result.attributed_after, "important": important, "ablation": result.ablation}
+            "attributed_after": result.attributed_after, "important": important, "ablation": result.ablation,
+            "localisation": _localisation(description, s), "sanity": _sanity(description, result.conv.index, s),
+            "faithfulness": _faithfulness(description, result.conv.index - 1, s)}
+
+
+CURVE_BOX = (160, 64)  # the MoRF / LeRF chart's plot area, in CSS pixels
+
+
+def _faithfulness(description: Description, layer: int, s) -> dict | None:
+    """The pixel-removal test of layer `layer`'s Grad-CAM (0-based): its score beside the baselines, and
+    its mean MoRF and LeRF curves as polylines of a small chart."""
+    found = description.faithfulness
+    if s is None or not found or not np.isfinite(s.value("faithfulness")) or found["curves"][layer] is None:
+        return None
+    fractions = [0.0, *found["fractions"]]
+    curves = {name: [found["y0"], *found["curves"][layer][name]] for name in ("morf", "lerf")}
+    values = [v for curve in curves.values() for v in curve if v is not None]
+    low, high = min(values), max(values)
+    span = high - low or 1.0
+    width, height = CURVE_BOX
+
+    def points(curve):
+        return " ".join(f"{width * f / fractions[-1]:.1f},{height - height * (v - low) / span:.1f}"
+                        for f, v in zip(fractions, curve) if v is not None)
+
+    def baseline(name):
+        value, lower, upper = found["baselines"][name]
+        return fmt_interval(value, (lower, upper))
+
+    return {"score": fmt_interval(s.value("faithfulness"), s.interval("faithfulness")), "images": found["images"],
+            "random": baseline("random"), "edges": baseline("edges"), "imputation": found["imputation"],
+            "largest": f"{fractions[-1]:.0%}", "morf": points(curves["morf"]), "lerf": points(curves["lerf"]),
+            "high": fmt(high), "low": fmt(low), "width": width, "height": height}
+
+
+def _sanity(description: Description, conv: int, s) -> dict | None:
+    """The Grad-CAM sanity checks of conv `conv` (from 1) in words: what randomising the layers after it,
+    and explaining another target, did to its map."""
+    found = description.sanity
+    if s is None or not found or not np.isfinite(s.value("sanity_rank")):
+        return None
+    rank = s.value("sanity_rank")
+    verdict = ("hardly changes: it shows this layer's own structure more than the decision" if rank >= 0.7 else
+               "changes: it depends on the layers that make the decision" if rank <= 0.3 else "changes in part")
+    later = [first for first in found["randomised_from"] if first > conv]
+    swap = s.value("swap_rank")
+    return {"from": later[-1] if later else None, "images": found["images"], "verdict": verdict,
+            "rank": fmt_interval(rank, s.interval("sanity_rank")),
+            "ssim": fmt_interval(s.value("sanity_ssim"), s.interval("sanity_ssim")),
+            "swapped": found["swapped"], "swap": fmt_interval(swap, s.interval("swap_rank")) if np.isfinite(swap) else None}
+
+
+def _localisation(description: Description, s) -> dict | None:
+    """How well the layer's Grad-CAM falls on the focus class, beside what a uniform map and the edges score."""
+    baselines = description.localisation_baselines
+    if s is None or not baselines or not np.isfinite(s.value("cam_mass_focus")):
+        return None
+    shown = {name: fmt_interval(found["value"], found["interval"]) for name, found in baselines.items()}
+    return {"focus": description.mask_classes.focus_name, "images": int(s.images),
+            "mass": fmt_interval(s.value("cam_mass_focus"), s.interval("cam_mass_focus")),
+            "rank": fmt_interval(s.value("cam_rank_focus"), s.interval("cam_rank_focus")), **shown}
 
 
 def image_context(description: Description, shared: Common, index: int) -> ImageContext:
@@ -331,7 +397,7 @@ def statistics_table(classes: MaskClasses) -> list[dict]:
         return f"above {fmt(low, 1)}" if math.isfinite(low) else "any"
 
     return [{"key": s.key, "label": s.label_for(classes), "range": scale(s.bounds), "transform": s.transform,
-             "definition": s.definition_for(classes), "needs": catalog.NEEDS[s.needs]}
+             "definition": s.definition_for(classes), "needs": catalog.needs_text(s.needs)}
             for s in catalog.layer_statistics()]
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reportgen import (assets, capture, input_evidence, layer_stage, measure, model_io, outdir, outputs, plan, render,
+from reportgen import (assets, capture, explanation_checks, input_evidence, layer_stage, measure, model_io, outdir, outputs, plan, render,
                        sources, tfds_source, workers)
 from reportgen.describe import describe
 from reportgen.errors import BuildInterrupted, InputError, OutputError, ReportgenError
@@ -449,6 +449,10 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
                                   progress, measured, rgb)
         if measured.ablation is not None:
             results = _with_ablation(results, measured.ablation)
+        checked = explanation_checks.run(options, build_plan, model, convs, probe,
+                                         np.stack([s.image for s in selected]), captured.cams, specs, progress)
+        if checked is not None:
+            results = checked.joined(results)
         layer_cka = np.full((len(convs), len(convs)), np.nan)
         if measured.cka is not None:
             layer_cka[np.ix_(build_plan.spatial, build_plan.spatial)] = measured.cka.finalise()
@@ -477,7 +481,10 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
             picture_note=picture_note,
             accuracy="; ".join(filter(None, (_accuracy(specs, captured, records, class_names),
                                              statistics_accuracy if outcome is not None else ""))),
-            segmentation=segmentation, engine=build_plan.executor)
+            segmentation=segmentation, engine=build_plan.executor,
+            localisation_baselines=measured.baselines.summary() if measured.baselines is not None else {},
+            sanity=checked.sanity if checked is not None else {},
+            faithfulness=checked.faithfulness if checked is not None else {})
         pages = site.write_site(staging, description, executor)
         outdir.swap_in(staging, out, work)
     except BrokenProcessPool:

@@ -85,7 +85,11 @@ def _write_data(data: Path, description: Description, shared: pages.Common, ever
     downloads.write_json(data / "stats.json", {"layers": shared.stats_rows, "layer_cka": cka_rows,
                                                "class_chance": downloads.json_value(shared.chance),
                                                "mask_classes": {"names": list(classes.names),
-                                                                "focus": classes.focus_name}}, compact=True)
+                                                                "focus": classes.focus_name},
+                                               "localisation_baselines": downloads.baselines_record(
+                                                   description.localisation_baselines),
+                                               "sanity": description.sanity or None,
+                                               "faithfulness": description.faithfulness or None}, compact=True)
     (data / "layers.csv").write_text(downloads.csv_text(shared.stats_rows))
     # A script, not JSON: a page opened from file:// may run a script beside it but not fetch a file.
     search = json.dumps(every_channel, sort_keys=True, separators=(",", ":"))

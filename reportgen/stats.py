@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reportgen.catalog import NEAR_ZERO, POOL_GRID, POSITIVE, TOP_IMPORTANT, layer_statistics
+from reportgen.catalog import NEAR_ZERO, POOL_GRID, POSITIVE, STATISTICS_IMAGES, TOP_IMPORTANT, layer_statistics
 from reportgen.channel_examples import ChannelTopK
 from reportgen.cka import cka
 from reportgen.intervals import jackknife_interval
 from reportgen.linear_probes import add_to_fold, fold_total, pool_to, probe_weights
+from reportgen.localisation import layer_scores
 from reportgen.mask_classes import OXFORD, MaskClasses, mask_onehot
 
 
@@ -42,7 +43,7 @@ def participation_ratio(covariance: np.ndarray) -> float:
 
 _PER_CHANNEL = ("total", "total_sq", "near_zero", "spatial_std", "tv_num", "tv_den", "area_sum", "area_count",
                 "taylor")
-_PER_FOLD = ("images", "pixels", "attributed", *_PER_CHANNEL, "inter", "union")
+_PER_FOLD = ("images", "pixels", "attributed", "localised", "cam_mass", "cam_rank", *_PER_CHANNEL, "inter", "union")
 
 
 @dataclass
@@ -70,6 +71,9 @@ class LayerAccumulator:
     area_count: np.ndarray = field(default=None)
     attributed: np.ndarray = field(default=None)  # F: images with a Taylor importance (attribution.py)
     taylor: np.ndarray = field(default=None)  # F x C: sum over images of |sum over positions of a * dy/da|
+    localised: np.ndarray = field(default=None)  # F: images whose Grad-CAM was scored against the focus class
+    cam_mass: np.ndarray = field(default=None)  # F: sum over them of its relevance mass accuracy (localisation.py)
+    cam_rank: np.ndarray = field(default=None)  # F: and of its relevance rank accuracy
     inter: np.ndarray = field(default=None)  # F x 2 polarities x K classes x C
     union: np.ndarray = field(default=None)
     folds: dict = field(default_factory=dict)  # fold -> FoldSums over pixels: the mask probe's and CKA's sums
@@ -84,13 +88,15 @@ class LayerAccumulator:
         f, c = fold_count, self.channels
         self.fold_count = f
         self.images, self.pixels, self.attributed = np.zeros(f), np.zeros(f), np.zeros(f)
+        self.localised, self.cam_mass, self.cam_rank = np.zeros(f), np.zeros(f), np.zeros(f)
         for name in _PER_CHANNEL:
             setattr(self, name, np.zeros((f, c), np.float64))
         k = self.classes.count
         self.inter, self.union = np.zeros((f, 2, k, c)), np.zeros((f, 2, k, c))
 
     def add(self, maps: np.ndarray, masks: np.ndarray | None, image_indices, folds,
-            measures: bool = True, labels: np.ndarray | None = None, importance: np.ndarray | None = None) -> None:
+            measures: bool = True, labels: np.ndarray | None = None, importance: np.ndarray | None = None,
+            cams: np.ndarray | None = None) -> None:
         """Accumulate N x H x W x C activations of images `image_indices`, in folds `folds`, with
         N x SH x SW masks (class k stored as k + 1, `MaskClasses`) or None. `targets.feed` is the way
         every driver calls this.
@@ -99,7 +105,8 @@ class LayerAccumulator:
         masks the mask-free measures (nTV, effective area, covariance) are kept and the mask ones are
         undefined; `labels` (N x K one-hot) add the class probe's sums. float16 maps (what the spill
         stores, always finite) are ranked for the channel IoU without a conversion. `importance`
-        (N x C) is each image's Taylor importance of every channel (`attribution.cam_and_taylor`).
+        (N x C) is each image's Taylor importance of every channel (`attribution.cam_and_taylor`), and
+        `cams` (N x H x W) its Grad-CAM map, scored against the masks' focus class (localisation.py).
         """
         fold = np.asarray(folds, np.int64)
         if fold.size and (fold.min() < 0 or fold.max() >= self.fold_count):
@@ -157,6 +164,8 @@ class LayerAccumulator:
         if masks is None:  # no mask: the sums still give the covariance (participation ratio)
             pooled_mask = np.zeros((*pooled.shape[:3], 0), np.float32)
         else:
+            if cams is not None:
+                self._localise(cams, masks, fold)
             classes = self.classes.count
             onehot = mask_onehot(masks, h, w, classes)  # n x h x w x K
             self._channel_iou(flat if stored is None else stored.reshape(n, h * w, c),
@@ -170,6 +179,14 @@ class LayerAccumulator:
                         pooled_mask[k].reshape(rows, pooled_mask.shape[-1]))
             if labels is not None:
                 add_to_fold(self.class_folds, int(fold[k]), means[k:k + 1].astype(np.float32), labels[k:k + 1])
+
+    def _localise(self, cams: np.ndarray, masks: np.ndarray, fold: np.ndarray) -> None:
+        scored = layer_scores(cams, masks, self.classes.count, self.classes.focus)
+        for i, (mass, rank) in enumerate(scored):
+            if np.isfinite(mass):
+                self.localised[fold[i]] += 1
+                self.cam_mass[fold[i]] += mass
+                self.cam_rank[fold[i]] += rank
 
     def _channel_iou(self, values: np.ndarray, onehot: np.ndarray, fold: np.ndarray) -> None:
         """Area-matched thresholds per image: a channel's top-k (and bottom-k) pixels, k = the class's pixels.
@@ -252,7 +269,8 @@ def _max(values: np.ndarray) -> float:
     return float(finite.max()) if finite.size else float("nan")
 
 
-LAYER_STATISTICS = layer_statistics()  # their definitions: reportgen.catalog
+# Their definitions: reportgen.catalog; the sanity check's rows join a layer's numbers later (sanity.with_numbers).
+LAYER_STATISTICS = tuple(s for s in layer_statistics() if s.measured_on == STATISTICS_IMAGES)
 LAYER_NUMBERS = tuple(statistic.key for statistic in LAYER_STATISTICS)
 RANGES = {statistic.key: statistic.bounds for statistic in LAYER_STATISTICS}
 
@@ -300,6 +318,13 @@ class LayerStats:
     def interval(self, name: str) -> tuple[float, float]:
         return self.intervals.get(name, (float("nan"), float("nan")))
 
+    def joined(self, numbers: dict, intervals: dict) -> "LayerStats":
+        """These statistics with catalog numbers measured apart (on the pictured images: sanity.py,
+        faithfulness.py)."""
+        from dataclasses import replace
+
+        return replace(self, numbers={**self.numbers, **numbers}, intervals={**self.intervals, **intervals})
+
 
 def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
     """Every statistic of the layer from the sums of all folds but `drop`: per channel and per layer."""
@@ -333,6 +358,7 @@ def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
     top_share = float("nan")
     if importance is not None and importance.sum() > 0:
         top_share = float(np.sort(importance)[::-1][:TOP_IMPORTANT].sum() / importance.sum())
+    localised = float(part["localised"])
     by_image = fold_total(acc.class_folds, drop)
     cka_class = float("nan")
     if by_image is not None and by_image.n > 1:
@@ -351,6 +377,8 @@ def _numbers(acc: LayerAccumulator, drop: int | None = None) -> dict:
         "channel_strength": part["spatial_std"] / max(float(part["images"]), 1.0),
         "ntv": ntv, "effective_area": area, "best_iou": best, "images": int(part["images"]),
         "importance": importance, "importance_top_share": top_share,
+        "cam_mass_focus": float(part["cam_mass"]) / localised if localised else float("nan"),
+        "cam_rank_focus": float(part["cam_rank"]) / localised if localised else float("nan"),
     }
 
 

@@ -123,11 +123,13 @@ class Targets:
 
 
 def feed(accumulator: stats.LayerAccumulator, maps: np.ndarray, indices, targets: Targets,
-         masks: np.ndarray | None, importance: np.ndarray | None = None, *, spatial: bool) -> None:
+         masks: np.ndarray | None, importance: np.ndarray | None = None, cams: np.ndarray | None = None, *,
+         spatial: bool) -> None:
     """Add N images' outputs of one layer (N x ... x C) to its accumulator: the one way in (measure.measure_batch).
 
     `masks` are the images' mask classes (N x H x W, class k stored as k + 1), as `targets.mask_source` says they are
-    made, or None; `importance` (N x C) the images' Taylor importances, or None where the layer is not attributed.
+    made, or None; `importance` (N x C) the images' Taylor importances and `cams` (N x h x w) their Grad-CAM maps,
+    or None where the layer is not attributed.
     Layers that are not `spatial` (plan.MeasuredLayer) get the descriptive numbers and the importance only.
     """
     indices = np.asarray(indices, np.int64)
@@ -136,7 +138,8 @@ def feed(accumulator: stats.LayerAccumulator, maps: np.ndarray, indices, targets
                         measures=False, importance=importance)
         return
     accumulator.add(maps, masks if targets.mask_source else None, indices, targets.folds[indices],
-                    measures=targets.measures, labels=targets.onehot(indices), importance=importance)
+                    measures=targets.measures, labels=targets.onehot(indices), importance=importance,
+                    cams=cams if targets.mask_source else None)
 
 
 def mask_truth(mask: np.ndarray | None, targets: Targets):

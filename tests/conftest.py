@@ -185,7 +185,7 @@ def beam_site(tmp_path_factory, tiny_model_path, pets_folder) -> BuiltSite:
     return BuiltSite(out, stderr)
 
 
-BEAM_BUILD = ("build", "--images", "2", "--stats-images", "all", "-q")
+BEAM_BUILD = ("build", "--images", "2", "--stats-images", "all", "--faithfulness-images", "2", "-q")
 
 
 def random_image(rng: np.random.Generator, size: int) -> np.ndarray:

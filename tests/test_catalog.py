@@ -96,7 +96,7 @@ def test_without_the_row_layers_csv_keeps_its_columns():
 
 
 def test_a_new_row_reaches_the_layer_table_map_and_page(fake_row):
-    shown = {"mask": True, "classes": True, "target": True, "": True}
+    shown = {"mask": True, "classes": True, "target": True, "sanity": True, "faithfulness": True, "": True}
     columns = layer_table.layer_columns(shown)
     assert ("fake", "Fake heading", "Fake map label") in columns
     assert [key for key, *_ in columns][:3] == ["probe", "cka", "iou"]
@@ -108,7 +108,7 @@ def test_a_new_row_reaches_the_layer_table_map_and_page(fake_row):
 def test_a_row_that_needs_what_the_build_lacks_is_left_out(monkeypatch):
     needy = catalog.Statistic("needy", "Needy", catalog.UNIT, "mask", column=("needy", "Needy", "Needy"))
     monkeypatch.setattr(catalog, "STATISTICS", (*catalog.STATISTICS, needy))
-    shown = {"mask": False, "classes": False, "target": False, "": True}
+    shown = {"mask": False, "classes": False, "target": False, "sanity": False, "faithfulness": False, "": True}
     assert "needy" not in [key for key, *_ in layer_table.layer_columns(shown)]
     assert "Needy" not in dict(layer_table.statistic_rows(_layer_stats(), OXFORD, shown))
 
@@ -155,9 +155,11 @@ def test_about_html_states_the_code_s_constants_and_targets(tmp_path):
 def test_every_row_is_well_formed():
     keys = [s.key for s in catalog.STATISTICS]
     assert len(keys) == len(set(keys))
-    assert stats.LAYER_NUMBERS == tuple(s.key for s in catalog.layer_statistics())
+    accumulated = tuple(s.key for s in catalog.layer_statistics() if s.measured_on == catalog.STATISTICS_IMAGES)
+    assert stats.LAYER_NUMBERS == accumulated
+    assert {s.measured_on for s in catalog.STATISTICS} == {catalog.STATISTICS_IMAGES, catalog.PICTURED_IMAGES}
     for s in catalog.STATISTICS:
-        assert s.scope in (catalog.LAYER, catalog.CHANNEL) and s.needs in catalog.NEEDS
+        assert s.scope in (catalog.LAYER, catalog.CHANNEL) and all(n in catalog.NEEDS for n in s.needs.split("+"))
         assert s.bounds[0] < s.bounds[1]
     csv_columns = [s.csv for s in catalog.STATISTICS if s.csv]
     assert len(csv_columns) == len(set(csv_columns))

@@ -11,7 +11,7 @@ import pytest
 from keras import layers
 
 from conftest import measure_in_process
-from reportgen import attribution, measure, outputs, stats, stats_pass
+from reportgen import attribution, catalog, measure, outputs, stats, stats_pass
 from reportgen.catalog import POOL_GRID
 from reportgen.cli import app
 from reportgen.inputs import InputConvention
@@ -99,6 +99,8 @@ def _assert_same(beam, reference):
         assert beam.quality is None
     else:
         np.testing.assert_array_equal(beam.quality.iou.numerator, reference.quality.iou.numerator)
+    for part in ("numerator", "denominator"):  # the Grad-CAM localisation's baselines
+        _assert_equal_arrays(getattr(beam.baselines.sums, part), getattr(reference.baselines.sums, part), "baselines")
     assert beam.ablation.images == reference.ablation.images == 5  # the first batch
     for kept in ("top", "random"):
         for layer in range(4):
@@ -143,6 +145,31 @@ def test_with_the_prediction_standing_in_beam_equals_in_process(small_pass, tmp_
     _assert_same(beam, reference)
 
 
+def test_grad_cam_localisation_is_the_formula_on_the_probes_own_maps(small_pass):
+    """Each layer's Grad-CAM mass on the pet, written out: the probe's maps resized by TensorFlow's
+    bilinear resize, positive mass on the pet's pixels over all mass, averaged over the images that
+    have pet pixels; the baseline, the pet's area share."""
+    import tensorflow as tf
+
+    from reportgen import capture
+    from reportgen.probe import Probe
+
+    setup, items, reference = small_pass
+    model = keras.saving.load_model(setup.model.model_path)
+    convs = capture.find_conv_layers(model)
+    images = np.stack([item.image for item in items])
+    cams = Probe(model, convs, setup.plan)(images, len(items)).cams
+    masks = np.stack([item.trimap for item in items])
+    pet = masks == 1
+    for layer, accumulator in reference.layers.items():
+        maps = tf.image.resize(np.asarray(cams[layer], np.float32)[..., None], (32, 32), "bilinear").numpy()[..., 0]
+        mass = np.maximum(maps, 0)
+        shares = (mass * pet).sum(axis=(1, 2)) / mass.sum(axis=(1, 2))
+        expected = np.mean(shares[mass.sum(axis=(1, 2)) > 0])
+        assert stats.finalise(accumulator).value("cam_mass_focus") == pytest.approx(expected, abs=2e-3), layer
+    assert reference.baselines.summary()["uniform"]["value"] == pytest.approx(pet.mean(axis=(1, 2)).mean())
+
+
 def test_probe_scores_equal_a_direct_count(small_pass):
     """The second pass: the probes scored on every image, each by the probe fitted without its fold."""
     setup, items, reference = small_pass
@@ -180,6 +207,26 @@ def test_bundles_of_one_batch_merge_to_the_whole(small_pass):
     per_shard = [stats_pass.score(worker, shard, fits) for shard in reversed(stats_pass.shards(12, 5, 3))]
     scored = {key: measure.merge([s.get(key) for s in per_shard]) for key in set().union(*per_shard)}
     _assert_same(measure.result(merged, scored), reference)
+
+
+def test_the_checks_of_grad_cam_run_with_the_statistics_pass(beam_site):
+    """The sanity checks (by default) and the faithfulness test (asked for) on the pictured images: in
+    stats.json, layers.csv and the layer pages."""
+    out = beam_site.out
+    data = json.loads((out / "data" / "stats.json").read_text())
+    rows, sanity, faith = data["layers"], data["sanity"], data["faithfulness"]
+    assert sanity["images"] == 2 and sanity["randomised_from"] == [39, 26, 14, 1]
+    assert len(sanity["rank"]) == len(rows) == 51 and all(len(r) == 4 for r in sanity["rank"])
+    assert sanity["swapped"].startswith("the summed ") and "log-odds" in sanity["swapped"]
+    checked = [r for r in rows if r["index"] < 39 and r["sanity_rank"] is not None]
+    assert len(checked) > 30 and all(-1 <= r["sanity_rank"] <= 1 for r in checked)
+    assert all(r["sanity_rank"] is None for r in rows if r["index"] >= 39)  # nothing after the head's group
+    assert faith["images"] == 2 and faith["fractions"] == [0.05, 0.1, 0.2, 0.4]
+    assert sum(r["faithfulness"] is not None for r in rows) > 40
+    assert set(faith["baselines"]) == {"random", "edges"}
+    assert "sanity_rank" in (out / "data" / "layers.csv").read_text().splitlines()[0]
+    page = next((out / "layers").glob("*e2_sa_main_conv1*.html")).read_text()
+    assert "Sanity check" in page and "Faithfulness" in page
 
 
 def test_stats_images_cover_more_than_the_pictured(beam_site):
@@ -321,10 +368,17 @@ def test_in_process_and_beam_measure_the_same(runner, tmp_path, tiny_model_path,
         result = runner.invoke(app, [*common, "--images", "2", "--stats-images", "all", "--out", str(beam)])
         assert result.exit_code == 0, result.output
     ours, theirs = _layer_numbers(beam), _layer_numbers(local)
-    ablated = {k for k in ours if ".ablation" in k}  # the ablation check runs with the statistics pass only
-    assert ablated and not any(np.isfinite(v) for k, v in theirs.items() if ".ablation" in k)
-    ours = {k: v for k, v in ours.items() if k not in ablated}
-    theirs = {k: v for k, v in theirs.items() if ".ablation" not in k}
+    # The ablation check and the checks of Grad-CAM on the pictured images run with the statistics pass only.
+    pictured = {s.key for s in catalog.STATISTICS if s.measured_on == catalog.PICTURED_IMAGES}
+
+    def apart(key):  # e.g. ".ablation.gap[0]", ".sanity_rank", ".intervals_90.faithfulness[1]"
+        return ".ablation" in key or bool(pictured & set(re.split(r"[.\[\]]+", key)))
+
+    assert {k for k in ours if ".ablation" in k} and any(np.isfinite(v) for k, v in ours.items()
+                                                         if k.endswith(".sanity_rank"))
+    assert not any(np.isfinite(v) for k, v in theirs.items() if apart(k))
+    ours = {k: v for k, v in ours.items() if not apart(k)}
+    theirs = {k: v for k, v in theirs.items() if not apart(k)}
     assert ours.keys() == theirs.keys()
     _assert_same_ranking_up_to_near_ties(beam, local)
     _assert_same_importances(ours, theirs)
