@@ -192,6 +192,8 @@ def test_a_layer_page_draws_the_map_and_rings_its_own_node(browser, tiny_site): 
     address = tiny_site / "layers" / "u3_sa_main_conv2.html"
     page.goto(address.as_uri())
     index = int(re.search(r"<h1>Conv (\d+):", address.read_text()).group(1))
+    page.locator(".arch-box").scroll_into_view_if_needed()  # the map is drawn when it comes near the screen
+    page.wait_for_selector("svg.arch")
     ringed = page.locator('svg.arch a[aria-current="page"]')
     assert ringed.count() == 1 and ringed.get_attribute("data-conv") == str(index)
     assert (address.parent / ringed.get_attribute("href")).resolve() == address.resolve()
