@@ -1,6 +1,6 @@
 """Lighthouse 12 on every page kind of a built site, mobile, each figure beside its budget.
 
-    python benchmarks/bench_lighthouse.py [--site DIR] [--runs 3] [--reports DIR]
+    python benchmarks/bench_lighthouse.py [--site DIR] [--runs 3] [--reports DIR] [--only index,layer]
 
 Without --site it builds the default site with 10 images (no statistics pass: the pages are the
 same kinds). The site is served over HTTP under a project path, as GitHub Pages serves it, and each
@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--site", type=Path, help="a built site (default: build one)")
     parser.add_argument("--runs", type=int, default=3, help="audits per page kind; the median is printed")
     parser.add_argument("--reports", type=Path, help="keep every Lighthouse JSON report in this folder")
+    parser.add_argument("--only", help="audit only these page kinds, comma-separated (default: every kind)")
     args = parser.parse_args()
     if not LIGHTHOUSE.is_file():
         sys.exit(f"Lighthouse is missing: `make benchmark` installs it ({LIGHTHOUSE})")
@@ -96,7 +97,10 @@ def main() -> None:
         print(f"{'page kind':16} " + " ".join(f"{c:>14}" for c in columns))
         print(f"{'budget':16} " + " ".join(f"{budgets.get(c, ''):>14}" for c in columns))
         low = []
-        for kind, address in page_kinds(site).items():
+        kinds = page_kinds(site)
+        if args.only:
+            kinds = {kind: kinds[kind] for kind in args.only.split(",")}
+        for kind, address in kinds.items():
             runs = [audit(base + address, reports / f"{kind.replace(' ', '-')}-{run}.json")
                     for run in range(args.runs)]
             figures = {name: statistics.median(run[name] for run in runs) for name in columns}
