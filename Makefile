@@ -36,12 +36,19 @@ test-deps:
 test: $(VENV)/.installed test-deps
 	$(BIN)/pytest -q --durations=30 tests
 
+# The pages' two benchmarks audit one site, every page kind of it: by default a site of 10 images built
+# here; PAGES_SITE=site audits the one `make site` wrote.
+PAGES_SITE ?=
+BENCH_SITE := $(or $(PAGES_SITE),build/benchmark/site)
+
 benchmark: $(VENV)/.installed test-deps
 	@test -x $(VENV)/node_modules/.bin/lighthouse || npm install --silent --no-audit --no-fund --prefix $(VENV) lighthouse@12.2.3
 	$(BIN)/python benchmarks/bench_build.py
 	$(BIN)/python benchmarks/bench_stats.py
 	$(BIN)/python benchmarks/bench_attribution.py
-	$(BIN)/python benchmarks/bench_lighthouse.py
+	$(if $(PAGES_SITE),,$(BIN)/reportgen build --images 10 --out $(BENCH_SITE) -q)
+	$(BIN)/python benchmarks/bench_lighthouse.py --site $(BENCH_SITE)
+	$(BIN)/python benchmarks/layout_shift.py $(BENCH_SITE)
 
 clean:
 	rm -rf $(VENV) site build *.egg-info

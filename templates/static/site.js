@@ -99,11 +99,13 @@
 
   // The architecture map: its colours for every statistic were computed at build time
   // (site._map_context) and come in data/architecture.js; choosing one swaps them. A layer page
-  // takes the drawing from there too, rings its own node and scrolls it into view.
+  // takes the drawing from there too, rings its own node and scrolls it into view. The map is at
+  // the foot of its page, so its data is only loaded when it comes near the screen (whenNear).
   function setUpArchitecture() {
-    var data = window.reportgenArchitecture;
-    var box = document.querySelector(".arch-box");
-    if (!data || !box) { return; }
+    var box = document.querySelector(".arch-box[data-script]");  // none on an index without statistics
+    if (box) { whenNear(box, box.getAttribute("data-script"), "reportgenArchitecture", drawArchitecture); }
+  }
+  function drawArchitecture(data, box) {
     var current = box.getAttribute("data-current");
     if (current) {
       box.insertAdjacentHTML("beforeend", data.svg);
@@ -245,13 +247,43 @@
   }
 
   // The index's channel scatter: nTV against the best IoU with the focus class, as its static chart, every point a channel.
+  // Its data (every channel's numbers, the index's largest file) is loaded when it comes near the screen.
   function setUpIndexScatter() {
     var canvas = document.getElementById("index-scatter");
-    if (!canvas || !window.reportgenChannels) { return; }
-    var table = channelTable(window.reportgenChannels);
-    var axes = [table.keyed("ntv", 0), table.keyed("best_iou_focus", 0)];
-    channelScatter(canvas, document.getElementById("scatter-tip"), table, function () { return axes; },
-      function () { return table.rows; })();
+    if (!canvas) { return; }
+    whenNear(canvas, canvas.getAttribute("data-script"), "reportgenChannels", function (data) {
+      var table = channelTable(data);
+      var axes = [table.keyed("ntv", 0), table.keyed("best_iou_focus", 0)];
+      channelScatter(canvas, document.getElementById("scatter-tip"), table, function () { return axes; },
+        function () { return table.rows; })();
+    });
+  }
+
+  // Calls then(data, element) once `element` is within a screen's height of the screen, with
+  // window[name] as set by the data script `src` (data/*.js, loaded then unless a page's head
+  // already did), and then removes the element's data-script: what is left with one is still to
+  // come. What a part below the first screen needs is thus neither fetched nor run before the first
+  // screen is shown, and a phone on a slow network gets that screen sooner. A script element, not
+  // fetch(): a page opened from file:// may load a script beside it but not fetch it.
+  function whenNear(element, src, name, then) {
+    function loaded() {
+      then(window[name], element);
+      element.removeAttribute("data-script");
+    }
+    function load() {
+      if (window[name]) { loaded(); return; }
+      var script = document.createElement("script");
+      script.src = src;
+      script.addEventListener("load", loaded);
+      document.head.append(script);
+    }
+    if (window[name] || !("IntersectionObserver" in window)) { load(); return; }
+    var watch = new IntersectionObserver(function (entries) {
+      if (!entries.some(function (entry) { return entry.isIntersecting; })) { return; }
+      watch.disconnect();
+      load();
+    }, { rootMargin: "100% 0px" });
+    watch.observe(element);
   }
 
   // data/channels.js (channels.every_channel) decoded: its columns, one row [layer, channel] a channel.
@@ -338,13 +370,19 @@
       var dark = root.getAttribute("data-theme") === "dark" || (!root.getAttribute("data-theme") &&
         window.matchMedia("(prefers-color-scheme: dark)").matches);
       var start = dark ? 0.3 : 0;
+      // One colour a layer, set only where it changes: rows come layer by layer, and setting a
+      // canvas's fillStyle for each of thousands of points is most of the drawing's time.
+      var inks = data.layers.map(function (layer, l) { return depthColour(start + (1 - start) * l / last); });
+      var xs = columns[kx].values, ys = columns[ky].values;
       [0, 1].forEach(function (pass) {  // left-out points first, kept ones on top
+        var ink = pass ? null : "rgba(128,128,128,0.25)";
+        context.fillStyle = ink || "#000";
         rows.forEach(function (row, i) {
           if (keep[i] !== pass) { return; }
-          var x = columns[kx].values[i], y = columns[ky].values[i];
+          var x = xs[i], y = ys[i];
           if (isNaN(x) || isNaN(y)) { return; }
           var px = pad.left + ax.at(x) * plotW, py = pad.top + (1 - ay.at(y)) * plotH;
-          context.fillStyle = pass ? depthColour(start + (1 - start) * row[0] / last) : "rgba(128,128,128,0.25)";
+          if (pass && inks[row[0]] !== ink) { ink = inks[row[0]]; context.fillStyle = ink; }
           context.fillRect(px - 1.5, py - 1.5, 3, 3);
           if (pass) { drawn.push([px, py, row]); }
         });
@@ -548,24 +586,27 @@
         svg.setAttribute("preserveAspectRatio", "none");
         svg.setAttribute("aria-hidden", "true");
         var zero = height * top / span;
+        function y(v) { return height * (top - v) / span; }
+        // A rectangle as a piece of a path: the bars of an image are one path, their ranges another.
+        // An element a bar was two elements a channel and image (5,000 on the DASPP pool's page), and
+        // creating and laying them out was most of that page's blocking time on a phone.
+        function box(x, from, width, tall) {
+          return "M" + x + " " + from.toFixed(3) + "h" + width + "v" + tall.toFixed(3) + "h-" + width + "z";
+        }
+        var bars = [], lines = [];
         sorted.forEach(function (channel, k) {
-          var y = function (v) { return height * (top - v) / span; };
-          var bar = document.createElementNS(ns, "rect");
           var value = highs[i][channel];
-          bar.setAttribute("x", k + 0.1);
-          bar.setAttribute("width", 0.8);
-          bar.setAttribute("y", Math.min(zero, y(value)));
-          bar.setAttribute("height", Math.max(0.5, Math.abs(y(value) - zero)));
-          svg.append(bar);
+          bars.push(box(k + 0.1, Math.min(zero, y(value)), 0.8, Math.max(0.5, Math.abs(y(value) - zero))));
           if (lows[i][channel] !== value) {
-            var line = document.createElementNS(ns, "rect");
-            line.setAttribute("class", "range");
-            line.setAttribute("x", k + 0.4);
-            line.setAttribute("width", 0.2);
-            line.setAttribute("y", y(value));
-            line.setAttribute("height", Math.max(0.5, y(lows[i][channel]) - y(value)));
-            svg.append(line);
+            lines.push(box(k + 0.4, y(value), 0.2, Math.max(0.5, y(lows[i][channel]) - y(value))));
           }
+        });
+        [[bars, "bars"], [lines, "range"]].forEach(function (shape) {
+          if (!shape[0].length) { return; }
+          var path = document.createElementNS(ns, "path");
+          path.setAttribute("class", shape[1]);
+          path.setAttribute("d", shape[0].join(""));
+          svg.append(path);
         });
         strip.prepend(svg);
         var cursor = 0;
