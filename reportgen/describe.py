@@ -18,7 +18,7 @@ from reportgen.inputs import InputGeometry
 from reportgen.mask_classes import OXFORD, MaskClasses
 
 if TYPE_CHECKING:
-    from reportgen import compare, model_io, outputs, targets
+    from reportgen import compare, fingerprint, model_io, outputs, targets
     from reportgen.layer_stage import ImageRecord, LayerResult
     from reportgen.options import BuildOptions
 
@@ -67,6 +67,7 @@ class Description:
     accuracy: str = ""  # the model's own accuracy on the labelled pictured images, in a sentence
     segmentation: str = ""  # the model's own IoU per class against the trimaps, over the statistics images
     engine: str = "in process"  # where the statistics ran: "in process" or the Beam runner
+    fingerprint: fingerprint.Fingerprint | None = None  # what comparing layers with a later build needs
 
     @property
     def mask_classes(self) -> MaskClasses:

@@ -257,3 +257,38 @@ def manifest(report) -> dict:
         "packages": _versions(),
         "command_line": " ".join(["reportgen", *sys.argv[1:]]) if sys.argv else "",
     }
+
+
+def fingerprint_record(found) -> dict | None:
+    """stats.json's `fingerprint`: where the build's fingerprint is, its probe images, and its format
+    (every array of data/fingerprint.npz by name); None for a build without one."""
+    from reportgen import fingerprint
+
+    if found is None:
+        return None
+    return {"file": fingerprint.FILE, "format": fingerprint.FORMAT, "probe_ids": list(found.ids),
+            "cam_ids": list(found.cam_ids), "arrays": dict(fingerprint.ARRAYS), "rounding": fingerprint.ROUNDING}
+
+
+def inside_record(inside) -> dict | None:
+    """changes.json's `inside`: the layers compared inside the model (representation.Inside), plain."""
+    if inside is None:
+        return None
+    return {"compared": inside.compared, "notes": inside.notes, "findings": inside.findings,
+            "estimator": inside.estimator or None, "images": inside.images,
+            "cka": None if inside.cka is None else [[json_value(round(float(v), 6)) for v in row] for row in inside.cka],
+            "layers": [{key: json_value(value) for key, value in row.items()} for row in inside.rows]}
+
+
+def comparison_record(result) -> dict:
+    """`reportgen compare`'s data/compare.json: the models' layers, the A x B CKA (rows: A's spatial
+    layers, columns: B's), each A layer's best match and its matched channels ([A, B, r])."""
+    return {"images": result.images,
+            "a": {"name": result.a.name, "layers": list(result.a.layers), "cka_layers": [k + 1 for k in result.a.spatial]},
+            "b": {"name": result.b.name, "layers": list(result.b.layers), "cka_layers": [k + 1 for k in result.b.spatial]},
+            "cka": [[json_value(round(float(v), 6)) for v in row] for row in result.cka],
+            "best_match": [{key: json_value(value) for key, value in row.items()} for row in result.best],
+            "channels": [{"index": c["index"], "match_index": c["match_index"],
+                          "pairs": [[a, b, json_value(round(r, 4))] for a, b, r in c["pairs"]]}
+                         for c in result.channels],
+            "findings": result.findings}

@@ -61,6 +61,28 @@ class IndexContext(TypedDict):
 
 class ChangesContext(TypedDict):
     changes: compare.Comparison
+    inside: dict | None  # `inside_view` of the layers compared inside the model
+
+
+CHANGES_HEATMAP = "img/charts/changes-cka"  # the cross-build CKA heatmap, -light.svg and -dark.svg
+
+
+def inside_view(inside, heatmap: str) -> dict | None:
+    """A representation.Inside as a page shows it: numbers formatted, the heatmap's file (`heatmap`,
+    without its theme) and size."""
+    from reportgen import cross_charts
+
+    if inside is None:
+        return None
+    rows = [{"index": row["index"], "name": row["name"], "status": row["status"], "channels": row["channels"],
+             "cam": row["cam"], "moved": row["status"] == "moved",
+             "cka": fmt_interval(float("nan") if row["cka"] is None else row["cka"], (row["low"], row["high"]))}
+            for row in inside.rows]
+    size = cross_charts.size(*inside.cka.shape) if inside.cka is not None else (0, 0)
+    return {"compared": inside.compared, "notes": inside.notes, "findings": inside.findings, "rows": rows,
+            "heatmap": heatmap if inside.cka is not None else None, "width": size[0], "height": size[1],
+            "estimator": inside.estimator, "images": inside.images,
+            "moved": sum(row["moved"] for row in rows)}
 
 
 class LayerContext(TypedDict):
@@ -143,7 +165,7 @@ def common(description: Description) -> Common:
     odds = chance(description)
     return Common(chance=odds, stats_rows=stats_rows, chart_plan=charts.plan(stats_rows, description.layer_cka, odds),
                   manifest=manifest,
-                  changes=compare.compare(description.previous, manifest, stats_rows),
+                  changes=compare.compare(description.previous, manifest, stats_rows, description.fingerprint),
                   image_views=image_views(description), columns=columns, rows=rows,
                   arch=map_context(description, rows, columns))
 
@@ -260,7 +282,7 @@ def index_context(description: Description, shared: Common) -> IndexContext:
 
 
 def changes_context(shared: Common) -> ChangesContext:
-    return ChangesContext(changes=shared.changes)
+    return ChangesContext(changes=shared.changes, inside=inside_view(shared.changes.inside, CHANGES_HEATMAP))
 
 
 def layer_context(description: Description, shared: Common, index: int) -> LayerContext:
@@ -345,3 +367,30 @@ def search_context(description: Description, every_channel: dict) -> SearchConte
     return SearchContext(layer_count=len(description.layers),
                          channel_count=sum(int(r.shape[-1]) for r in description.layers),
                          columns=[column["name"] for column in every_channel["columns"]])
+
+
+COMPARISON_HEATMAP = "img/cka"  # `reportgen compare`'s heatmap, -light.svg and -dark.svg
+
+
+class ComparisonContext(TypedDict):
+    """`reportgen compare`'s page: two models on the same images."""
+
+    a: str
+    b: str
+    images: int
+    findings: list[str]
+    heatmap: dict
+    best: list[dict]
+    channels: list[dict]
+
+
+def comparison_context(result) -> ComparisonContext:
+    """A model_compare.Result as its page shows it."""
+    from reportgen import cross_charts
+
+    width, height = cross_charts.size(*result.cka.shape)
+    best = [{**row, "cka": fmt(row["cka"])} for row in result.best]
+    return ComparisonContext(a=result.a.name, b=result.b.name, images=result.images, findings=result.findings,
+                             heatmap={"src": COMPARISON_HEATMAP, "width": width, "height": height},
+                             best=best, channels=[{"index": c["index"], "match_index": c["match_index"],
+                                                   "sentence": c["sentence"]} for c in result.channels])

@@ -453,6 +453,10 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         if measured.cka is not None:
             layer_cka[np.ix_(build_plan.spatial, build_plan.spatial)] = measured.cka.finalise()
 
+        representation = measured.fingerprint.finalise(
+            targets.ids[:measured.fingerprint.count], [c.qualified_name for c in convs], [r.id for r in records],
+            captured.cams)
+
         writer = assets.AssetWriter(staging, options.cmap, options.scale)
         writer.image_pictures(records, targets.mask_classes)
         used = {i for r in results if r.stats is not None and r.stats.examples is not None
@@ -477,7 +481,7 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
             picture_note=picture_note,
             accuracy="; ".join(filter(None, (_accuracy(specs, captured, records, class_names),
                                              statistics_accuracy if outcome is not None else ""))),
-            segmentation=segmentation, engine=build_plan.executor)
+            segmentation=segmentation, engine=build_plan.executor, fingerprint=representation)
         pages = site.write_site(staging, description, executor)
         outdir.swap_in(staging, out, work)
     except BrokenProcessPool:
