@@ -89,11 +89,12 @@ class ChannelMatch:
     pairs: tuple[tuple[int, int, float], ...]  # (channel of A, its channel in B, r), A's order
     width_a: int
     width_b: int
+    constant: int = 0  # A's channels constant over the images (dead): no correlation, left out of `unmatched`
 
     @property
     def unmatched(self) -> int:
-        """A's channels without a counterpart: unassigned (B is narrower) or r under NO_COUNTERPART."""
-        return self.width_a - sum(1 for _, _, r in self.pairs if r >= NO_COUNTERPART)
+        """A's varying channels without a counterpart: unassigned (B is narrower) or r under NO_COUNTERPART."""
+        return self.width_a - self.constant - sum(1 for _, _, r in self.pairs if r >= NO_COUNTERPART)
 
     @property
     def moved(self) -> list[tuple[int, int, float]]:
@@ -109,7 +110,8 @@ def match_channels(profiles_a: np.ndarray, profiles_b: np.ndarray) -> ChannelMat
     r = response_correlations(profiles_a, profiles_b)
     rows, cols = linear_sum_assignment(-r)
     pairs = tuple((int(a), int(b), float(r[a, b])) for a, b in zip(rows, cols))
-    return ChannelMatch(pairs, r.shape[0], r.shape[1])
+    constant = int(np.sum(np.ptp(np.asarray(profiles_a, np.float64), axis=0) == 0))
+    return ChannelMatch(pairs, r.shape[0], r.shape[1], constant)
 
 
 def channels_sentence(match: ChannelMatch, name_a: str, name_b: str | None = None) -> str:
@@ -125,6 +127,8 @@ def channels_sentence(match: ChannelMatch, name_a: str, name_b: str | None = Non
         said.append(f"every matched channel of {name_a} kept its index")
     if match.unmatched:
         said.append(f"{match.unmatched} of its {match.width_a} channels have no counterpart (r < {NO_COUNTERPART})")
+    if match.constant:
+        said.append(f"{match.constant} of its channels are constant on the probe images")
     return "; ".join(said)
 
 
@@ -182,8 +186,8 @@ def findings(rows: list[dict], what: str = "its previous self") -> list[str]:
         amount = f"{low:.2f}" if first == last else f"{low:.2f} to {high:.2f}"
         said.append(f"{span(first, last)} moved (CKA with {what} {amount}).")
     if unclear:
-        said.append(f"{len(unclear)} layers are near {UNCHANGED} and their intervals reach it: cannot tell whether "
-                    f"they moved ({', '.join(span(*s) for s in runs(unclear))}).")
+        said.append(f"Cannot tell whether {', '.join(span(*s) for s in runs(unclear))} moved: CKA under {UNCHANGED}, "
+                    f"but the 90% interval reaches it ({len(unclear)} layers).")
     return said
 
 
