@@ -106,8 +106,8 @@ def _findings(a: Side, b: Side, matrix: np.ndarray, best: list[dict]) -> list[st
         moved = [i for i, value in own.items() if value < representation.UNCHANGED]
         if moved:
             values = [own[i] for i in moved]
-            said.append(f"{len(moved)} layers differ (CKA with their counterpart {min(values):.2f} to "
-                        f"{max(values):.2f}).")
+            said.append(f"{', '.join(representation.span(*s) for s in representation.runs(moved))} differ (CKA with "
+                        f"their counterpart {min(values):.2f} to {max(values):.2f}).")
     return said
 
 

@@ -131,6 +131,7 @@ class ImageContext(TypedDict):
 class AboutContext(TypedDict):
     statistics: list[dict]
     constants: dict
+    fingerprint: dict  # `fingerprint_format`
 
 
 class SearchContext(TypedDict):
@@ -359,7 +360,17 @@ def statistics_table(classes: MaskClasses) -> list[dict]:
 
 def about_context(classes: MaskClasses) -> AboutContext:
     """about.html's context: the catalog's rows and the constants the page states, from the code."""
-    return AboutContext(statistics=statistics_table(classes), constants=catalog.constants())
+    return AboutContext(statistics=statistics_table(classes), constants=catalog.constants(),
+                        fingerprint=fingerprint_format())
+
+
+def fingerprint_format() -> dict:
+    """about.html's section on data/fingerprint.npz, from the code that writes and reads it."""
+    from reportgen import fingerprint, representation
+
+    return {"file": fingerprint.FILE, "probe_images": fingerprint.PROBE_IMAGES, "arrays": list(fingerprint.ARRAYS.items()),
+            "rounding": fingerprint.ROUNDING, "unchanged": representation.UNCHANGED,
+            "no_counterpart": representation.NO_COUNTERPART}
 
 
 def search_context(description: Description, every_channel: dict) -> SearchContext:
