@@ -270,13 +270,18 @@ def fingerprint_record(found) -> dict | None:
             "cam_ids": list(found.cam_ids), "arrays": dict(fingerprint.ARRAYS), "rounding": fingerprint.ROUNDING}
 
 
+def _matrix(values) -> list[list]:
+    """A matrix for JSON, to 6 decimals, NaN as null."""
+    return [[json_value(round(float(v), 6)) for v in row] for row in values]
+
+
 def inside_record(inside) -> dict | None:
     """changes.json's `inside`: the layers compared inside the model (representation.Inside), plain."""
     if inside is None:
         return None
     return {"compared": inside.compared, "notes": inside.notes, "findings": inside.findings,
             "estimator": inside.estimator or None, "images": inside.images,
-            "cka": None if inside.cka is None else [[json_value(round(float(v), 6)) for v in row] for row in inside.cka],
+            "cka": None if inside.cka is None else _matrix(inside.cka),
             "layers": [{key: json_value(value) for key, value in row.items()} for row in inside.rows]}
 
 
@@ -284,9 +289,9 @@ def comparison_record(result) -> dict:
     """`reportgen compare`'s data/compare.json: the models' layers, the A x B CKA (rows: A's spatial
     layers, columns: B's), each A layer's best match and its matched channels ([A, B, r])."""
     return {"images": result.images,
-            "a": {"name": result.a.name, "layers": list(result.a.layers), "cka_layers": [k + 1 for k in result.a.spatial]},
-            "b": {"name": result.b.name, "layers": list(result.b.layers), "cka_layers": [k + 1 for k in result.b.spatial]},
-            "cka": [[json_value(round(float(v), 6)) for v in row] for row in result.cka],
+            **{key: {"name": side.name, "layers": list(side.layers), "cka_layers": [k + 1 for k in side.spatial]}
+               for key, side in (("a", result.a), ("b", result.b))},
+            "cka": _matrix(result.cka),
             "best_match": [{key: json_value(value) for key, value in row.items()} for row in result.best],
             "channels": [{"index": c["index"], "match_index": c["match_index"],
                           "pairs": [[a, b, json_value(round(r, 4))] for a, b, r in c["pairs"]]}

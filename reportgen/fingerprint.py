@@ -18,6 +18,7 @@ stored as data/fingerprint.npz (`save`, `load`).
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,8 +194,16 @@ def load(path: Path) -> Fingerprint | None:
                 profiles=tuple(profiles[:, a:b] for a, b in zip(edges[:-1], edges[1:])),
                 cam_ids=tuple(str(i) for i in found["cam_ids"]),
                 cams=(np.asarray(found["cams"], np.float16), np.asarray(found["cam_layers"], bool)))
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
+    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, zipfile.BadZipFile):
         return None
+
+
+def of_build(sums: FingerprintSums | None, statistics_ids, layers, cam_ids=(), cams=None) -> Fingerprint:
+    """A build's fingerprint from what its executor measured: the first `sums.count` of the statistics
+    images' ids; no sums at all is a lost result."""
+    if sums is None:
+        raise ReportgenError("the statistics pass came back without the fingerprint; the runner lost results")
+    return sums.finalise(tuple(statistics_ids)[:sums.count], layers, cam_ids, cams)
 
 
 def add_batch(sums: dict, key: int, images: int, activations: list, indices) -> None:

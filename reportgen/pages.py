@@ -79,7 +79,9 @@ def inside_view(inside, heatmap: str) -> dict | None:
              "cka": fmt_interval(float("nan") if row["cka"] is None else row["cka"], (row["low"], row["high"]))}
             for row in inside.rows]
     size = cross_charts.size(*inside.cka.shape) if inside.cka is not None else (0, 0)
+    headings = {key: catalog.by_key(key).label for key in ("cka_previous", "matched_channel_r", "gradcam_shift")}
     return {"compared": inside.compared, "notes": inside.notes, "findings": inside.findings, "rows": rows,
+            "headings": headings,
             "heatmap": heatmap if inside.cka is not None else None, "width": size[0], "height": size[1],
             "estimator": inside.estimator, "images": inside.images,
             "moved": sum(row["moved"] for row in rows)}
@@ -345,7 +347,7 @@ def image_context(description: Description, shared: Common, index: int) -> Image
                         next=views[index + 1] if index + 1 < len(views) else None)
 
 
-def statistics_table(classes: MaskClasses) -> list[dict]:
+def statistics_table(classes: MaskClasses, rows=None) -> list[dict]:
     """The per-layer numbers with an interval, as about.html lists them: from their one definition."""
     def scale(bounds) -> str:
         low, high = bounds
@@ -355,7 +357,7 @@ def statistics_table(classes: MaskClasses) -> list[dict]:
 
     return [{"key": s.key, "label": s.label_for(classes), "range": scale(s.bounds), "transform": s.transform,
              "definition": s.definition_for(classes), "needs": catalog.NEEDS[s.needs]}
-            for s in catalog.layer_statistics()]
+            for s in (catalog.layer_statistics() if rows is None else rows)]
 
 
 def about_context(classes: MaskClasses) -> AboutContext:
@@ -368,8 +370,10 @@ def fingerprint_format() -> dict:
     """about.html's section on data/fingerprint.npz, from the code that writes and reads it."""
     from reportgen import fingerprint, representation
 
-    return {"file": fingerprint.FILE, "probe_images": fingerprint.PROBE_IMAGES, "arrays": list(fingerprint.ARRAYS.items()),
+    return {"file": fingerprint.FILE, "probe_images": fingerprint.PROBE_IMAGES,
+            "arrays": list(fingerprint.ARRAYS.items()),
             "rounding": fingerprint.ROUNDING, "unchanged": representation.UNCHANGED,
+            "statistics": statistics_table(OXFORD, catalog.between_statistics()),
             "no_counterpart": representation.NO_COUNTERPART}
 
 
@@ -391,6 +395,7 @@ class ComparisonContext(TypedDict):
     images: int
     findings: list[str]
     heatmap: dict
+    cka_heading: str  # the catalog's label of the cross-model CKA
     best: list[dict]
     channels: list[dict]
 
@@ -402,6 +407,7 @@ def comparison_context(result) -> ComparisonContext:
     width, height = cross_charts.size(*result.cka.shape)
     best = [{**row, "cka": fmt(row["cka"])} for row in result.best]
     return ComparisonContext(a=result.a.name, b=result.b.name, images=result.images, findings=result.findings,
+                             cka_heading=catalog.by_key("cka_other_model").label,
                              heatmap={"src": COMPARISON_HEATMAP, "width": width, "height": height},
                              best=best, channels=[{"index": c["index"], "match_index": c["match_index"],
                                                    "sentence": c["sentence"]} for c in result.channels])

@@ -453,9 +453,10 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         if measured.cka is not None:
             layer_cka[np.ix_(build_plan.spatial, build_plan.spatial)] = measured.cka.finalise()
 
-        representation = measured.fingerprint.finalise(
-            targets.ids[:measured.fingerprint.count], [c.qualified_name for c in convs], [r.id for r in records],
-            captured.cams)
+        from reportgen import fingerprint
+
+        representation = fingerprint.of_build(measured.fingerprint, targets.ids, [c.qualified_name for c in convs],
+                                              [r.id for r in records], captured.cams)
 
         writer = assets.AssetWriter(staging, options.cmap, options.scale)
         writer.image_pictures(records, targets.mask_classes)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reportgen.catalog import UNIT
+from reportgen.catalog import UNIT, by_key
 from reportgen.cka import unbiased_hsic
 
 UNCHANGED = 0.98  # CKA at or above which a layer is said to be unchanged
@@ -66,7 +66,7 @@ def jackknife_cka(gram_a: np.ndarray, gram_b: np.ndarray, estimator: str) -> tup
         kept = np.delete(np.arange(n), left_out)
         cut = np.ix_(kept, kept)
         replicates.append(float(cross_cka(gram_a[cut][None], gram_b[cut][None], estimator)[0, 0]))
-    return estimate, jackknife_interval(estimate, replicates, bounds=UNIT)
+    return estimate, jackknife_interval(estimate, replicates, bounds=by_key("cka_previous").bounds)
 
 
 def response_correlations(profiles_a: np.ndarray, profiles_b: np.ndarray) -> np.ndarray:

@@ -157,7 +157,7 @@ def test_every_row_is_well_formed():
     assert len(keys) == len(set(keys))
     assert stats.LAYER_NUMBERS == tuple(s.key for s in catalog.layer_statistics())
     for s in catalog.STATISTICS:
-        assert s.scope in (catalog.LAYER, catalog.CHANNEL) and s.needs in catalog.NEEDS
+        assert s.scope in (catalog.LAYER, catalog.CHANNEL, catalog.BETWEEN) and s.needs in catalog.NEEDS
         assert s.bounds[0] < s.bounds[1]
     csv_columns = [s.csv for s in catalog.STATISTICS if s.csv]
     assert len(csv_columns) == len(set(csv_columns))
