@@ -152,6 +152,9 @@ STATISTICS = (
     Statistic("cka_previous", "CKA with its previous self", UNIT, scope=BETWEEN,
               definition="linear CKA of the layer's features on the probe images in this build and in the previous, "
                          "from the two fingerprints; its interval a delete-one-image jackknife"),
+    Statistic("cka_final", "CKA with its final self", UNIT, scope=BETWEEN,
+              definition="linear CKA of the layer's features on the probe images at a checkpoint and at the run's "
+                         "last checkpoint; its interval a delete-one-image jackknife"),
     Statistic("matched_channel_r", "Matched channel's response correlation", (-1.0, 1.0), scope=BETWEEN,
               definition="Pearson r of a channel's means on the probe images with those of the channel the optimal "
                          "one-to-one assignment gives it"),

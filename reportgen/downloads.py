@@ -297,3 +297,12 @@ def comparison_record(result) -> dict:
                           "pairs": [[a, b, json_value(round(r, 4))] for a, b, r in c["pairs"]]}
                          for c in result.channels],
             "findings": result.findings}
+
+
+def timeline_record(found) -> dict:
+    """`reportgen timeline`'s data/timeline.json: per layer and checkpoint, CKA with the final self and
+    its 90% interval; per layer, the checkpoint it settled at."""
+    return {"checkpoints": found.checkpoints, "layers": found.layers, "images": found.images,
+            "estimator": found.estimator, "cka": _matrix(found.cka), "low": _matrix(found.low),
+            "high": _matrix(found.high), "settled": [found.checkpoints[t] for t in found.settled],
+            "findings": found.findings}

@@ -411,3 +411,30 @@ def comparison_context(result) -> ComparisonContext:
                              heatmap={"src": COMPARISON_HEATMAP, "width": width, "height": height},
                              best=best, channels=[{"index": c["index"], "match_index": c["match_index"],
                                                    "sentence": c["sentence"]} for c in result.channels])
+
+
+class TimelineContext(TypedDict):
+    """`reportgen timeline`'s page: the checkpoints of one run."""
+
+    checkpoints: list[str]
+    images: int
+    estimator: str
+    findings: list[str]
+    heatmap: dict
+    cka_heading: str
+    rows: list[dict]
+
+
+def timeline_context(found) -> TimelineContext:
+    """A timeline.Timeline as its page shows it: per layer, its CKA with its final self at each checkpoint."""
+    from reportgen import cross_charts
+
+    width, height = cross_charts.size(*found.cka.shape)
+    rows = [{"index": k + 1, "name": name, "settled": found.checkpoints[found.settled[k]],
+             "cells": [fmt_interval(found.cka[k, t], (found.low[k, t], found.high[k, t]))
+                        for t in range(len(found.checkpoints))]}
+            for k, name in enumerate(found.layers)]
+    return TimelineContext(checkpoints=found.checkpoints, images=found.images, estimator=found.estimator,
+                           findings=found.findings, heatmap={"src": COMPARISON_HEATMAP, "width": width,
+                                                             "height": height},
+                           cka_heading=catalog.by_key("cka_final").label, rows=rows)

@@ -126,6 +126,21 @@ def write_comparison(root: Path, result) -> None:
     downloads.write_json(data / "compare.json", downloads.comparison_record(result))
 
 
+def write_timeline(root: Path, found) -> None:
+    """`reportgen timeline`'s site: one page, its heatmap (layers x checkpoints), data/timeline.json."""
+    from reportgen import cross_charts
+
+    root.mkdir(parents=True, exist_ok=True)
+    writer = _Pages(root, {"model": f"{len(found.checkpoints)} checkpoints", "version": __version__})
+    writer.write("timeline.html", "index.html", **pages.timeline_context(found))
+    cross_charts.write_heatmap(root / Path(pages.COMPARISON_HEATMAP).parent, Path(pages.COMPARISON_HEATMAP).name,
+                               found.cka, "conv layer", "checkpoint", "Linear CKA of each layer with its final self")
+    _copy_static(root)
+    data = root / "data"
+    data.mkdir(exist_ok=True)
+    downloads.write_json(data / "timeline.json", downloads.timeline_record(found))
+
+
 def architecture_script(env, arch: dict) -> str:
     """data/architecture.js: the map's drawing as the layer pages show it (links from layers/), and
     each conv node's fill and ink for every statistic of the map's list."""
