@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jinja2
 
-from reportgen import __version__, channels, downloads, fingerprint, pages
+from reportgen import __version__, channels, comparison_pages, downloads, fingerprint, pages
 from reportgen.describe import Description
 from reportgen.outdir import KEY_FILE
 from reportgen.paths import templates_dir
@@ -64,7 +64,7 @@ def write_site(root: Path, description: Description, executor: Executor | None =
     if inside is not None and inside.cka is not None:
         from reportgen import cross_charts
 
-        cross_charts.write_heatmap(root / Path(pages.CHANGES_HEATMAP).parent, Path(pages.CHANGES_HEATMAP).name,
+        cross_charts.write_heatmap(root / Path(comparison_pages.CHANGES_HEATMAP).parent, Path(comparison_pages.CHANGES_HEATMAP).name,
                                    inside.cka, "this build's conv layer", "the previous build's conv layer",
                                    "Linear CKA, this build against the previous")
     for i, result in enumerate(description.layers):
@@ -114,10 +114,10 @@ def write_comparison(root: Path, result) -> None:
     from reportgen import cross_charts
 
     root.mkdir(parents=True, exist_ok=True)
-    context = pages.comparison_context(result)
+    context = comparison_pages.comparison_context(result)
     writer = _Pages(root, {"model": f"{result.a.name} and {result.b.name}", "version": __version__})
     writer.write("models.html", "index.html", **context)
-    cross_charts.write_heatmap(root / Path(pages.COMPARISON_HEATMAP).parent, Path(pages.COMPARISON_HEATMAP).name,
+    cross_charts.write_heatmap(root / Path(comparison_pages.COMPARISON_HEATMAP).parent, Path(comparison_pages.COMPARISON_HEATMAP).name,
                                result.cka, f"{result.a.name}: conv layer", f"{result.b.name}: conv layer",
                                "Linear CKA between the two models' layers")
     _copy_static(root)
@@ -132,8 +132,8 @@ def write_timeline(root: Path, found) -> None:
 
     root.mkdir(parents=True, exist_ok=True)
     writer = _Pages(root, {"model": f"{len(found.checkpoints)} checkpoints", "version": __version__})
-    writer.write("timeline.html", "index.html", **pages.timeline_context(found))
-    cross_charts.write_heatmap(root / Path(pages.COMPARISON_HEATMAP).parent, Path(pages.COMPARISON_HEATMAP).name,
+    writer.write("timeline.html", "index.html", **comparison_pages.timeline_context(found))
+    cross_charts.write_heatmap(root / Path(comparison_pages.COMPARISON_HEATMAP).parent, Path(comparison_pages.COMPARISON_HEATMAP).name,
                                found.cka, "conv layer", "checkpoint", "Linear CKA of each layer with its final self")
     _copy_static(root)
     data = root / "data"
