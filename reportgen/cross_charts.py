@@ -9,19 +9,21 @@ import numpy as np
 
 from reportgen.charts import THEMES, _pt, _svg
 
-WIDTH_PX = 720  # shown at most this wide; it scales down with the page
+CELLS_PX = (720, 720)  # the cells fill at most this width and height; the drawing scales down with the page
+MAX_CELL_PX = 40
+MARGINS_PX = (190, 120)  # labels, ticks and the colour bar around the cells
 
 
 def size(rows: int, columns: int) -> tuple[int, int]:
-    """The drawing's CSS pixels, width and height: the cells square."""
-    height = int(WIDTH_PX * min(1.6, max(0.4, rows / max(columns, 1)))) + 60
-    return WIDTH_PX, height
+    """The drawing's CSS pixels, width and height: square cells, as large as fit."""
+    cell = min(CELLS_PX[0] / max(columns, 1), CELLS_PX[1] / max(rows, 1), MAX_CELL_PX)
+    return int(cell * columns + MARGINS_PX[0]), int(cell * rows + MARGINS_PX[1])
 
 
 def write_heatmap(folder: Path, name: str, matrix: np.ndarray, label_rows: str, label_columns: str,
-                  title: str) -> dict:
+                  title: str, column_names: list[str] | None = None) -> dict:
     """`folder`/`name`-light.svg and -dark.svg; returns what a page needs to show them (src without the
-    theme, width, height)."""
+    theme, width, height). `column_names` label the columns (else they are numbered from 1)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,6 +37,8 @@ def write_heatmap(folder: Path, name: str, matrix: np.ndarray, label_rows: str, 
         image = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
                           aspect="auto", extent=(0.5, columns + 0.5, rows + 0.5, 0.5))
         bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+        if column_names is not None:
+            ax.set_xticks(np.arange(1, columns + 1), column_names, rotation=45, ha="right")
         ax.set_xlabel(label_columns, color=theme["fg"], fontsize=_pt("label"))
         ax.set_ylabel(label_rows, color=theme["fg"], fontsize=_pt("label"))
         ax.set_title(title, color=theme["fg"], fontsize=_pt("title"))

@@ -134,7 +134,8 @@ def write_timeline(root: Path, found) -> None:
     writer = _Pages(root, {"model": f"{len(found.checkpoints)} checkpoints", "version": __version__})
     writer.write("timeline.html", "index.html", **comparison_pages.timeline_context(found))
     cross_charts.write_heatmap(root / Path(comparison_pages.COMPARISON_HEATMAP).parent, Path(comparison_pages.COMPARISON_HEATMAP).name,
-                               found.cka, "conv layer", "checkpoint", "Linear CKA of each layer with its final self")
+                               found.cka, "conv layer", "checkpoint", "CKA with the final self",
+                               column_names=found.checkpoints)
     _copy_static(root)
     data = root / "data"
     data.mkdir(exist_ok=True)
