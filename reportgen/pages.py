@@ -258,8 +258,18 @@ def index_context(description: Description, shared: Common) -> IndexContext:
     return IndexContext(model=model_view(description), images=shared.image_views, layers=shared.rows,
                         arch=shared.arch, columns=[heading for _, heading, _ in shared.columns],
                         charts=shared.chart_plan,
-                        findings=findings.compute(description, shared.chance), warnings=description.warnings,
+                        findings=findings.compute(description, shared.chance) + _since_previous(shared.changes),
+                        warnings=description.warnings,
                         colorbar=description.colorbar, changes=shared.changes)
+
+
+def _since_previous(changes: compare.Comparison) -> list[str]:
+    """The changes page's sentences on what changed inside the model, for the index's findings."""
+    inside = changes.inside
+    if inside is None or not inside.compared:
+        return []
+    return [f"Since the previous build: {line[0].lower()}{line[1:]}" if line.startswith("Cannot") else
+            f"Since the previous build, {line}" for line in inside.findings]
 
 
 def changes_context(shared: Common) -> ChangesContext:

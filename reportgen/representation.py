@@ -210,8 +210,6 @@ class Inside:
     images: int = 0
     cka: np.ndarray | None = None  # La x Lb
     rows: list[dict] = field(default_factory=list)  # per layer of A present in B
-    labels_a: list[str] = field(default_factory=list)
-    labels_b: list[str] = field(default_factory=list)
 
 
 def between_builds(current, previous, indices: list[int]) -> Inside:
@@ -270,5 +268,4 @@ def between_builds(current, previous, indices: list[int]) -> Inside:
     gone = len(set(previous.layers) - set(current.layers))
     if gone:
         notes.append(f"{gone} layers of the previous build are not in this one.")
-    return Inside(True, notes, findings(rows), estimator, n, matrix, rows,
-                  [f"conv {i}" for i in indices], [f"conv {k + 1}" for k in range(len(previous.layers))])
+    return Inside(True, notes, findings(rows), estimator, n, matrix, rows)

@@ -101,6 +101,7 @@ def test_the_changes_page_names_the_layers_a_change_of_the_model_moved(tmp_path,
     page = (out / "changes.html").read_text()
     assert "conv 3 to conv 4 moved" in page and 'src="img/charts/changes-cka-light.svg"' in page
     assert (out / "img" / "charts" / "changes-cka-dark.svg").is_file()
+    assert "Since the previous build, conv 1 to conv 2 are unchanged" in (out / "index.html").read_text()
     assert len(inside["cka"]) == 4 and len(inside["cka"][0]) == 4
     stats = json.loads((out / "data" / "stats.json").read_text())["fingerprint"]
     assert stats["file"] == "fingerprint.npz" and len(stats["probe_ids"]) == 20 and "grams" in stats["arrays"]
