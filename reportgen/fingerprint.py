@@ -58,20 +58,33 @@ def probe_count(images: int) -> int:
     return min(PROBE_IMAGES, images)
 
 
-def grid_features(maps: np.ndarray) -> np.ndarray:
-    """B x ... maps as one row per image: H x W x C maps on the common CKA grid, anything else flattened."""
+def _area_pooled(maps: np.ndarray) -> bool:
+    """Whether cka.common_grid averages these maps' areas (else it samples them)."""
+    h, w = maps.shape[1:3]
+    return maps.ndim == 4 and h >= CKA_GRID and w >= CKA_GRID and h % CKA_GRID == 0 and w % CKA_GRID == 0
+
+
+def grid_and_profiles(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B x F grid features, B x C channel means), float32, from one pass over the maps where it can.
+
+    Grid features: H x W x C maps on the common CKA grid (cka.common_grid), one row per image; other
+    outputs flattened. Area-pooled maps are averaged with float32 sums, with no float32 copy of the
+    whole float16 maps, and their channel means are the means of the grid's equal cells."""
     from reportgen.cka import common_grid
 
-    maps = np.nan_to_num(np.asarray(maps, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    if maps.ndim == 4:
-        maps = common_grid(maps)
-    return maps.reshape(len(maps), -1)
+    maps = np.asarray(maps)
+    n = len(maps)
+    if maps.ndim == 4 and _area_pooled(maps):
+        h, w, c = maps.shape[1:]
+        grid = maps.reshape(n, CKA_GRID, h // CKA_GRID, CKA_GRID, w // CKA_GRID, c).mean(axis=(2, 4), dtype=np.float32)
+        return _finite(grid.reshape(n, -1)), _finite(grid.mean(axis=(1, 2)))
+    means = maps.reshape(n, -1, maps.shape[-1]).mean(axis=1, dtype=np.float32)
+    rows = common_grid(maps) if maps.ndim == 4 else maps
+    return _finite(rows.reshape(n, -1)), _finite(means)
 
 
-def channel_profiles(maps: np.ndarray) -> np.ndarray:
-    """B x C: each channel's mean over the map's positions, per image."""
-    maps = np.nan_to_num(np.asarray(maps, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    return maps.reshape(len(maps), -1, maps.shape[-1]).mean(axis=1)
+def _finite(values: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(values.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def centred_gram(features: np.ndarray) -> np.ndarray:
@@ -94,8 +107,7 @@ class FingerprintSums:
         keep = [k for k, i in enumerate(indices) if int(i) < self.count]
         if not keep:
             return
-        rows = [grid_features(np.asarray(maps)[keep]) for maps in activations]
-        means = [channel_profiles(np.asarray(maps)[keep]) for maps in activations]
+        rows, means = zip(*(grid_and_profiles(np.asarray(maps)[keep]) for maps in activations))
         for j, k in enumerate(keep):
             image = int(indices[k])
             self.features[image] = [r[j] for r in rows]
