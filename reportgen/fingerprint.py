@@ -170,13 +170,21 @@ class Fingerprint:
     cams: tuple[np.ndarray, np.ndarray] = (np.zeros((0, 0, CAM_GRID, CAM_GRID), np.float16), np.zeros(0, bool))
 
     def save(self, path: Path) -> None:
+        """An npz file (np.load reads it), written with fixed entry dates: the same fingerprint gives
+        the same bytes (np.savez_compressed stamps each entry with the time of writing)."""
         cams, present = self.cams
-        np.savez_compressed(path, format=np.int64(FORMAT), probe_ids=np.array(self.ids, dtype=str),
-                            layers=np.array(self.layers, dtype=str), widths=np.array(self.widths, np.int64),
-                            features=np.array(self.features, np.int64), grams=self.grams.astype(np.float32),
-                            profiles=np.concatenate(self.profiles, axis=1) if self.profiles else
-                            np.zeros((len(self.ids), 0), np.float16),
-                            cam_ids=np.array(self.cam_ids, dtype=str), cams=cams, cam_layers=present)
+        arrays = {"format": np.int64(FORMAT), "probe_ids": np.array(self.ids, dtype=str),
+                  "layers": np.array(self.layers, dtype=str), "widths": np.array(self.widths, np.int64),
+                  "features": np.array(self.features, np.int64), "grams": self.grams.astype(np.float32),
+                  "profiles": np.concatenate(self.profiles, axis=1) if self.profiles else
+                  np.zeros((len(self.ids), 0), np.float16),
+                  "cam_ids": np.array(self.cam_ids, dtype=str), "cams": cams, "cam_layers": present}
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, array in arrays.items():
+                entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                with archive.open(entry, "w", force_zip64=True) as handle:
+                    np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
 
     def restricted(self, ids) -> "Fingerprint":
         """The fingerprint of probe images `ids` only (a subset of its own, in that order): the centred

@@ -180,6 +180,30 @@ def test_the_fingerprint_keeps_the_first_64_images_whatever_their_number():
         fingerprint.FingerprintSums(64, {0: merged.features[0]}).finalise([str(i) for i in range(64)], ["a"])
 
 
+def test_a_stored_fingerprint_reads_back_and_the_same_one_gives_the_same_bytes(tmp_path):
+    import time
+
+    rng = np.random.default_rng(1)
+    sums = fingerprint.FingerprintSums(6)
+    sums.add([rng.normal(size=(6, 10, 10, 3)), rng.normal(size=(6, 4))], np.arange(6))
+    cams = [rng.random((2, 10, 10)), None]
+    found = sums.finalise([f"i{k}" for k in range(6)], ["a", "b"], ["p0", "p1"], cams)
+    found.save(tmp_path / "one.npz")
+    time.sleep(2.1)  # a zip entry's date has a 2 s resolution
+    found.save(tmp_path / "two.npz")
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
+    back = fingerprint.load(tmp_path / "one.npz")
+    assert back.ids == found.ids and back.layers == ("a", "b") and back.widths == (3, 4)
+    assert back.features == (75, 4) and back.cam_ids == ("p0", "p1")
+    np.testing.assert_array_equal(back.grams, found.grams)
+    for mine, theirs in zip(back.profiles, found.profiles):
+        np.testing.assert_array_equal(mine, theirs)
+    np.testing.assert_array_equal(back.cams[1], [True, False])
+    np.testing.assert_array_equal(back.cams[0], found.cams[0])
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    assert fingerprint.load(tmp_path / "broken.npz") is None
+
+
 def test_the_fingerprint_of_the_tiny_sd_unet_is_small(tiny_model_path, tmp_path):
     """The 51-conv tiny SD-UNet over 8 images: every layer, stored in well under 200 kB."""
     rng = np.random.default_rng(3)
