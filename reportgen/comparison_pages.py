@@ -41,6 +41,7 @@ def fingerprint_format(statistics: list[dict]) -> dict:
     return {"file": fingerprint.FILE, "probe_images": fingerprint.PROBE_IMAGES,
             "arrays": list(fingerprint.ARRAYS.items()),
             "rounding": fingerprint.ROUNDING, "unchanged": representation.UNCHANGED,
+            "identical": f"{representation.IDENTICAL:.5f}",
             "statistics": statistics,
             "no_counterpart": representation.NO_COUNTERPART}
 

@@ -15,6 +15,8 @@ from reportgen.catalog import UNIT, by_key
 from reportgen.cka import unbiased_hsic
 
 UNCHANGED = 0.98  # CKA at or above which a layer is said to be unchanged
+IDENTICAL = 1 - 1e-5  # CKA at or above which it is the same representation (float32 Gram matrices round near 1e-7):
+# the layer and everything before it computed the same on the probe images
 NO_COUNTERPART = 0.5  # a matched channel's response correlation under which it has no counterpart
 MIN_IMAGES = 4  # the unbiased HSIC needs 4 images; fewer shared probe images: no comparison
 
@@ -167,24 +169,29 @@ def span(first: int, last: int) -> str:
     return f"conv {first}" if first == last else f"conv {first} to conv {last}"
 
 
-def findings(rows: list[dict], what: str = "its previous self") -> list[str]:
-    """Sentences on which layers are unchanged (CKA at least UNCHANGED), which moved (the interval
-    below UNCHANGED), and which cannot be told apart; `rows` have index, cka, low, high."""
+def findings(rows: list[dict], what: str = "the previous build's") -> list[str]:
+    """Sentences on which layers are identical (CKA 1), which changed little (CKA at least UNCHANGED),
+    which moved (the interval below UNCHANGED), and which cannot be told apart; `rows` have index,
+    cka, high and status (`status_of`)."""
     said = []
     status = {row["index"]: row for row in rows if row["cka"] is not None}
-    unchanged = [i for i, row in status.items() if row["status"] == "unchanged"]
-    moved = [i for i, row in status.items() if row["status"] == "moved"]
-    unclear = [i for i, row in status.items() if row["status"] == "cannot tell"]
-    spans = runs(unchanged)
-    if spans:
-        verb = "is" if len(unchanged) == 1 else "are"
-        said.append(f"{', '.join(span(*s) for s in spans)} {verb} unchanged (CKA with {what} "
-                    f"{UNCHANGED} or above).")
-    for first, last in runs(moved):
+
+    def of(kind: str) -> list[int]:
+        return [i for i, row in status.items() if row["status"] == kind]
+
+    def amount(first: int, last: int) -> str:
         values = [status[i]["cka"] for i in range(first, last + 1)]
-        low, high = min(values), max(values)
-        amount = f"{low:.2f}" if first == last else f"{low:.2f} to {high:.2f}"
-        said.append(f"{span(first, last)} moved (CKA with {what} {amount}).")
+        return f"{min(values):.3f}" if first == last else f"{min(values):.3f} to {max(values):.3f}"
+
+    identical = of("identical")
+    if identical:
+        verb = "is" if len(identical) == 1 else "are"
+        said.append(f"{', '.join(span(*s) for s in runs(identical))} {verb} identical to {what} (CKA 1).")
+    for first, last in runs(of("unchanged")):
+        said.append(f"{span(first, last)} changed little (CKA {amount(first, last)}, {UNCHANGED} or above).")
+    for first, last in runs(of("moved")):
+        said.append(f"{span(first, last)} moved (CKA {amount(first, last)}).")
+    unclear = of("cannot tell")
     if unclear:
         said.append(f"Cannot tell whether {', '.join(span(*s) for s in runs(unclear))} moved: CKA under {UNCHANGED}, "
                     f"but the 90% interval reaches it ({len(unclear)} layers).")
@@ -194,6 +201,8 @@ def findings(rows: list[dict], what: str = "its previous self") -> list[str]:
 def status_of(cka: float, high: float) -> str:
     if not np.isfinite(cka):
         return "undefined"
+    if cka >= IDENTICAL:
+        return "identical"
     if cka >= UNCHANGED:
         return "unchanged"
     return "moved" if not np.isfinite(high) or high < UNCHANGED else "cannot tell"

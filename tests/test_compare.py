@@ -78,7 +78,7 @@ def _pets(folder, count: int):
 
 def test_the_changes_page_names_the_layers_a_change_of_the_model_moved(tmp_path, small_model_path, runner):
     """Two real builds of the 4-conv U-Net (enc, mid, dec, head) over 20 images, the second with only
-    dec and the head changed: inside the model, conv 1 and 2 are unchanged, conv 3 and 4 moved (their
+    dec and the head changed: inside the model, conv 1 and 2 are identical, conv 3 and 4 moved (their
     intervals below 0.98), and the page says so. (Over 6 images the intervals of conv 3 and 4 reach 0.98
     and the page says it cannot tell.)"""
     from reportgen.cli import app
@@ -94,14 +94,14 @@ def test_the_changes_page_names_the_layers_a_change_of_the_model_moved(tmp_path,
     inside = json.loads((out / "data" / "changes.json").read_text())["inside"]
     assert inside["compared"] and inside["images"] == 20 and inside["estimator"] == "unbiased"
     assert [(row["index"], row["status"]) for row in inside["layers"]] == [
-        (1, "unchanged"), (2, "unchanged"), (3, "moved"), (4, "moved")]
+        (1, "identical"), (2, "identical"), (3, "moved"), (4, "moved")]
     assert inside["layers"][0]["cka"] == pytest.approx(1.0, abs=1e-6)
-    assert inside["findings"][0] == "conv 1 to conv 2 are unchanged (CKA with its previous self 0.98 or above)."
-    assert inside["findings"][1].startswith("conv 3 to conv 4 moved (CKA with its previous self ")
+    assert inside["findings"][0] == "conv 1 to conv 2 are identical to the previous build's (CKA 1)."
+    assert inside["findings"][1].startswith("conv 3 to conv 4 moved (CKA 0.")
     page = (out / "changes.html").read_text()
     assert "conv 3 to conv 4 moved" in page and 'src="img/charts/changes-cka-light.svg"' in page
     assert (out / "img" / "charts" / "changes-cka-dark.svg").is_file()
-    assert "Since the previous build, conv 1 to conv 2 are unchanged" in (out / "index.html").read_text()
+    assert "Since the previous build, conv 1 to conv 2 are identical" in (out / "index.html").read_text()
     assert len(inside["cka"]) == 4 and len(inside["cka"][0]) == 4
     stats = json.loads((out / "data" / "stats.json").read_text())["fingerprint"]
     assert stats["file"] == "fingerprint.npz" and len(stats["probe_ids"]) == 20 and "grams" in stats["arrays"]
@@ -126,7 +126,7 @@ def test_different_probe_images_are_said_and_only_the_shared_ones_compared():
     inside = representation.between_builds(current, previous, [1, 2])
     assert inside.notes[0] == ("The probe images differ: this build's 8, the previous build's 6, 6 in both; "
                                "the layers are compared on those 6.")
-    assert inside.images == 6 and [row["status"] for row in inside.rows] == ["unchanged", "unchanged"]
+    assert inside.images == 6 and [row["status"] for row in inside.rows] == ["identical", "identical"]
     few = representation.between_builds(current, current.restricted(["i0", "i1", "i2"]), [1, 2])
     assert not few.compared and "Fewer than 4 probe images in both" in few.notes[-1]
 

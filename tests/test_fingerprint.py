@@ -101,8 +101,8 @@ def test_a_model_against_itself_gives_one_on_the_diagonal(two_models):
     matrix = representation.cross_cka(found.grams, found.grams)
     np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-6)
     inside = representation.between_builds(found, found, [1, 2, 3])
-    assert [row["status"] for row in inside.rows] == ["unchanged"] * 3
-    assert inside.findings == ["conv 1 to conv 3 are unchanged (CKA with its previous self 0.98 or above)."]
+    assert [row["status"] for row in inside.rows] == ["identical"] * 3
+    assert inside.findings == ["conv 1 to conv 3 are identical to the previous build's (CKA 1)."]
 
 
 def _permuted_scaled_copy(model: keras.Model, seed: int) -> tuple[keras.Model, list[np.ndarray], float]:
