@@ -193,8 +193,9 @@ def findings(rows: list[dict], what: str = "the previous build's") -> list[str]:
         said.append(f"{span(first, last)} moved (CKA {amount(first, last)}).")
     unclear = of("cannot tell")
     if unclear:
+        count = "1 layer" if len(unclear) == 1 else f"{len(unclear)} layers"
         said.append(f"Cannot tell whether {', '.join(span(*s) for s in runs(unclear))} moved: CKA under {UNCHANGED}, "
-                    f"but the 90% interval reaches it ({len(unclear)} layers).")
+                    f"but the 90% interval reaches it ({count}).")
     return said
 
 

@@ -243,3 +243,21 @@ def test_kornblith_two_seeds_of_a_digits_cnn_match_layer_to_layer():
     result = model_compare.compare_models(*models, items, InputConvention("none"), batch_size=20)
     matched = [row for row in result.best if row["same_position"]]
     assert len(result.best) == 4 and len(matched) >= 3, np.round(result.cka, 3)  # measured: 4 of 4
+
+
+def test_findings_group_the_layers_by_what_happened_to_them():
+    """Rows as the shipped SD-UNet's last block gave them after a short fine-tune (RMSprop 1e-2, 2 epochs):
+    identical, changed little, moved (the interval below 0.98) and cannot tell, each said once."""
+    rows = [{"index": i, "cka": 1.0, "high": 1.0} for i in range(1, 46)] + [
+        {"index": 46, "cka": 0.998, "high": 0.999}, {"index": 47, "cka": 0.984, "high": 0.988},
+        {"index": 48, "cka": 0.975, "high": 0.979}, {"index": 49, "cka": 0.986, "high": 0.989},
+        {"index": 50, "cka": 0.974, "high": 0.9805}, {"index": 51, "cka": 0.984, "high": 0.991}]
+    for row in rows:
+        row["status"] = representation.status_of(row["cka"], row["high"])
+    assert representation.findings(rows) == [
+        "conv 1 to conv 45 are identical to the previous build's (CKA 1).",
+        "conv 46 to conv 47 changed little (CKA 0.984 to 0.998, 0.98 or above).",
+        "conv 49 changed little (CKA 0.986, 0.98 or above).",
+        "conv 51 changed little (CKA 0.984, 0.98 or above).",
+        "conv 48 moved (CKA 0.975).",
+        "Cannot tell whether conv 50 moved: CKA under 0.98, but the 90% interval reaches it (1 layer)."]
