@@ -116,13 +116,15 @@ def match_channels(profiles_a: np.ndarray, profiles_b: np.ndarray) -> ChannelMat
     return ChannelMatch(pairs, r.shape[0], r.shape[1], constant)
 
 
-def channels_sentence(match: ChannelMatch, name_a: str, name_b: str | None = None) -> str:
-    """"channel 17 of conv 49 is now channel 3 (r = 0.91); 5 of conv 43's channels have no counterpart (r < 0.5)"."""
+def channels_sentence(match: ChannelMatch, name_a: str, name_b: str | None = None, verb: str = "is") -> str:
+    """"3 of conv 49's channels changed index: channel 17 is now channel 3 (r = 0.91), ...; 5 of its 32
+    channels have no counterpart (r < 0.5)": A's channels (`name_a`) as B's (`name_b`, or B is a later
+    build of the same layer, `verb` "is now")."""
     said = []
     moved = match.moved
     other = f" of {name_b}" if name_b else ""
     if moved:
-        shown = ", ".join(f"channel {a} is channel {b}{other} (r = {r:.2f})" for a, b, r in moved[:3])
+        shown = ", ".join(f"channel {a} {verb} channel {b}{other} (r = {r:.2f})" for a, b, r in moved[:3])
         said.append(f"{len(moved)} of {name_a}'s channels changed index: {shown}"
                     + (" and more" if len(moved) > 3 else ""))
     else:
@@ -265,7 +267,7 @@ def between_builds(current, previous, indices: list[int]) -> Inside:
                "low": low, "high": high, "status": status_of(estimate, high), "channels": "", "cam": ""}
         if current.widths[k] == previous.widths[old]:
             row["channels"] = channels_sentence(match_channels(previous.profiles[old], current.profiles[k]),
-                                                f"conv {indices[k]}")
+                                                f"conv {indices[k]}", verb="is now")
         if cam_pairs and len(present_a) > k and present_a[k] and len(present_b) > old and present_b[old]:
             mine, theirs = zip(*cam_pairs)
             shift, r = cam_shift(cams_a[k][list(mine)], cams_b[old][list(theirs)])
@@ -275,6 +277,9 @@ def between_builds(current, previous, indices: list[int]) -> Inside:
     if not cam_pairs:
         notes.append("Grad-CAM: the previous build stored no Grad-CAM maps of this build's pictured images, so how far "
                      "they moved is not said.")
+    elif not any(row["cam"] for row in rows):
+        notes.append("Grad-CAM: no layer has Grad-CAM maps with positive evidence in both builds on the pictured images "
+                     "they share, so how far they moved is not said.")
     gone = len(set(previous.layers) - set(current.layers))
     if gone:
         notes.append(f"{gone} layers of the previous build are not in this one.")

@@ -261,3 +261,15 @@ def test_findings_group_the_layers_by_what_happened_to_them():
         "conv 51 changed little (CKA 0.984, 0.98 or above).",
         "conv 48 moved (CKA 0.975).",
         "Cannot tell whether conv 50 moved: CKA under 0.98, but the 90% interval reaches it (1 layer)."]
+
+
+def test_the_channels_sentence_names_where_each_channel_went():
+    rng = np.random.default_rng(4)
+    before = rng.normal(size=(32, 4))
+    after = np.column_stack([before[:, 2], before[:, 1], before[:, 0], rng.normal(size=32)])  # 0 <-> 2, 3 is new
+    found = representation.match_channels(before, after)
+    assert found.pairs[0][:2] == (0, 2) and found.pairs[2][:2] == (2, 0)
+    sentence = representation.channels_sentence(found, "conv 7", verb="is now")
+    assert sentence.startswith("2 of conv 7's channels changed index: channel 0 is now channel 2 (r = 1.00), "
+                               "channel 2 is now channel 0 (r = 1.00)")
+    assert sentence.endswith("1 of its 4 channels have no counterpart (r < 0.5)")
