@@ -32,6 +32,7 @@ EXAMPLES = 6  # dataset examples kept per channel
 INTERVAL_LEVEL = 0.9
 
 LAYER, CHANNEL = "layer", "channel"
+BETWEEN = "between"  # a layer compared with another build's or model's (representation.py), from fingerprints
 STATISTICS_IMAGES, PICTURED_IMAGES = "statistics images", "pictured images"  # where a number is measured
 NEEDS = {"": "nothing", "mask": "a mask", "classes": "image classes", "target": "gradients of a target",
          "sanity": "the sanity check (with --stats-images)", "faithfulness": "--faithfulness-images"}
@@ -187,6 +188,22 @@ STATISTICS = (
               definition="the channel's IoU with the {focus} at an area-matched threshold, either polarity"),
     Statistic("taylor_importance", "Taylor importance", POSITIVE, "target", scope=CHANNEL,
               definition="|sum over positions of a * dy/da|, averaged over the images"),
+    # Between two builds (the changes page) or two models (reportgen compare).
+    Statistic("cka_previous", "CKA with its previous self", UNIT, scope=BETWEEN,
+              definition="linear CKA of the layer's features on the probe images in this build and in the previous, "
+                         "from the two fingerprints; its interval a delete-one-image jackknife"),
+    Statistic("cka_final", "CKA with its final self", UNIT, scope=BETWEEN,
+              definition="linear CKA of the layer's features on the probe images at a checkpoint and at the run's "
+                         "last checkpoint; its interval a delete-one-image jackknife"),
+    Statistic("matched_channel_r", "Matched channel's response correlation", (-1.0, 1.0), scope=BETWEEN,
+              definition="Pearson r of a channel's means on the probe images with those of the channel the optimal "
+                         "one-to-one assignment gives it"),
+    Statistic("gradcam_shift", "Grad-CAM shift", POSITIVE, "target", scope=BETWEEN,
+              definition="the distance the Grad-CAM map's centre of mass moved on the pictured images both builds "
+                         "share, in image widths (with the maps' correlation)"),
+    Statistic("cka_other_model", "Linear CKA with a layer of the other model", UNIT, scope=BETWEEN,
+              definition="minibatch linear CKA (unbiased HSIC) over the statistics images, each image's pixels on "
+                         "the common grid as rows"),
 )
 
 
@@ -197,6 +214,11 @@ def channel_statistics() -> tuple[Statistic, ...]:
 def layer_statistics() -> tuple[Statistic, ...]:
     """The per-layer rows, read at call time so that a row added to STATISTICS reaches every output."""
     return tuple(s for s in STATISTICS if s.scope == LAYER)
+
+
+def between_statistics() -> tuple[Statistic, ...]:
+    """The rows of a layer compared with another build's or model's."""
+    return tuple(s for s in STATISTICS if s.scope == BETWEEN)
 
 
 def by_key(key: str) -> Statistic:

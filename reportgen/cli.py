@@ -134,6 +134,97 @@ def build(
                    f"{result.bytes / 1e6:.1f} MB in {result.seconds:.1f} s")
 
 
+PreprocessOpt = Annotated[str, _shared("preprocess")]
+RescaleOpt = Annotated[Optional[str], _shared("rescale")]
+FitOpt = Annotated[str, _shared("fit")]
+InterpolationOpt = Annotated[str, _shared("interpolation")]
+DatasetOpt = Annotated[str, _shared("dataset")]
+SplitOpt = Annotated[str, _shared("split")]
+ImageDirOpt = Annotated[Optional[Path], _shared("image_dir")]
+DataDirOpt = Annotated[Optional[str], _shared("data_dir")]
+ProbeImagesOpt = Annotated[Optional[str], typer.Option(
+    "--stats-images", help="Over the first N images of the source, or all (default: 64).")]
+
+
+def _image_options(given: dict, out: str):
+    """BuildOptions of the model and image options `compare` and `timeline` share with build, checked."""
+    from reportgen.options import BuildOptions
+
+    parsed = {name: BY_NAME[name].parse(given[name]) for name in ("input_size", "rescale", "stats_images", "imports")}
+    plain = {name: given[name] for name in ("preprocess", "fit", "interpolation", "unsafe_load", "dataset", "split",
+                                            "image_dir", "data_dir")}
+    options = BuildOptions(**plain, **parsed)
+    options.check()
+    if not out.strip():
+        raise OutputError("--out is empty; give the folder to write the site in")
+    return options
+
+
+@app.command()
+def compare(
+    model_a: Annotated[Path, typer.Argument(help="The first Keras model file (A).", exists=True, dir_okay=False)],
+    model_b: Annotated[Path, typer.Argument(help="The second Keras model file (B), on the same input.", exists=True,
+                                            dir_okay=False)],
+    input_size: InputSizeOpt = None,
+    preprocess: PreprocessOpt = BY_NAME["preprocess"].default,
+    rescale: RescaleOpt = None,
+    fit: FitOpt = BY_NAME["fit"].default,
+    interpolation: InterpolationOpt = BY_NAME["interpolation"].default,
+    imports: ImportOpt = None,
+    unsafe_load: UnsafeOpt = False,
+    dataset: DatasetOpt = BY_NAME["dataset"].default,
+    split: SplitOpt = BY_NAME["split"].default,
+    image_dir: ImageDirOpt = None,
+    data_dir: DataDirOpt = None,
+    stats_images: ProbeImagesOpt = None,
+    out: Annotated[str, typer.Option("--out", help="Output folder of the comparison's site.")] = "compare-site",
+):
+    """Compare two models layer by layer on the same images: cross-model CKA, best matches, matched channels."""
+    given = dict(locals())
+    _quiet_libraries()
+    from reportgen import model_compare
+    from reportgen.naming import printable
+
+    try:
+        result = model_compare.run(model_a, model_b, _image_options(given, out), Path(out))
+    except ReportgenError as error:
+        _fail(error)
+    typer.echo(printable(f"compared {model_a.name} and {model_b.name} on {result.images} images: {out}/index.html"))
+
+
+@app.command()
+def timeline(
+    checkpoints: Annotated[Path, typer.Option("--checkpoints", help="A folder of one run's checkpoints (.keras or "
+                                              ".h5 model files), in the order of their names.", exists=True,
+                                              file_okay=False)],
+    input_size: InputSizeOpt = None,
+    preprocess: PreprocessOpt = BY_NAME["preprocess"].default,
+    rescale: RescaleOpt = None,
+    fit: FitOpt = BY_NAME["fit"].default,
+    interpolation: InterpolationOpt = BY_NAME["interpolation"].default,
+    imports: ImportOpt = None,
+    unsafe_load: UnsafeOpt = False,
+    dataset: DatasetOpt = BY_NAME["dataset"].default,
+    split: SplitOpt = BY_NAME["split"].default,
+    image_dir: ImageDirOpt = None,
+    data_dir: DataDirOpt = None,
+    stats_images: ProbeImagesOpt = None,
+    out: Annotated[str, typer.Option("--out", help="Output folder of the timeline's site.")] = "timeline-site",
+):
+    """A training run's checkpoints in order: each layer's CKA with its final self, and which layers settled first."""
+    given = dict(locals())
+    _quiet_libraries()
+    from reportgen import timeline as timelines
+    from reportgen.naming import printable
+
+    try:
+        found = timelines.run(checkpoints, _image_options(given, out), Path(out))
+    except ReportgenError as error:
+        _fail(error)
+    typer.echo(printable(f"timeline of {len(found.checkpoints)} checkpoints on {found.images} images: "
+                         f"{out}/index.html"))
+
+
 def _workers(requested: int | None) -> int:
     """--workers, at most one per core (options.worker_count)."""
     return worker_count(requested)

@@ -1,7 +1,9 @@
-"""Build-to-build comparison: what changed in the model, the images and the statistics.
+"""Build-to-build comparison: what changed in the model, the images and the statistics, and inside
+the model (representation.between_builds, from the two builds' fingerprints).
 
 The previous build is a folder holding `manifest.json` and `stats.json` (a previous site, its
-`data/` folder, or files a CI job downloaded from the live site or the last artifact).
+`data/` folder, or files a CI job downloaded from the live site or the last artifact), and
+`fingerprint.npz` where the previous build stored one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reportgen import catalog
+from reportgen import catalog, fingerprint, representation
 from reportgen.catalog import focus_class
 
 # The per-layer numbers whose change a reader of a retrained model cares about.
@@ -37,6 +39,7 @@ class Previous:
     stats: dict
     folder: str = ""
     problem: str | None = None  # why the files found are not a build that can be compared with
+    fingerprint: fingerprint.Fingerprint | None = None  # its representation fingerprint, where it stored one
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Comparison:
     summary: list[str] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
     notable: int = 0
+    inside: representation.Inside | None = None  # the layers compared inside the model
 
 
 def load_previous(path: Path | None) -> Previous | None:
@@ -57,7 +61,8 @@ def load_previous(path: Path | None) -> Previous | None:
         manifest, stats = folder / "manifest.json", folder / "stats.json"
         if manifest.is_file() and stats.is_file():
             try:
-                found = Previous(json.loads(manifest.read_text()), json.loads(stats.read_text()), str(folder))
+                found = Previous(json.loads(manifest.read_text()), json.loads(stats.read_text()), str(folder),
+                             fingerprint=fingerprint.load(folder / fingerprint.FILE))
             except (OSError, ValueError) as error:
                 return Previous({}, {}, str(folder), f"its files cannot be read ({error.__class__.__name__})")
             if not (isinstance(found.manifest, dict) and isinstance(found.stats, dict)
@@ -79,14 +84,20 @@ def _fmt(value) -> str:
     return "undefined" if value is None else f"{value:.3f}"
 
 
-def compare(previous: Previous | None, manifest: dict, layers: list[dict]) -> Comparison:
+def compare(previous: Previous | None, manifest: dict, layers: list[dict],
+            current: fingerprint.Fingerprint | None = None) -> Comparison:
+    """This build (its manifest, stats.json's layers and its fingerprint) against the previous one."""
     if previous is None:
         return Comparison(first_build=True, summary=["First build: there is no previous build to compare with."])
     if previous.problem is None:
         try:
-            return _compare(previous, manifest, layers)
+            found = _compare(previous, manifest, layers)
         except (AttributeError, TypeError, KeyError):  # a hand-edited or foreign build
             previous = dataclasses.replace(previous, problem="its files are not a reportgen build's")
+        else:
+            found.inside = representation.between_builds(current, previous.fingerprint,
+                                                         [row["index"] for row in layers])
+            return found
     return Comparison(first_build=True, summary=[f"The previous build in {previous.folder} was not compared with: "
                                                  f"{previous.problem}."])
 

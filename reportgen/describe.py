@@ -18,7 +18,7 @@ from reportgen.inputs import InputGeometry
 from reportgen.mask_classes import OXFORD, MaskClasses
 
 if TYPE_CHECKING:
-    from reportgen import compare, model_io, outputs, targets
+    from reportgen import compare, fingerprint, model_io, outputs, targets
     from reportgen.layer_stage import ImageRecord, LayerResult
     from reportgen.options import BuildOptions
 
@@ -70,6 +70,7 @@ class Description:
     localisation_baselines: dict = field(default_factory=dict)  # localisation.Baselines.summary(), or {}
     sanity: dict = field(default_factory=dict)  # sanity.record: the Grad-CAM sanity checks, or {}
     faithfulness: dict = field(default_factory=dict)  # faithfulness.record: the pixel-removal test, or {}
+    fingerprint: fingerprint.Fingerprint | None = None  # what comparing layers with a later build needs
 
     @property
     def mask_classes(self) -> MaskClasses:

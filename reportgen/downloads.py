@@ -265,3 +265,52 @@ def manifest(report) -> dict:
         "packages": _versions(),
         "command_line": " ".join(["reportgen", *sys.argv[1:]]) if sys.argv else "",
     }
+
+
+def fingerprint_record(found) -> dict | None:
+    """stats.json's `fingerprint`: where the build's fingerprint is, its probe images, and its format
+    (every array of data/fingerprint.npz by name); None for a build without one."""
+    from reportgen import fingerprint
+
+    if found is None:
+        return None
+    return {"file": fingerprint.FILE, "format": fingerprint.FORMAT, "probe_ids": list(found.ids),
+            "cam_ids": list(found.cam_ids), "arrays": dict(fingerprint.ARRAYS), "rounding": fingerprint.ROUNDING}
+
+
+def _matrix(values) -> list[list]:
+    """A matrix for JSON, to 6 decimals, NaN as null."""
+    return [[json_value(round(float(v), 6)) for v in row] for row in values]
+
+
+def inside_record(inside) -> dict | None:
+    """changes.json's `inside`: the layers compared inside the model (representation.Inside), plain."""
+    if inside is None:
+        return None
+    return {"compared": inside.compared, "notes": inside.notes, "findings": inside.findings,
+            "estimator": inside.estimator or None, "images": inside.images,
+            "cka": None if inside.cka is None else _matrix(inside.cka),
+            "layers": [{key: json_value(value) for key, value in row.items()} for row in inside.rows]}
+
+
+def comparison_record(result) -> dict:
+    """`reportgen compare`'s data/compare.json: the models' layers, the A x B CKA (rows: A's spatial
+    layers, columns: B's), each A layer's best match and its matched channels ([A, B, r])."""
+    return {"images": result.images,
+            **{key: {"name": side.name, "layers": list(side.layers), "cka_layers": [k + 1 for k in side.spatial]}
+               for key, side in (("a", result.a), ("b", result.b))},
+            "cka": _matrix(result.cka),
+            "best_match": [{key: json_value(value) for key, value in row.items()} for row in result.best],
+            "channels": [{"index": c["index"], "match_index": c["match_index"],
+                          "pairs": [[a, b, json_value(round(r, 4))] for a, b, r in c["pairs"]]}
+                         for c in result.channels],
+            "findings": result.findings}
+
+
+def timeline_record(found) -> dict:
+    """`reportgen timeline`'s data/timeline.json: per layer and checkpoint, CKA with the final self and
+    its 90% interval; per layer, the checkpoint it settled at."""
+    return {"checkpoints": found.checkpoints, "layers": found.layers, "images": found.images,
+            "estimator": found.estimator, "cka": _matrix(found.cka), "low": _matrix(found.low),
+            "high": _matrix(found.high), "settled": [found.checkpoints[t] for t in found.settled],
+            "findings": found.findings}

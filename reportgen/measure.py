@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reportgen import fingerprint
 from reportgen.cka import MinibatchCKA
 from reportgen.errors import ReportgenError
 from reportgen.linear_probes import (FoldRatio, ProbeScores, add_to_fold, can_fit_probe, pool_to, pooled_shape,
@@ -33,6 +34,7 @@ SECONDS_KEY = -3  # the key of the worker-seconds each part took
 QUALITY_KEY = -4  # the key of the model's own results on the statistics images (`Quality`)
 ABLATION_KEY = -5  # the key of the ablation check's sums (ablation.AblationSums)
 BASELINES_KEY = -6  # the key of the Grad-CAM localisation's baselines (localisation.Baselines)
+FINGERPRINT_KEY = -7  # the key of the probe images' fingerprint rows (fingerprint.FingerprintSums)
 TOP_CLASSES = 5
 
 
@@ -117,7 +119,8 @@ def batch_masks(plan: BuildPlan, named: Named, batch: Batch) -> np.ndarray | Non
 def measure_batch(plan: BuildPlan, sums: dict, named: Named, batch: Batch) -> None:
     """Add a batch to `sums`: conv index -> LayerAccumulator, CKA_KEY -> the layer x layer CKA,
     QUALITY_KEY -> the graded outputs, MASKS_KEY -> the predicted masks (where they stand in),
-    BASELINES_KEY -> the Grad-CAM localisation's baselines (where maps are explained against masks)."""
+    BASELINES_KEY -> the Grad-CAM localisation's baselines (where maps are explained against masks),
+    FINGERPRINT_KEY -> the probe images' rows of the representation fingerprint."""
     targets = plan.targets
     masks = batch_masks(plan, named, batch)
     if plan.graded.outputs:
@@ -139,6 +142,7 @@ def measure_batch(plan: BuildPlan, sums: dict, named: Named, batch: Batch) -> No
         sums.setdefault(CKA_KEY, MinibatchCKA(len(spatial))).add(spatial)
     if targets.mask_source == MASK_PREDICTION:  # the RGB baseline is measured against them too
         sums.setdefault(MASKS_KEY, Masks()).masks[batch.start] = masks
+    fingerprint.add_batch(sums, FINGERPRINT_KEY, len(targets), named.activations, batch.indices)
 
 
 def score_batch(plan: BuildPlan, scores: dict, activations: list, batch: Batch, masks: np.ndarray | None,
@@ -239,6 +243,7 @@ class Measurement:
     quality: Quality | None = None  # the model's own results on the statistics images (`Graded`)
     ablation: object = None  # ablation.AblationSums of the plan's ablated images, or None
     baselines: Baselines | None = None  # what a uniform map and the edges score where Grad-CAM is localised
+    fingerprint: fingerprint.FingerprintSums | None = None  # the probe images' rows
 
 
 def layer_fit(key: int, accumulator):
@@ -310,7 +315,8 @@ def result(sums: dict, scores: dict, trimaps: np.ndarray | None = None) -> Measu
     masks = sums[MASKS_KEY].stacked() if MASKS_KEY in sums else trimaps
     ablated = scores.pop(ABLATION_KEY, None)
     return Measurement({k: v for k, v in sums.items() if k >= 0}, sums.get(CKA_KEY), scores, masks,
-                       quality=sums.get(QUALITY_KEY), ablation=ablated, baselines=sums.get(BASELINES_KEY))
+                       quality=sums.get(QUALITY_KEY), ablation=ablated, baselines=sums.get(BASELINES_KEY),
+                       fingerprint=sums.get(FINGERPRINT_KEY))
 
 
 def in_process(plan: BuildPlan, probe, batches: Sequence[Batch],

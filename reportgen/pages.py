@@ -13,7 +13,8 @@ from typing import TypedDict
 
 import numpy as np
 
-from reportgen import __version__, answers, assets, catalog, channels, charts, compare, downloads, findings, outputs, render
+from reportgen import (__version__, answers, assets, catalog, channels, charts, compare, comparison_pages, downloads,
+                       findings, outputs, render)
 from reportgen.describe import Description
 from reportgen.layer_table import (depth_charts, layer_columns, layer_row, map_context, picture_size, shown,
                                    statistic_rows)
@@ -62,6 +63,7 @@ class IndexContext(TypedDict):
 
 class ChangesContext(TypedDict):
     changes: compare.Comparison
+    inside: dict | None  # comparison_pages.inside_view of the layers compared inside the model
 
 
 class LayerContext(TypedDict):
@@ -113,6 +115,7 @@ class ImageContext(TypedDict):
 class AboutContext(TypedDict):
     statistics: list[dict]
     constants: dict
+    fingerprint: dict  # comparison_pages.fingerprint_format
 
 
 class SearchContext(TypedDict):
@@ -147,7 +150,7 @@ def common(description: Description) -> Common:
     odds = chance(description)
     return Common(chance=odds, stats_rows=stats_rows, chart_plan=charts.plan(stats_rows, description.layer_cka, odds),
                   manifest=manifest,
-                  changes=compare.compare(description.previous, manifest, stats_rows),
+                  changes=compare.compare(description.previous, manifest, stats_rows, description.fingerprint),
                   image_views=image_views(description), columns=columns, rows=rows,
                   arch=map_context(description, rows, columns))
 
@@ -259,14 +262,24 @@ def index_context(description: Description, shared: Common) -> IndexContext:
     return IndexContext(model=model_view(description), images=shared.image_views, layers=shared.rows,
                         arch=shared.arch, columns=[heading for _, heading, _ in shared.columns],
                         charts=shared.chart_plan,
-                        findings=findings.compute(description, shared.chance),
+                        findings=findings.compute(description, shared.chance) + _since_previous(shared.changes),
                         answers=answers.answers(description, shared.chance, shared.image_views),
                         warnings=description.warnings,
                         colorbar=description.colorbar, changes=shared.changes)
 
 
+def _since_previous(changes: compare.Comparison) -> list[str]:
+    """The changes page's sentences on what changed inside the model, for the index's findings."""
+    inside = changes.inside
+    if inside is None or not inside.compared:
+        return []
+    return [f"Since the previous build: {line[0].lower()}{line[1:]}" if line.startswith("Cannot") else
+            f"Since the previous build, {line}" for line in inside.findings]
+
+
 def changes_context(shared: Common) -> ChangesContext:
-    return ChangesContext(changes=shared.changes)
+    return ChangesContext(changes=shared.changes, inside=comparison_pages.inside_view(
+        shared.changes.inside, comparison_pages.CHANGES_HEATMAP))
 
 
 def layer_context(description: Description, shared: Common, index: int) -> LayerContext:
@@ -388,7 +401,7 @@ def image_context(description: Description, shared: Common, index: int) -> Image
                         next=views[index + 1] if index + 1 < len(views) else None)
 
 
-def statistics_table(classes: MaskClasses) -> list[dict]:
+def statistics_table(classes: MaskClasses, rows=None) -> list[dict]:
     """The per-layer numbers with an interval, as about.html lists them: from their one definition."""
     def scale(bounds) -> str:
         low, high = bounds
@@ -398,12 +411,14 @@ def statistics_table(classes: MaskClasses) -> list[dict]:
 
     return [{"key": s.key, "label": s.label_for(classes), "range": scale(s.bounds), "transform": s.transform,
              "definition": s.definition_for(classes), "needs": catalog.needs_text(s.needs)}
-            for s in catalog.layer_statistics()]
+            for s in (catalog.layer_statistics() if rows is None else rows)]
 
 
 def about_context(classes: MaskClasses) -> AboutContext:
     """about.html's context: the catalog's rows and the constants the page states, from the code."""
-    return AboutContext(statistics=statistics_table(classes), constants=catalog.constants())
+    return AboutContext(statistics=statistics_table(classes), constants=catalog.constants(),
+                        fingerprint=comparison_pages.fingerprint_format(statistics_table(
+                            OXFORD, catalog.between_statistics())))
 
 
 def search_context(description: Description, every_channel: dict) -> SearchContext:

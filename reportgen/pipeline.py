@@ -457,6 +457,11 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         if measured.cka is not None:
             layer_cka[np.ix_(build_plan.spatial, build_plan.spatial)] = measured.cka.finalise()
 
+        from reportgen import fingerprint
+
+        representation = fingerprint.of_build(measured.fingerprint, targets.ids, [c.qualified_name for c in convs],
+                                              [r.id for r in records], captured.cams)
+
         writer = assets.AssetWriter(staging, options.cmap, options.scale)
         writer.image_pictures(records, targets.mask_classes)
         used = {i for r in results if r.stats is not None and r.stats.examples is not None
@@ -484,7 +489,7 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
             segmentation=segmentation, engine=build_plan.executor,
             localisation_baselines=measured.baselines.summary() if measured.baselines is not None else {},
             sanity=checked.sanity if checked is not None else {},
-            faithfulness=checked.faithfulness if checked is not None else {})
+            faithfulness=checked.faithfulness if checked is not None else {}, fingerprint=representation)
         pages = site.write_site(staging, description, executor)
         outdir.swap_in(staging, out, work)
     except BrokenProcessPool:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jinja2
 
-from reportgen import channels, downloads, pages
+from reportgen import __version__, channels, comparison_pages, downloads, fingerprint, pages
 from reportgen.describe import Description
 from reportgen.outdir import KEY_FILE
 from reportgen.paths import templates_dir
@@ -60,6 +60,13 @@ def write_site(root: Path, description: Description, executor: Executor | None =
     writer = _Pages(root, pages.site_context(description))
     writer.write("index.html", "index.html", **pages.index_context(description, shared))
     writer.write("changes.html", "changes.html", **pages.changes_context(shared))
+    inside = shared.changes.inside
+    if inside is not None and inside.cka is not None:
+        from reportgen import cross_charts
+
+        cross_charts.write_heatmap(root / Path(comparison_pages.CHANGES_HEATMAP).parent, Path(comparison_pages.CHANGES_HEATMAP).name,
+                                   inside.cka, "this build's conv layer", "the previous build's conv layer",
+                                   "Linear CKA, this build against the previous")
     for i, result in enumerate(description.layers):
         writer.write("layer.html", f"layers/{result.slug}.html", **pages.layer_context(description, shared, i))
     for i, view in enumerate(shared.image_views):
@@ -83,6 +90,7 @@ def _write_data(data: Path, description: Description, shared: pages.Common, ever
     cka_rows = [[downloads.json_value(round(float(v), 6)) for v in row] for row in description.layer_cka]
     classes = description.mask_classes
     downloads.write_json(data / "stats.json", {"layers": shared.stats_rows, "layer_cka": cka_rows,
+                                               "fingerprint": downloads.fingerprint_record(description.fingerprint),
                                                "class_chance": downloads.json_value(shared.chance),
                                                "mask_classes": {"names": list(classes.names),
                                                                 "focus": classes.focus_name},
@@ -98,8 +106,44 @@ def _write_data(data: Path, description: Description, shared: pages.Common, ever
     downloads.write_json(data / "predictions.json", downloads.predictions(description))
     changes = shared.changes
     downloads.write_json(data / "changes.json", {"first_build": changes.first_build, "summary": changes.summary,
-                                                 "layers": changes.rows})
+                                                 "layers": changes.rows,
+                                                 "inside": downloads.inside_record(changes.inside)})
+    if description.fingerprint is not None:
+        description.fingerprint.save(data / fingerprint.FILE)
     downloads.write_json(data / "manifest.json", shared.manifest)
+
+
+def write_comparison(root: Path, result) -> None:
+    """`reportgen compare`'s site: one page, its heatmap, data/compare.json and the style sheet."""
+    from reportgen import cross_charts
+
+    root.mkdir(parents=True, exist_ok=True)
+    context = comparison_pages.comparison_context(result)
+    writer = _Pages(root, {"model": f"{result.a.name} and {result.b.name}", "version": __version__})
+    writer.write("models.html", "index.html", **context)
+    cross_charts.write_heatmap(root / Path(comparison_pages.COMPARISON_HEATMAP).parent, Path(comparison_pages.COMPARISON_HEATMAP).name,
+                               result.cka, f"{result.a.name}: conv layer", f"{result.b.name}: conv layer",
+                               "Linear CKA between the two models' layers")
+    _copy_static(root)
+    data = root / "data"
+    data.mkdir(exist_ok=True)
+    downloads.write_json(data / "compare.json", downloads.comparison_record(result))
+
+
+def write_timeline(root: Path, found) -> None:
+    """`reportgen timeline`'s site: one page, its heatmap (layers x checkpoints), data/timeline.json."""
+    from reportgen import cross_charts
+
+    root.mkdir(parents=True, exist_ok=True)
+    writer = _Pages(root, {"model": f"{len(found.checkpoints)} checkpoints", "version": __version__})
+    writer.write("timeline.html", "index.html", **comparison_pages.timeline_context(found))
+    cross_charts.write_heatmap(root / Path(comparison_pages.COMPARISON_HEATMAP).parent, Path(comparison_pages.COMPARISON_HEATMAP).name,
+                               found.cka, "conv layer", "checkpoint", "CKA with the final self",
+                               column_names=found.checkpoints)
+    _copy_static(root)
+    data = root / "data"
+    data.mkdir(exist_ok=True)
+    downloads.write_json(data / "timeline.json", downloads.timeline_record(found))
 
 
 def architecture_script(env, arch: dict) -> str:

@@ -159,7 +159,7 @@ def test_every_row_is_well_formed():
     assert stats.LAYER_NUMBERS == accumulated
     assert {s.measured_on for s in catalog.STATISTICS} == {catalog.STATISTICS_IMAGES, catalog.PICTURED_IMAGES}
     for s in catalog.STATISTICS:
-        assert s.scope in (catalog.LAYER, catalog.CHANNEL) and all(n in catalog.NEEDS for n in s.needs.split("+"))
+        assert s.scope in (catalog.LAYER, catalog.CHANNEL, catalog.BETWEEN) and all(n in catalog.NEEDS for n in s.needs.split("+"))
         assert s.bounds[0] < s.bounds[1]
     csv_columns = [s.csv for s in catalog.STATISTICS if s.csv]
     assert len(csv_columns) == len(set(csv_columns))

@@ -10,7 +10,7 @@ from reportgen.paths import models_dir, templates_dir
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 TEMPLATES = ("base.html", "index.html", "layer.html", "image.html", "about.html", "404.html", "changes.html",
-             "static/style.css", "static/site.js")
+             "models.html", "static/style.css", "static/site.js")
 SHIPPED = ("MODEL_CARD.md", "sd_unet_synthetic_pets.json", "sd_unet_synthetic_pets.weights.h5")
 
 

@@ -1,0 +1,81 @@
+"""`reportgen timeline --checkpoints DIR`: each layer of a run's checkpoints against its final self."""
+
+import json
+
+import keras
+import numpy as np
+from keras import layers
+
+from reportgen import timeline
+from reportgen.cli import app
+from reportgen.inputs import InputConvention
+from reportgen.sources import SourceImage
+
+
+def test_a_digits_run_settles_and_its_last_checkpoint_is_its_own_final_self(tmp_path):
+    """A small CNN trained on scikit-learn's digits, a checkpoint after each of 5 epochs: the last
+    checkpoint has CKA 1 with itself, every layer settles at some checkpoint, and the first checkpoint,
+    before most of the training, is further from the final one than the fourth."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = np.repeat((digits.images / 16.0 * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 3))
+    h = layers.Rescaling(1 / 255)(inputs)
+    for k, width in enumerate((16, 16, 32)):
+        h = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{k}")(h)
+    model = keras.Model(inputs, layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(h)))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x[:1500], digits.target[:1500], epochs=5, batch_size=64, verbose=0, callbacks=[
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "epoch_{epoch}.keras"))])
+    paths = timeline.checkpoints_in(tmp_path)
+    assert [p.name for p in paths] == [f"epoch_{k}.keras" for k in range(1, 6)]
+    items = tuple(SourceImage(f"d{i}", x[1500 + i], None) for i in range(64))
+    prints = [timeline.measure_fingerprint(keras.saving.load_model(p), items, InputConvention("none"), 8)
+              for p in paths]
+    found = timeline.timeline(prints, [p.stem for p in paths])
+    assert found.images == 64 and found.estimator == "unbiased"
+    np.testing.assert_allclose(found.cka[:, -1], 1.0, atol=1e-6)
+    assert all(0 <= t <= 4 for t in found.settled)
+    assert np.all(found.cka[:, 0] < found.cka[:, 3]), np.round(found.cka, 3)
+    assert np.all(found.low[:, :-1] <= found.cka[:, :-1]) and np.all(found.cka[:, :-1] <= found.high[:, :-1])
+    assert any("settled" in line for line in found.findings)
+
+
+def test_timeline_command_writes_its_site(tmp_path, small_model_path, pets_folder, runner):
+    """Three "checkpoints" of the 4-conv U-Net: the model, a copy with its last layers moved a little, and
+    the model again; the page names every layer and the data file says each one's CKA with the last."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    model = keras.saving.load_model(small_model_path)
+    model.save(folder / "step_10.keras")
+    rng = np.random.default_rng(0)
+    for name in ("dec", "segmentation"):
+        layer = model.get_layer(name)
+        layer.set_weights([w + rng.normal(size=w.shape).astype(w.dtype) * 2 * np.std(w) for w in layer.get_weights()])
+    model.save(folder / "step_2.keras")
+    keras.saving.load_model(small_model_path).save(folder / "step_30.keras")
+    images, _ = pets_folder
+    out = tmp_path / "timeline"
+    result = runner.invoke(app, ["timeline", "--checkpoints", str(folder), "--image-dir", str(images),
+                                 "--stats-images", "all", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    found = json.loads((out / "data" / "timeline.json").read_text())
+    assert found["checkpoints"] == ["step_2", "step_10", "step_30"] and found["images"] == 6
+    cka = np.array(found["cka"], float)
+    np.testing.assert_allclose(cka[:, 1:], 1.0, atol=1e-6)  # step_10 is step_30
+    np.testing.assert_allclose(cka[:2, 0], 1.0, atol=1e-6)  # enc and mid did not change
+    assert found["settled"][:2] == ["step_2", "step_2"] and found["settled"][3] == "step_10"
+    page = (out / "index.html").read_text()
+    assert "conv 1 to conv 2 settled by step_2 (checkpoint 1 of 3)" in page
+    assert (out / "img" / "cka-light.svg").is_file()
+
+
+def test_a_folder_with_one_checkpoint_is_refused(tmp_path, small_model_path, pets_folder, runner):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "only.keras").write_bytes(small_model_path.read_bytes())
+    result = runner.invoke(app, ["timeline", "--checkpoints", str(folder), "--image-dir", str(pets_folder[0]),
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "a timeline needs two or more" in result.output
