@@ -14,7 +14,7 @@ from typing import TypedDict
 import numpy as np
 
 from reportgen import (__version__, answers, assets, catalog, channels, charts, compare, comparison_pages, downloads,
-                       findings, outputs, render)
+                       explanation_checks, findings, outputs, render)
 from reportgen.describe import Description
 from reportgen.layer_table import (depth_charts, layer_columns, layer_row, map_context, picture_size, shown,
                                    statistic_rows)
@@ -323,66 +323,7 @@ def _attribution_context(description: Description, result, views: list[dict]) ->
         important = [{"channel": int(c), "value": fmt(s.importance[c]), "href": f"#c{int(c)}"} for c in order]
     return {"cams": cams, "explained": description.explained, "attribution_note": result.attribution_note,
             "attributed_after": result.attributed_after, "important": important, "ablation": result.ablation,
-            "localisation": _localisation(description, s), "sanity": _sanity(description, result.conv.index, s),
-            "faithfulness": _faithfulness(description, result.conv.index - 1, s)}
-
-
-CURVE_BOX = (160, 64)  # the MoRF / LeRF chart's plot area, in CSS pixels
-
-
-def _faithfulness(description: Description, layer: int, s) -> dict | None:
-    """The pixel-removal test of layer `layer`'s Grad-CAM (0-based): its score beside the baselines, and
-    its mean MoRF and LeRF curves as polylines of a small chart."""
-    found = description.faithfulness
-    if s is None or not found or not np.isfinite(s.value("faithfulness")) or found["curves"][layer] is None:
-        return None
-    fractions = [0.0, *found["fractions"]]
-    curves = {name: [found["y0"], *found["curves"][layer][name]] for name in ("morf", "lerf")}
-    values = [v for curve in curves.values() for v in curve if v is not None]
-    low, high = min(values), max(values)
-    span = high - low or 1.0
-    width, height = CURVE_BOX
-
-    def points(curve):
-        return " ".join(f"{width * f / fractions[-1]:.1f},{height - height * (v - low) / span:.1f}"
-                        for f, v in zip(fractions, curve) if v is not None)
-
-    def baseline(name):
-        value, lower, upper = found["baselines"][name]
-        return fmt_interval(value, (lower, upper))
-
-    return {"score": fmt_interval(s.value("faithfulness"), s.interval("faithfulness")), "images": found["images"],
-            "random": baseline("random"), "edges": baseline("edges"), "imputation": found["imputation"],
-            "largest": f"{fractions[-1]:.0%}", "morf": points(curves["morf"]), "lerf": points(curves["lerf"]),
-            "high": fmt(high), "low": fmt(low), "width": width, "height": height}
-
-
-def _sanity(description: Description, conv: int, s) -> dict | None:
-    """The Grad-CAM sanity checks of conv `conv` (from 1) in words: what randomising the layers after it,
-    and explaining another target, did to its map."""
-    found = description.sanity
-    if s is None or not found or not np.isfinite(s.value("sanity_rank")):
-        return None
-    rank = s.value("sanity_rank")
-    verdict = ("hardly changes: it shows this layer's own structure more than the decision" if rank >= 0.7 else
-               "changes: it depends on the layers that make the decision" if rank <= 0.3 else "changes in part")
-    later = [first for first in found["randomised_from"] if first > conv]
-    swap = s.value("swap_rank")
-    return {"from": later[-1] if later else None, "images": found["images"], "verdict": verdict,
-            "rank": fmt_interval(rank, s.interval("sanity_rank")),
-            "ssim": fmt_interval(s.value("sanity_ssim"), s.interval("sanity_ssim")),
-            "swapped": found["swapped"], "swap": fmt_interval(swap, s.interval("swap_rank")) if np.isfinite(swap) else None}
-
-
-def _localisation(description: Description, s) -> dict | None:
-    """How well the layer's Grad-CAM falls on the focus class, beside what a uniform map and the edges score."""
-    baselines = description.localisation_baselines
-    if s is None or not baselines or not np.isfinite(s.value("cam_mass_focus")):
-        return None
-    shown = {name: fmt_interval(found["value"], found["interval"]) for name, found in baselines.items()}
-    return {"focus": description.mask_classes.focus_name, "images": int(s.images),
-            "mass": fmt_interval(s.value("cam_mass_focus"), s.interval("cam_mass_focus")),
-            "rank": fmt_interval(s.value("cam_rank_focus"), s.interval("cam_rank_focus")), **shown}
+            **explanation_checks.layer_view(description, result.conv.index, s)}
 
 
 def image_context(description: Description, shared: Common, index: int) -> ImageContext:
