@@ -7,8 +7,10 @@ model loaded once per worker (`DoFn.setup`).
 
 Two passes: the first sums every statistic (the probes' fits among them); the client fits the
 probes from the sums, and the second pass scores them on every image, each image predicted by the
-probe fitted without its fold. A second forward pass costs less than keeping each image's pooled
-features of every layer until the fits are known. Each pass is a pipeline that ends in one step
+probe fitted without its fold. The second pass reads what the first kept of each batch on the
+workers' local disk (the maps pooled to the probe's grid: a few MB an image, `measure.probe_inputs`),
+so the model runs once over each image; a worker that cannot see what was kept (another machine)
+runs the model again. Each pass is a pipeline that ends in one step
 writing one result, checked on arrival; only accumulators cross its shuffles, summed per shard
 inside the DoFn, so no runner's way with combiners (the Dask runner lifts none) and no bundle size
 decides how much crosses. The DirectRunner in multi-processing mode on the machine's cores is the
@@ -40,11 +42,12 @@ import numpy as np
 from reportgen import outdir
 from reportgen import workers as workers_module  # `workers` is run_beam's worker count
 from reportgen.errors import InputError, ReportgenError
-from reportgen.measure import (SECONDS_KEY, Batch, Measurement, ablate_batch, batch_masks, batches_of, check_scores,
-                               check_sums, layer_fit, measure_batch, merge, score_batch)
+from reportgen.measure import (SECONDS_KEY, Batch, Measurement, ablate_batch, batches_of, check_scores, check_sums,
+                               layer_fit, measure_batch, merge, probe_inputs, probe_inputs_bytes, score_batch)
 from reportgen.measure import result as measurement_of
 from reportgen.plan import BuildPlan
 from reportgen.probe import Probe
+from reportgen.spill import BatchStore
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +138,7 @@ class PassSetup:
     plan: BuildPlan
     images: object = None  # sources.FolderImages, tfds_source.DatasetImages or sources.LoadedImages: `read(start, end)`
     threads: int | None = None  # TensorFlow's threads per worker; None: its default (every core)
+    kept: str | None = None  # the folder of the probes' inputs between the passes (spill.BatchStore); None: none
 
 
 def shards(total: int, batch_size: int, count: int) -> list[tuple[int, int]]:
@@ -199,13 +203,17 @@ class Worker:
 
 
 def accumulate(worker: Worker, shard: tuple[int, int]) -> dict:
-    """Every statistic's sums over a shard (a range of statistics images), by `measure.measure_batch`."""
+    """Every statistic's sums over a shard (a range of statistics images), by `measure.measure_batch`;
+    each batch's `measure.probe_inputs` kept for `score`, where the setup has a folder for them."""
     if worker.probe is None:
         worker.setup()
     plan = worker.config.plan
+    kept = BatchStore(worker.config.kept)
     found: dict = {}
     for batch in read_batches(worker.config, *shard):
-        measure_batch(plan, found, worker.probe(batch.images, len(plan.targets)), batch)
+        named = worker.probe(batch.images, len(plan.targets))
+        measure_batch(plan, found, named, batch)
+        kept.put(batch.start, probe_inputs(plan, named, batch))
     return found
 
 
@@ -213,18 +221,26 @@ def score(worker: Worker, shard: tuple[int, int], fits: dict) -> dict:
     """The leave-out probes scored on a shard by `measure.score_batch`: conv index -> ProbeScores; and
     on the plan's ablated images among the shard's, the ablation check: ABLATION_KEY -> AblationSums.
 
-    `fits`: conv index -> (folds, mask probe weights, class probe weights, Taylor importances),
-    fitted from every image.
+    The probes read what `accumulate` kept of each batch; a batch it did not keep (a worker on
+    another machine, no folder) runs through the model again. `fits`: conv index -> (folds, mask
+    probe weights, class probe weights, Taylor importances), fitted from every image.
     """
-    if worker.probe is None:
-        worker.setup()
     plan = worker.config.plan
-    targets = plan.targets
+    kept = BatchStore(worker.config.kept)
     found: dict = {}
     plans: dict = {}
-    for batch in read_batches(worker.config, *shard):
-        named = worker.probe(batch.images, len(targets), attributed=False)
-        score_batch(plan, found, named.activations, batch, batch_masks(plan, named, batch), fits)
+    start, end = shard
+    for first in range(start, end, plan.batch_size):
+        inputs = kept.take(first)
+        if inputs is not None and first not in plan.ablated_starts:
+            score_batch(plan, found, inputs, fits)
+            continue
+        if worker.probe is None:
+            worker.setup()
+        batch, = read_batches(worker.config, first, min(first + plan.batch_size, end))
+        if inputs is None:
+            inputs = probe_inputs(plan, worker.probe(batch.images, len(plan.targets), attributed=False), batch)
+        score_batch(plan, found, inputs, fits)
         ablate_batch(plan, found, worker.probe, worker.rerun, batch, fits, plans)
     return found
 
@@ -403,7 +419,7 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
             yield SECONDS_KEY, WorkerSeconds({"sums": time.monotonic() - started})
 
     class ScoresDoFn(SumsDoFn):
-        """The probes, fitted from every image's sums, scored on a shard (the model again)."""
+        """The probes, fitted from every image's sums, scored on a shard from what the sums' pass kept."""
 
         def process(self, joined):
             _, found = joined
@@ -452,6 +468,7 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
         folder = results_folder or (f"{remote.rstrip('/')}/reportgen-stats-{os.getpid()}-{time.time_ns()}" if remote
                                     else tempfile.mkdtemp(prefix="reportgen-beam-"))
         path = f"{folder.rstrip('/')}/result.pickle"
+        setup = dataclasses.replace(setup, kept=_probe_inputs_folder(setup.plan))
         # One pipeline, a DAG with one leaf (runners that compute only the last leaf, as Dask's does,
         # compute all of it), and no side input (Dask's would compute the sums again inside every task):
         # the fits meet each shard again through a CoGroupByKey.
@@ -492,6 +509,17 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
     check_sums(sums, setup.plan)
     check_scores(scores, sums, setup.plan)
     return dataclasses.replace(measurement_of(sums, scores), seconds=seconds.seconds)
+
+
+def _probe_inputs_folder(plan: BuildPlan) -> str | None:
+    """A folder here for what the first pass keeps for the second (spill.BatchStore), where the disk
+    holds twice what it may take; else None, and the second pass runs the model again."""
+    folder = tempfile.mkdtemp(prefix="reportgen-probe-inputs-")
+    if shutil.disk_usage(folder).free > 2 * probe_inputs_bytes(plan) * len(plan.targets):
+        return folder
+    log.info("the disk cannot hold the probes' inputs of %d images: the probes are scored on a second forward "
+             "pass", len(plan.targets))
+    return None
 
 
 @contextlib.contextmanager

@@ -182,6 +182,39 @@ def test_bundles_of_one_batch_merge_to_the_whole(small_pass):
     _assert_same(measure.result(merged, scored), reference)
 
 
+def test_the_second_pass_scores_what_the_first_kept(small_pass, tmp_path):
+    """With a folder for them, the sums' pass keeps each batch's pooled maps and the scores' pass reads
+    them: the model runs again only on the ablated batch (for the ablation check, not for the probes),
+    the folder is empty afterwards, and every score is the in-process one."""
+    setup, items, reference = small_pass
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    worker = stats_pass.Worker(dataclasses.replace(setup, kept=str(kept)))
+    parts = stats_pass.shards(12, 5, 3)
+    singles = [stats_pass.accumulate(worker, shard) for shard in parts]
+    assert len(list(kept.iterdir())) == 3  # one file a batch
+    merged = {key: measure.merge([s[key] for s in singles]) for key in singles[0]}
+    fits = measure.probe_fits(merged)
+    forward = []
+    model = worker.probe
+
+    class Counted:
+        """The worker's probe, counting its forward passes."""
+
+        def __call__(self, images, total, attributed=True):
+            forward.append(len(images))
+            return model(images, total, attributed)
+
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+    worker.probe = Counted()
+    per_shard = [stats_pass.score(worker, shard, fits) for shard in parts]
+    assert forward == [] and list(kept.iterdir()) == []
+    scored = {key: measure.merge([s.get(key) for s in per_shard]) for key in set().union(*per_shard)}
+    _assert_same(measure.result(merged, scored), reference)
+
+
 def test_stats_images_cover_more_than_the_pictured(beam_site):
     out = beam_site.out
     rows = json.loads((out / "data" / "stats.json").read_text())["layers"]
