@@ -263,7 +263,7 @@ class Measurement:
     cka: MinibatchCKA | None
     scores: dict = dataclasses.field(default_factory=dict)  # conv index -> ProbeScores
     masks: np.ndarray | None = None  # N x H x W: the masks measured against (trimaps or predicted), or None
-    seconds: dict = dataclasses.field(default_factory=dict)  # what each part took: sums, fits, scores
+    seconds: dict = dataclasses.field(default_factory=dict)  # worker-seconds by part (stats_pass.WorkerSeconds)
     quality: Quality | None = None  # the model's own results on the statistics images (`Graded`)
     ablation: object = None  # ablation.AblationSums of the plan's ablated images, or None
 
@@ -335,9 +335,10 @@ def check_scores(scores: dict, sums: dict, plan: BuildPlan) -> None:
 def result(sums: dict, scores: dict, trimaps: np.ndarray | None = None) -> Measurement:
     """The checked sums and scores as one Measurement; `trimaps`: the masks, where they were given."""
     masks = sums[MASKS_KEY].stacked() if MASKS_KEY in sums else trimaps
-    ablated = scores.pop(ABLATION_KEY, None)
-    return Measurement({k: v for k, v in sums.items() if k >= 0}, sums.get(CKA_KEY), scores, masks,
-                       quality=sums.get(QUALITY_KEY), ablation=ablated)
+    took = merge([sums.get(SECONDS_KEY), scores.get(SECONDS_KEY)])  # stats_pass.WorkerSeconds
+    return Measurement({k: v for k, v in sums.items() if k >= 0}, sums.get(CKA_KEY),
+                       {k: v for k, v in scores.items() if k >= 0}, masks, {} if took is None else took.seconds,
+                       quality=sums.get(QUALITY_KEY), ablation=scores.get(ABLATION_KEY))
 
 
 def in_process(plan: BuildPlan, probe, batches: Sequence[Batch],

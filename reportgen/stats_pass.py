@@ -3,7 +3,7 @@
 An executor of the one measuring function: `accumulate` runs the plan's probe on a shard of batches
 of consecutive images through `measure.measure_batch`, the function the in-process executor calls;
 `score` scores the leave-out probes through `measure.score_batch`. `run_beam` runs them on Beam, the
-model loaded once per worker (`DoFn.setup`).
+model loaded once per worker process.
 
 Two passes: the first sums every statistic (the probes' fits among them); the client fits the
 probes from the sums, and the second pass scores them on every image, each image predicted by the
@@ -204,22 +204,32 @@ class Worker:
 
 def accumulate(worker: Worker, shard: tuple[int, int]) -> dict:
     """Every statistic's sums over a shard (a range of statistics images), by `measure.measure_batch`;
-    each batch's `measure.probe_inputs` kept for `score`, where the setup has a folder for them."""
-    if worker.probe is None:
-        worker.setup()
+    each batch's `measure.probe_inputs` kept for `score`, where the setup has a folder for them.
+    SECONDS_KEY -> what each part took (`WorkerSeconds`)."""
+    took = WorkerSeconds()
+    with took.part("start-up (model load and trace)"):
+        if worker.probe is None:
+            worker.setup()
     plan = worker.config.plan
     kept = BatchStore(worker.config.kept)
     found: dict = {}
-    for batch in read_batches(worker.config, *shard):
-        named = worker.probe(batch.images, len(plan.targets))
-        measure_batch(plan, found, named, batch)
-        kept.put(batch.start, probe_inputs(plan, named, batch))
+    with took.part("reading images"):
+        batches = read_batches(worker.config, *shard)
+    for batch in batches:
+        with took.part("model (sums' pass)"):
+            named = worker.probe(batch.images, len(plan.targets))
+        with took.part("accumulators"):
+            measure_batch(plan, found, named, batch)
+        with took.part("keeping the probes' inputs"):
+            kept.put(batch.start, probe_inputs(plan, named, batch))
+    found[SECONDS_KEY] = took
     return found
 
 
 def score(worker: Worker, shard: tuple[int, int], fits: dict) -> dict:
     """The leave-out probes scored on a shard by `measure.score_batch`: conv index -> ProbeScores; and
     on the plan's ablated images among the shard's, the ablation check: ABLATION_KEY -> AblationSums.
+    SECONDS_KEY -> what each part took.
 
     The probes read what `accumulate` kept of each batch; a batch it did not keep (a worker on
     another machine, no folder) runs through the model again. `fits`: conv index -> (folds, mask
@@ -227,21 +237,30 @@ def score(worker: Worker, shard: tuple[int, int], fits: dict) -> dict:
     """
     plan = worker.config.plan
     kept = BatchStore(worker.config.kept)
+    took = WorkerSeconds()
     found: dict = {}
     plans: dict = {}
     start, end = shard
     for first in range(start, end, plan.batch_size):
-        inputs = kept.take(first)
+        with took.part("scores"):
+            inputs = kept.take(first)
+            if inputs is not None:
+                score_batch(plan, found, inputs, fits)
         if inputs is not None and first not in plan.ablated_starts:
-            score_batch(plan, found, inputs, fits)
             continue
-        if worker.probe is None:
-            worker.setup()
-        batch, = read_batches(worker.config, first, min(first + plan.batch_size, end))
+        with took.part("start-up (model load and trace)"):
+            if worker.probe is None:
+                worker.setup()
+        with took.part("reading images"):
+            batch, = read_batches(worker.config, first, min(first + plan.batch_size, end))
         if inputs is None:
-            inputs = probe_inputs(plan, worker.probe(batch.images, len(plan.targets), attributed=False), batch)
-        score_batch(plan, found, inputs, fits)
-        ablate_batch(plan, found, worker.probe, worker.rerun, batch, fits, plans)
+            with took.part("model again (scores' pass)"):
+                inputs = probe_inputs(plan, worker.probe(batch.images, len(plan.targets), attributed=False), batch)
+            with took.part("scores"):
+                score_batch(plan, found, inputs, fits)
+        with took.part("ablation check"):
+            ablate_batch(plan, found, worker.probe, worker.rerun, batch, fits, plans)
+    found[SECONDS_KEY] = took
     return found
 
 
@@ -250,6 +269,14 @@ class WorkerSeconds:
     """Seconds spent in each part of the pass, summed over workers: what the benchmark prints."""
 
     seconds: dict = dataclasses.field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def part(self, name: str):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
 
     def merge(self, other: "WorkerSeconds") -> "WorkerSeconds":
         return WorkerSeconds({k: self.seconds.get(k, 0.0) + other.seconds.get(k, 0.0)
@@ -403,20 +430,17 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
     parts = shards(len(setup.plan.targets), setup.plan.batch_size, 2 * processes)
 
     class SumsDoFn(beam.DoFn):
-        """A shard's batches through the model (loaded once per worker, in `setup`), summed: it emits
-        only accumulators, by key, and the worker-seconds it took."""
+        """A shard's batches through the model (loaded once per worker process, on its first shard),
+        summed: it emits only accumulators, by key, and the worker-seconds it took."""
 
         def __init__(self, config: PassSetup):
             self.config = config
 
         def setup(self):
             self.worker = Worker(self.config)
-            self.worker.setup()
 
         def process(self, keyed_shard):
-            started = time.monotonic()
             yield from accumulate(self.worker, keyed_shard[1]).items()
-            yield SECONDS_KEY, WorkerSeconds({"sums": time.monotonic() - started})
 
     class ScoresDoFn(SumsDoFn):
         """The probes, fitted from every image's sums, scored on a shard from what the sums' pass kept."""
@@ -424,12 +448,10 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
         def process(self, joined):
             _, found = joined
             fits = found["fits"][0] if found["fits"] else {}
-            if not fits:  # no probe: no second forward pass
+            if not fits:  # no probe and no ablation: no second pass
                 return
-            started = time.monotonic()
             for shard in found["shard"]:
                 yield from score(self.worker, shard, fits).items()
-            yield SECONDS_KEY, WorkerSeconds({"scores": time.monotonic() - started})
 
     class WriteResult(beam.DoFn):
         """The one result, into the results folder, through Beam's file systems (local, gs://, ...)."""
@@ -505,10 +527,9 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
             if local:
                 shutil.rmtree(folder, ignore_errors=True)
     sums, scores = found.get("sums", {}), found.get("scores", {})
-    seconds = sums.pop(SECONDS_KEY, WorkerSeconds()).merge(scores.pop(SECONDS_KEY, WorkerSeconds()))
     check_sums(sums, setup.plan)
     check_scores(scores, sums, setup.plan)
-    return dataclasses.replace(measurement_of(sums, scores), seconds=seconds.seconds)
+    return measurement_of(sums, scores)
 
 
 def _probe_inputs_folder(plan: BuildPlan) -> str | None:
