@@ -70,11 +70,17 @@ def main() -> None:
         return found
 
     stats_pass.run_beam = run_beam_measured
+    code = 0
     try:
         app(sys.argv[1:], standalone_mode=False)
+    except BaseException:  # the build failed: its figures mean nothing, and say so
+        import traceback
+
+        traceback.print_exc()
+        code = 1
     finally:
         total = time.monotonic() - started
-        print(f"build, wall: {total:.1f} s")
+        print(f"build, wall: {total:.1f} s{'' if code == 0 else ' (FAILED)'}")
         for stage, seconds in stages.items():
             print(f"  {stage:52s} {seconds:7.1f} s  {100 * seconds / total:5.1f} %")
         counted = sum(stages.values())
@@ -89,7 +95,7 @@ def main() -> None:
         from reportgen import workers
 
         workers.discard(wait=True)
-        os._exit(0)  # as the console entry does: TensorFlow's own shutdown adds nothing to measure
+        os._exit(code)  # as the console entry does: TensorFlow's own shutdown adds nothing to measure
 
 
 if __name__ == "__main__":
