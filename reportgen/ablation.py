@@ -269,10 +269,27 @@ def _add(ratio: FoldRatio, scored: tuple[np.ndarray, np.ndarray], folds: np.ndar
     np.add.at(ratio.denominator[:, 0], folds, denominator)
 
 
+def shares(rerun: Rerun, plans: dict[int, LayerPlan], parts: int, single: bool) -> list[set[int]]:
+    """The layers of `plans` in `parts` shares of about equal work (in forward passes: the share of the
+    graph downstream of a layer, times its reruns: two, and one a channel where `single`), so that
+    workers can split one batch's check between them. The same plans give the same shares."""
+    found = [set() for _ in range(max(1, parts))]
+    work = [0.0] * len(found)
+    cost = {layer: plan.downstream * (2 + (int(rerun.taps[layer].shape[1 if rerun.channels_first[layer] else -1])
+                                           if plan.single and single else 0)) for layer, plan in plans.items()}
+    for layer in sorted(cost, key=lambda k: (-cost[k], k)):
+        lightest = min(range(len(found)), key=lambda k: (work[k], k))
+        found[lightest].add(layer)
+        work[lightest] += cost[layer]
+    return found
+
+
 def ablate_batch(rerun: Rerun, feeds, plans: dict[int, LayerPlan], target: attribution.Target, folds: np.ndarray,
-                 trimaps, labels, found: AblationSums, single: bool = True) -> None:
+                 trimaps, labels, found: AblationSums, single: bool = True, baseline_counted: bool = True) -> None:
     """Every layer's ablations on one batch, added to `found`; the single-channel ones where the plan
-    has them and `single` (the statistics pass runs them on its first batch only)."""
+    has them and `single` (the statistics pass runs them on its first batch only). A batch's layers
+    may be split over calls (`shares`): one of them, `baseline_counted`, counts its images and
+    unablated metric."""
     import time
 
     started = time.monotonic()
@@ -280,11 +297,12 @@ def ablate_batch(rerun: Rerun, feeds, plans: dict[int, LayerPlan], target: attri
     baseline = np.asarray(values[id(rerun.output)], np.float32)
     metric = Metric(target, baseline, trimaps, labels)
     found.metric = metric.name
-    if found.baseline is None:
-        found.baseline = _unit_ratio(found.folds)
-    _add(found.baseline, metric.score(baseline), folds)
+    if baseline_counted:
+        if found.baseline is None:
+            found.baseline = _unit_ratio(found.folds)
+        _add(found.baseline, metric.score(baseline), folds)
+        found.images += len(baseline)
     y = np.asarray(target.scores(baseline), np.float64)
-    found.images += len(baseline)
     for layer, plan in plans.items():
         if rerun.tap_node[layer] is None:
             continue

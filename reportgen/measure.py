@@ -185,8 +185,10 @@ def score_batch(plan: BuildPlan, scores: dict, inputs: ProbeInputs, fits: dict) 
             score_features(found, means, pooled, int(inputs.indices[k]), targets, truth)
 
 
-def ablate_batch(plan: BuildPlan, scores: dict, probe, rerun, batch: Batch, fits: dict, plans: dict) -> None:
-    """The ablation check on a batch the plan ablates: ABLATION_KEY -> ablation.AblationSums.
+def ablate_batch(plan: BuildPlan, scores: dict, probe, rerun, batch: Batch, fits: dict, plans: dict,
+                 share: int = 0, shares: int = 1) -> None:
+    """The ablation check on a batch the plan ablates: ABLATION_KEY -> ablation.AblationSums; with
+    `shares` > 1, only the layers of share `share` (ablation.shares), so that workers split a batch.
     `plans` caches each layer's ablations, made from the fitted importances on the first call."""
     from reportgen import ablation, capture
 
@@ -195,12 +197,15 @@ def ablate_batch(plan: BuildPlan, scores: dict, probe, rerun, batch: Batch, fits
     targets = plan.targets
     if not plans:
         plans.update(ablation.plans(rerun, {k: fitted[3] for k, fitted in fits.items()}))
+    single = batch.start == 0
+    chosen = ablation.shares(rerun, plans, shares, single)[share] if shares > 1 else set(plans)
     images = plan.convention.apply(np.asarray(batch.images, np.float32))
     feeds = capture.model_feeds(probe, images, plan.image_index)
     labels = None if plan.ablation_classes is None else np.asarray(plan.ablation_classes)[batch.indices]
     sums = scores.setdefault(ABLATION_KEY, ablation.AblationSums(targets.fold_count))
-    ablation.ablate_batch(rerun, feeds, plans, targets.explained, targets.folds[batch.indices], batch.trimaps,
-                          labels, sums, single=batch.start == 0)
+    ablation.ablate_batch(rerun, feeds, {k: v for k, v in plans.items() if k in chosen}, targets.explained,
+                          targets.folds[batch.indices], batch.trimaps, labels, sums, single=single,
+                          baseline_counted=share == 0)
 
 
 def _as_image_maps(maps: np.ndarray) -> np.ndarray:

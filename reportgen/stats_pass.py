@@ -2,7 +2,8 @@
 
 An executor of the one measuring function: `accumulate` runs the plan's probe on a shard of batches
 of consecutive images through `measure.measure_batch`, the function the in-process executor calls;
-`score` scores the leave-out probes through `measure.score_batch`. `run_beam` runs them on Beam, the
+`score` scores the leave-out probes through `measure.score_batch`, and `ablate` runs a share of an
+ablated batch's ablation check through `measure.ablate_batch`. `run_beam` runs them on Beam, the
 model loaded once per worker process.
 
 Two passes: the first sums every statistic (the probes' fits among them); the client fits the
@@ -227,8 +228,7 @@ def accumulate(worker: Worker, shard: tuple[int, int]) -> dict:
 
 
 def score(worker: Worker, shard: tuple[int, int], fits: dict) -> dict:
-    """The leave-out probes scored on a shard by `measure.score_batch`: conv index -> ProbeScores; and
-    on the plan's ablated images among the shard's, the ablation check: ABLATION_KEY -> AblationSums.
+    """The leave-out probes scored on a shard by `measure.score_batch`: conv index -> ProbeScores;
     SECONDS_KEY -> what each part took.
 
     The probes read what `accumulate` kept of each batch; a batch it did not keep (a worker on
@@ -239,27 +239,38 @@ def score(worker: Worker, shard: tuple[int, int], fits: dict) -> dict:
     kept = BatchStore(worker.config.kept)
     took = WorkerSeconds()
     found: dict = {}
-    plans: dict = {}
     start, end = shard
     for first in range(start, end, plan.batch_size):
-        with took.part("scores"):
-            inputs = kept.take(first)
-            if inputs is not None:
-                score_batch(plan, found, inputs, fits)
-        if inputs is not None and first not in plan.ablated_starts:
-            continue
-        with took.part("start-up (model load and trace)"):
-            if worker.probe is None:
-                worker.setup()
-        with took.part("reading images"):
-            batch, = read_batches(worker.config, first, min(first + plan.batch_size, end))
+        inputs = kept.take(first)
         if inputs is None:
+            with took.part("start-up (model load and trace)"):
+                if worker.probe is None:
+                    worker.setup()
+            with took.part("reading images"):
+                batch, = read_batches(worker.config, first, min(first + plan.batch_size, end))
             with took.part("model again (scores' pass)"):
                 inputs = probe_inputs(plan, worker.probe(batch.images, len(plan.targets), attributed=False), batch)
-            with took.part("scores"):
-                score_batch(plan, found, inputs, fits)
-        with took.part("ablation check"):
-            ablate_batch(plan, found, worker.probe, worker.rerun, batch, fits, plans)
+        with took.part("scores"):
+            score_batch(plan, found, inputs, fits)
+    found[SECONDS_KEY] = took
+    return found
+
+
+def ablate(worker: Worker, task: tuple[int, int, int], fits: dict) -> dict:
+    """The ablation check of one ablated batch, (its first image, the share of its layers, shares):
+    ABLATION_KEY -> AblationSums, SECONDS_KEY -> what it took. A batch's check is split by layers
+    (`ablation.shares`) so that every worker takes a part of the batch with the single channels."""
+    first, share, count = task
+    plan = worker.config.plan
+    took = WorkerSeconds()
+    found: dict = {}
+    with took.part("start-up (model load and trace)"):
+        if worker.probe is None:
+            worker.setup()
+    with took.part("reading images"):
+        batch, = read_batches(worker.config, first, min(first + plan.batch_size, len(plan.targets)))
+    with took.part("ablation check"):
+        ablate_batch(plan, found, worker.probe, worker.rerun, batch, fits, {}, share, count)
     found[SECONDS_KEY] = took
     return found
 
@@ -443,15 +454,18 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
             yield from accumulate(self.worker, keyed_shard[1]).items()
 
     class ScoresDoFn(SumsDoFn):
-        """The probes, fitted from every image's sums, scored on a shard from what the sums' pass kept."""
+        """The probes, fitted from every image's sums, scored on a shard from what the sums' pass kept;
+        or a share of an ablated batch's ablation check."""
 
         def process(self, joined):
             _, found = joined
             fits = found["fits"][0] if found["fits"] else {}
             if not fits:  # no probe and no ablation: no second pass
                 return
-            for shard in found["shard"]:
-                yield from score(self.worker, shard, fits).items()
+            for task in found["task"]:
+                done = score(self.worker, task[1], fits) if task[0] == "scores" else \
+                    ablate(self.worker, task[1], fits)
+                yield from done.items()
 
     class WriteResult(beam.DoFn):
         """The one result, into the results folder, through Beam's file systems (local, gs://, ...)."""
@@ -480,8 +494,13 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
                 | f"{name} together" >> beam.GroupByKey()
                 | f"{name} as a dict" >> beam.MapTuple(lambda _, pairs: dict(pairs)))
 
+    # The second pass's tasks: each shard's scores, and each ablated batch's check in a share a worker.
+    tasks = [("scores", part) for part in parts] + [("ablation", (first, share, processes))
+                                                    for first in sorted(setup.plan.ablated_starts)
+                                                    for share in range(processes)]
+
     def fan_out(fits: dict):
-        return [(k, fits) for k in range(len(parts))]
+        return [(k, fits) for k in range(len(tasks))]
 
     with _worker_environment(setup.threads):
         remote = _option_pairs(options).get("temp_location")
@@ -493,15 +512,16 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
         setup = dataclasses.replace(setup, kept=_probe_inputs_folder(setup.plan))
         # One pipeline, a DAG with one leaf (runners that compute only the last leaf, as Dask's does,
         # compute all of it), and no side input (Dask's would compute the sums again inside every task):
-        # the fits meet each shard again through a CoGroupByKey.
+        # the fits meet each task of the second pass through a CoGroupByKey.
         pipeline = beam.Pipeline(options=pipeline_options(runner, options, workers, len(parts)))
         shards_in = pipeline | "Shards" >> beam.Create(list(enumerate(parts)))
         sums = merged_by_key(shards_in | "Sums of a shard" >> beam.ParDo(SumsDoFn(setup)), "Sums")
         # Each layer fitted where its sums are; only the fits, a few MB, come together.
         fits = (as_one(sums | "Fit probes" >> beam.FlatMapTuple(layer_fit), "Fits")
                 | "To every shard" >> beam.FlatMap(fan_out))
-        scores = merged_by_key({"shard": shards_in, "fits": fits}
-                               | "Fits meet shards" >> beam.CoGroupByKey()
+        tasks_in = pipeline | "Tasks" >> beam.Create(list(enumerate(tasks)))
+        scores = merged_by_key({"task": tasks_in, "fits": fits}
+                               | "Fits meet tasks" >> beam.CoGroupByKey()
                                | "Scores of a shard" >> beam.ParDo(ScoresDoFn(setup)), "Scores")
         tagged = ((as_one(sums, "All sums") | "Tag sums" >> beam.Map(lambda found: ("sums", found))),
                   (as_one(scores, "All scores") | "Tag scores" >> beam.Map(lambda found: ("scores", found))))

@@ -169,6 +169,26 @@ def test_several_ablations_in_one_rerun_equal_each_alone():
     assert not np.allclose(together[1], together[0])  # a removed channel changes the output
 
 
+def test_a_batch_check_splits_into_shares_of_about_equal_work():
+    """Every layer in exactly one share; the single-channel layers weigh their channels, so a costly
+    layer goes alone and the others fill the lighter share; the same plans give the same shares."""
+    from types import SimpleNamespace
+
+    channels = {0: 64, 1: 8, 2: 8, 3: 4}
+    rerun = SimpleNamespace(taps=[SimpleNamespace(shape=(None, 4, 4, c)) for c in channels.values()],
+                            channels_first=[False] * 4)
+    plans = {0: ablation.LayerPlan((0,), (1,), single=False, downstream=0.9),
+             1: ablation.LayerPlan((0,), (1,), single=True, downstream=0.5),
+             2: ablation.LayerPlan((0,), (1,), single=False, downstream=0.4),
+             3: ablation.LayerPlan((0,), (1,), single=True, downstream=0.1)}
+    found = ablation.shares(rerun, plans, 2, single=True)
+    assert sorted(k for share in found for k in share) == [0, 1, 2, 3]
+    assert found[0] == {1} and found[1] == {0, 2, 3}  # 5.0 against 1.8 + 0.8 + 0.6
+    assert ablation.shares(rerun, plans, 2, single=False) == [{0, 3}, {1, 2}]  # 1.8 + 0.2 against 1.0 + 0.8
+    assert ablation.shares(rerun, plans, 2, single=True) == found
+    assert ablation.shares(rerun, plans, 1, single=True) == [{0, 1, 2, 3}]
+
+
 def _normalised_segmenter(groups: int):
     """The SD-UNet's block, conv -> GroupNormalization -> LeakyReLU, twice, then a softmax head."""
     keras.utils.set_random_seed(5)
