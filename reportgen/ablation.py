@@ -12,6 +12,9 @@ at once (the batch repeated once each). The drop is measured on
 the target metric: the foreground IoU against the trimaps (or, without them, against the model's own
 unablated prediction), or the probability of the image's class (its folder's, else the predicted one).
 Sums are kept per fold, so every number has the delete-one-fold jackknife interval.
+
+Over 400 lines because the rerun of the graph (`Rerun`, several ablations a rerun) stays beside the
+ablations that are its only use, with their summaries for the pages.
 """
 
 from __future__ import annotations
