@@ -7,15 +7,20 @@ For each layer with a Taylor importance, three ablations on the first statistics
   the measured change of the target y with the Taylor estimate of it.
 
 The model is rerun from the ablated layer on: every value of the graph is kept from one plain run,
-and only the operations downstream of the layer are called again (`Rerun`). The drop is measured on
+and only the operations downstream of the layer are called again (`Rerun`), for several ablations
+at once (the batch repeated once each). The drop is measured on
 the target metric: the foreground IoU against the trimaps (or, without them, against the model's own
 unablated prediction), or the probability of the image's class (its folder's, else the predicted one).
 Sums are kept per fold, so every number has the delete-one-fold jackknife interval.
+
+Over 400 lines because the rerun of the graph (`Rerun`, several ablations a rerun) stays beside the
+ablations that are its only use, with their summaries for the pages.
 """
 
 from __future__ import annotations
 
 import collections
+import collections.abc
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +34,9 @@ from reportgen.prose import fmt, fmt_interval
 ABLATION_IMAGES = 10  # statistics images ablated by default (--ablation-images)
 SINGLE_CHANNEL_BUDGET = 24.0  # forward passes (per image) spent on single-channel ablations, cheapest layers first
 RANDOM_SEED = 20170601  # the random channels of layer i are drawn with seed RANDOM_SEED + i
+# Ablations run together in one rerun, the batch repeated once each: the top-k and random-k variants
+# of a layer, then its single channels. The rerun's values grow with it (20 images for batches of 5).
+GATES_PER_RERUN = 4
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,8 @@ class Rerun:
         self.taps = [attribution.attribution_source(model, conv)[0] for conv in convs]  # what Taylor estimates
         produced = {id(t): i for i, node in enumerate(self.nodes) for t in node.output_tensors}
         self.tap_node = [produced.get(id(t)) for t in self.taps]  # None: not in this graph (nested models)
+        # The last node that reads each value: a rerun lets go of a value once it is read for the last time.
+        self.last_read = {id(t): i for i, node in enumerate(self.nodes) for t in node.input_tensors}
         self.channels_first = [conv.channels_first for conv in convs]
         self.output = model.outputs[target.output]
 
@@ -117,15 +127,61 @@ class Rerun:
 
     def output_with(self, values: dict, layer: int, gate: np.ndarray):
         """The target output with the layer's channels multiplied by `gate` (C values: 0 removes one)."""
+        return self.outputs_with(values, layer, [gate])[0]
+
+    def outputs_with(self, values: dict, layer: int, gates: list) -> list:
+        """The target output under each of `gates`, in one rerun: the batch repeated once a gate, so
+        the operations downstream of the layer are called once for all of them."""
+        import tensorflow as tf
+
         tap = self.taps[layer]
         shape = [1] * len(tap.shape)
-        shape[1 if self.channels_first[layer] else -1] = len(gate)
-        changed = {id(tap): values[id(tap)] * np.asarray(gate, np.float32).reshape(shape)}
-        lookup = collections.ChainMap(changed, values)
-        for node in self.nodes[self.tap_node[layer] + 1:]:
+        shape[1 if self.channels_first[layer] else -1] = len(gates[0])
+        original = values[id(tap)]
+        changed = {id(tap): tf.concat([original * np.asarray(gate, np.float32).reshape(shape) for gate in gates],
+                                      axis=0)}
+        lookup = _Repeated(changed, values, len(gates), int(original.shape[0]))
+        for position in range(self.tap_node[layer] + 1, len(self.nodes)):
+            node = self.nodes[position]
             if any(id(t) in changed for t in node.input_tensors):
                 self._call(node, lookup, changed)
-        return lookup[id(self.output)]
+                lookup.release([id(t) for t in node.input_tensors if self.last_read.get(id(t)) == position
+                                and t is not self.output])
+        return tf.split(lookup[id(self.output)], len(gates), axis=0)
+
+
+class _Repeated(collections.abc.Mapping):
+    """A rerun's values by tensor id: those it changed (batch x gates), and the plain run's others,
+    repeated once a gate along the batch when a changed operation reads them."""
+
+    def __init__(self, changed: dict, values: dict, copies: int, batch: int):
+        self.changed, self.values, self.copies, self.batch = changed, values, copies, batch
+        self.repeated: dict = {}
+
+    def __getitem__(self, key):
+        if key in self.changed:
+            return self.changed[key]
+        if key not in self.repeated:
+            value = self.values[key]
+            shape = getattr(value, "shape", ())
+            if self.copies > 1 and len(shape) and shape[0] == self.batch:
+                import tensorflow as tf
+
+                value = tf.concat([value] * self.copies, axis=0)
+            self.repeated[key] = value
+        return self.repeated[key]
+
+    def __iter__(self):
+        return iter({**self.values, **self.changed})
+
+    def __len__(self) -> int:
+        return len({**self.values, **self.changed})
+
+    def release(self, keys) -> None:
+        """Values no later operation reads."""
+        for key in keys:
+            self.changed.pop(key, None)
+            self.repeated.pop(key, None)
 
 
 def _unit_ratio(folds: int) -> FoldRatio:
@@ -216,10 +272,27 @@ def _add(ratio: FoldRatio, scored: tuple[np.ndarray, np.ndarray], folds: np.ndar
     np.add.at(ratio.denominator[:, 0], folds, denominator)
 
 
+def shares(rerun: Rerun, plans: dict[int, LayerPlan], parts: int, single: bool) -> list[set[int]]:
+    """The layers of `plans` in `parts` shares of about equal work (in forward passes: the share of the
+    graph downstream of a layer, times its reruns: two, and one a channel where `single`), so that
+    workers can split one batch's check between them. The same plans give the same shares."""
+    found = [set() for _ in range(max(1, parts))]
+    work = [0.0] * len(found)
+    cost = {layer: plan.downstream * (2 + (int(rerun.taps[layer].shape[1 if rerun.channels_first[layer] else -1])
+                                           if plan.single and single else 0)) for layer, plan in plans.items()}
+    for layer in sorted(cost, key=lambda k: (-cost[k], k)):
+        lightest = min(range(len(found)), key=lambda k: (work[k], k))
+        found[lightest].add(layer)
+        work[lightest] += cost[layer]
+    return found
+
+
 def ablate_batch(rerun: Rerun, feeds, plans: dict[int, LayerPlan], target: attribution.Target, folds: np.ndarray,
-                 trimaps, labels, found: AblationSums, single: bool = True) -> None:
+                 trimaps, labels, found: AblationSums, single: bool = True, baseline_counted: bool = True) -> None:
     """Every layer's ablations on one batch, added to `found`; the single-channel ones where the plan
-    has them and `single` (the statistics pass runs them on its first batch only)."""
+    has them and `single` (the statistics pass runs them on its first batch only). A batch's layers
+    may be split over calls (`shares`): one of them, `baseline_counted`, counts its images and
+    unablated metric."""
     import time
 
     started = time.monotonic()
@@ -227,30 +300,38 @@ def ablate_batch(rerun: Rerun, feeds, plans: dict[int, LayerPlan], target: attri
     baseline = np.asarray(values[id(rerun.output)], np.float32)
     metric = Metric(target, baseline, trimaps, labels)
     found.metric = metric.name
-    if found.baseline is None:
-        found.baseline = _unit_ratio(found.folds)
-    _add(found.baseline, metric.score(baseline), folds)
+    if baseline_counted:
+        if found.baseline is None:
+            found.baseline = _unit_ratio(found.folds)
+        _add(found.baseline, metric.score(baseline), folds)
+        found.images += len(baseline)
     y = np.asarray(target.scores(baseline), np.float64)
-    found.images += len(baseline)
     for layer, plan in plans.items():
         if rerun.tap_node[layer] is None:
             continue
         found.plans[layer] = plan
         channels = int(rerun.taps[layer].shape[1 if rerun.channels_first[layer] else -1])
-        for chosen, into in ((plan.top, found.top), (plan.random, found.random)):
-            gate = np.ones(channels, np.float32)
-            gate[list(chosen)] = 0.0
-            _add(into.setdefault(layer, _unit_ratio(found.folds)), metric.score(rerun.output_with(values, layer, gate)),
-                 folds)
-        if plan.single and single:
+        singles = range(channels) if plan.single and single else range(0)
+        gates = [_without(channels, plan.top), _without(channels, plan.random),
+                 *(_without(channels, (channel,)) for channel in singles)]
+        ablated = []
+        for first in range(0, len(gates), GATES_PER_RERUN):
+            ablated += rerun.outputs_with(values, layer, gates[first:first + GATES_PER_RERUN])
+        for output, into in zip(ablated[:2], (found.top, found.random)):
+            _add(into.setdefault(layer, _unit_ratio(found.folds)), metric.score(output), folds)
+        if singles:
             changes = found.single.setdefault(layer, np.zeros(channels))
-            for channel in range(channels):
-                gate = np.ones(channels, np.float32)
-                gate[channel] = 0.0
-                ablated = np.asarray(target.scores(rerun.output_with(values, layer, gate)), np.float64)
-                changes[channel] += np.abs(y - ablated).sum()
+            for channel, output in zip(singles, ablated[2:]):
+                changes[channel] += np.abs(y - np.asarray(target.scores(output), np.float64)).sum()
             found.single_images[layer] = found.single_images.get(layer, 0) + len(baseline)
     found.seconds += time.monotonic() - started
+
+
+def _without(channels: int, removed) -> np.ndarray:
+    """The gate that zeroes the `removed` channels of a layer of `channels`."""
+    gate = np.ones(channels, np.float32)
+    gate[list(removed)] = 0.0
+    return gate
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -178,6 +178,14 @@ class FoldRatio:
         return self.interval(lambda r: float(r[k]))
 
 
+def probe_features(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """One image's H x W x C maps as the probes read them: the class probe's mean of each channel
+    (1 x C, float64) and the mask probe's maps pooled to its grid (float32; None for a map of one
+    row, which has no mask probe). Small enough to keep between the two passes (measure.ProbeInputs)."""
+    means = maps.reshape(-1, maps.shape[-1]).astype(np.float64).mean(axis=0, keepdims=True)
+    return means, pool_to(maps[None], POOL_GRID)[0] if maps.shape[0] > 1 else None
+
+
 @dataclass
 class ProbeScores:
     """The leave-out probes scored over images: each image is predicted by the probe fitted without
@@ -201,13 +209,16 @@ class ProbeScores:
     def add_image(self, maps: np.ndarray, fold: int, truth=None, label: int | None = None) -> None:
         """One statistics image's H x W x C maps, in fold `fold`; `truth(h, w)` gives its mask classes
         on an h x w grid (or truth is None: no mask); `label` its class, or None."""
+        self.add_features(*probe_features(maps), fold, truth, label)
+
+    def add_features(self, means: np.ndarray, pooled: np.ndarray | None, fold: int, truth=None,
+                     label: int | None = None) -> None:
+        """One statistics image as the probes read it (`probe_features`): the same counts as `add_image`."""
         if self.class_probe_weights and label is not None:
-            pooled = maps.reshape(-1, maps.shape[-1]).astype(np.float64).mean(axis=0, keepdims=True)
-            predicted = probe_predict(self.class_probe_weights, pooled, fold)
+            predicted = probe_predict(self.class_probe_weights, means, fold)
             if predicted is not None:
                 self.classes.add_hit(predicted[0] == label, fold)
-        if self.probe_weights and truth is not None and maps.shape[0] > 1:
-            pooled = pool_to(maps[None], POOL_GRID)[0]
+        if self.probe_weights and truth is not None and pooled is not None:
             predicted = probe_predict(self.probe_weights, pooled, fold, balanced=True)
             if predicted is not None:
                 self.mask.add_pixels(predicted, truth(*pooled.shape[:2]), fold)

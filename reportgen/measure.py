@@ -2,11 +2,13 @@
 
 `measure_batch(plan, sums, named, batch)` adds a batch of the probe's named outputs to the sums:
 every layer's accumulator (through `targets.feed`), the layer x layer CKA, the model's own results
-and the masks measured against. `score_batch(plan, scores, activations, batch, masks, fits)` scores
-the leave-out probes, fitted from every image's sums, on a batch. The in-process executor
-(`in_process`, the pictured images) and the Beam workers (stats_pass.py, any runner) differ only in
-where the batches come from and how the sums meet (`merge`); what is measured is decided once, by
-the plan.
+and the masks measured against. `probe_inputs(plan, named, batch)` is what the leave-out probes
+read of the batch (each image's pooled maps and channel means, its masks): small, so the first
+pass keeps it (spill.BatchStore) and the second, `score_batch(plan, scores, inputs, fits)`,
+scores the probes fitted from every image's sums without running the model again. The in-process
+executor (`in_process`, the pictured images) and the Beam workers (stats_pass.py, any runner)
+differ only in where the batches come from and how the sums meet (`merge`); what is measured is
+decided once, by the plan.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from reportgen import fingerprint
 from reportgen.cka import MinibatchCKA
 from reportgen.errors import ReportgenError
 from reportgen.linear_probes import (FoldRatio, ProbeScores, add_to_fold, can_fit_probe, pool_to, pooled_shape,
-                                     probe_predict, probe_weights)
+                                     probe_features, probe_predict, probe_weights)
 from reportgen.localisation import Baselines
 from reportgen.mask_classes import grid_truth, mask_onehot
 from reportgen.plan import BuildPlan, Graded
 from reportgen.probe import Named
-from reportgen.targets import MASK_PREDICTION, MASK_TRIMAP, Targets, feed, mask_truth, score_image
+from reportgen.spill import BatchStore
+from reportgen.targets import MASK_PREDICTION, MASK_TRIMAP, Targets, feed, mask_truth, score_features
 
 CKA_KEY = -1  # the key of the layer x layer CKA among the per-layer keys 0..L-1
 MASKS_KEY = -2  # the key of the predicted masks, where the prediction stands in
@@ -145,24 +148,59 @@ def measure_batch(plan: BuildPlan, sums: dict, named: Named, batch: Batch) -> No
     fingerprint.add_batch(sums, FINGERPRINT_KEY, len(targets), named.activations, batch.indices)
 
 
-def score_batch(plan: BuildPlan, scores: dict, activations: list, batch: Batch, masks: np.ndarray | None,
-                fits: dict) -> None:
+@dataclass(frozen=True)
+class ProbeInputs:
+    """What the leave-out probes read of a batch: per layer, each image's (channel means, pooled maps)
+    (`linear_probes.probe_features`), or None for a layer without probes; and the batch's masks."""
+
+    indices: np.ndarray  # the batch's statistics images
+    features: list
+    masks: np.ndarray | None
+
+
+def probe_inputs(plan: BuildPlan, named: Named, batch: Batch) -> ProbeInputs:
+    """A batch's `ProbeInputs` from the probe's named outputs: a few MB an image (maps pooled to at most
+    20 x 20), where the activations are tens; scored as float32, as the sums saw them."""
+    targets = plan.targets
+    probed = targets.measures and targets.fold_count >= 2 and (
+        targets.mask_source is not None or targets.labels is not None)
+    features = []
+    for k, layer in enumerate(plan.layers):
+        if not (probed and layer.spatial):
+            features.append(None)
+            continue
+        found = [probe_features(_as_image_maps(np.asarray(maps, np.float32))) for maps in named.activations[k]]
+        features.append([(means, pooled if targets.mask_source else None) for means, pooled in found])
+    return ProbeInputs(batch.indices, features, batch_masks(plan, named, batch))
+
+
+def probe_inputs_bytes(plan: BuildPlan) -> int:
+    """An upper bound of one image's `ProbeInputs` on disk (float32 pooled maps, float64 means)."""
+    total = 0
+    for layer in plan.layers:
+        shape = layer.conv.output_shape
+        if layer.spatial and all(isinstance(d, int) for d in shape):
+            total += 4 * int(np.prod(pooled_shape(*shape[:2]))) * shape[-1] + 8 * shape[-1]
+    return total + 8 * plan.input_height * plan.geometry.width
+
+
+def score_batch(plan: BuildPlan, scores: dict, inputs: ProbeInputs, fits: dict) -> None:
     """Score the leave-out probes on a batch: conv index -> ProbeScores, each image predicted by the
-    probe fitted without its fold. `activations`: per layer, the batch's maps as the probe gave them;
-    they are scored as float32, the pooled means too (float16 means round)."""
+    probe fitted without its fold, from the batch's `ProbeInputs`."""
     targets = plan.targets
     for layer, fitted in fits.items():
         if not (fitted[1] or fitted[2]):
             continue
         found = scores.setdefault(layer, ProbeScores(*fitted[:3], targets.mask_classes.count))
-        for k, maps in enumerate(activations[layer]):
-            maps = _as_image_maps(np.asarray(maps, np.float32))
-            truth = mask_truth(None if masks is None else masks[k], targets)
-            score_image(found, maps, int(batch.indices[k]), targets, truth)
+        for k, (means, pooled) in enumerate(inputs.features[layer]):
+            truth = mask_truth(None if inputs.masks is None else inputs.masks[k], targets)
+            score_features(found, means, pooled, int(inputs.indices[k]), targets, truth)
 
 
-def ablate_batch(plan: BuildPlan, scores: dict, probe, rerun, batch: Batch, fits: dict, plans: dict) -> None:
-    """The ablation check on a batch the plan ablates: ABLATION_KEY -> ablation.AblationSums.
+def ablate_batch(plan: BuildPlan, scores: dict, probe, rerun, batch: Batch, fits: dict, plans: dict,
+                 share: int = 0, shares: int = 1) -> None:
+    """The ablation check on a batch the plan ablates: ABLATION_KEY -> ablation.AblationSums; with
+    `shares` > 1, only the layers of share `share` (ablation.shares), so that workers split a batch.
     `plans` caches each layer's ablations, made from the fitted importances on the first call."""
     from reportgen import ablation, capture
 
@@ -171,12 +209,15 @@ def ablate_batch(plan: BuildPlan, scores: dict, probe, rerun, batch: Batch, fits
     targets = plan.targets
     if not plans:
         plans.update(ablation.plans(rerun, {k: fitted[3] for k, fitted in fits.items()}))
+    single = batch.start == 0
+    chosen = ablation.shares(rerun, plans, shares, single)[share] if shares > 1 else set(plans)
     images = plan.convention.apply(np.asarray(batch.images, np.float32))
     feeds = capture.model_feeds(probe, images, plan.image_index)
     labels = None if plan.ablation_classes is None else np.asarray(plan.ablation_classes)[batch.indices]
     sums = scores.setdefault(ABLATION_KEY, ablation.AblationSums(targets.fold_count))
-    ablation.ablate_batch(rerun, feeds, plans, targets.explained, targets.folds[batch.indices], batch.trimaps,
-                          labels, sums, single=batch.start == 0)
+    ablation.ablate_batch(rerun, feeds, {k: v for k, v in plans.items() if k in chosen}, targets.explained,
+                          targets.folds[batch.indices], batch.trimaps, labels, sums, single=single,
+                          baseline_counted=share == 0)
 
 
 def _as_image_maps(maps: np.ndarray) -> np.ndarray:
@@ -239,7 +280,7 @@ class Measurement:
     cka: MinibatchCKA | None
     scores: dict = dataclasses.field(default_factory=dict)  # conv index -> ProbeScores
     masks: np.ndarray | None = None  # N x H x W: the masks measured against (trimaps or predicted), or None
-    seconds: dict = dataclasses.field(default_factory=dict)  # what each part took: sums, fits, scores
+    seconds: dict = dataclasses.field(default_factory=dict)  # worker-seconds by part (stats_pass.WorkerSeconds)
     quality: Quality | None = None  # the model's own results on the statistics images (`Graded`)
     ablation: object = None  # ablation.AblationSums of the plan's ablated images, or None
     baselines: Baselines | None = None  # what a uniform map and the edges score where Grad-CAM is localised
@@ -313,37 +354,39 @@ def check_scores(scores: dict, sums: dict, plan: BuildPlan) -> None:
 def result(sums: dict, scores: dict, trimaps: np.ndarray | None = None) -> Measurement:
     """The checked sums and scores as one Measurement; `trimaps`: the masks, where they were given."""
     masks = sums[MASKS_KEY].stacked() if MASKS_KEY in sums else trimaps
-    ablated = scores.pop(ABLATION_KEY, None)
-    return Measurement({k: v for k, v in sums.items() if k >= 0}, sums.get(CKA_KEY), scores, masks,
-                       quality=sums.get(QUALITY_KEY), ablation=ablated, baselines=sums.get(BASELINES_KEY),
-                       fingerprint=sums.get(FINGERPRINT_KEY))
+    took = merge([sums.get(SECONDS_KEY), scores.get(SECONDS_KEY)])  # stats_pass.WorkerSeconds
+    return Measurement({k: v for k, v in sums.items() if k >= 0}, sums.get(CKA_KEY),
+                       {k: v for k, v in scores.items() if k >= 0}, masks, {} if took is None else took.seconds,
+                       quality=sums.get(QUALITY_KEY), ablation=scores.get(ABLATION_KEY),
+                       baselines=sums.get(BASELINES_KEY), fingerprint=sums.get(FINGERPRINT_KEY))
 
 
 def in_process(plan: BuildPlan, probe, batches: Sequence[Batch],
-               on_batch: Callable[[Batch, Named], None] | None = None,
-               activations_again: Callable[[Batch], list] | None = None) -> Measurement:
-    """The in-process executor: every batch through the probe once and `measure_batch`, then the probes
-    fitted from the sums scored by `score_batch`. `on_batch` sees each batch's named outputs (the
-    capture spills them); `activations_again(batch)` gives a batch's activations for the scores (the
-    spill), else the probe runs again, as it does on Beam."""
+               on_batch: Callable[[Batch, Named], None] | None = None) -> Measurement:
+    """The in-process executor: every batch through the probe once, `measure_batch` and `probe_inputs`
+    (kept on disk), then the probes fitted from the sums scored by `score_batch`. `on_batch` sees
+    each batch's named outputs (the capture spills them)."""
+    import tempfile
+
     total = sum(len(batch.images) for batch in batches)
     sums: dict = {}
-    for batch in batches:
-        named = probe(batch.images, total)
-        measure_batch(plan, sums, named, batch)
-        if on_batch is not None:
-            on_batch(batch, named)
-    check_sums(sums, plan)
-    fits = probe_fits(sums)
-    scores: dict = {}
-    rerun, plans = probe.rerun(), {}
-    if any(fitted[1] or fitted[2] for fitted in fits.values()) or rerun is not None:
-        masks = sums[MASKS_KEY].stacked() if MASKS_KEY in sums else None
+    with tempfile.TemporaryDirectory(prefix="reportgen-probe-inputs-") as folder:
+        kept = BatchStore(folder)
         for batch in batches:
-            activations = activations_again(batch) if activations_again is not None else \
-                probe(batch.images, total, attributed=False).activations
-            found = masks[batch.indices - batches[0].start] if masks is not None else batch.trimaps
-            score_batch(plan, scores, activations, batch, found, fits)
+            named = probe(batch.images, total)
+            measure_batch(plan, sums, named, batch)
+            kept.put(batch.start, probe_inputs(plan, named, batch))
+            if on_batch is not None:
+                on_batch(batch, named)
+        check_sums(sums, plan)
+        fits = probe_fits(sums)
+        scores: dict = {}
+        rerun, plans = probe.rerun(), {}
+        for batch in batches:
+            inputs = kept.take(batch.start)
+            if inputs is None:
+                inputs = probe_inputs(plan, probe(batch.images, total, attributed=False), batch)
+            score_batch(plan, scores, inputs, fits)
             ablate_batch(plan, scores, probe, rerun, batch, fits, plans)
     check_scores(scores, sums, plan)
     trimaps = np.concatenate([batch.trimaps for batch in batches]) if batches and batches[0].trimaps is not None \

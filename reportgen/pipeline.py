@@ -144,7 +144,7 @@ def _capture(probe: Probe, build_plan: BuildPlan, selected, work: Path,
              progress: Progress) -> tuple[_Captured, Measurement | None]:
     """Stream the pictured images through the probe once: spill every layer's activations to disk,
     keep the outputs and the Grad-CAM maps. In process, the same batches are measured
-    (measure.in_process), and the probes scored on the spilled activations."""
+    (measure.in_process), and the probes scored on what that pass kept."""
     total, layers = len(selected), len(build_plan.layers)
     captured = _Captured(Spill(work, total), [[] for _ in build_plan.specs], np.zeros((layers, 3)))
     cams = [[] for _ in range(layers)] if build_plan.targets.attributes else None
@@ -168,11 +168,8 @@ def _capture(probe: Probe, build_plan: BuildPlan, selected, work: Path,
         for start, named in probe.stream(np.stack([s.image for s in selected]), build_plan.batch_size):
             keep(start, named)
     else:
-        def spilled(batch) -> list[np.ndarray]:
-            return [np.stack([layer.raw(i) for i in batch.indices]) for layer in captured.spill.layers]
-
         measured = measure.in_process(build_plan, probe, measure.batches_of(build_plan, selected),
-                                      lambda batch, named: keep(batch.start, named), spilled)
+                                      lambda batch, named: keep(batch.start, named))
     if cams is not None:
         captured.cams = [np.concatenate(parts) for parts in cams]
     return captured, measured

@@ -1,11 +1,18 @@
-"""Activations of every conv layer on disk as float16, one file per layer, read one image at a time.
+"""Values kept on local disk so memory does not grow with the images.
 
-The capture pass writes; the per-layer workers read. Memory does not grow with --images, and a
-worker process needs only a small, picklable `SpilledLayer` to find its layer's data.
+`Spill`: the activations of every conv layer as float16, one file per layer, read one image at a
+time. The capture pass writes; the per-layer workers read; a worker process needs only a small,
+picklable `SpilledLayer` to find its layer's data.
+
+`BatchStore`: what the statistics' second pass needs of each batch (measure.ProbeInputs), one file
+a batch, written by the first pass and taken (read, then deleted) by the second.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +75,41 @@ class Spill:
         with open(spilled.path, "r+b") as handle:
             handle.seek(spilled.offset + start * values[0].nbytes)
             handle.write(np.ascontiguousarray(values).tobytes())
+
+
+@dataclass(frozen=True)
+class BatchStore:
+    """One value per batch of statistics images (by the batch's first image), pickled into a folder
+    that the client made: workers on its machine (the DirectRunner's, a local Dask cluster's) share it.
+
+    A worker that does not see the folder (another machine), or a store without a folder, keeps
+    nothing, and `take` finds nothing: the caller computes the value again.
+    """
+
+    folder: str | None = None
+
+    def _path(self, start: int) -> str:
+        return os.path.join(self.folder, f"batch{start:09d}.pickle")
+
+    def put(self, start: int, value) -> None:
+        if self.folder is None or not os.path.isdir(self.folder):
+            return
+        path = self._path(start)
+        partial = f"{path}.{os.getpid()}.part"  # a retried bundle may write the same batch: whole files only
+        with open(partial, "wb") as handle:
+            pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(partial, path)
+
+    def take(self, start: int):
+        """The batch's value, deleted from the folder, or None where it was not kept."""
+        if self.folder is None:
+            return None
+        path = self._path(start)
+        try:
+            with open(path, "rb") as handle:
+                value = pickle.load(handle)
+        except FileNotFoundError:
+            return None
+        with contextlib.suppress(FileNotFoundError):  # a retried bundle took it first
+            os.remove(path)
+        return value

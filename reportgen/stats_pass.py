@@ -2,13 +2,16 @@
 
 An executor of the one measuring function: `accumulate` runs the plan's probe on a shard of batches
 of consecutive images through `measure.measure_batch`, the function the in-process executor calls;
-`score` scores the leave-out probes through `measure.score_batch`. `run_beam` runs them on Beam, the
-model loaded once per worker (`DoFn.setup`).
+`score` scores the leave-out probes through `measure.score_batch`, and `ablate` runs a share of an
+ablated batch's ablation check through `measure.ablate_batch`. `run_beam` runs them on Beam, the
+model loaded once per worker process.
 
 Two passes: the first sums every statistic (the probes' fits among them); the client fits the
 probes from the sums, and the second pass scores them on every image, each image predicted by the
-probe fitted without its fold. A second forward pass costs less than keeping each image's pooled
-features of every layer until the fits are known. Each pass is a pipeline that ends in one step
+probe fitted without its fold. The second pass reads what the first kept of each batch on the
+workers' local disk (the maps pooled to the probe's grid: a few MB an image, `measure.probe_inputs`),
+so the model runs once over each image; a worker that cannot see what was kept (another machine)
+runs the model again. Each pass is a pipeline that ends in one step
 writing one result, checked on arrival; only accumulators cross its shuffles, summed per shard
 inside the DoFn, so no runner's way with combiners (the Dask runner lifts none) and no bundle size
 decides how much crosses. The DirectRunner in multi-processing mode on the machine's cores is the
@@ -40,11 +43,12 @@ import numpy as np
 from reportgen import outdir
 from reportgen import workers as workers_module  # `workers` is run_beam's worker count
 from reportgen.errors import InputError, ReportgenError
-from reportgen.measure import (SECONDS_KEY, Batch, Measurement, ablate_batch, batch_masks, batches_of, check_scores,
-                               check_sums, layer_fit, measure_batch, merge, score_batch)
+from reportgen.measure import (SECONDS_KEY, Batch, Measurement, ablate_batch, batches_of, check_scores, check_sums,
+                               layer_fit, measure_batch, merge, probe_inputs, probe_inputs_bytes, score_batch)
 from reportgen.measure import result as measurement_of
 from reportgen.plan import BuildPlan
 from reportgen.probe import Probe
+from reportgen.spill import BatchStore
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +139,7 @@ class PassSetup:
     plan: BuildPlan
     images: object = None  # sources.FolderImages, tfds_source.DatasetImages or sources.LoadedImages: `read(start, end)`
     threads: int | None = None  # TensorFlow's threads per worker; None: its default (every core)
+    kept: str | None = None  # the folder of the probes' inputs between the passes (spill.BatchStore); None: none
 
 
 def shards(total: int, batch_size: int, count: int) -> list[tuple[int, int]]:
@@ -199,33 +204,74 @@ class Worker:
 
 
 def accumulate(worker: Worker, shard: tuple[int, int]) -> dict:
-    """Every statistic's sums over a shard (a range of statistics images), by `measure.measure_batch`."""
-    if worker.probe is None:
-        worker.setup()
+    """Every statistic's sums over a shard (a range of statistics images), by `measure.measure_batch`;
+    each batch's `measure.probe_inputs` kept for `score`, where the setup has a folder for them.
+    SECONDS_KEY -> what each part took (`WorkerSeconds`)."""
+    took = WorkerSeconds()
+    with took.part("start-up (model load and trace)"):
+        if worker.probe is None:
+            worker.setup()
     plan = worker.config.plan
+    kept = BatchStore(worker.config.kept)
     found: dict = {}
-    for batch in read_batches(worker.config, *shard):
-        measure_batch(plan, found, worker.probe(batch.images, len(plan.targets)), batch)
+    with took.part("reading images"):
+        batches = read_batches(worker.config, *shard)
+    for batch in batches:
+        with took.part("model (sums' pass)"):
+            named = worker.probe(batch.images, len(plan.targets))
+        with took.part("accumulators"):
+            measure_batch(plan, found, named, batch)
+        with took.part("keeping the probes' inputs"):
+            kept.put(batch.start, probe_inputs(plan, named, batch))
+    found[SECONDS_KEY] = took
     return found
 
 
 def score(worker: Worker, shard: tuple[int, int], fits: dict) -> dict:
-    """The leave-out probes scored on a shard by `measure.score_batch`: conv index -> ProbeScores; and
-    on the plan's ablated images among the shard's, the ablation check: ABLATION_KEY -> AblationSums.
+    """The leave-out probes scored on a shard by `measure.score_batch`: conv index -> ProbeScores;
+    SECONDS_KEY -> what each part took.
 
-    `fits`: conv index -> (folds, mask probe weights, class probe weights, Taylor importances),
-    fitted from every image.
+    The probes read what `accumulate` kept of each batch; a batch it did not keep (a worker on
+    another machine, no folder) runs through the model again. `fits`: conv index -> (folds, mask
+    probe weights, class probe weights, Taylor importances), fitted from every image.
     """
-    if worker.probe is None:
-        worker.setup()
     plan = worker.config.plan
-    targets = plan.targets
+    kept = BatchStore(worker.config.kept)
+    took = WorkerSeconds()
     found: dict = {}
-    plans: dict = {}
-    for batch in read_batches(worker.config, *shard):
-        named = worker.probe(batch.images, len(targets), attributed=False)
-        score_batch(plan, found, named.activations, batch, batch_masks(plan, named, batch), fits)
-        ablate_batch(plan, found, worker.probe, worker.rerun, batch, fits, plans)
+    start, end = shard
+    for first in range(start, end, plan.batch_size):
+        inputs = kept.take(first)
+        if inputs is None:
+            with took.part("start-up (model load and trace)"):
+                if worker.probe is None:
+                    worker.setup()
+            with took.part("reading images"):
+                batch, = read_batches(worker.config, first, min(first + plan.batch_size, end))
+            with took.part("model again (scores' pass)"):
+                inputs = probe_inputs(plan, worker.probe(batch.images, len(plan.targets), attributed=False), batch)
+        with took.part("scores"):
+            score_batch(plan, found, inputs, fits)
+    found[SECONDS_KEY] = took
+    return found
+
+
+def ablate(worker: Worker, task: tuple[int, int, int], fits: dict) -> dict:
+    """The ablation check of one ablated batch, (its first image, the share of its layers, shares):
+    ABLATION_KEY -> AblationSums, SECONDS_KEY -> what it took. A batch's check is split by layers
+    (`ablation.shares`) so that every worker takes a part of the batch with the single channels."""
+    first, share, count = task
+    plan = worker.config.plan
+    took = WorkerSeconds()
+    found: dict = {}
+    with took.part("start-up (model load and trace)"):
+        if worker.probe is None:
+            worker.setup()
+    with took.part("reading images"):
+        batch, = read_batches(worker.config, first, min(first + plan.batch_size, len(plan.targets)))
+    with took.part("ablation check"):
+        ablate_batch(plan, found, worker.probe, worker.rerun, batch, fits, {}, share, count)
+    found[SECONDS_KEY] = took
     return found
 
 
@@ -234,6 +280,14 @@ class WorkerSeconds:
     """Seconds spent in each part of the pass, summed over workers: what the benchmark prints."""
 
     seconds: dict = dataclasses.field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def part(self, name: str):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
 
     def merge(self, other: "WorkerSeconds") -> "WorkerSeconds":
         return WorkerSeconds({k: self.seconds.get(k, 0.0) + other.seconds.get(k, 0.0)
@@ -387,33 +441,31 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
     parts = shards(len(setup.plan.targets), setup.plan.batch_size, 2 * processes)
 
     class SumsDoFn(beam.DoFn):
-        """A shard's batches through the model (loaded once per worker, in `setup`), summed: it emits
-        only accumulators, by key, and the worker-seconds it took."""
+        """A shard's batches through the model (loaded once per worker process, on its first shard),
+        summed: it emits only accumulators, by key, and the worker-seconds it took."""
 
         def __init__(self, config: PassSetup):
             self.config = config
 
         def setup(self):
             self.worker = Worker(self.config)
-            self.worker.setup()
 
         def process(self, keyed_shard):
-            started = time.monotonic()
             yield from accumulate(self.worker, keyed_shard[1]).items()
-            yield SECONDS_KEY, WorkerSeconds({"sums": time.monotonic() - started})
 
     class ScoresDoFn(SumsDoFn):
-        """The probes, fitted from every image's sums, scored on a shard (the model again)."""
+        """The probes, fitted from every image's sums, scored on a shard from what the sums' pass kept;
+        or a share of an ablated batch's ablation check."""
 
         def process(self, joined):
             _, found = joined
             fits = found["fits"][0] if found["fits"] else {}
-            if not fits:  # no probe: no second forward pass
+            if not fits:  # no probe and no ablation: no second pass
                 return
-            started = time.monotonic()
-            for shard in found["shard"]:
-                yield from score(self.worker, shard, fits).items()
-            yield SECONDS_KEY, WorkerSeconds({"scores": time.monotonic() - started})
+            for task in found["task"]:
+                done = score(self.worker, task[1], fits) if task[0] == "scores" else \
+                    ablate(self.worker, task[1], fits)
+                yield from done.items()
 
     class WriteResult(beam.DoFn):
         """The one result, into the results folder, through Beam's file systems (local, gs://, ...)."""
@@ -442,8 +494,13 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
                 | f"{name} together" >> beam.GroupByKey()
                 | f"{name} as a dict" >> beam.MapTuple(lambda _, pairs: dict(pairs)))
 
+    # The second pass's tasks: each shard's scores, and each ablated batch's check in a share a worker.
+    tasks = [("scores", part) for part in parts] + [("ablation", (first, share, processes))
+                                                    for first in sorted(setup.plan.ablated_starts)
+                                                    for share in range(processes)]
+
     def fan_out(fits: dict):
-        return [(k, fits) for k in range(len(parts))]
+        return [(k, fits) for k in range(len(tasks))]
 
     with _worker_environment(setup.threads):
         remote = _option_pairs(options).get("temp_location")
@@ -452,17 +509,19 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
         folder = results_folder or (f"{remote.rstrip('/')}/reportgen-stats-{os.getpid()}-{time.time_ns()}" if remote
                                     else tempfile.mkdtemp(prefix="reportgen-beam-"))
         path = f"{folder.rstrip('/')}/result.pickle"
+        setup = dataclasses.replace(setup, kept=_probe_inputs_folder(setup.plan))
         # One pipeline, a DAG with one leaf (runners that compute only the last leaf, as Dask's does,
         # compute all of it), and no side input (Dask's would compute the sums again inside every task):
-        # the fits meet each shard again through a CoGroupByKey.
+        # the fits meet each task of the second pass through a CoGroupByKey.
         pipeline = beam.Pipeline(options=pipeline_options(runner, options, workers, len(parts)))
         shards_in = pipeline | "Shards" >> beam.Create(list(enumerate(parts)))
         sums = merged_by_key(shards_in | "Sums of a shard" >> beam.ParDo(SumsDoFn(setup)), "Sums")
         # Each layer fitted where its sums are; only the fits, a few MB, come together.
         fits = (as_one(sums | "Fit probes" >> beam.FlatMapTuple(layer_fit), "Fits")
                 | "To every shard" >> beam.FlatMap(fan_out))
-        scores = merged_by_key({"shard": shards_in, "fits": fits}
-                               | "Fits meet shards" >> beam.CoGroupByKey()
+        tasks_in = pipeline | "Tasks" >> beam.Create(list(enumerate(tasks)))
+        scores = merged_by_key({"task": tasks_in, "fits": fits}
+                               | "Fits meet tasks" >> beam.CoGroupByKey()
                                | "Scores of a shard" >> beam.ParDo(ScoresDoFn(setup)), "Scores")
         tagged = ((as_one(sums, "All sums") | "Tag sums" >> beam.Map(lambda found: ("sums", found))),
                   (as_one(scores, "All scores") | "Tag scores" >> beam.Map(lambda found: ("scores", found))))
@@ -488,10 +547,20 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
             if local:
                 shutil.rmtree(folder, ignore_errors=True)
     sums, scores = found.get("sums", {}), found.get("scores", {})
-    seconds = sums.pop(SECONDS_KEY, WorkerSeconds()).merge(scores.pop(SECONDS_KEY, WorkerSeconds()))
     check_sums(sums, setup.plan)
     check_scores(scores, sums, setup.plan)
-    return dataclasses.replace(measurement_of(sums, scores), seconds=seconds.seconds)
+    return measurement_of(sums, scores)
+
+
+def _probe_inputs_folder(plan: BuildPlan) -> str | None:
+    """A folder here for what the first pass keeps for the second (spill.BatchStore), where the disk
+    holds twice what it may take; else None, and the second pass runs the model again."""
+    folder = tempfile.mkdtemp(prefix="reportgen-probe-inputs-")
+    if shutil.disk_usage(folder).free > 2 * probe_inputs_bytes(plan) * len(plan.targets):
+        return folder
+    log.info("the disk cannot hold the probes' inputs of %d images: the probes are scored on a second forward "
+             "pass", len(plan.targets))
+    return None
 
 
 @contextlib.contextmanager

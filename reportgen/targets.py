@@ -2,7 +2,7 @@
 
 Every executor of the statistics (in process over the pictured images, or Beam on any runner)
 consumes one `Targets` value, part of the build's plan (plan.py): the statistics images' ids, each
-image's fold, each image's class and where the mask comes from. `feed` and `score_image` are what
+image's fold, each image's class and where the mask comes from. `feed` and `score_features` are what
 the one measuring function (measure.py) calls.
 
 Folds come from the images themselves: within each class, images are ordered by a SHA-256 of their
@@ -152,3 +152,10 @@ def mask_truth(mask: np.ndarray | None, targets: Targets):
 def score_image(scores: ProbeScores, maps: np.ndarray, index: int, targets: Targets, truth) -> None:
     """Score the leave-out probes on statistics image `index`: its H x W x C maps, its `mask_truth`."""
     scores.add_image(maps, int(targets.folds[index]), truth, targets.label(index))
+
+
+def score_features(scores: ProbeScores, means: np.ndarray, pooled: np.ndarray | None, index: int, targets: Targets,
+                   truth) -> None:
+    """Score the leave-out probes on statistics image `index` from its `linear_probes.probe_features`:
+    the counts `score_image` gives on its maps."""
+    scores.add_features(means, pooled, int(targets.folds[index]), truth, targets.label(index))

@@ -145,6 +145,50 @@ def test_taylor_importance_is_the_derivative_of_the_target_along_each_channel():
             np.testing.assert_allclose(np.abs(derivative), taylors[layer][:, channel], rtol=2e-2, atol=2e-3)
 
 
+def test_several_ablations_in_one_rerun_equal_each_alone():
+    """`outputs_with` repeats the batch once a gate: a value from before the ablated layer (the skip
+    connection into the concatenation) is repeated too, and each gate's output equals its own rerun."""
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((16, 16, 3))
+    skip = layers.Conv2D(4, 3, padding="same", activation="relu", name="a")(inputs)
+    x = layers.Conv2D(6, 3, padding="same", activation="relu", name="b")(skip)
+    x = layers.Concatenate()([skip, x])
+    model = keras.Model(inputs, layers.Conv2D(3, 1, activation="softmax", name="head")(x))
+    images = np.random.default_rng(4).uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    convs, target, _, _, _ = _attributed(model, images)
+    rerun = ablation.Rerun(model, convs, target)
+    values = rerun.run([images])
+    gates = [np.ones(6, np.float32) for _ in range(5)]
+    for k, gate in enumerate(gates[1:]):
+        gate[k] = 0.0
+    together = rerun.outputs_with(values, 1, gates)
+    assert len(together) == 5
+    for gate, output in zip(gates, together):
+        np.testing.assert_allclose(output, rerun.output_with(values, 1, gate), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(together[0], model(images), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(together[1], together[0])  # a removed channel changes the output
+
+
+def test_a_batch_check_splits_into_shares_of_about_equal_work():
+    """Every layer in exactly one share; the single-channel layers weigh their channels, so a costly
+    layer goes alone and the others fill the lighter share; the same plans give the same shares."""
+    from types import SimpleNamespace
+
+    channels = {0: 64, 1: 8, 2: 8, 3: 4}
+    rerun = SimpleNamespace(taps=[SimpleNamespace(shape=(None, 4, 4, c)) for c in channels.values()],
+                            channels_first=[False] * 4)
+    plans = {0: ablation.LayerPlan((0,), (1,), single=False, downstream=0.9),
+             1: ablation.LayerPlan((0,), (1,), single=True, downstream=0.5),
+             2: ablation.LayerPlan((0,), (1,), single=False, downstream=0.4),
+             3: ablation.LayerPlan((0,), (1,), single=True, downstream=0.1)}
+    found = ablation.shares(rerun, plans, 2, single=True)
+    assert sorted(k for share in found for k in share) == [0, 1, 2, 3]
+    assert found[0] == {1} and found[1] == {0, 2, 3}  # 5.0 against 1.8 + 0.8 + 0.6
+    assert ablation.shares(rerun, plans, 2, single=False) == [{0, 3}, {1, 2}]  # 1.8 + 0.2 against 1.0 + 0.8
+    assert ablation.shares(rerun, plans, 2, single=True) == found
+    assert ablation.shares(rerun, plans, 1, single=True) == [{0, 1, 2, 3}]
+
+
 def _normalised_segmenter(groups: int):
     """The SD-UNet's block, conv -> GroupNormalization -> LeakyReLU, twice, then a softmax head."""
     keras.utils.set_random_seed(5)

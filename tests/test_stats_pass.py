@@ -205,6 +205,41 @@ def test_bundles_of_one_batch_merge_to_the_whole(small_pass):
     merged = {key: measure.merge([s[key] for s in reversed(singles)]) for key in singles[0]}
     fits = measure.probe_fits(merged)
     per_shard = [stats_pass.score(worker, shard, fits) for shard in reversed(stats_pass.shards(12, 5, 3))]
+    per_shard += [stats_pass.ablate(worker, (0, share, 3), fits) for share in (2, 0, 1)]  # the batch in 3 shares
+    scored = {key: measure.merge([s.get(key) for s in per_shard]) for key in set().union(*per_shard)}
+    _assert_same(measure.result(merged, scored), reference)
+
+
+def test_the_second_pass_scores_what_the_first_kept(small_pass, tmp_path):
+    """With a folder for them, the sums' pass keeps each batch's pooled maps and the scores' pass reads
+    them: the model does not run again (the ablation check reruns its own graph), the folder is empty
+    afterwards, and every score is the in-process one."""
+    setup, items, reference = small_pass
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    worker = stats_pass.Worker(dataclasses.replace(setup, kept=str(kept)))
+    parts = stats_pass.shards(12, 5, 3)
+    singles = [stats_pass.accumulate(worker, shard) for shard in parts]
+    assert len(list(kept.iterdir())) == 3  # one file a batch
+    merged = {key: measure.merge([s[key] for s in singles]) for key in singles[0]}
+    fits = measure.probe_fits(merged)
+    forward = []
+    model = worker.probe
+
+    class Counted:
+        """The worker's probe, counting its forward passes."""
+
+        def __call__(self, images, total, attributed=True):
+            forward.append(len(images))
+            return model(images, total, attributed)
+
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+    worker.probe = Counted()
+    per_shard = [stats_pass.score(worker, shard, fits) for shard in parts]
+    per_shard.append(stats_pass.ablate(worker, (0, 0, 1), fits))  # the ablated batch's check, whole
+    assert forward == [] and list(kept.iterdir()) == []
     scored = {key: measure.merge([s.get(key) for s in per_shard]) for key in set().union(*per_shard)}
     _assert_same(measure.result(merged, scored), reference)
 
