@@ -126,7 +126,9 @@ def _weighted_operations(model, convs, found_cuts: list[int]) -> list[list]:
         conv = convs[cut]
         owner = model.get_layer(conv.path[0] if conv.path else conv.layer_name or conv.name)
         starts.append(position[id(owner)])
-    operations = [op for op in dict.fromkeys(node.operation for node in order) if op.trainable_weights]
+    # Operations that are not layers (keras.ops called on symbolic tensors) hold no weights.
+    operations = [op for op in dict.fromkeys(node.operation for node in order)
+                  if getattr(op, "trainable_weights", None)]
     return [[op for op in operations if position[id(op)] >= start] for start in starts]
 
 
