@@ -226,10 +226,10 @@ _LAST_TEST = ["(none)"]
 
 @pytest.fixture(autouse=True)
 def _sigint_handled(request):
-    """Every test starts with Ctrl-C handled as Python's default: a full run once left the suite's own
-    SIGINT ignored (the root cause is not found: every file alone and in pairs keeps it), and then every
-    build a test interrupts inherits the ignore and runs to the end. Said as a warning, with the test
-    that ran before, so the leak can be found."""
+    """Every test starts with Ctrl-C handled as Python's default. A suite started in the background of a
+    non-interactive shell (`make test &`, as a CI script may) inherits SIGINT ignored (POSIX), and then
+    every build a test interrupts inherits the ignore and runs to the end: three Ctrl-C tests failed so.
+    Said as a warning, with the test that ran before, should a test ever leave it ignored."""
     import signal
     import warnings
 
