@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from reportgen.findings import PEAK_SHARE, SANITY_KEPT, first_reaching, hidden_layers
+from reportgen.findings import PEAK_SHARE, first_reaching, hidden_layers, trusted_explanations
 from reportgen.prose import fmt, fmt_interval
 
 CURVE = (320, 56)  # the decodability curve's plot area, CSS pixels
@@ -73,11 +73,9 @@ def _decision(hidden) -> dict | None:
 
 def _trusted(hidden, description) -> dict | None:
     baselines = description.localisation_baselines
-    localised = [r for r in hidden if r.stats is not None and math.isfinite(r.stats.value("cam_mass_focus"))]
-    if not (baselines and localised):
+    ranked, _ = trusted_explanations(hidden)
+    if not (baselines and ranked):
         return None
-    kept = {id(r) for r in localised if r.stats.value("sanity_rank") >= SANITY_KEPT}
-    ranked = sorted(localised, key=lambda r: (id(r) in kept, -r.stats.value("cam_mass_focus")))
     best, focus = ranked[0], description.mask_classes.focus_name
     rank = best.stats.value("sanity_rank")
     checked = (f"; its map changes when the layers after it are random (ρ {fmt_interval(rank, best.stats.interval('sanity_rank'))})"

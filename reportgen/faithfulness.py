@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reportgen.catalog import ANY
-from reportgen.intervals import jackknife_interval
+from reportgen.intervals import mean_with_interval
 from reportgen.localisation import edge_map, upsampled
 
 FRACTIONS = (0.05, 0.1, 0.2, 0.4)
@@ -82,14 +82,10 @@ class Faithfulness:
     y0: np.ndarray  # N: the target on each unchanged image
     forward_passes: int  # images run through the model
 
-    def summary(self, values: np.ndarray) -> tuple[float, tuple[float, float]]:
+    @staticmethod
+    def summary(values: np.ndarray) -> tuple[float, tuple[float, float]]:
         """The mean over images with its delete-one-image jackknife interval."""
-        finite = values[np.isfinite(values)]
-        if finite.size < 2:
-            return (float(finite.mean()) if finite.size else float("nan")), (float("nan"), float("nan"))
-        whole = float(finite.mean())
-        return whole, jackknife_interval(whole, [float(np.delete(finite, k).mean()) for k in range(finite.size)],
-                                         bounds=ANY)
+        return mean_with_interval(values, ANY)
 
 
 def measure(target_of, images: np.ndarray, cams: list, attributed: list[bool], batch: int = 40) -> Faithfulness:

@@ -104,6 +104,17 @@ def compute(description, chance: float = float("nan")) -> list[str]:
 SANITY_KEPT = 0.7  # a rank correlation at or above this: the map hardly changed (the layer page's words)
 
 
+def trusted_explanations(hidden) -> tuple[list, list]:
+    """The hidden layers whose Grad-CAM was localised, those that pass the sanity check first, each group
+    by its map's mass on the focus class, largest first; and those that fail it (their map hardly changes
+    when every layer after them is random)."""
+    localised = [r for r in hidden if r.stats is not None and math.isfinite(r.stats.value("cam_mass_focus"))]
+    kept = [r for r in hidden if r.stats is not None and r.stats.value("sanity_rank") >= SANITY_KEPT]
+    failing = {id(r) for r in kept}
+    ranked = sorted(localised, key=lambda r: (id(r) in failing, -r.stats.value("cam_mass_focus")))
+    return ranked, kept
+
+
 def explanation_findings(hidden, name, description) -> list[str]:
     """Which hidden layer's Grad-CAM to trust: where it falls on the focus class against the baselines,
     and whether it survives randomising the layers that make the decision (the head's map is made
@@ -111,7 +122,7 @@ def explanation_findings(hidden, name, description) -> list[str]:
     measured = [r for r in hidden if r.stats is not None]
     sentences = []
     sanity = [r for r in measured if math.isfinite(r.stats.value("sanity_rank"))]
-    kept = [r for r in sanity if r.stats.value("sanity_rank") >= SANITY_KEPT]
+    ranked, kept = trusted_explanations(hidden)
     if sanity:
         images = description.sanity.get("images", 0)
         listed = ", ".join(f"conv {r.conv.index}" for r in kept[:8]) + (", ..." if len(kept) > 8 else "")
@@ -121,19 +132,17 @@ def explanation_findings(hidden, name, description) -> list[str]:
             f"{SANITY_KEPT} or more{': ' + listed if kept else ''}); those maps show the layer's own structure more "
             "than the decision.")
     baselines = description.localisation_baselines
-    localised = [r for r in measured if math.isfinite(r.stats.value("cam_mass_focus"))]
-    if not (baselines and localised):
+    if not (baselines and ranked):
         return sentences
     focus = description.mask_classes.focus_name
     edges = baselines["edges_mass"]["value"]
-    passing = [r for r in localised if r not in kept]
-    best = max(passing or localised, key=lambda r: r.stats.value("cam_mass_focus"))
-    above = [r for r in localised if r.stats.interval("cam_mass_focus")[0] > edges]
+    best, passing = ranked[0], [r for r in ranked if r not in kept]
+    above = [r for r in ranked if r.stats.interval("cam_mass_focus")[0] > edges]
     text = (f"Grad-CAM on the {focus}: {name[id(best)]} puts the largest share of its map's mass on the {focus}"
             f"{' among the layers that pass the sanity check' if sanity and passing else ''}, "
             f"{with_interval(best.stats.value('cam_mass_focus'), best.stats.interval('cam_mass_focus'))}, against "
             f"{baselines['uniform']['value']:.2f} for a uniform map and {edges:.2f} for the image's own edges; "
-            f"{len(above)} of the {len(localised)} layers localise better than the edges (the interval above them).")
+            f"{len(above)} of the {len(ranked)} layers localise better than the edges (the interval above them).")
     sentences.append(text)
     return sentences
 

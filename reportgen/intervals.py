@@ -70,6 +70,18 @@ def jackknife_interval(estimate: float, replicates, level: float = INTERVAL_LEVE
     return float(min(low, estimate)), float(max(high, estimate))
 
 
+def mean_with_interval(values, bounds: tuple[float, float] = ANY) -> tuple[float, tuple[float, float]]:
+    """The mean of per-image values (NaN left out) with its delete-one-image jackknife interval: for the
+    checks measured on the few pictured images, which have no folds."""
+    values = np.asarray(values, np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return float("nan"), (float("nan"), float("nan"))
+    whole = float(finite.mean())
+    replicates = [float(np.delete(finite, k).mean()) for k in range(finite.size)] if finite.size > 1 else []
+    return whole, jackknife_interval(whole, replicates, bounds=bounds)
+
+
 def wilson_interval(hits: float, count: float, level: float = INTERVAL_LEVEL) -> tuple[float, float]:
     """The Wilson score interval of a proportion hits / count (Wilson, 1927).
 

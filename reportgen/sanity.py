@@ -26,7 +26,7 @@ import numpy as np
 
 from reportgen import attribution
 from reportgen.catalog import SANITY_STAGES, SIGNED_UNIT
-from reportgen.intervals import jackknife_interval
+from reportgen.intervals import mean_with_interval
 
 SIMILARITY = SIGNED_UNIT
 SSIM_WINDOW = 7  # skimage's default window; smaller maps use the largest odd window that fits, down to 3
@@ -73,13 +73,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _summary(values: np.ndarray) -> tuple[float, tuple[float, float]]:
-    """The mean of per-image values with its delete-one-image jackknife interval."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return float("nan"), (float("nan"), float("nan"))
-    whole = float(finite.mean())
-    replicates = [float(np.delete(finite, k).mean()) for k in range(finite.size)] if finite.size > 1 else []
-    return whole, jackknife_interval(whole, replicates, bounds=SIMILARITY)
+    return mean_with_interval(values, SIMILARITY)
 
 
 def compare_maps(original: list, changed: list, measure) -> np.ndarray:
