@@ -3,7 +3,8 @@
 
 - Cascading randomisation: the model's trainable weights are replaced by random ones from the head
   down, in `stages` cumulative steps (step s randomises every layer from the s-th cut on, in the
-  graph's topological order, cuts splitting the conv layers into equal groups). After each step every
+  graph's topological order; the first cut is the last conv, the others split the rest into equal
+  groups). After each step every
   layer's Grad-CAM is computed again, one forward and backward pass over the images. A layer's map
   that stays the same once the layers after it (those that make the decision) are random shows the
   layer's own structure, edges for instance, not the decision.
@@ -33,9 +34,13 @@ SSIM_WINDOW = 7  # skimage's default window; smaller maps use the largest odd wi
 
 
 def cuts(layers: int, stages: int) -> list[int]:
-    """The first conv (0-based) each cumulative step randomises from, head first: equal groups of convs."""
+    """The first conv (0-based) each cumulative step randomises from, head first: the last conv alone (and
+    what follows it: the head), then the other convs in equal groups. With equal groups throughout, the
+    layers of the head's group (a quarter of the SD-UNet, where its best-localising maps are) never had
+    the layers after them random while they were intact, and got no sanity number."""
     stages = max(1, min(stages, layers))
-    return [layers - round(layers * s / stages) for s in range(1, stages + 1)]
+    rest = layers - 1
+    return [rest] + [rest - round(rest * s / (stages - 1)) for s in range(1, stages)]
 
 
 def downstream_step(layer: int, found_cuts: list[int]) -> int | None:

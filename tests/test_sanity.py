@@ -18,9 +18,9 @@ from reportgen.targets import Targets
 
 
 def test_cuts_split_the_convs_into_equal_groups_from_the_head():
-    assert sanity.cuts(51, 4) == [38, 25, 13, 0]
+    assert sanity.cuts(51, 4) == [50, 33, 17, 0]  # the last conv and the head, then thirds of the rest
     assert sanity.cuts(3, 5) == [2, 1, 0]
-    assert [sanity.downstream_step(k, [38, 25, 13, 0]) for k in (50, 38, 37, 12, 0)] == [None, None, 0, 2, 2]
+    assert [sanity.downstream_step(k, [50, 33, 17, 0]) for k in (50, 49, 33, 32, 0)] == [None, 0, 0, 1, 2]
 
 
 def test_similarities_are_spearman_and_ssim():
@@ -93,7 +93,7 @@ def test_the_cascade_and_the_swap_equal_grad_cam_written_out(tmp_path):
     assert all(np.array_equal(w, b) for w, b in zip(model.get_weights(), before))  # its own weights, back
     (_, again), = probe.stream(images, 4)
     np.testing.assert_allclose(again.cams[0], original[0], rtol=1e-5, atol=1e-6)
-    assert found.cuts == [2, 0]  # step 1: convs c and head (and what follows c), step 2: everything
+    assert found.cuts == [3, 0]  # step 1: the head conv, step 2: everything
 
     names = [c.name for c in convs]
     scaled = images.astype(np.float32) / 127.5 - 1  # preprocess_input's "tf" mode, as the plan feeds them
