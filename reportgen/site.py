@@ -146,10 +146,14 @@ def write_timeline(root: Path, found) -> None:
     downloads.write_json(data / "timeline.json", downloads.timeline_record(found))
 
 
+MAP_ROOT = "@root/"
+
+
 def architecture_script(env, arch: dict) -> str:
-    """data/architecture.js: the map's drawing as the layer pages show it (links from layers/), and
-    each conv node's fill and ink for every statistic of the map's list."""
-    drawing = env.get_template("_architecture.html").module.architecture_svg(arch, "../")
+    """data/architecture.js: the map's drawing, its links from the site's root written `@root/` (the
+    script of each page that shows it puts the page's root there), and each conv node's fill and ink
+    for every statistic of the map's list."""
+    drawing = env.get_template("_architecture.html").module.architecture_svg(arch, MAP_ROOT)
     found = {"svg": str(drawing).strip(), "fills": arch["fills"], "inks": arch["inks"],
              "low": [s["low"] for s in arch["statistics"]], "high": [s["high"] for s in arch["statistics"]]}
     # A script, not JSON, as data/channels.js is; "<\/" so that no copy of it inlined in a page could end a script.

@@ -5,7 +5,7 @@ import http.server
 import threading
 from pathlib import Path
 from collections import deque
-from urllib.parse import urldefrag, urljoin, urlparse
+from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
 import numpy as np
 import pytest
@@ -128,6 +128,12 @@ def test_a_data_script_waits_until_its_part_is_near_the_screen(browser, tiny_sit
     page.wait_for_function("part => !document.querySelector(part).hasAttribute('data-script')", arg=part,
                            timeout=15000)
     assert [path for path in requested if path.endswith(script)]
+    if part == ".arch-box":  # the drawing's links, written from the site's root, lead from this page
+        # An SVG link's `href` is an animated string, not its address: its attribute, resolved from the page.
+        hrefs = page.eval_on_selector_all(".arch-box svg.arch a.conv", "links => links.map(a => a.getAttribute('href'))")
+        assert len(hrefs) == 51
+        within = [unquote(urljoin(page.url, href)[len(http_root):]) for href in hrefs]
+        assert all((tiny_site / path).is_file() for path in within), within[:3]
     page.close()
 
 

@@ -97,18 +97,19 @@
     });
   });
 
-  // The architecture map: its colours for every statistic were computed at build time
-  // (site._map_context) and come in data/architecture.js; choosing one swaps them. A layer page
-  // takes the drawing from there too, rings its own node and scrolls it into view. The map is at
-  // the foot of its page, so its data is only loaded when it comes near the screen (whenNear).
+  // The architecture map: its drawing and its colours for every statistic were computed at build
+  // time (site.architecture_script) and come in data/architecture.js; choosing a statistic swaps the
+  // colours. The drawing's links start at "@root/", which becomes the page's way to the site's root.
+  // A layer page rings its own node and scrolls it into view. The map is at the foot of its page, so
+  // its data is only loaded when it comes near the screen (whenNear).
   function setUpArchitecture() {
-    var box = document.querySelector(".arch-box[data-script]");  // none on an index without statistics
+    var box = document.querySelector(".arch-box[data-script]");
     if (box) { whenNear(box, box.getAttribute("data-script"), "reportgenArchitecture", drawArchitecture); }
   }
   function drawArchitecture(data, box) {
     var current = box.getAttribute("data-current");
+    box.insertAdjacentHTML("beforeend", data.svg.split("@root/").join(box.getAttribute("data-root") || ""));
     if (current) {
-      box.insertAdjacentHTML("beforeend", data.svg);
       var mine = box.querySelector('svg.arch a.conv[data-conv="' + current + '"]');
       if (mine) { mine.classList.add("current"); mine.setAttribute("aria-current", "page"); }
     }
