@@ -33,8 +33,9 @@ test-deps:
 	@test -f $(VENV)/node_modules/axe-core/axe.min.js || npm install --silent --no-audit --no-fund --prefix $(VENV) axe-core@4.14.1
 
 # --durations: the suite's slowest steps in every run, so a test that grows slow is seen where it grows.
+# -n auto: one test worker a core, at most 4 (each worker holds TensorFlow and its models, 1-3 GB).
 test: $(VENV)/.installed test-deps
-	$(BIN)/pytest -q --durations=30 tests
+	$(BIN)/pytest -q -n auto --maxprocesses 4 --durations=30 tests
 
 # The pages' two benchmarks audit one site, every page kind of it: by default a site of 10 images built
 # here; PAGES_SITE=site audits the one `make site` wrote.

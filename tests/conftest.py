@@ -1,9 +1,15 @@
-"""Shared fixtures: a tiny SD-UNet, a folder of synthetic pets, and a CLI runner."""
+"""Shared fixtures: a tiny SD-UNet, a folder of synthetic pets, the sites built from them, and a CLI runner.
+
+The suite runs in pytest-xdist workers (`make test`: one a core). Each worker has a session of its own,
+so the slow session fixtures are built once for the whole run (`built_once`), and every worker checks
+the same files.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -61,19 +67,56 @@ def measure_in_process(path, items, targets, convention, batch_size: int, **plan
     return found, measure.in_process(found, Probe(model, convs, found), measure.batches_of(found, items))
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `name`, filled by `build(folder)` once for the whole run. Under pytest-xdist the first
+    worker to ask builds it while the others wait on its lock; a build that fails leaves no mark, so the
+    next worker to ask tries again and fails with its own message."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    from filelock import FileLock
+
+    folder = tmp_path_factory.getbasetemp().parent / name  # the run's folder, above each worker's own
+    built = folder.with_name(f"{name}.built")
+    with FileLock(folder.with_name(f"{name}.lock")):
+        if not built.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            built.touch()
+    return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _synthetic_pets_prepared(tmp_path_factory):
+    """The default data set's test split, prepared in the TFDS folder before any test reads it: the
+    builds of many tests read it, and two workers preparing it at once would write the same folder."""
+    def prepare(_):
+        import tensorflow_datasets as tfds
+
+        import reportgen.datasets.synthetic_pets  # noqa: F401  (registers the builder)
+
+        tfds.disable_progress_bar()
+        tfds.builder("synthetic_pets/test").download_and_prepare()
+
+    built_once(tmp_path_factory, "synthetic_pets_prepared", prepare)
+
+
 TINY_SIZE = 64
 TINY_WIDTH = 0.125
 
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> Path:
-    """A slim SD-UNet (same 51 convs, 1/8 the filters) at 64 px, saved as .keras."""
-    from reportgen.profiles.sd_unet import build_sd_unet
+    """A slim SD-UNet (same 51 convs, 1/8 the filters) at 64 px, saved as .keras. Its weights are
+    random: one file for the whole run, so every worker checks the sites against the same model."""
+    def build(folder):
+        from reportgen.profiles.sd_unet import build_sd_unet
 
-    model = build_sd_unet(TINY_SIZE, 3, TINY_WIDTH)
-    path = tmp_path_factory.mktemp("models") / "tiny_sd_unet.keras"
-    model.save(path)
-    return path
+        build_sd_unet(TINY_SIZE, 3, TINY_WIDTH).save(folder / "tiny_sd_unet.keras")
+
+    return built_once(tmp_path_factory, "tiny_model", build) / "tiny_sd_unet.keras"
 
 
 @pytest.fixture(scope="session")
@@ -88,17 +131,18 @@ def small_model_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def pets_folder(tmp_path_factory) -> tuple[Path, Path]:
     """Six synthetic pets as JPEG files, with Oxford-style trimap PNGs in a sibling folder."""
-    from reportgen.datasets.synthetic_pets.render import render_example
+    def build(root):
+        from reportgen.datasets.synthetic_pets.render import render_example
 
-    root = tmp_path_factory.mktemp("pets")
-    images, trimaps = root / "images", root / "trimaps"
-    images.mkdir()
-    trimaps.mkdir()
-    for i in range(6):
-        example = render_example(99, i)
-        Image.fromarray(example.image).save(images / f"pet_{i}.jpg", quality=90)
-        Image.fromarray(example.trimap).save(trimaps / f"pet_{i}.png")
-    return images, trimaps
+        (root / "images").mkdir()
+        (root / "trimaps").mkdir()
+        for i in range(6):
+            example = render_example(99, i)
+            Image.fromarray(example.image).save(root / "images" / f"pet_{i}.jpg", quality=90)
+            Image.fromarray(example.trimap).save(root / "trimaps" / f"pet_{i}.png")
+
+    root = built_once(tmp_path_factory, "pets", build)
+    return root / "images", root / "trimaps"
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -143,12 +187,14 @@ def tiny_site(tmp_path_factory, tiny_model_path, pets_folder) -> Path:
 
     from reportgen.cli import app
 
-    out = tmp_path_factory.mktemp("sites") / "site"
-    images, trimaps = pets_folder
-    result = CliRunner().invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(images),
-                                      "--trimap-dir", str(trimaps), "--images", "4", "--out", str(out), "-q"])
-    assert result.exit_code == 0, result.output
-    return out
+    def build(folder):
+        images, trimaps = pets_folder
+        result = CliRunner().invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(images),
+                                          "--trimap-dir", str(trimaps), "--images", "4", "--out", str(folder / "site"),
+                                          "-q"])
+        assert result.exit_code == 0, result.output
+
+    return built_once(tmp_path_factory, "tiny_site", build) / "site"
 
 
 @dataclass(frozen=True)
@@ -168,21 +214,23 @@ def beam_site(tmp_path_factory, tiny_model_path, pets_folder) -> BuiltSite:
 
     from reportgen.cli import app
 
-    out = tmp_path_factory.mktemp("beam") / "site"
-    images, trimaps = pets_folder
-    with tempfile.TemporaryFile() as caught:
-        saved = os.dup(2)
-        os.dup2(caught.fileno(), 2)  # the workers inherit the descriptor, not sys.stderr
-        try:
-            result = CliRunner().invoke(app, [*BEAM_BUILD, "--model", str(tiny_model_path), "--image-dir", str(images),
-                                              "--trimap-dir", str(trimaps), "--out", str(out)])
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        caught.seek(0)
-        stderr = caught.read().decode("utf-8", "replace")
-    assert result.exit_code == 0, result.output
-    return BuiltSite(out, stderr)
+    def build(folder):
+        images, trimaps = pets_folder
+        with tempfile.TemporaryFile() as caught:
+            saved = os.dup(2)
+            os.dup2(caught.fileno(), 2)  # the workers inherit the descriptor, not sys.stderr
+            try:
+                result = CliRunner().invoke(app, [*BEAM_BUILD, "--model", str(tiny_model_path), "--image-dir",
+                                                  str(images), "--trimap-dir", str(trimaps), "--out", str(folder / "site")])
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            caught.seek(0)
+            (folder / "stderr.txt").write_bytes(caught.read())
+        assert result.exit_code == 0, result.output
+
+    folder = built_once(tmp_path_factory, "beam_site", build)
+    return BuiltSite(folder / "site", (folder / "stderr.txt").read_text("utf-8", "replace"))
 
 
 BEAM_BUILD = ("build", "--images", "2", "--stats-images", "all", "--faithfulness-images", "2", "-q")
@@ -197,31 +245,29 @@ def classifier_site(tmp_path_factory, pets_folder) -> Path:
     """A site of a model unlike the SD-UNet: a MobileNetV2 classifier (depthwise convs, three named
     classes, ImageNet-style `--preprocess tf`) over class folders without trimaps, so every mask
     statistic is undefined and the class statistics are there instead."""
-    import shutil
-
     import keras
     from typer.testing import CliRunner
 
     from reportgen.cli import app
 
-    root = tmp_path_factory.mktemp("classifier")
-    model_path = root / "mobilenet_v2.keras"
-    keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), alpha=0.35, classes=3).save(model_path)
-    labels = root / "labels.txt"
-    labels.write_text("cat\ndog\n<b>bird</b>\n")  # markup in a class name must be shown, not run
-    folders = root / "photos"
-    for i, path in enumerate(sorted(pets_folder[0].iterdir())):
-        (folders / ("cats" if i % 2 else "dogs")).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, folders / ("cats" if i % 2 else "dogs") / path.name)
-    out = root / "site"
-    result = CliRunner().invoke(app, ["build", "--model", str(model_path), "--image-dir", str(folders),
-                                      "--labels", str(labels), "--preprocess", "tf", "--images", "4",
-                                      "--out", str(out), "-q"])
-    assert result.exit_code == 0, result.output
-    return out
+    def build(root):
+        model_path = root / "mobilenet_v2.keras"
+        keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), alpha=0.35, classes=3).save(model_path)
+        labels = root / "labels.txt"
+        labels.write_text("cat\ndog\n<b>bird</b>\n")  # markup in a class name must be shown, not run
+        folders = root / "photos"
+        for i, path in enumerate(sorted(pets_folder[0].iterdir())):
+            (folders / ("cats" if i % 2 else "dogs")).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, folders / ("cats" if i % 2 else "dogs") / path.name)
+        result = CliRunner().invoke(app, ["build", "--model", str(model_path), "--image-dir", str(folders),
+                                          "--labels", str(labels), "--preprocess", "tf", "--images", "4",
+                                          "--out", str(root / "site"), "-q"])
+        assert result.exit_code == 0, result.output
+
+    return built_once(tmp_path_factory, "classifier", build) / "site"
 
 
-_LAST_TEST = ["(none)"]
+_LAST_TEST: list[str] = []
 
 
 @pytest.fixture(autouse=True)
@@ -229,12 +275,14 @@ def _sigint_handled(request):
     """Every test starts with Ctrl-C handled as Python's default. A suite started in the background of a
     non-interactive shell (`make test &`, as a CI script may) inherits SIGINT ignored (POSIX), and then
     every build a test interrupts inherits the ignore and runs to the end: three Ctrl-C tests failed so.
-    Said as a warning, with the test that ran before, should a test ever leave it ignored."""
+    pytest-xdist's workers start with it ignored too (their controller takes Ctrl-C). Said as a warning,
+    with the test that ran before, should a test ever leave it ignored."""
     import signal
     import warnings
 
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        warnings.warn(f"SIGINT was ignored before {request.node.nodeid}; the test before it was {_LAST_TEST[0]}")
+        if _LAST_TEST:
+            warnings.warn(f"SIGINT was ignored after {_LAST_TEST[0]}, before {request.node.nodeid}")
         signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
-    _LAST_TEST[0] = request.node.nodeid
+    _LAST_TEST[:] = [request.node.nodeid]
