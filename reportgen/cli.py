@@ -194,9 +194,13 @@ def compare(
 
 @app.command()
 def timeline(
-    checkpoints: Annotated[Path, typer.Option("--checkpoints", help="A folder of one run's checkpoints (.keras or "
-                                              ".h5 model files), in the order of their names.", exists=True,
-                                              file_okay=False)],
+    checkpoints: Annotated[Optional[Path], typer.Option(
+        "--checkpoints", help="A folder of one run's checkpoints (.keras or .h5 model files), in the order of their "
+        "names; each is measured over the images.")] = None,
+    fingerprints: Annotated[Optional[Path], typer.Option(
+        "--fingerprints", help="Instead of --checkpoints: a folder of one run's fingerprints (.npz files, as "
+        "reportgen.FingerprintCallback or reportgen train --fingerprints write them), in the order of their "
+        "names; no model is loaded and the image options are not used.")] = None,
     input_size: InputSizeOpt = None,
     preprocess: PreprocessOpt = BY_NAME["preprocess"].default,
     rescale: RescaleOpt = None,
@@ -211,18 +215,24 @@ def timeline(
     stats_images: ProbeImagesOpt = None,
     out: Annotated[str, typer.Option("--out", help="Output folder of the timeline's site.")] = "timeline-site",
 ):
-    """A training run's checkpoints in order: each layer's CKA with its final self, and which layers settled first."""
+    """A training run's checkpoints or fingerprints in order: each layer's CKA with its final self, and which
+    layers settled first."""
     given = dict(locals())
     _quiet_libraries()
     from reportgen import timeline as timelines
+    from reportgen.errors import InputError
     from reportgen.naming import printable
 
     try:
-        found = timelines.run(checkpoints, _image_options(given, out), Path(out))
+        if (checkpoints is None) == (fingerprints is None):
+            raise InputError("give exactly one of --checkpoints DIR and --fingerprints DIR")
+        options = _image_options(given, out)
+        found = timelines.run(checkpoints, options, Path(out)) if checkpoints is not None else \
+            timelines.run_fingerprints(fingerprints, Path(out))
     except ReportgenError as error:
         _fail(error)
-    typer.echo(printable(f"timeline of {len(found.checkpoints)} checkpoints on {found.images} images: "
-                         f"{out}/index.html"))
+    what = "checkpoints" if checkpoints is not None else "fingerprints"
+    typer.echo(printable(f"timeline of {len(found.checkpoints)} {what} on {found.images} images: {out}/index.html"))
 
 
 def _workers(requested: int | None) -> int:
@@ -289,6 +299,9 @@ def train(
     data_dir: Annotated[Optional[str], typer.Option("--data-dir")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 1337,
     export: Annotated[Optional[Path], typer.Option("--export", help="Write the best model's weights here in float16.")] = None,
+    fingerprints: Annotated[Optional[Path], typer.Option(
+        "--fingerprints", help="Write the model's fingerprint after every epoch into this folder (over the first "
+        "64 validation images), for reportgen timeline --fingerprints.")] = None,
 ):
     """Train the SD-UNet with the notebook's recipe (rmsprop, cross-entropy, early stopping, best checkpoint)."""
     _quiet_libraries()
@@ -297,7 +310,8 @@ def train(
     config = training.TrainConfig(dataset=dataset, width=width, epochs=epochs, batch_size=batch_size,
                                   max_train_examples=max_examples, validation_examples=validation, seed=seed)
     try:
-        best = training.train(config, run_dir, data_dir=data_dir, progress=sys.stdout.isatty())
+        best = training.train(config, run_dir, data_dir=data_dir, progress=sys.stdout.isatty(),
+                              fingerprints=fingerprints)
         if export is not None:
             training.export_float16(best, export)
             typer.echo(f"exported float16 weights to {export}")
