@@ -177,16 +177,34 @@ def compare(
     image_dir: ImageDirOpt = None,
     data_dir: DataDirOpt = None,
     stats_images: ProbeImagesOpt = None,
+    runner: Annotated[Optional[str], typer.Option(
+        "--runner", help="Run the comparison on Apache Beam with this runner, as build's statistics pass: "
+        "DirectRunner (this machine's cores), dask (with --beam-option dask_client_address=HOST:PORT), ... "
+        "Default: in this process.")] = None,
+    beam_options: Annotated[Optional[list[str]], _shared("beam_options")] = None,
+    workers: Annotated[int, _shared("workers")] = BY_NAME["workers"].default,
     out: Annotated[str, typer.Option("--out", help="Output folder of the comparison's site.")] = "compare-site",
 ):
     """Compare two models layer by layer on the same images: cross-model CKA, best matches, matched channels."""
     given = dict(locals())
     _quiet_libraries()
+    import dataclasses
+
     from reportgen import model_compare
+    from reportgen.errors import InputError
     from reportgen.naming import printable
 
     try:
-        result = model_compare.run(model_a, model_b, _image_options(given, out), Path(out))
+        options = _image_options(given, out)
+        if runner is None and beam_options:
+            raise InputError("--beam-option needs --runner: the comparison runs in this process without it")
+        if runner is not None:
+            from reportgen.stats_pass import pipeline_options
+
+            options = dataclasses.replace(options, runner=runner, beam_options=BY_NAME["beam_options"].parse(
+                beam_options), workers=workers)
+            pipeline_options(options.runner, options.beam_options)  # Beam installed, runner and options known
+        result = model_compare.run(model_a, model_b, options, Path(out), runner)
     except ReportgenError as error:
         _fail(error)
     typer.echo(printable(f"compared {model_a.name} and {model_b.name} on {result.images} images: {out}/index.html"))
