@@ -181,8 +181,12 @@ def compare(
         "--runner", help="Run the comparison on Apache Beam with this runner, as build's statistics pass: "
         "DirectRunner (this machine's cores), dask (with --beam-option dask_client_address=HOST:PORT), ... "
         "Default: in this process.")] = None,
-    beam_options: Annotated[Optional[list[str]], _shared("beam_options")] = None,
-    workers: Annotated[int, _shared("workers")] = BY_NAME["workers"].default,
+    beam_options: Annotated[Optional[list[str]], typer.Option(
+        "--beam-option", help="With --runner: a Beam pipeline option KEY=VALUE (repeatable), as for build's "
+        "statistics pass.")] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", help="With --runner DirectRunner: worker processes, at most one per core, each holding "
+        "both models.")] = BY_NAME["workers"].default,
     out: Annotated[str, typer.Option("--out", help="Output folder of the comparison's site.")] = "compare-site",
 ):
     """Compare two models layer by layer on the same images: cross-model CKA, best matches, matched channels."""

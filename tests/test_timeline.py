@@ -154,3 +154,19 @@ def test_bad_fingerprint_folders_are_one_line_errors(tmp_path, runner):
         assert result.exit_code != 0, arguments
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+
+
+def test_fingerprint_callback_checks_its_arguments_before_fit(tmp_path):
+    """Too few probe images for the unbiased CKA, and an unknown input convention, fail when the callback
+    is made, in one line, not at the end of the first epoch."""
+    import pytest
+
+    import reportgen
+    from reportgen.errors import InputError
+
+    pictures = [np.zeros((8, 8, 3), np.uint8)] * 4
+    with pytest.raises(InputError, match="at least 4 probe images, got 3"):
+        reportgen.FingerprintCallback(pictures[:3], tmp_path)
+    with pytest.raises(InputError, match="unknown --preprocess mode 'nope'"):
+        reportgen.FingerprintCallback(pictures, tmp_path, preprocess="nope")
+    assert not any(tmp_path.iterdir())  # nothing written before fit
