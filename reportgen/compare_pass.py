@@ -10,6 +10,8 @@ rows), and one leaf writing the one result (`stats_pass.run_to_one_result`).
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from dataclasses import dataclass
 
 from reportgen import stats_pass
@@ -46,7 +48,8 @@ def measure_shard(setup: CompareSetup, shard: tuple[int, int]) -> dict:
     """Both models over a shard of the statistics images, summed: model_compare's keys -> sums."""
     from reportgen.model_compare import measure_batch
 
-    key = setup.models
+    # The plans in the key too, as stats_pass.Worker keys its probe: a probe carries its plan's batches.
+    key = (setup.models, hashlib.sha256(pickle.dumps(setup.plans, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest())
     if key not in _probes:  # a worker loads the models once, on its first shard
         stats_pass.limit_threads(setup.threads)
         _probes.clear()
