@@ -46,6 +46,7 @@ benchmark: $(VENV)/.installed test-deps
 	@test -x $(VENV)/node_modules/.bin/lighthouse || npm install --silent --no-audit --no-fund --prefix $(VENV) lighthouse@12.2.3
 	$(BIN)/python benchmarks/bench_build.py
 	$(BIN)/python benchmarks/bench_stats.py
+	$(BIN)/python benchmarks/bench_compare.py
 	$(BIN)/python benchmarks/bench_attribution.py
 	$(if $(PAGES_SITE),,$(BIN)/reportgen build --images 10 --out $(BENCH_SITE) -q)
 	$(BIN)/python benchmarks/bench_lighthouse.py --site $(BENCH_SITE)

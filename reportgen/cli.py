@@ -177,16 +177,38 @@ def compare(
     image_dir: ImageDirOpt = None,
     data_dir: DataDirOpt = None,
     stats_images: ProbeImagesOpt = None,
+    runner: Annotated[Optional[str], typer.Option(
+        "--runner", help="Run the comparison on Apache Beam with this runner, as build's statistics pass: "
+        "DirectRunner (this machine's cores), dask (with --beam-option dask_client_address=HOST:PORT), ... "
+        "Default: in this process.")] = None,
+    beam_options: Annotated[Optional[list[str]], typer.Option(
+        "--beam-option", help="With --runner: a Beam pipeline option KEY=VALUE (repeatable), as for build's "
+        "statistics pass.")] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", help="With --runner DirectRunner: worker processes, at most one per core, each holding "
+        "both models.")] = BY_NAME["workers"].default,
     out: Annotated[str, typer.Option("--out", help="Output folder of the comparison's site.")] = "compare-site",
 ):
     """Compare two models layer by layer on the same images: cross-model CKA, best matches, matched channels."""
     given = dict(locals())
     _quiet_libraries()
+    import dataclasses
+
     from reportgen import model_compare
+    from reportgen.errors import InputError
     from reportgen.naming import printable
 
     try:
-        result = model_compare.run(model_a, model_b, _image_options(given, out), Path(out))
+        options = _image_options(given, out)
+        if runner is None and beam_options:
+            raise InputError("--beam-option needs --runner: the comparison runs in this process without it")
+        if runner is not None:
+            from reportgen.stats_pass import pipeline_options
+
+            options = dataclasses.replace(options, runner=runner, beam_options=BY_NAME["beam_options"].parse(
+                beam_options), workers=workers)
+            pipeline_options(options.runner, options.beam_options)  # Beam installed, runner and options known
+        result = model_compare.run(model_a, model_b, options, Path(out), runner)
     except ReportgenError as error:
         _fail(error)
     typer.echo(printable(f"compared {model_a.name} and {model_b.name} on {result.images} images: {out}/index.html"))
@@ -194,9 +216,13 @@ def compare(
 
 @app.command()
 def timeline(
-    checkpoints: Annotated[Path, typer.Option("--checkpoints", help="A folder of one run's checkpoints (.keras or "
-                                              ".h5 model files), in the order of their names.", exists=True,
-                                              file_okay=False)],
+    checkpoints: Annotated[Optional[Path], typer.Option(
+        "--checkpoints", help="A folder of one run's checkpoints (.keras or .h5 model files), in the order of their "
+        "names; each is measured over the images.")] = None,
+    fingerprints: Annotated[Optional[Path], typer.Option(
+        "--fingerprints", help="Instead of --checkpoints: a folder of one run's fingerprints (.npz files, as "
+        "reportgen.FingerprintCallback or reportgen train --fingerprints write them), in the order of their "
+        "names; no model is loaded and the image options are not used.")] = None,
     input_size: InputSizeOpt = None,
     preprocess: PreprocessOpt = BY_NAME["preprocess"].default,
     rescale: RescaleOpt = None,
@@ -211,18 +237,24 @@ def timeline(
     stats_images: ProbeImagesOpt = None,
     out: Annotated[str, typer.Option("--out", help="Output folder of the timeline's site.")] = "timeline-site",
 ):
-    """A training run's checkpoints in order: each layer's CKA with its final self, and which layers settled first."""
+    """A training run's checkpoints or fingerprints in order: each layer's CKA with its final self, and which
+    layers settled first."""
     given = dict(locals())
     _quiet_libraries()
     from reportgen import timeline as timelines
+    from reportgen.errors import InputError
     from reportgen.naming import printable
 
     try:
-        found = timelines.run(checkpoints, _image_options(given, out), Path(out))
+        if (checkpoints is None) == (fingerprints is None):
+            raise InputError("give exactly one of --checkpoints DIR and --fingerprints DIR")
+        options = _image_options(given, out)
+        found = timelines.run(checkpoints, options, Path(out)) if checkpoints is not None else \
+            timelines.run_fingerprints(fingerprints, Path(out))
     except ReportgenError as error:
         _fail(error)
-    typer.echo(printable(f"timeline of {len(found.checkpoints)} checkpoints on {found.images} images: "
-                         f"{out}/index.html"))
+    what = "checkpoints" if checkpoints is not None else "fingerprints"
+    typer.echo(printable(f"timeline of {len(found.checkpoints)} {what} on {found.images} images: {out}/index.html"))
 
 
 def _workers(requested: int | None) -> int:
@@ -289,6 +321,9 @@ def train(
     data_dir: Annotated[Optional[str], typer.Option("--data-dir")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 1337,
     export: Annotated[Optional[Path], typer.Option("--export", help="Write the best model's weights here in float16.")] = None,
+    fingerprints: Annotated[Optional[Path], typer.Option(
+        "--fingerprints", help="Write the model's fingerprint after every epoch into this folder (over the first "
+        "64 validation images), for reportgen timeline --fingerprints.")] = None,
 ):
     """Train the SD-UNet with the notebook's recipe (rmsprop, cross-entropy, early stopping, best checkpoint)."""
     _quiet_libraries()
@@ -297,7 +332,8 @@ def train(
     config = training.TrainConfig(dataset=dataset, width=width, epochs=epochs, batch_size=batch_size,
                                   max_train_examples=max_examples, validation_examples=validation, seed=seed)
     try:
-        best = training.train(config, run_dir, data_dir=data_dir, progress=sys.stdout.isatty())
+        best = training.train(config, run_dir, data_dir=data_dir, progress=sys.stdout.isatty(),
+                              fingerprints=fingerprints)
         if export is not None:
             training.export_float16(best, export)
             typer.echo(f"exported float16 weights to {export}")

@@ -4,7 +4,8 @@ Both models run over the statistics images in the build's batches; each batch ad
 HSIC of every pair among both models' layers to one `cka.MinibatchCKA` (minibatch CKA, Nguyen,
 Raghu and Kornblith 2021), whose A x B block is the cross-model CKA, and the probe images' rows to
 each model's `fingerprint.FingerprintSums`, whose channel profiles match the channels of layers of
-equal width. It runs in process: one client, the two models in memory.
+equal width. It runs in process, the two models in memory, or, with `--runner`, on Beam over shards
+of the statistics images (compare_pass.py): the sums merge, so both give the same result.
 """
 
 from __future__ import annotations
@@ -45,24 +46,38 @@ class Result:
     findings: list[str]
 
 
-def measure(probe_a, probe_b, plan_a, plan_b, items, batch_size: int) -> tuple[MinibatchCKA, list]:
-    """The two models over `items` (sources.SourceImage) in batches: the joint minibatch CKA of A's
-    spatial layers then B's, and each model's fingerprint rows of the probe images."""
+CKA_KEY = "cka"  # the joint MinibatchCKA of A's spatial layers then B's
+FINGERPRINT_KEYS = ("fingerprint A", "fingerprint B")  # each model's FingerprintSums of the probe images
+
+
+def measure_batch(found: dict, probes, plans, batch, total: int) -> None:
+    """One batch (measure.Batch of the statistics images, `total` of them) through both models, into
+    `found`'s mergeable sums: the unbiased HSIC of every pair among both models' spatial layers
+    (CKA_KEY), and each model's probe-image rows (FINGERPRINT_KEYS). In process and on Beam alike."""
+    named = [probe(batch.images, total, attributed=False) for probe in probes]
+    joint = found.setdefault(CKA_KEY, MinibatchCKA(sum(len(plan.spatial) for plan in plans)))
+    joint.add([values.activations[k] for values, plan in zip(named, plans) for k in plan.spatial])
+    for key, values in zip(FINGERPRINT_KEYS, named):
+        fingerprint.add_batch(found, key, total, values.activations, batch.indices)
+
+
+def measure(probes, plans, items) -> dict:
+    """The two models over `items` (sources.SourceImage) in the plans' batches, in process."""
     from reportgen.measure import batches_of
 
-    total = len(items)
-    spatial_a, spatial_b = plan_a.spatial, plan_b.spatial
-    joint = MinibatchCKA(len(spatial_a) + len(spatial_b))
-    sums: list[dict] = [{}, {}]
-    for batch in batches_of(plan_a, items):
-        named = [probe(batch.images, total, attributed=False) for probe in (probe_a, probe_b)]
-        joint.add([named[0].activations[k] for k in spatial_a] + [named[1].activations[k] for k in spatial_b])
-        for found, values in zip(sums, named):
-            fingerprint.add_batch(found, 0, total, values.activations, batch.indices)
-    if joint.images != total:
-        raise InputError(f"the comparison measured {joint.images} of {total} images: batches of fewer than 4 "
-                         "images give no CKA; use more images")
-    return joint, [found[0] for found in sums]
+    found: dict = {}
+    for batch in batches_of(plans[0], items):
+        measure_batch(found, probes, plans, batch, len(items))
+    return found
+
+
+def _checked(found: dict, total: int) -> tuple[MinibatchCKA, list]:
+    """The joint CKA and both fingerprints' sums of what was measured, all `total` images in them."""
+    joint = found.get(CKA_KEY)
+    if joint is None or joint.images != total:
+        raise InputError(f"the comparison measured {0 if joint is None else joint.images} of {total} images: "
+                         "batches of fewer than 4 images give no CKA; use more images")
+    return joint, [found.get(key) for key in FINGERPRINT_KEYS]
 
 
 def summarise(a: Side, b: Side, joint: MinibatchCKA, probes: list, ids: tuple[str, ...]) -> Result:
@@ -116,33 +131,49 @@ def side_of(name: str, convs, plan) -> Side:
                 tuple(plan.spatial))
 
 
-def compare_models(model_a, model_b, items, convention, batch_size: int = 5, names=("A", "B")) -> Result:
-    """Two Keras models over `items` (sources.SourceImage of the size both take), as a Result."""
+def prepare(models, items, convention, batch_size: int):
+    """Per model, its conv layers and the plan of measuring them on `items` (the statistics images,
+    sources.SourceImage of the size both take), and the targets (their ids) both plans share."""
     from reportgen import capture, outputs, plan
     from reportgen.inputs import InputGeometry
-    from reportgen.probe import Probe
     from reportgen.targets import Targets
 
     image = items[0].image
     geometry = InputGeometry(image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
     targets = Targets.decide([item.id for item in items])
-    found = []
-    for model in (model_a, model_b):
-        convs = capture.find_conv_layers(model)
-        if not convs:
+    convs, plans = [], []
+    for model in models:
+        found = capture.find_conv_layers(model)
+        if not found:
             raise InputError("a model to compare has no convolution layers")
-        specs = outputs.describe(model, geometry.size)
-        measured = plan.make(model, convs, specs, targets, convention, geometry, batch_size=batch_size)
-        found.append((convs, measured, Probe(model, convs, measured)))
-    (convs_a, plan_a, probe_a), (convs_b, plan_b, probe_b) = found
-    joint, probes = measure(probe_a, probe_b, plan_a, plan_b, items, batch_size)
-    return summarise(side_of(names[0], convs_a, plan_a), side_of(names[1], convs_b, plan_b), joint, probes,
+        convs.append(found)
+        plans.append(plan.make(model, found, outputs.describe(model, geometry.size), targets, convention, geometry,
+                               batch_size=batch_size))
+    return convs, plans, targets
+
+
+def compare_models(model_a, model_b, items, convention, batch_size: int = 5, names=("A", "B"),
+                   beam=None) -> Result:
+    """Two Keras models over `items` (sources.SourceImage of the size both take), as a Result; in
+    process, or on Beam where `beam` (compare_pass.OnBeam) says how."""
+    from reportgen.probe import Probe
+
+    convs, plans, targets = prepare((model_a, model_b), items, convention, batch_size)
+    if beam is None:
+        found = measure([Probe(m, c, p) for m, c, p in zip((model_a, model_b), convs, plans)], plans, items)
+    else:
+        from reportgen import compare_pass
+
+        found = compare_pass.run_beam(plans, beam)
+    joint, probes = _checked(found, len(items))
+    return summarise(side_of(names[0], convs[0], plans[0]), side_of(names[1], convs[1], plans[1]), joint, probes,
                      targets.ids)
 
 
-def run(model_a: Path, model_b: Path, options, out: Path) -> Result:
+def run(model_a: Path, model_b: Path, options, out: Path, runner: str | None = None) -> Result:
     """The command: both models loaded, the statistics images read once (at model A's input size), the
-    comparison measured and written as a site into `out`."""
+    comparison measured (in process, or on Beam with `runner` and the options' Beam options and
+    workers) and written as a site into `out`."""
     from reportgen import pipeline, plan, site
     from reportgen.capture import image_input
 
@@ -154,7 +185,17 @@ def run(model_a: Path, model_b: Path, options, out: Path) -> Result:
                          f"{geometries[1].describe()}); give --input-size where one is dynamic")
     counted = dataclasses.replace(options, stats_images=options.stats_images or DEFAULT_IMAGES)
     items = pipeline._stats_images(counted, geometries[0])
+    beam = None
+    if runner is not None:
+        from reportgen import compare_pass, stats_pass
+
+        size = options.input_size
+        specs = tuple(stats_pass.ModelSpec(path, None, size[0] if size else None, options.unsafe_load,
+                                           options.imports, one.checksum or None)
+                      for path, one in zip((model_a, model_b), loaded))
+        beam = compare_pass.OnBeam(specs, pipeline.worker_images(counted, geometries[0], len(items)), runner,
+                                   options.beam_options, options.workers)
     result = compare_models(loaded[0].model, loaded[1].model, items, options.convention, options.batch_size,
-                            (Path(model_a).name, Path(model_b).name))
+                            (Path(model_a).name, Path(model_b).name), beam)
     site.write_comparison(out, result)
     return result

@@ -77,6 +77,14 @@ def _stats_images(options: BuildOptions, geometry: InputGeometry) -> list[source
     return chosen
 
 
+def worker_images(options: BuildOptions, geometry: InputGeometry, count: int):
+    """The first `count` statistics images as Beam's workers read them themselves: the job carries file
+    paths or a data set's name, not pixels."""
+    if options.image_dir is not None:
+        return sources.FolderImages.of(options.image_dir, geometry, options.trimap_dir, count, options.reading)
+    return tfds_source.DatasetImages(options.dataset, options.split, geometry, options.data_dir)
+
+
 def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, build_plan: BuildPlan, chosen,
                      progress: Progress) -> Measurement:
     """Every layer's statistics over the statistics images, on Beam, in two passes over the images:
@@ -88,10 +96,7 @@ def _statistics_pass(options: BuildOptions, loaded: model_io.LoadedModel, build_
     progress(stage, 0, 1)
     size = options.input_size
     geometry = build_plan.geometry
-    # Workers read the images themselves: the job carries file paths or a data set's name, not pixels.
-    images = sources.FolderImages.of(options.image_dir, geometry, options.trimap_dir, len(chosen), options.reading) \
-        if options.image_dir is not None else \
-        tfds_source.DatasetImages(options.dataset, options.split, geometry, options.data_dir)
+    images = worker_images(options, geometry, len(chosen))
     model = stats_pass.ModelSpec(options.model_path, options.weights_path, size[0] if size else None,
                                  options.unsafe_load, options.imports, loaded.checksum or None)
     found = stats_pass.run_beam(stats_pass.PassSetup(model, build_plan, images), options.runner,

@@ -156,15 +156,16 @@ def shards(total: int, batch_size: int, count: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def read_batches(setup: PassSetup, start: int, end: int) -> list[Batch]:
-    """A shard's images, read where this runs, in batches; images other than the client's are an error."""
-    items = setup.images.read(start, end)
+def read_batches(images, plan: BuildPlan, start: int, end: int) -> list[Batch]:
+    """A shard's images (PassSetup.images: `read(start, end)`), read where this runs, in the plan's
+    batches; images other than the client's are an error."""
+    items = images.read(start, end)
     ids = tuple(item.id for item in items)
-    if ids != setup.plan.targets.ids[start:end]:
+    if ids != plan.targets.ids[start:end]:
         raise ReportgenError(f"a statistics worker read other images than this build at {start}-{end} "
                              f"({len(ids)} images, the first {ids[:1]}); it must see the same image folder or "
                              "prepared data set")
-    return batches_of(setup.plan, items, start)
+    return batches_of(plan, items, start)
 
 
 _probes: dict = {}  # what a worker loaded -> its Worker's probe and rerun
@@ -180,27 +181,38 @@ class Worker:
 
     def setup(self) -> None:
         plan = self.config.plan
-        if self.config.threads:
-            import tensorflow as tf
-
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(self.config.threads)
-                tf.config.threading.set_inter_op_parallelism_threads(self.config.threads)
-            except RuntimeError:  # a worker in this very process (in_memory mode): TensorFlow runs already
-                pass
+        limit_threads(self.config.threads)
         key = (self.config.model, hashlib.sha256(pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest())
         if key not in _probes:  # both passes in one worker share the model
-            from reportgen import capture
-
-            model = self.config.model.load().model
-            convs = capture.find_conv_layers(model, plan.tap, plan.image_index)
-            if [c.qualified_name for c in convs] != [layer.conv.qualified_name for layer in plan.layers]:
-                raise ReportgenError(f"a statistics worker found {len(convs)} conv layers, the build "
-                                     f"{len(plan.layers)}, or others")
-            probe = Probe(model, convs, plan)
+            probe = load_probe(self.config.model, plan)
             _probes.clear()
             _probes[key] = (probe, probe.rerun())
         self.probe, self.rerun = _probes[key]
+
+
+def limit_threads(threads: int | None) -> None:
+    """TensorFlow's threads in this worker (None: its default, every core)."""
+    if not threads:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # a worker in this very process (in_memory mode): TensorFlow runs already
+        pass
+
+
+def load_probe(spec: ModelSpec, plan: BuildPlan) -> Probe:
+    """The model `spec` loads, probed as `plan` says; other conv layers than the client's are an error."""
+    from reportgen import capture
+
+    model = spec.load().model
+    convs = capture.find_conv_layers(model, plan.tap, plan.image_index)
+    if [c.qualified_name for c in convs] != [layer.conv.qualified_name for layer in plan.layers]:
+        raise ReportgenError(f"a statistics worker found {len(convs)} conv layers, the build "
+                             f"{len(plan.layers)}, or others")
+    return Probe(model, convs, plan)
 
 
 def accumulate(worker: Worker, shard: tuple[int, int]) -> dict:
@@ -215,7 +227,7 @@ def accumulate(worker: Worker, shard: tuple[int, int]) -> dict:
     kept = BatchStore(worker.config.kept)
     found: dict = {}
     with took.part("reading images"):
-        batches = read_batches(worker.config, *shard)
+        batches = read_batches(worker.config.images, worker.config.plan, *shard)
     for batch in batches:
         with took.part("model (sums' pass)"):
             named = worker.probe(batch.images, len(plan.targets))
@@ -247,7 +259,7 @@ def score(worker: Worker, shard: tuple[int, int], fits: dict) -> dict:
                 if worker.probe is None:
                     worker.setup()
             with took.part("reading images"):
-                batch, = read_batches(worker.config, first, min(first + plan.batch_size, end))
+                batch, = read_batches(worker.config.images, plan, first, min(first + plan.batch_size, end))
             with took.part("model again (scores' pass)"):
                 inputs = probe_inputs(plan, worker.probe(batch.images, len(plan.targets), attributed=False), batch)
         with took.part("scores"):
@@ -268,7 +280,7 @@ def ablate(worker: Worker, task: tuple[int, int, int], fits: dict) -> dict:
         if worker.probe is None:
             worker.setup()
     with took.part("reading images"):
-        batch, = read_batches(worker.config, first, min(first + plan.batch_size, len(plan.targets)))
+        batch, = read_batches(worker.config.images, plan, first, min(first + plan.batch_size, len(plan.targets)))
     with took.part("ablation check"):
         ablate_batch(plan, found, worker.probe, worker.rerun, batch, fits, {}, share, count)
     found[SECONDS_KEY] = took
@@ -420,6 +432,93 @@ def _dask_workers(options: tuple[str, ...]) -> tuple[int, int] | None:
     return len(found), min(int(w.get("nthreads", 1)) for w in found)
 
 
+def worker_layout(runner: str, options: tuple[str, ...] = (), workers: int | None = None) -> tuple[int, int | None]:
+    """(worker processes, TensorFlow's threads in each; None: its default) of a job on `runner` (a class
+    as runner_class gives it): the DirectRunner's `workers` (default one per core), a Dask cluster's own."""
+    processes = workers or os.cpu_count() or 1
+    if runner == "DirectRunner":
+        # One worker per core: TensorFlow's own threads in each would only fight over the same cores.
+        return processes, max(1, (os.cpu_count() or 1) // processes)
+    if runner == DASK_RUNNER:
+        cluster = _dask_workers(options)
+        if cluster is not None:
+            return cluster
+    return processes, None
+
+
+def beam_helpers(beam):
+    """The steps every pipeline here is made of: `merged_by_key` (each key's accumulators merged,
+    measure.merge), `as_one` (every (key, value) as one dict, one element, so one step consumes it all)."""
+
+    def merged_by_key(pcoll, name: str):
+        return (pcoll
+                | f"{name} by key" >> beam.GroupByKey()
+                | f"{name} merged" >> beam.MapTuple(lambda key, parts: (key, merge(parts))))
+
+    def as_one(pcoll, name: str):
+        return (pcoll
+                | f"{name} to one key" >> beam.Map(lambda pair: (None, pair))
+                | f"{name} together" >> beam.GroupByKey()
+                | f"{name} as a dict" >> beam.MapTuple(lambda _, pairs: dict(pairs)))
+
+    return merged_by_key, as_one
+
+
+def run_to_one_result(graph, runner: str, options: tuple[str, ...] = (), workers: int | None = None,
+                      partitions: int | None = None, threads: int | None = None,
+                      results_folder: str | None = None):
+    """Run the pipeline `graph(pipeline, write)` makes, whose one leaf applies `write` to its one element
+    (the result); that result, read back. Runners that compute only the last leaf (Dask) compute all of
+    it. The workers run in _worker_environment(threads); `graph` is called inside it, so the temporary
+    folders it makes go with it."""
+    beam = _beam()
+
+    class WriteResult(beam.DoFn):
+        """The one result, into the results folder, through Beam's file systems (local, gs://, ...)."""
+
+        def __init__(self, path: str):
+            self.path = path
+
+        def process(self, found):
+            import pickle
+
+            from apache_beam.io.filesystems import FileSystems
+
+            with FileSystems.create(self.path) as handle:
+                handle.write(pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL))
+            yield self.path
+
+    with _worker_environment(threads):
+        remote = _option_pairs(options).get("temp_location")
+        local = results_folder is None and remote is None
+        # Remote runners' workers cannot write into this machine's /tmp: results go to their temp_location.
+        folder = results_folder or (f"{remote.rstrip('/')}/reportgen-stats-{os.getpid()}-{time.time_ns()}" if remote
+                                    else tempfile.mkdtemp(prefix="reportgen-beam-"))
+        path = f"{folder.rstrip('/')}/result.pickle"
+        pipeline = beam.Pipeline(options=pipeline_options(runner, options, workers, partitions))
+        graph(pipeline, "Write" >> beam.ParDo(WriteResult(path)))
+        try:
+            # A local job's result is a file here: once it is written, its workers get a few seconds to stop.
+            with workers_module.bounded_shutdown(lambda: local and os.path.exists(path)) as shutdown:
+                try:
+                    result = pipeline.run()
+                    try:
+                        result.wait_until_finish()
+                    finally:
+                        client = getattr(result, "client", None)  # the Dask runner's; left open, it logs the cluster's end
+                        if client is not None:
+                            client.close()
+                except Exception:
+                    if shutdown.interrupted:  # Beam's clean-up failed as its workers were ended: still an interrupt
+                        raise KeyboardInterrupt from None
+                    if not shutdown.fired:
+                        raise
+            return _read_result(path)
+        finally:
+            if local:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str, ...] = (),
              workers: int | None = None, results_folder: str | None = None) -> Measurement:
     """The statistics of the plan on Beam: one pipeline for the sums, the probes fitted from them
@@ -427,16 +526,8 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
     result, checked on arrival: runners that compute only the last leaf (Dask) compute everything."""
     beam = _beam()
     runner = runner_class(runner)
-    setup = dataclasses.replace(setup, model=setup.model.absolute())
-    processes = workers or os.cpu_count() or 1
-    if runner == "DirectRunner":
-        # One worker per core: TensorFlow's own threads in each would only fight over the same cores.
-        setup = dataclasses.replace(setup, threads=max(1, (os.cpu_count() or 1) // processes))
-    elif runner == DASK_RUNNER:
-        cluster = _dask_workers(options)
-        if cluster is not None:
-            processes = cluster[0]
-            setup = dataclasses.replace(setup, threads=cluster[1])
+    processes, threads = worker_layout(runner, options, workers)
+    setup = dataclasses.replace(setup, model=setup.model.absolute(), threads=threads)
     # One a worker: every shard's accumulators cross the runner's process (the DirectRunner's shuffle
     # runs there), and past 10 images a shard fills every fold's sums, so what crosses is bounded by
     # the workers, not the images. Two a worker crossed twice as much, and grew from 24 to 240 images
@@ -470,32 +561,7 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
                     ablate(self.worker, task[1], fits)
                 yield from done.items()
 
-    class WriteResult(beam.DoFn):
-        """The one result, into the results folder, through Beam's file systems (local, gs://, ...)."""
-
-        def __init__(self, path: str):
-            self.path = path
-
-        def process(self, found):
-            import pickle
-
-            from apache_beam.io.filesystems import FileSystems
-
-            with FileSystems.create(self.path) as handle:
-                handle.write(pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL))
-            yield self.path
-
-    def merged_by_key(pcoll, name: str):
-        return (pcoll
-                | f"{name} by key" >> beam.GroupByKey()
-                | f"{name} merged" >> beam.MapTuple(lambda key, parts: (key, merge(parts))))
-
-    def as_one(pcoll, name: str):
-        """Every (key, value) as one dict: one element, so one step consumes all of it."""
-        return (pcoll
-                | f"{name} to one key" >> beam.Map(lambda pair: (None, pair))
-                | f"{name} together" >> beam.GroupByKey()
-                | f"{name} as a dict" >> beam.MapTuple(lambda _, pairs: dict(pairs)))
+    merged_by_key, as_one = beam_helpers(beam)
 
     # The second pass's tasks: each shard's scores, and each ablated batch's check in a share a worker.
     tasks = [("scores", part) for part in parts] + [("ablation", (first, share, processes))
@@ -505,50 +571,24 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
     def fan_out(fits: dict):
         return [(k, fits) for k in range(len(tasks))]
 
-    with _worker_environment(setup.threads):
-        remote = _option_pairs(options).get("temp_location")
-        local = results_folder is None and remote is None
-        # Remote runners' workers cannot write into this machine's /tmp: results go to their temp_location.
-        folder = results_folder or (f"{remote.rstrip('/')}/reportgen-stats-{os.getpid()}-{time.time_ns()}" if remote
-                                    else tempfile.mkdtemp(prefix="reportgen-beam-"))
-        path = f"{folder.rstrip('/')}/result.pickle"
-        setup = dataclasses.replace(setup, kept=_probe_inputs_folder(setup.plan))
-        # One pipeline, a DAG with one leaf (runners that compute only the last leaf, as Dask's does,
-        # compute all of it), and no side input (Dask's would compute the sums again inside every task):
-        # the fits meet each task of the second pass through a CoGroupByKey.
-        pipeline = beam.Pipeline(options=pipeline_options(runner, options, workers, len(parts)))
+    def graph(pipeline, write):
+        # One DAG with one leaf, and no side input (Dask's would compute the sums again inside every
+        # task): the fits meet each task of the second pass through a CoGroupByKey.
+        kept = dataclasses.replace(setup, kept=_probe_inputs_folder(setup.plan))
         shards_in = pipeline | "Shards" >> beam.Create(list(enumerate(parts)))
-        sums = merged_by_key(shards_in | "Sums of a shard" >> beam.ParDo(SumsDoFn(setup)), "Sums")
+        sums = merged_by_key(shards_in | "Sums of a shard" >> beam.ParDo(SumsDoFn(kept)), "Sums")
         # Each layer fitted where its sums are; only the fits, a few MB, come together.
         fits = (as_one(sums | "Fit probes" >> beam.FlatMapTuple(layer_fit), "Fits")
                 | "To every shard" >> beam.FlatMap(fan_out))
         tasks_in = pipeline | "Tasks" >> beam.Create(list(enumerate(tasks)))
         scores = merged_by_key({"task": tasks_in, "fits": fits}
                                | "Fits meet tasks" >> beam.CoGroupByKey()
-                               | "Scores of a shard" >> beam.ParDo(ScoresDoFn(setup)), "Scores")
+                               | "Scores of a shard" >> beam.ParDo(ScoresDoFn(kept)), "Scores")
         tagged = ((as_one(sums, "All sums") | "Tag sums" >> beam.Map(lambda found: ("sums", found))),
                   (as_one(scores, "All scores") | "Tag scores" >> beam.Map(lambda found: ("scores", found))))
-        _ = as_one(tagged | "Both" >> beam.Flatten(), "Result") | "Write" >> beam.ParDo(WriteResult(path))
-        try:
-            # A local job's result is a file here: once it is written, its workers get a few seconds to stop.
-            with workers_module.bounded_shutdown(lambda: local and os.path.exists(path)) as shutdown:
-                try:
-                    result = pipeline.run()
-                    try:
-                        result.wait_until_finish()
-                    finally:
-                        client = getattr(result, "client", None)  # the Dask runner's; left open, it logs the cluster's end
-                        if client is not None:
-                            client.close()
-                except Exception:
-                    if shutdown.interrupted:  # Beam's clean-up failed as its workers were ended: still an interrupt
-                        raise KeyboardInterrupt from None
-                    if not shutdown.fired:
-                        raise
-            found = _read_result(path)
-        finally:
-            if local:
-                shutil.rmtree(folder, ignore_errors=True)
+        _ = as_one(tagged | "Both" >> beam.Flatten(), "Result") | write
+
+    found = run_to_one_result(graph, runner, options, workers, len(parts), threads, results_folder)
     sums, scores = found.get("sums", {}), found.get("scores", {})
     check_sums(sums, setup.plan)
     check_scores(scores, sums, setup.plan)

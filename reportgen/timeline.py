@@ -1,9 +1,11 @@
-"""`reportgen timeline --checkpoints DIR`: the checkpoints of one training run, in order, each layer
-compared with its final self.
+"""`reportgen timeline`: the fingerprints of one training run, in order, each layer compared with
+its final self.
 
-Each checkpoint's fingerprint (fingerprint.py) is measured over the same probe images, one model in
-memory at a time; each layer's CKA with the last checkpoint's same layer, with its jackknife interval,
-says when it settled. Raghu et al. (NeurIPS 2017) found that lower layers settle first.
+`--checkpoints DIR`: each checkpoint's fingerprint (fingerprint.py) is measured over the same probe
+images, one model in memory at a time. `--fingerprints DIR`: the fingerprints were measured during
+`fit` (fingerprint_callback.FingerprintCallback) and no model is loaded. Either way, each layer's CKA
+with the last fingerprint's same layer, with its jackknife interval, says when it settled. Raghu et
+al. (NeurIPS 2017) found that lower layers settle first.
 """
 
 from __future__ import annotations
@@ -18,45 +20,80 @@ from reportgen import fingerprint, representation
 from reportgen.errors import InputError
 
 CHECKPOINT_SUFFIXES = (".keras", ".h5")
+FINGERPRINT_SUFFIX = ".npz"  # what --fingerprints reads: FingerprintCallback's epoch_N.fingerprint.npz, or any
+# build's data/fingerprint.npz copied under a name that sorts
+
+
+def _natural(path: Path) -> list:
+    """epoch_2 before epoch_10: digit runs compared as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def _files_in(folder: Path, option: str, suffixes: tuple[str, ...], what: str) -> list[Path]:
+    """The files of `folder` with one of `suffixes`, in natural order; two or more, else one line."""
+    if not folder.is_dir():
+        raise InputError(f"{option} {folder}: not a folder")
+    found = [p for p in folder.iterdir() if p.is_file() and p.suffix in suffixes]
+    if len(found) < 2:
+        raise InputError(f"{option} {folder}: {len(found)} {what}; a timeline needs two or more")
+    return sorted(found, key=_natural)
 
 
 def checkpoints_in(folder: Path) -> list[Path]:
     """The model files of `folder` in natural order (epoch_2 before epoch_10)."""
-    if not folder.is_dir():
-        raise InputError(f"--checkpoints {folder}: not a folder")
-    found = [p for p in folder.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES]
-    if len(found) < 2:
-        raise InputError(f"--checkpoints {folder}: {len(found)} model files (.keras, .h5); a timeline needs two or more")
+    return _files_in(folder, "--checkpoints", CHECKPOINT_SUFFIXES, "model files (.keras, .h5)")
 
-    def natural(path: Path):
-        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
-    return sorted(found, key=natural)
+def fingerprints_in(folder: Path) -> list[tuple[str, fingerprint.Fingerprint]]:
+    """The fingerprints of `folder` (.npz files) in natural order, each named by its file without
+    `.fingerprint.npz`; a file that is not a fingerprint this version reads is one line naming it."""
+    found = []
+    for path in _files_in(folder, "--fingerprints", (FINGERPRINT_SUFFIX,), "fingerprint files (.npz)"):
+        loaded = fingerprint.load(path)
+        if loaded is None:
+            raise InputError(f"--fingerprints {folder}: {path.name} is not a reportgen fingerprint "
+                             f"(format {fingerprint.FORMAT})")
+        found.append((path.name.removesuffix(FINGERPRINT_SUFFIX).removesuffix(".fingerprint"), loaded))
+    return found
+
+
+class FingerprintMeter:
+    """One model's fingerprint over fixed probe images, measured as often as asked: the build's measuring
+    path (the plan's probe and FingerprintSums) without the other statistics. The probe is built once and
+    shares the model's layers, so a model that trains between two calls is measured with its weights of
+    the moment (what FingerprintCallback needs at each epoch's end)."""
+
+    def __init__(self, model, items, convention, batch_size: int):
+        from reportgen import capture, outputs, plan
+        from reportgen.inputs import InputGeometry
+        from reportgen.measure import batches_of
+        from reportgen.probe import Probe
+        from reportgen.targets import Targets
+
+        image = items[0].image
+        geometry = InputGeometry(image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
+        self.targets = Targets.decide([item.id for item in items])
+        convs = capture.find_conv_layers(model)
+        if not convs:
+            raise InputError("the model has no convolution layers")
+        self.layers = [c.qualified_name for c in convs]
+        measured = plan.make(model, convs, outputs.describe(model, geometry.size), self.targets, convention,
+                             geometry, batch_size=batch_size)
+        self.probe = Probe(model, convs, measured)
+        self.batches = list(batches_of(measured, items))
+        self.count = len(items)
+
+    def __call__(self) -> fingerprint.Fingerprint:
+        sums: dict = {}
+        for batch in self.batches:
+            fingerprint.add_batch(sums, 0, self.count,
+                                  self.probe(batch.images, self.count, attributed=False).activations, batch.indices)
+        return fingerprint.of_build(sums.get(0), self.targets.ids, self.layers)
 
 
 def measure_fingerprint(model, items, convention, batch_size: int) -> fingerprint.Fingerprint:
-    """One model's fingerprint over `items` (the probe images first): the build's measuring path, the
-    probe and FingerprintSums, without the other statistics."""
-    from reportgen import capture, outputs, plan
-    from reportgen.inputs import InputGeometry
-    from reportgen.measure import batches_of
-    from reportgen.probe import Probe
-    from reportgen.targets import Targets
-
-    image = items[0].image
-    geometry = InputGeometry(image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
-    targets = Targets.decide([item.id for item in items])
-    convs = capture.find_conv_layers(model)
-    if not convs:
-        raise InputError("a checkpoint has no convolution layers")
-    measured = plan.make(model, convs, outputs.describe(model, geometry.size), targets, convention, geometry,
-                         batch_size=batch_size)
-    probe = Probe(model, convs, measured)
-    sums: dict = {}
-    for batch in batches_of(measured, items):
-        fingerprint.add_batch(sums, 0, len(items), probe(batch.images, len(items), attributed=False).activations,
-                              batch.indices)
-    return fingerprint.of_build(sums.get(0), targets.ids, [c.qualified_name for c in convs])
+    """One model's fingerprint over `items` (the probe images first)."""
+    return FingerprintMeter(model, items, convention, batch_size)()
 
 
 @dataclass
@@ -80,8 +117,8 @@ def timeline(prints: list[fingerprint.Fingerprint], names: list[str]) -> Timelin
     final = prints[-1]
     for name, found in zip(names, prints):
         if found.layers != final.layers or found.ids != final.ids:
-            raise InputError(f"checkpoint {name} has other layers or probe images than the last; a timeline needs "
-                             "checkpoints of one architecture")
+            raise InputError(f"{name} has other layers or probe images than the last; a timeline needs "
+                             "checkpoints of one architecture, on the same images")
     n = len(final.ids)
     estimator = representation.estimator_for(n, min(final.features))
     shape = (len(final.layers), len(prints))
@@ -121,6 +158,16 @@ def _findings(settled: list[int], names: list[str], low: np.ndarray) -> list[str
         said.append("Lower layers settled first, as Raghu et al. (2017) found." if lower_first else
                     "The layers did not settle from the bottom up.")
     return said
+
+
+def run_fingerprints(folder: Path, out: Path) -> Timeline:
+    """The command with --fingerprints: the stored fingerprints' timeline and its page, no model loaded."""
+    from reportgen import site
+
+    named = fingerprints_in(folder)
+    found = timeline([p for _, p in named], [name for name, _ in named])
+    site.write_timeline(out, found)
+    return found
 
 
 def run(folder: Path, options, out: Path) -> Timeline:

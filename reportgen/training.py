@@ -77,8 +77,11 @@ def _progress_logger(every: int):
     return ProgressLog()
 
 
-def train(config: TrainConfig, run_dir: Path, data_dir: str | None = None, progress: bool = True):
-    """Train into `run_dir` (checkpoints, log, best model); resumes when `run_dir` holds a run."""
+def train(config: TrainConfig, run_dir: Path, data_dir: str | None = None, progress: bool = True,
+          fingerprints: Path | None = None):
+    """Train into `run_dir` (checkpoints, log, best model); resumes when `run_dir` holds a run.
+    `fingerprints`: a folder for the model's fingerprint after every epoch (FingerprintCallback), over
+    the first validation images, for `reportgen timeline --fingerprints`."""
     import keras
 
     from reportgen.profiles.sd_unet import build_sd_unet
@@ -96,8 +99,13 @@ def train(config: TrainConfig, run_dir: Path, data_dir: str | None = None, progr
         keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_loss", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        _progress_logger(every=25),
     ]
+    if fingerprints is not None:
+        from reportgen.fingerprint_callback import FingerprintCallback
+
+        # Held-out images, the same every epoch; before the progress log, so an epoch that ends is kept.
+        callbacks.append(FingerprintCallback(x_val, fingerprints, batch_size=config.batch_size))
+    callbacks.append(_progress_logger(every=25))
     started = time.monotonic()
     model.fit(
         x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,

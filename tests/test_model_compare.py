@@ -62,3 +62,41 @@ def test_compare_refuses_models_with_different_inputs(tmp_path, small_model_path
                                  "--out", str(tmp_path / "out")])
     assert result.exit_code != 0
     assert "the two models take different inputs" in result.output
+
+
+def test_compare_on_beam_equals_in_process(tmp_path, small_model_path, pets_folder, runner):
+    """Two seeds of the small U-Net over the 6 pets: on Beam's DirectRunner with two worker processes
+    (two shards of whole batches, their sums merged) the cross-model CKA, the best matches and the
+    matched channels are those of the in-process comparison, to 1e-6."""
+    images, _ = pets_folder
+    seed = tmp_path / "seed.keras"
+    small_unet(32, 3, "softmax", "image", "segmentation", seed=11).save(seed)
+    found = {}
+    for name, extra in (("in_process", []), ("beam", ["--runner", "DirectRunner", "--workers", "2",
+                                                      "--beam-option", "direct_running_mode=multi_processing"])):
+        out = tmp_path / name
+        result = runner.invoke(app, ["compare", str(small_model_path), str(seed), "--image-dir", str(images),
+                                     "--stats-images", "all", "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        found[name] = json.loads((out / "data" / "compare.json").read_text())
+    in_process, beam = found["in_process"], found["beam"]
+    assert beam["images"] == in_process["images"] == 6
+    matrix = np.array(in_process["cka"], float)
+    assert matrix.shape == (4, 4) and np.isfinite(matrix).all() and not np.allclose(matrix, 1.0)
+    np.testing.assert_allclose(np.array(beam["cka"], float), matrix, atol=1e-6)
+    assert [(r["index"], r["match_index"]) for r in beam["best_match"]] == \
+        [(r["index"], r["match_index"]) for r in in_process["best_match"]]
+    assert [[(a, b) for a, b, _ in c["pairs"]] for c in beam["channels"]] == \
+        [[(a, b) for a, b, _ in c["pairs"]] for c in in_process["channels"]]
+
+
+def test_compare_refuses_beam_options_without_a_runner_and_unknown_runners(tmp_path, small_model_path, pets_folder,
+                                                                            runner):
+    images, _ = pets_folder
+    common = ["compare", str(small_model_path), str(small_model_path), "--image-dir", str(images),
+              "--out", str(tmp_path / "out")]
+    for extra, message in ((["--beam-option", "direct_num_workers=2"], "--beam-option needs --runner"),
+                           (["--runner", "NoSuchRunner"], "unknown --runner 'NoSuchRunner'")):
+        result = runner.invoke(app, [*common, *extra])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code != 0 and len(lines) == 1 and message in lines[0], result.output

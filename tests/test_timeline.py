@@ -79,3 +79,94 @@ def test_a_folder_with_one_checkpoint_is_refused(tmp_path, small_model_path, pet
     result = runner.invoke(app, ["timeline", "--checkpoints", str(folder), "--image-dir", str(pets_folder[0]),
                                  "--out", str(tmp_path / "out")])
     assert result.exit_code != 0 and "a timeline needs two or more" in result.output
+
+
+def _probe_images(folder, count: int = 12):
+    """`count` synthetic pets at 32 px, as lossless PNG files in `folder` and as the arrays they hold."""
+    from PIL import Image
+
+    from reportgen.datasets.synthetic_pets.render import render_example
+
+    folder.mkdir()
+    arrays = []
+    for i in range(count):
+        picture = Image.fromarray(render_example(7, i).image).resize((32, 32), Image.Resampling.NEAREST)
+        picture.save(folder / f"pet_{i:02d}.png")
+        arrays.append(np.asarray(picture))
+    return arrays
+
+
+def test_fingerprints_written_during_fit_give_the_checkpoints_timeline(tmp_path, runner):
+    """The 4-conv U-Net fitted 3 epochs with reportgen.FingerprintCallback and a ModelCheckpoint each
+    epoch: `timeline --fingerprints` (no model) gives the timeline `timeline --checkpoints` measures from
+    the checkpoints on the same images, to 1e-6, and training moved the first epoch away from the last."""
+    import reportgen
+    from conftest import small_unet
+
+    arrays = _probe_images(tmp_path / "images")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (48, 32, 32, 3)).astype("float32")
+    y = (x.mean(axis=-1) > 127).astype("int32")[..., None]  # a mask the model can learn from its pixels
+    model = small_unet(32, 2, "softmax", "image", "segmentation", seed=5)
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    prints, checkpoints = tmp_path / "prints", tmp_path / "checkpoints"
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[
+        reportgen.FingerprintCallback(arrays, prints, batch_size=5),
+        keras.callbacks.ModelCheckpoint(str(checkpoints / "epoch_{epoch}.keras"))])
+    assert sorted(p.name for p in prints.iterdir()) == [f"epoch_{k}.fingerprint.npz" for k in (1, 2, 3)]
+
+    found = {}
+    for option, folder in (("--fingerprints", prints), ("--checkpoints", checkpoints)):
+        out = tmp_path / option.strip("-")
+        result = runner.invoke(app, ["timeline", option, str(folder), "--image-dir", str(tmp_path / "images"),
+                                     "--stats-images", "all", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert f"timeline of 3 {option.strip('-')} on 12 images" in result.output
+        found[option] = json.loads((out / "data" / "timeline.json").read_text())
+    from_prints, from_checkpoints = found["--fingerprints"], found["--checkpoints"]
+    assert from_prints["checkpoints"] == from_checkpoints["checkpoints"] == ["epoch_1", "epoch_2", "epoch_3"]
+    assert from_prints["layers"] == from_checkpoints["layers"] == ["enc", "mid", "dec", "segmentation"]
+    for key in ("cka", "low", "high"):
+        np.testing.assert_allclose(np.array(from_prints[key], float), np.array(from_checkpoints[key], float),
+                                   atol=1e-6)
+    assert np.nanmin(np.array(from_prints["cka"], float)[:, 0]) < 0.999  # the epochs differ: not 1 = 1
+    assert from_prints["settled"] == from_checkpoints["settled"]
+
+
+def test_bad_fingerprint_folders_are_one_line_errors(tmp_path, runner):
+    """No folder, an empty one, a file that is not a fingerprint, and both or neither option: one line each
+    (the error and nothing else), and a non-zero exit."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "epoch_1.fingerprint.npz").write_bytes(b"not an npz")
+    (bad / "epoch_2.fingerprint.npz").write_bytes(b"not an npz")
+    cases = {
+        ("--fingerprints", str(tmp_path / "missing")): "not a folder",
+        ("--fingerprints", str(empty)): "0 fingerprint files (.npz); a timeline needs two or more",
+        ("--fingerprints", str(bad)): "epoch_1.fingerprint.npz is not a reportgen fingerprint",
+        ("--fingerprints", str(empty), "--checkpoints", str(empty)): "give exactly one of --checkpoints",
+        (): "give exactly one of --checkpoints",
+    }
+    for arguments, message in cases.items():
+        result = runner.invoke(app, ["timeline", *arguments, "--out", str(tmp_path / "out")])
+        assert result.exit_code != 0, arguments
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+
+
+def test_fingerprint_callback_checks_its_arguments_before_fit(tmp_path):
+    """Too few probe images for the unbiased CKA, and an unknown input convention, fail when the callback
+    is made, in one line, not at the end of the first epoch."""
+    import pytest
+
+    import reportgen
+    from reportgen.errors import InputError
+
+    pictures = [np.zeros((8, 8, 3), np.uint8)] * 4
+    with pytest.raises(InputError, match="at least 4 probe images, got 3"):
+        reportgen.FingerprintCallback(pictures[:3], tmp_path)
+    with pytest.raises(InputError, match="unknown --preprocess mode 'nope'"):
+        reportgen.FingerprintCallback(pictures, tmp_path, preprocess="nope")
+    assert not any(tmp_path.iterdir())  # nothing written before fit

@@ -32,11 +32,18 @@ def test_train_resume_and_export_on_mock_oxford(tmp_path, mock_oxford, monkeypat
 
     real_logger = training._progress_logger
     monkeypatch.setattr(training, "_progress_logger", lambda every: Interrupt())
+    prints = tmp_path / "fingerprints"
     with pytest.raises(KeyboardInterrupt):
-        training.train(config, run, progress=False)
+        training.train(config, run, progress=False, fingerprints=prints)
+    assert [p.name for p in prints.iterdir()] == ["epoch_1.fingerprint.npz"]  # kept though the run then ended
     monkeypatch.setattr(training, "_progress_logger", real_logger)
-    best = training.train(config, run, progress=False)  # resumes: runs only the second epoch
+    best = training.train(config, run, progress=False, fingerprints=prints)  # resumes: runs only the second epoch
     assert best.is_file()
+    from reportgen import fingerprint
+
+    stored = [fingerprint.load(prints / f"epoch_{k}.fingerprint.npz") for k in (1, 2)]
+    assert [len(p.ids) for p in stored] == [4, 4]  # the 4 validation images
+    assert len(stored[0].layers) == 51 and stored[0].layers == stored[1].layers
     assert json.loads((run / "config.json").read_text())["width"] == 0.125
     epochs = [line.split(",")[0] for line in (run / "history.csv").read_text().splitlines()[1:]]
     assert epochs == ["0", "1"]
