@@ -68,7 +68,9 @@ def run_beam(plans, how: OnBeam) -> dict:
     runner = stats_pass.runner_class(how.runner)
     processes, threads = stats_pass.worker_layout(runner, how.options, how.workers)
     setup = CompareSetup(tuple(spec.absolute() for spec in how.models), tuple(plans), how.images, threads)
-    # Two a worker, as the statistics pass: a slow one holds up the others by half a shard.
+    # Two a worker: a slow one holds up the others by half a shard. (The statistics pass takes one a
+    # worker, as its shards' sums grow with the folds they fill; these, HSIC sums and the probe images'
+    # fingerprint rows, do not.)
     parts = stats_pass.shards(len(setup.plans[0].targets), setup.plans[0].batch_size, 2 * processes)
     merged_by_key, as_one = stats_pass.beam_helpers(beam)
 
