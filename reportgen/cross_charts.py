@@ -25,6 +25,7 @@ def write_heatmap(folder: Path, name: str, matrix: np.ndarray, label_rows: str, 
     """`folder`/`name`-light.svg and -dark.svg; returns what a page needs to show them (src without the
     theme, width, height). `column_names` label the columns (else they are numbered from 1)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -37,8 +38,13 @@ def write_heatmap(folder: Path, name: str, matrix: np.ndarray, label_rows: str, 
         image = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
                           aspect="auto", extent=(0.5, columns + 0.5, rows + 0.5, 0.5))
         bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+        # Layers are numbered from 1 and columns by name: no tick between two of them (matplotlib's own
+        # ticks fall on halves where there are few rows, "conv 1.5").
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if column_names is not None:
             ax.set_xticks(np.arange(1, columns + 1), column_names, rotation=45, ha="right")
+        else:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel(label_columns, color=theme["fg"], fontsize=_pt("label"))
         ax.set_ylabel(label_rows, color=theme["fg"], fontsize=_pt("label"))
         ax.set_title(title, color=theme["fg"], fontsize=_pt("title"))
