@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import reportgen
-from reportgen import __version__, model_io
+from reportgen import __version__, model_io, timeline
 from reportgen.options import UNHASHED
 from reportgen.paths import models_dir, templates_dir
 
@@ -62,6 +62,11 @@ def input_key(options, shipped_weights: Path | None) -> str | None:
         if model_file is None or not Path(model_file).is_file():
             return None
         digest.update(f"model {model_io.sha256(Path(model_file))}\n".encode())
+        kept = timeline.kept_beside(Path(model_file))
+        if kept is not None:  # its training timeline is a page of the site
+            for path in sorted(kept.iterdir()):
+                if path.is_file():
+                    _update_file(digest, path, f"kept/{path.name}")
     if options.image_dir is not None:
         for folder in (options.image_dir, options.trimap_dir):
             if folder is None:

@@ -75,9 +75,13 @@ def comparison_context(result) -> ComparisonContext:
                                                    "sentence": c["sentence"]} for c in result.channels])
 
 
-class TimelineContext(TypedDict):
-    """`reportgen timeline`'s page: the checkpoints of one run."""
+TIMELINE_HEATMAP = "img/charts/timeline-cka"  # a build's page of its model's training timeline
 
+
+class TimelineContext(TypedDict):
+    """`reportgen timeline`'s page, or a build's timeline.html: the checkpoints of one run."""
+
+    layout: str  # the page's frame: standalone.html (its own site) or base.html (a page of a build)
     checkpoints: list[str]
     images: int
     estimator: str
@@ -87,7 +91,7 @@ class TimelineContext(TypedDict):
     rows: list[dict]
 
 
-def timeline_context(found) -> TimelineContext:
+def timeline_context(found, layout: str = "standalone.html", heatmap: str = COMPARISON_HEATMAP) -> TimelineContext:
     """A timeline.Timeline as its page shows it: per layer, its CKA with its final self at each checkpoint."""
     from reportgen import cross_charts
 
@@ -96,7 +100,7 @@ def timeline_context(found) -> TimelineContext:
              "cells": [fmt_interval(found.cka[k, t], (found.low[k, t], found.high[k, t]))
                         for t in range(len(found.checkpoints))]}
             for k, name in enumerate(found.layers)]
-    return TimelineContext(checkpoints=found.checkpoints, images=found.images, estimator=found.estimator,
-                           findings=found.findings, heatmap={"src": COMPARISON_HEATMAP, "width": width,
-                                                             "height": height},
+    return TimelineContext(layout=layout, checkpoints=found.checkpoints, images=found.images,
+                           estimator=found.estimator, findings=found.findings,
+                           heatmap={"src": heatmap, "width": width, "height": height},
                            cka_heading=catalog.by_key("cka_final").label, rows=rows)

@@ -71,6 +71,7 @@ class Description:
     sanity: dict = field(default_factory=dict)  # sanity.record: the Grad-CAM sanity checks, or {}
     faithfulness: dict = field(default_factory=dict)  # faithfulness.record: the pixel-removal test, or {}
     fingerprint: fingerprint.Fingerprint | None = None  # what comparing layers with a later build needs
+    training: object = None  # timeline.Timeline of the fingerprints kept beside the model's file, or None
 
     @property
     def mask_classes(self) -> MaskClasses:

@@ -45,6 +45,7 @@ class SiteContext(TypedDict):
     mask_classes: tuple[str, ...]
     oxford: bool
     mask_legend: list
+    timeline: bool  # the model's training timeline has a page (timeline.html)
 
 
 class IndexContext(TypedDict):
@@ -255,7 +256,8 @@ def site_context(description: Description) -> SiteContext:
                        trained=description.model.trained,
                        mask_is_prediction=any(r.mask_is_prediction for r in description.records),
                        focus=classes.focus_name, mask_classes=classes.names, oxford=classes == OXFORD,
-                       mask_legend=render.class_legend(classes.names, classes.in_trimap_order))
+                       mask_legend=render.class_legend(classes.names, classes.in_trimap_order),
+                       timeline=description.training is not None)
 
 
 def index_context(description: Description, shared: Common) -> IndexContext:

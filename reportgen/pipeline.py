@@ -380,6 +380,10 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
         return BuildResult(out, 0, outdir.image_count(out), outdir.site_size(out), time.monotonic() - started,
                            skipped=True)
 
+    from reportgen import timeline
+
+    # Read before the long passes: kept fingerprints that cannot be read stop the build at once.
+    training = None if in_memory else timeline.kept_timeline(model_file(options))
     executor = workers.pool(options.workers)  # its processes start while TensorFlow loads
     progress("loading model", 0, 1)
     loaded = _load_model(options, in_memory)
@@ -491,7 +495,8 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
             segmentation=segmentation, engine=build_plan.executor,
             localisation_baselines=measured.baselines.summary() if measured.baselines is not None else {},
             sanity=checked.sanity if checked is not None else {},
-            faithfulness=checked.faithfulness if checked is not None else {}, fingerprint=representation)
+            faithfulness=checked.faithfulness if checked is not None else {}, fingerprint=representation,
+            training=training)
         pages = site.write_site(staging, description, executor)
         outdir.swap_in(staging, out, work)
     except BrokenProcessPool:
@@ -508,6 +513,11 @@ def _build(out: Path, options: BuildOptions, progress: Progress, in_memory: InMe
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return BuildResult(out, pages, len(records), outdir.site_size(out), time.monotonic() - started)
+
+
+def model_file(options: BuildOptions) -> Path:
+    """The file the model's weights come from: --weights, else --model, else the shipped weights."""
+    return options.weights_path or options.model_path or model_io.models_dir() / model_io.DEFAULT_WEIGHTS
 
 
 def _load_model(options: BuildOptions, in_memory: InMemory | None) -> model_io.LoadedModel:

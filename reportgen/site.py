@@ -71,6 +71,9 @@ def write_site(root: Path, description: Description, executor: Executor | None =
         writer.write("layer.html", f"layers/{result.slug}.html", **pages.layer_context(description, shared, i))
     for i, view in enumerate(shared.image_views):
         writer.write("image.html", f"images/{view['slug']}.html", **pages.image_context(description, shared, i))
+    if description.training is not None:  # the model keeps its training fingerprints beside its file
+        _write_timeline_page(writer, "timeline.html", description.training, "base.html",
+                             comparison_pages.TIMELINE_HEATMAP)
     writer.write("about.html", "about.html", **pages.about_context(description.mask_classes))
     every_channel = channels.every_channel(description.layers, shared.rows)
     writer.write("search.html", "search.html", **pages.search_context(description, every_channel))
@@ -132,16 +135,20 @@ def write_comparison(root: Path, result) -> None:
 
 def write_timeline(root: Path, found) -> None:
     """`reportgen timeline`'s site: one page, its heatmap (layers x checkpoints), data/timeline.json."""
-    from reportgen import cross_charts
-
     root.mkdir(parents=True, exist_ok=True)
     writer = _Pages(root, {"model": f"{len(found.checkpoints)} checkpoints", "version": __version__})
-    writer.write("timeline.html", "index.html", **comparison_pages.timeline_context(found))
-    cross_charts.write_heatmap(root / Path(comparison_pages.COMPARISON_HEATMAP).parent, Path(comparison_pages.COMPARISON_HEATMAP).name,
-                               found.cka, "conv layer", "checkpoint", "CKA with the final self",
-                               column_names=found.checkpoints)
+    _write_timeline_page(writer, "index.html", found, "standalone.html", comparison_pages.COMPARISON_HEATMAP)
     _copy_static(root)
-    data = root / "data"
+
+
+def _write_timeline_page(writer: "_Pages", relative: str, found, layout: str, heatmap: str) -> None:
+    """A timeline's page, its heatmap and data/timeline.json, as its own site or as a build's page."""
+    from reportgen import cross_charts
+
+    writer.write("timeline.html", relative, **comparison_pages.timeline_context(found, layout, heatmap))
+    cross_charts.write_heatmap(writer.root / Path(heatmap).parent, Path(heatmap).name, found.cka, "conv layer",
+                               "checkpoint", "CKA with the final self", column_names=found.checkpoints)
+    data = writer.root / "data"
     data.mkdir(exist_ok=True)
     downloads.write_json(data / "timeline.json", downloads.timeline_record(found))
 

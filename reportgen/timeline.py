@@ -20,6 +20,10 @@ from reportgen import fingerprint, representation
 from reportgen.errors import InputError
 
 CHECKPOINT_SUFFIXES = (".keras", ".h5")
+# A model's training fingerprints kept beside its file: NAME.fingerprints/ for NAME.keras, NAME.h5 or
+# NAME.weights.h5. A fingerprint is a few MB where a checkpoint is tens, so a model can ship its run's.
+KEPT_BESIDE = ".fingerprints"
+MODEL_SUFFIXES = (".weights.h5", ".keras", ".h5")
 FINGERPRINT_SUFFIX = ".npz"  # what --fingerprints reads: FingerprintCallback's epoch_N.fingerprint.npz, or any
 # build's data/fingerprint.npz copied under a name that sorts
 
@@ -44,14 +48,15 @@ def checkpoints_in(folder: Path) -> list[Path]:
     return _files_in(folder, "--checkpoints", CHECKPOINT_SUFFIXES, "model files (.keras, .h5)")
 
 
-def fingerprints_in(folder: Path) -> list[tuple[str, fingerprint.Fingerprint]]:
+def fingerprints_in(folder: Path, given_as: str = "--fingerprints") -> list[tuple[str, fingerprint.Fingerprint]]:
     """The fingerprints of `folder` (.npz files) in natural order, each named by its file without
-    `.fingerprint.npz`; a file that is not a fingerprint this version reads is one line naming it."""
+    `.fingerprint.npz`; a file that is not a fingerprint this version reads is one line naming it, and
+    the folder as `given_as` names it."""
     found = []
-    for path in _files_in(folder, "--fingerprints", (FINGERPRINT_SUFFIX,), "fingerprint files (.npz)"):
+    for path in _files_in(folder, given_as, (FINGERPRINT_SUFFIX,), "fingerprint files (.npz)"):
         loaded = fingerprint.load(path)
         if loaded is None:
-            raise InputError(f"--fingerprints {folder}: {path.name} is not a reportgen fingerprint "
+            raise InputError(f"{given_as} {folder}: {path.name} is not a reportgen fingerprint "
                              f"(format {fingerprint.FORMAT})")
         found.append((path.name.removesuffix(FINGERPRINT_SUFFIX).removesuffix(".fingerprint"), loaded))
     return found
@@ -158,6 +163,26 @@ def _findings(settled: list[int], names: list[str], low: np.ndarray) -> list[str
         said.append("Lower layers settled first, as Raghu et al. (2017) found." if lower_first else
                     "The layers did not settle from the bottom up.")
     return said
+
+
+def kept_beside(model_file: Path | None) -> Path | None:
+    """The folder of fingerprints kept beside `model_file` (KEPT_BESIDE), or None where there is none."""
+    if model_file is None:
+        return None
+    name = Path(model_file).name
+    stem = next((name[:-len(s)] for s in MODEL_SUFFIXES if name.endswith(s)), Path(model_file).stem)
+    folder = Path(model_file).with_name(stem + KEPT_BESIDE)
+    return folder if folder.is_dir() else None
+
+
+def kept_timeline(model_file: Path | None) -> Timeline | None:
+    """The training timeline of the fingerprints kept beside `model_file`, for a build's timeline page;
+    None where the model keeps none. Kept fingerprints that cannot be read are an error, in one line."""
+    folder = kept_beside(model_file)
+    if folder is None:
+        return None
+    named = fingerprints_in(folder, "the fingerprints kept beside the model,")
+    return timeline([p for _, p in named], [name for name, _ in named])
 
 
 def run_fingerprints(folder: Path, out: Path) -> Timeline:

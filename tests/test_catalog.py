@@ -130,7 +130,7 @@ def test_a_new_row_reaches_about_html(fake_row, tmp_path):
     writer = site._Pages(tmp_path, {"title": "t", "model": "m", "version": "0", "trained": True,
                                    "mask_is_prediction": False, "focus": "pet", "mask_classes": ["pet", "background",
                                                                                                   "border"],
-                                   "oxford": True, "mask_legend": ""})
+                                   "oxford": True, "mask_legend": "", "timeline": False})
     writer.write("about.html", "about.html", **context)
     html = (tmp_path / "about.html").read_text()
     assert "<code>fake_stat</code>" in html and "a made-up number about the pet" in html
@@ -139,7 +139,7 @@ def test_a_new_row_reaches_about_html(fake_row, tmp_path):
 def test_about_html_states_the_code_s_constants_and_targets(tmp_path):
     writer = site._Pages(tmp_path, {"title": "t", "model": "m", "version": "0", "trained": True,
                                    "mask_is_prediction": False, "focus": "cat", "mask_classes": ["cat", "dog"],
-                                   "oxford": False, "mask_legend": ""})
+                                   "oxford": False, "mask_legend": "", "timeline": False})
     writer.write("about.html", "about.html", **pages.about_context(OXFORD))
     html = (tmp_path / "about.html").read_text()
     assert f"Ridge regression (λ = {catalog.PROBE_RIDGE:g})" in html

@@ -170,3 +170,56 @@ def test_fingerprint_callback_checks_its_arguments_before_fit(tmp_path):
     with pytest.raises(InputError, match="unknown --preprocess mode 'nope'"):
         reportgen.FingerprintCallback(pictures, tmp_path, preprocess="nope")
     assert not any(tmp_path.iterdir())  # nothing written before fit
+
+
+def test_fingerprints_kept_beside_the_model_make_a_page_of_its_builds(tmp_path, runner, pets_folder):
+    """A model that keeps its run's fingerprints beside its file (NAME.fingerprints/ for NAME.keras) gets a
+    timeline page in every build, with the numbers `timeline --fingerprints` gives for the same folder;
+    a change to the kept fingerprints rebuilds the site, and kept files that are not fingerprints stop
+    the build in one line and leave the site as it was."""
+    import reportgen
+    from conftest import small_unet
+
+    arrays = _probe_images(tmp_path / "probe")
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 255, (32, 32, 32, 3)).astype("float32")
+    y = (x.mean(axis=-1) > 127).astype("int32")[..., None]
+    model = small_unet(32, 3, "softmax", "image", "segmentation", seed=6)
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    kept = tmp_path / "unet.fingerprints"
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[reportgen.FingerprintCallback(arrays, kept)])
+    model.save(tmp_path / "unet.keras")
+
+    images, trimaps = pets_folder
+    site = tmp_path / "site"
+    build = ["build", "--model", str(tmp_path / "unet.keras"), "--image-dir", str(images), "--trimap-dir",
+             str(trimaps), "--images", "2", "--out", str(site), "-q"]
+    result = runner.invoke(app, build)
+    assert result.exit_code == 0, result.output
+    alone = tmp_path / "alone"
+    assert runner.invoke(app, ["timeline", "--fingerprints", str(kept), "--out", str(alone)]).exit_code == 0
+    page = (site / "timeline.html").read_text()
+    assert json.loads((site / "data" / "timeline.json").read_text()) == \
+        json.loads((alone / "data" / "timeline.json").read_text())
+    assert "Training timeline: 3 checkpoints" in page and 'href="data/timeline.json"' in page
+    assert '<a href="index.html#layers">Layers</a>' in page  # the build's own frame, not a site of its own
+    assert all((site / f"img/charts/timeline-cka-{theme}.svg").is_file() for theme in ("light", "dark"))
+    assert 'href="timeline.html"' in (site / "index.html").read_text()
+    assert 'href="../timeline.html">Training</a>' in next((site / "layers").glob("*.html")).read_text()
+
+    (kept / "epoch_3.fingerprint.npz").unlink()  # the kept fingerprints decide a page: not up to date
+    result = runner.invoke(app, build)
+    assert result.exit_code == 0 and "Training timeline: 2 checkpoints" in (site / "timeline.html").read_text()
+
+    (kept / "epoch_2.fingerprint.npz").write_bytes(b"not a fingerprint")
+    before = (site / "index.html").read_text()
+    result = runner.invoke(app, build)
+    assert result.exit_code != 0
+    (line,) = result.output.strip().splitlines()
+    assert "the fingerprints kept beside the model," in line and "epoch_2.fingerprint.npz is not a reportgen" in line
+    assert (site / "index.html").read_text() == before
+
+
+def test_a_model_without_kept_fingerprints_has_no_timeline_page(tiny_site):
+    assert not (tiny_site / "timeline.html").exists()
+    assert "timeline.html" not in (tiny_site / "index.html").read_text()
