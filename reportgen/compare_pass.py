@@ -10,8 +10,6 @@ rows), and one leaf writing the one result (`stats_pass.run_to_one_result`).
 
 from __future__ import annotations
 
-import hashlib
-import pickle
 from dataclasses import dataclass
 
 from reportgen import stats_pass
@@ -41,20 +39,13 @@ class CompareSetup:
     threads: int | None = None
 
 
-_probes: dict = {}  # what a worker loaded -> both models' probes
-
-
 def measure_shard(setup: CompareSetup, shard: tuple[int, int]) -> dict:
     """Both models over a shard of the statistics images, summed: model_compare's keys -> sums."""
     from reportgen.model_compare import measure_batch
 
-    # The plans in the key too, as stats_pass.Worker keys its probe: a probe carries its plan's batches.
-    key = (setup.models, hashlib.sha256(pickle.dumps(setup.plans, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest())
-    if key not in _probes:  # a worker loads the models once, on its first shard
-        stats_pass.limit_threads(setup.threads)
-        _probes.clear()
-        _probes[key] = [stats_pass.load_probe(spec, plan) for spec, plan in zip(setup.models, setup.plans)]
-    probes = _probes[key]
+    stats_pass.limit_threads(setup.threads)
+    probes = stats_pass.loaded_once(setup.models, setup.plans, lambda: [
+        stats_pass.load_probe(spec, plan) for spec, plan in zip(setup.models, setup.plans)])
     total = len(setup.plans[0].targets)
     found: dict = {}
     for batch in stats_pass.read_batches(setup.images, setup.plans[0], *shard):

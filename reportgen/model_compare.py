@@ -131,34 +131,14 @@ def side_of(name: str, convs, plan) -> Side:
                 tuple(plan.spatial))
 
 
-def prepare(models, items, convention, batch_size: int):
-    """Per model, its conv layers and the plan of measuring them on `items` (the statistics images,
-    sources.SourceImage of the size both take), and the targets (their ids) both plans share."""
-    from reportgen import capture, outputs, plan
-    from reportgen.inputs import InputGeometry
-    from reportgen.targets import Targets
-
-    image = items[0].image
-    geometry = InputGeometry(image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
-    targets = Targets.decide([item.id for item in items])
-    convs, plans = [], []
-    for model in models:
-        found = capture.find_conv_layers(model)
-        if not found:
-            raise InputError("a model to compare has no convolution layers")
-        convs.append(found)
-        plans.append(plan.make(model, found, outputs.describe(model, geometry.size), targets, convention, geometry,
-                               batch_size=batch_size))
-    return convs, plans, targets
-
-
 def compare_models(model_a, model_b, items, convention, batch_size: int = 5, names=("A", "B"),
                    beam=None) -> Result:
     """Two Keras models over `items` (sources.SourceImage of the size both take), as a Result; in
     process, or on Beam where `beam` (compare_pass.OnBeam) says how."""
+    from reportgen import plan
     from reportgen.probe import Probe
 
-    convs, plans, targets = prepare((model_a, model_b), items, convention, batch_size)
+    convs, plans, targets = plan.for_items((model_a, model_b), items, convention, batch_size)
     if beam is None:
         found = measure([Probe(m, c, p) for m, c, p in zip((model_a, model_b), convs, plans)], plans, items)
     else:

@@ -192,6 +192,24 @@ def ablated_ids(targets: Targets, images: int, batch_size: int) -> tuple[str, ..
     return tuple(image_id for start in starts for image_id in targets.ids[start:start + batch_size])
 
 
+def for_items(models, items, convention: InputConvention, batch_size: int) -> tuple[list, list, Targets]:
+    """Per model, its conv layers and the plan of measuring them on `items` (sources.SourceImage of the
+    size every model takes), and the targets (their ids, no masks) the plans share: what the fingerprint
+    and the comparison of models measure."""
+    image = items[0].image
+    geometry_ = InputGeometry(image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
+    targets = Targets.decide([item.id for item in items])
+    convs, plans = [], []
+    for model in models:
+        found = capture.find_conv_layers(model)
+        if not found:
+            raise InputError("a model has no convolution layers")
+        convs.append(found)
+        plans.append(make(model, found, outputs.describe(model, geometry_.size), targets, convention, geometry_,
+                          batch_size=batch_size))
+    return convs, plans, targets
+
+
 def make(model, convs, specs, targets: Targets, convention: InputConvention, geometry_: InputGeometry,
          image_index: int = 0, tap: str = "conv", graded_: Graded = Graded(), ablation_images: int = 0,
          ablation_classes: tuple | None = None, executor: str = IN_PROCESS, batch_size: int = 5) -> BuildPlan:

@@ -168,7 +168,18 @@ def read_batches(images, plan: BuildPlan, start: int, end: int) -> list[Batch]:
     return batches_of(plan, items, start)
 
 
-_probes: dict = {}  # what a worker loaded -> its Worker's probe and rerun
+_loaded: dict = {}  # (models, plans' digest) -> what this worker process made of them (`loaded_once`)
+
+
+def loaded_once(models, plans, make):
+    """What `make()` builds from the models `models` probed as `plans` say, built once per worker process
+    and kept for the job's later shards and passes (one job's at a time: the last one is dropped). The
+    plans are in the key, as a probe carries its plan's batches."""
+    key = (models, hashlib.sha256(pickle.dumps(plans, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest())
+    if key not in _loaded:
+        _loaded.clear()
+        _loaded[key] = make()
+    return _loaded[key]
 
 
 class Worker:
@@ -182,12 +193,12 @@ class Worker:
     def setup(self) -> None:
         plan = self.config.plan
         limit_threads(self.config.threads)
-        key = (self.config.model, hashlib.sha256(pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest())
-        if key not in _probes:  # both passes in one worker share the model
+
+        def make():
             probe = load_probe(self.config.model, plan)
-            _probes.clear()
-            _probes[key] = (probe, probe.rerun())
-        self.probe, self.rerun = _probes[key]
+            return probe, probe.rerun()
+
+        self.probe, self.rerun = loaded_once(self.config.model, plan, make)  # both passes share the model
 
 
 def limit_threads(threads: int | None) -> None:

@@ -69,21 +69,12 @@ class FingerprintMeter:
     the moment (what FingerprintCallback needs at each epoch's end)."""
 
     def __init__(self, model, items, convention, batch_size: int):
-        from reportgen import capture, outputs, plan
-        from reportgen.inputs import InputGeometry
+        from reportgen import plan
         from reportgen.measure import batches_of
         from reportgen.probe import Probe
-        from reportgen.targets import Targets
 
-        image = items[0].image
-        geometry = InputGeometry(image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
-        self.targets = Targets.decide([item.id for item in items])
-        convs = capture.find_conv_layers(model)
-        if not convs:
-            raise InputError("the model has no convolution layers")
+        (convs,), (measured,), self.targets = plan.for_items((model,), items, convention, batch_size)
         self.layers = [c.qualified_name for c in convs]
-        measured = plan.make(model, convs, outputs.describe(model, geometry.size), self.targets, convention,
-                             geometry, batch_size=batch_size)
         self.probe = Probe(model, convs, measured)
         self.batches = list(batches_of(measured, items))
         self.count = len(items)
@@ -175,22 +166,24 @@ def kept_beside(model_file: Path | None) -> Path | None:
     return folder if folder.is_dir() else None
 
 
+def timeline_of(folder: Path, given_as: str = "--fingerprints") -> Timeline:
+    """The timeline of the fingerprints in `folder` (fingerprints_in), no model loaded."""
+    named = fingerprints_in(folder, given_as)
+    return timeline([p for _, p in named], [name for name, _ in named])
+
+
 def kept_timeline(model_file: Path | None) -> Timeline | None:
     """The training timeline of the fingerprints kept beside `model_file`, for a build's timeline page;
     None where the model keeps none. Kept fingerprints that cannot be read are an error, in one line."""
     folder = kept_beside(model_file)
-    if folder is None:
-        return None
-    named = fingerprints_in(folder, "the fingerprints kept beside the model,")
-    return timeline([p for _, p in named], [name for name, _ in named])
+    return None if folder is None else timeline_of(folder, "the fingerprints kept beside the model,")
 
 
 def run_fingerprints(folder: Path, out: Path) -> Timeline:
     """The command with --fingerprints: the stored fingerprints' timeline and its page, no model loaded."""
     from reportgen import site
 
-    named = fingerprints_in(folder)
-    found = timeline([p for _, p in named], [name for name, _ in named])
+    found = timeline_of(folder)
     site.write_timeline(out, found)
     return found
 
