@@ -65,11 +65,11 @@ def run_beam(plans, how: OnBeam) -> dict:
     parts = stats_pass.shards(len(setup.plans[0].targets), setup.plans[0].batch_size, 2 * processes)
     merged_by_key, as_one = stats_pass.beam_helpers(beam)
 
-    def graph(pipeline, write):
+    def graph(pipeline, sink):
         found = (pipeline
                  | "Shards" >> beam.Create(parts)
                  | "Sums of a shard" >> beam.FlatMap(lambda shard: measure_shard(setup, shard).items()))
-        _ = as_one(merged_by_key(found, "Sums"), "Result") | write
+        _ = as_one(merged_by_key(found, "Sums") | sink.apart(beam, "Sums"), "Result") | sink.write(beam)
 
     return stats_pass.run_to_one_result(graph, runner, how.options, how.workers, len(parts), threads,
                                         how.results_folder)

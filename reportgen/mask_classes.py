@@ -84,6 +84,26 @@ def mask_onehot(masks: np.ndarray, height: int, width: int, classes: int) -> np.
     ])
 
 
+class MaskGrids:
+    """A batch's masks (N x SH x SW, class k stored as k + 1) as class fractions on any grid, each grid
+    computed once: a batch's layers come in a few grid sizes, and `mask_onehot` is a pass over every
+    mask pixel. What it returns is shared: read it, do not change it."""
+
+    def __init__(self, masks: np.ndarray, classes: int):
+        self.masks, self.classes = masks, classes
+        self._made: dict = {}
+
+    def onehot(self, height: int, width: int) -> np.ndarray:
+        """`mask_onehot` of the masks on height x width."""
+        return self.kept(("onehot", height, width), lambda: mask_onehot(self.masks, height, width, self.classes))
+
+    def kept(self, key, make):
+        """`make()`, made once for `key`."""
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
+
+
 def grid_truth(masks: np.ndarray, height: int, width: int, classes: int) -> np.ndarray:
     """Class id per grid pixel where one class covers most of it, else -1 (a tie, or no class, has no truth)."""
     fractions = mask_onehot(masks, height, width, classes)

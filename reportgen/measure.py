@@ -25,7 +25,7 @@ from reportgen.errors import ReportgenError
 from reportgen.linear_probes import (FoldRatio, ProbeScores, add_to_fold, can_fit_probe, pool_to, pooled_shape,
                                      probe_features, probe_predict, probe_weights)
 from reportgen.localisation import Baselines
-from reportgen.mask_classes import grid_truth, mask_onehot
+from reportgen.mask_classes import MaskGrids, grid_truth, mask_onehot
 from reportgen.plan import BuildPlan, Graded
 from reportgen.probe import Named
 from reportgen.spill import BatchStore
@@ -129,12 +129,13 @@ def measure_batch(plan: BuildPlan, sums: dict, named: Named, batch: Batch) -> No
     if plan.graded.outputs:
         grade(sums.setdefault(QUALITY_KEY, Quality()), plan.graded, named.outputs, batch.start, batch.trimaps,
               targets)
+    grids = None if masks is None else MaskGrids(masks, targets.mask_classes.count)  # shared by the layers
     for k, layer in enumerate(plan.layers):
         maps = named.activations[k]
         if k not in sums:
             sums[k] = targets.accumulator(maps.shape[1:], plan.input_height)
         attributed = named.taylor is not None and layer.attributed
-        feed(sums[k], maps, batch.indices, targets, masks, named.taylor[k] if attributed else None,
+        feed(sums[k], maps, batch.indices, targets, grids, named.taylor[k] if attributed else None,
              named.cams[k] if attributed else None, spatial=layer.spatial)
     if masks is not None and named.cams is not None and targets.measures:
         baselines = sums.setdefault(BASELINES_KEY, Baselines(targets.fold_count))

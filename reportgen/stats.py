@@ -23,7 +23,7 @@ from reportgen.cka import cka
 from reportgen.intervals import jackknife_interval
 from reportgen.linear_probes import add_to_fold, fold_total, pool_to, probe_weights
 from reportgen.localisation import layer_scores
-from reportgen.mask_classes import OXFORD, MaskClasses, mask_onehot
+from reportgen.mask_classes import OXFORD, MaskClasses, MaskGrids
 
 
 def order_keys(values: np.ndarray) -> np.ndarray:
@@ -94,11 +94,12 @@ class LayerAccumulator:
         k = self.classes.count
         self.inter, self.union = np.zeros((f, 2, k, c)), np.zeros((f, 2, k, c))
 
-    def add(self, maps: np.ndarray, masks: np.ndarray | None, image_indices, folds,
+    def add(self, maps: np.ndarray, masks: np.ndarray | MaskGrids | None, image_indices, folds,
             measures: bool = True, labels: np.ndarray | None = None, importance: np.ndarray | None = None,
             cams: np.ndarray | None = None) -> None:
         """Accumulate N x H x W x C activations of images `image_indices`, in folds `folds`, with
-        N x SH x SW masks (class k stored as k + 1, `MaskClasses`) or None. `targets.feed` is the way
+        N x SH x SW masks (class k stored as k + 1, `MaskClasses`; or `MaskGrids` of them, which a batch's
+        layers share) or None. `targets.feed` is the way
         every driver calls this.
 
         With `measures` False only the descriptive sums and the ranking strength are kept. Without
@@ -137,12 +138,10 @@ class LayerAccumulator:
         scratch = np.subtract(flat, means[:, None, :].astype(np.float32))
         centred = np.abs(scratch, out=scratch).mean(axis=1)  # n x C
         grad = np.zeros((n, c), np.float64)
-        if h > 1:
-            step = np.abs(np.diff(maps, axis=1))
-            grad += step.mean(axis=(1, 2))
-        if w > 1:
-            step = np.abs(np.diff(maps, axis=2))
-            grad += step.mean(axis=(1, 2))
+        if h > 1:  # neighbours a row apart are w apart in `flat`
+            grad += _abs_step_sums(flat, w, scratch) / ((h - 1) * w)
+        if w > 1:  # neighbours in a row are 1 apart, but for the steps from a row's end to the next row's start
+            grad += _abs_step_sums(flat, 1, scratch, zero_every=w) / (h * (w - 1))
         np.add.at(self.tv_num, fold, grad)
         np.add.at(self.tv_den, fold, centred)
 
@@ -164,15 +163,15 @@ class LayerAccumulator:
         if masks is None:  # no mask: the sums still give the covariance (participation ratio)
             pooled_mask = np.zeros((*pooled.shape[:3], 0), np.float32)
         else:
+            grids = masks if isinstance(masks, MaskGrids) else MaskGrids(masks, self.classes.count)
             if cams is not None:
-                self._localise(cams, masks, fold)
+                self._localise(cams, grids.masks, fold)
             classes = self.classes.count
-            onehot = mask_onehot(masks, h, w, classes)  # n x h x w x K
+            onehot = grids.onehot(h, w)  # n x h x w x K
             self._channel_iou(flat if stored is None else stored.reshape(n, h * w, c),
                               onehot.reshape(n, h * w, classes), fold)
-            pooled_mask = pool_to(onehot, POOL_GRID) if pooled.shape[1] != h or pooled.shape[2] != w else onehot
-            if pooled_mask.shape[1:3] != pooled.shape[1:3]:
-                pooled_mask = mask_onehot(masks, pooled.shape[1], pooled.shape[2], classes)
+            pooled_mask = onehot if pooled.shape[1:3] == (h, w) else \
+                grids.kept(("pooled", h, w), lambda: pool_to(onehot, POOL_GRID))
         rows = pooled.shape[1] * pooled.shape[2]
         for k in range(n):
             add_to_fold(self.folds, int(fold[k]), pooled[k].reshape(rows, c),
@@ -239,6 +238,20 @@ class LayerAccumulator:
         else:
             merged.examples = self.examples if self.examples is not None else other.examples
         return merged
+
+
+def _abs_step_sums(flat: np.ndarray, apart: int, scratch: np.ndarray, zero_every: int = 0) -> np.ndarray:
+    """Each image's and channel's sum of |flat[p + apart] - flat[p]| over positions p (n x C float64),
+    leaving out every `zero_every`-th step from step `zero_every - 1` on.
+
+    On `flat` (n x P x C) and through `scratch` (its shape, float32): numpy is many times slower on
+    the 4-d views a step along the width would take, and nothing the size of the maps is allocated."""
+    step = scratch[:, :flat.shape[1] - apart]
+    np.subtract(flat[:, apart:], flat[:, :-apart], out=step)
+    np.abs(step, out=step)
+    if zero_every:
+        step[:, zero_every - 1::zero_every] = 0.0
+    return step.sum(axis=1, dtype=np.float64)
 
 
 def _merge_folds(mine: dict, theirs: dict) -> dict:

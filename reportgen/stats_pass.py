@@ -35,6 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -475,29 +476,81 @@ def beam_helpers(beam):
     return merged_by_key, as_one
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A value of the result that its worker wrote to a file of its own in the results folder
+    (`ResultSink.apart`): only this path crosses the runner's shuffles, and the client reads it."""
+
+    path: str
+
+    def load(self):
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(self.path) as handle:
+            return pickle.loads(handle.read())
+
+
+def _with_kept_loaded(found):
+    """The result with every `Kept` value, at any depth of its dicts, read back."""
+    if isinstance(found, Kept):
+        return found.load()
+    if isinstance(found, dict):
+        return {key: _with_kept_loaded(value) for key, value in found.items()}
+    return found
+
+
+@dataclass(frozen=True)
+class ResultSink:
+    """Where a pipeline's result goes: `write`, the one leaf, writes the one result; `apart(name)` writes
+    each (key, value) of a collection to a file of its own, where it is made, and passes on (key, Kept).
+
+    The statistics' sums are hundreds of MB, and each of the runner's shuffles decodes and encodes what
+    crosses it (the DirectRunner's run in the client's process): gathered as one result, the sums
+    crossed two more shuffles after the one that merged them, a third of the pass's wall time."""
+
+    folder: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.folder.rstrip('/')}/result.pickle"
+
+    def write(self, beam):
+        path = self.path
+
+        def written(found):
+            _write(path, found)
+            yield path
+
+        return "Write" >> beam.FlatMap(written)
+
+    def apart(self, beam, name: str):
+        folder = self.folder.rstrip("/")
+
+        def kept(key, value):
+            path = f"{folder}/{name}-{uuid.uuid4().hex}.pickle"
+            _write(path, value)
+            return key, Kept(path)
+
+        return f"{name} apart" >> beam.MapTuple(kept)
+
+
+def _write(path: str, value) -> None:
+    """`value` pickled into `path`, through Beam's file systems (local, gs://, ...)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.create(path) as handle:
+        handle.write(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
 def run_to_one_result(graph, runner: str, options: tuple[str, ...] = (), workers: int | None = None,
                       partitions: int | None = None, threads: int | None = None,
                       results_folder: str | None = None):
-    """Run the pipeline `graph(pipeline, write)` makes, whose one leaf applies `write` to its one element
-    (the result); that result, read back. Runners that compute only the last leaf (Dask) compute all of
-    it. The workers run in _worker_environment(threads); `graph` is called inside it, so the temporary
-    folders it makes go with it."""
+    """Run the pipeline `graph(pipeline, sink)` makes, whose one leaf is `sink.write` (a ResultSink)
+    applied to its one element (the result); that result, read back with what `sink.apart` kept.
+    Runners that compute only the last leaf (Dask) compute all of it. The workers run in
+    _worker_environment(threads); `graph` is called inside it, so the temporary folders it makes go
+    with it."""
     beam = _beam()
-
-    class WriteResult(beam.DoFn):
-        """The one result, into the results folder, through Beam's file systems (local, gs://, ...)."""
-
-        def __init__(self, path: str):
-            self.path = path
-
-        def process(self, found):
-            import pickle
-
-            from apache_beam.io.filesystems import FileSystems
-
-            with FileSystems.create(self.path) as handle:
-                handle.write(pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL))
-            yield self.path
 
     with _worker_environment(threads):
         remote = _option_pairs(options).get("temp_location")
@@ -505,12 +558,12 @@ def run_to_one_result(graph, runner: str, options: tuple[str, ...] = (), workers
         # Remote runners' workers cannot write into this machine's /tmp: results go to their temp_location.
         folder = results_folder or (f"{remote.rstrip('/')}/reportgen-stats-{os.getpid()}-{time.time_ns()}" if remote
                                     else tempfile.mkdtemp(prefix="reportgen-beam-"))
-        path = f"{folder.rstrip('/')}/result.pickle"
+        sink = ResultSink(folder)
         pipeline = beam.Pipeline(options=pipeline_options(runner, options, workers, partitions))
-        graph(pipeline, "Write" >> beam.ParDo(WriteResult(path)))
+        graph(pipeline, sink)
         try:
             # A local job's result is a file here: once it is written, its workers get a few seconds to stop.
-            with workers_module.bounded_shutdown(lambda: local and os.path.exists(path)) as shutdown:
+            with workers_module.bounded_shutdown(lambda: local and os.path.exists(sink.path)) as shutdown:
                 try:
                     result = pipeline.run()
                     try:
@@ -524,7 +577,7 @@ def run_to_one_result(graph, runner: str, options: tuple[str, ...] = (), workers
                         raise KeyboardInterrupt from None
                     if not shutdown.fired:
                         raise
-            return _read_result(path)
+            return _with_kept_loaded(_read_result(sink.path))
         finally:
             if local:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -582,7 +635,7 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
     def fan_out(fits: dict):
         return [(k, fits) for k in range(len(tasks))]
 
-    def graph(pipeline, write):
+    def graph(pipeline, sink: ResultSink):
         # One DAG with one leaf, and no side input (Dask's would compute the sums again inside every
         # task): the fits meet each task of the second pass through a CoGroupByKey.
         kept = dataclasses.replace(setup, kept=_probe_inputs_folder(setup.plan))
@@ -595,9 +648,10 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
         scores = merged_by_key({"task": tasks_in, "fits": fits}
                                | "Fits meet tasks" >> beam.CoGroupByKey()
                                | "Scores of a shard" >> beam.ParDo(ScoresDoFn(kept)), "Scores")
-        tagged = ((as_one(sums, "All sums") | "Tag sums" >> beam.Map(lambda found: ("sums", found))),
+        # Each layer's sums are written apart where they were merged: only their paths come together.
+        tagged = ((as_one(sums | sink.apart(beam, "Sums"), "All sums") | "Tag sums" >> beam.Map(lambda found: ("sums", found))),
                   (as_one(scores, "All scores") | "Tag scores" >> beam.Map(lambda found: ("scores", found))))
-        _ = as_one(tagged | "Both" >> beam.Flatten(), "Result") | write
+        _ = as_one(tagged | "Both" >> beam.Flatten(), "Result") | sink.write(beam)
 
     found = run_to_one_result(graph, runner, options, workers, len(parts), threads, results_folder)
     sums, scores = found.get("sums", {}), found.get("scores", {})
@@ -666,8 +720,6 @@ def _workers_stderr(log_path: str):
 
 
 def _read_result(path: str) -> dict:
-    import pickle
-
     from apache_beam.io.filesystems import FileSystems
 
     if not FileSystems.exists(path):

@@ -123,13 +123,13 @@ class Targets:
 
 
 def feed(accumulator: stats.LayerAccumulator, maps: np.ndarray, indices, targets: Targets,
-         masks: np.ndarray | None, importance: np.ndarray | None = None, cams: np.ndarray | None = None, *,
+         masks, importance: np.ndarray | None = None, cams: np.ndarray | None = None, *,
          spatial: bool) -> None:
     """Add N images' outputs of one layer (N x ... x C) to its accumulator: the one way in (measure.measure_batch).
 
-    `masks` are the images' mask classes (N x H x W, class k stored as k + 1), as `targets.mask_source` says they are
-    made, or None; `importance` (N x C) the images' Taylor importances and `cams` (N x h x w) their Grad-CAM maps,
-    or None where the layer is not attributed.
+    `masks` are the images' mask classes (N x H x W, class k stored as k + 1, or mask_classes.MaskGrids of them),
+    as `targets.mask_source` says they are made, or None; `importance` (N x C) the images' Taylor importances and
+    `cams` (N x h x w) their Grad-CAM maps, or None where the layer is not attributed.
     Layers that are not `spatial` (plan.MeasuredLayer) get the descriptive numbers and the importance only.
     """
     indices = np.asarray(indices, np.int64)
