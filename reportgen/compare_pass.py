@@ -68,7 +68,8 @@ def run_beam(plans, how: OnBeam) -> dict:
     def graph(pipeline, sink):
         found = (pipeline
                  | "Shards" >> beam.Create(parts)
-                 | "Sums of a shard" >> beam.FlatMap(lambda shard: measure_shard(setup, shard).items()))
+                 | "Sums of a shard" >> beam.FlatMap(lambda shard: measure_shard(setup, shard).items())
+                 | sink.apart(beam, "Shard sums"))
         _ = as_one(merged_by_key(found, "Sums") | sink.apart(beam, "Sums"), "Result") | sink.write(beam)
 
     return stats_pass.run_to_one_result(graph, runner, how.options, how.workers, len(parts), threads,

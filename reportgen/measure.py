@@ -2,9 +2,9 @@
 
 `measure_batch(plan, sums, named, batch)` adds a batch of the probe's named outputs to the sums:
 every layer's accumulator (through `targets.feed`), the layer x layer CKA, the model's own results
-and the masks measured against. `probe_inputs(plan, named, batch)` is what the leave-out probes
-read of the batch (each image's pooled maps and channel means, its masks): small, so the first
-pass keeps it (spill.BatchStore) and the second, `score_batch(plan, scores, inputs, fits)`,
+and the masks measured against. It returns what the leave-out probes read of the batch
+(`probe_inputs`: each image's pooled maps and channel means, its masks): small, so the first pass
+keeps it (spill.BatchStore) and the second, `score_batch(plan, scores, inputs, fits)`,
 scores the probes fitted from every image's sums without running the model again. The in-process
 executor (`in_process`, the pictured images) and the Beam workers (stats_pass.py, any runner)
 differ only in where the batches come from and how the sums meet (`merge`); what is measured is
@@ -119,23 +119,25 @@ def batch_masks(plan: BuildPlan, named: Named, batch: Batch) -> np.ndarray | Non
     return batch.trimaps if targets.mask_source == MASK_TRIMAP else None
 
 
-def measure_batch(plan: BuildPlan, sums: dict, named: Named, batch: Batch) -> None:
+def measure_batch(plan: BuildPlan, sums: dict, named: Named, batch: Batch) -> ProbeInputs:
     """Add a batch to `sums`: conv index -> LayerAccumulator, CKA_KEY -> the layer x layer CKA,
     QUALITY_KEY -> the graded outputs, MASKS_KEY -> the predicted masks (where they stand in),
     BASELINES_KEY -> the Grad-CAM localisation's baselines (where maps are explained against masks),
-    FINGERPRINT_KEY -> the probe images' rows of the representation fingerprint."""
+    FINGERPRINT_KEY -> the probe images' rows of the representation fingerprint. Returns the batch's
+    `ProbeInputs`, from the means and pooled maps the accumulators computed."""
     targets = plan.targets
     masks = batch_masks(plan, named, batch)
     if plan.graded.outputs:
         grade(sums.setdefault(QUALITY_KEY, Quality()), plan.graded, named.outputs, batch.start, batch.trimaps,
               targets)
     grids = None if masks is None else MaskGrids(masks, targets.mask_classes.count)  # shared by the layers
+    computed = {}
     for k, layer in enumerate(plan.layers):
         maps = named.activations[k]
         if k not in sums:
             sums[k] = targets.accumulator(maps.shape[1:], plan.input_height)
         attributed = named.taylor is not None and layer.attributed
-        feed(sums[k], maps, batch.indices, targets, grids, named.taylor[k] if attributed else None,
+        computed[k] = feed(sums[k], maps, batch.indices, targets, grids, named.taylor[k] if attributed else None,
              named.cams[k] if attributed else None, spatial=layer.spatial)
     if masks is not None and named.cams is not None and targets.measures:
         baselines = sums.setdefault(BASELINES_KEY, Baselines(targets.fold_count))
@@ -147,6 +149,7 @@ def measure_batch(plan: BuildPlan, sums: dict, named: Named, batch: Batch) -> No
     if targets.mask_source == MASK_PREDICTION:  # the RGB baseline is measured against them too
         sums.setdefault(MASKS_KEY, Masks()).masks[batch.start] = masks
     fingerprint.add_batch(sums, FINGERPRINT_KEY, len(targets), named.activations, batch.indices)
+    return probe_inputs(plan, named, batch, computed, masks)
 
 
 @dataclass(frozen=True)
@@ -159,9 +162,12 @@ class ProbeInputs:
     masks: np.ndarray | None
 
 
-def probe_inputs(plan: BuildPlan, named: Named, batch: Batch) -> ProbeInputs:
+def probe_inputs(plan: BuildPlan, named: Named, batch: Batch, computed: dict | None = None,
+                 masks: np.ndarray | None = None) -> ProbeInputs:
     """A batch's `ProbeInputs` from the probe's named outputs: a few MB an image (maps pooled to at most
-    20 x 20), where the activations are tens; scored as float32, as the sums saw them."""
+    20 x 20), where the activations are tens; scored as float32, as the sums saw them. `computed`:
+    conv index -> (means, pooled maps) of the batch's images, where the accumulators computed them
+    (measure_batch), and `masks` the batch's; what is not given is computed here."""
     targets = plan.targets
     probed = targets.measures and targets.fold_count >= 2 and (
         targets.mask_source is not None or targets.labels is not None)
@@ -170,9 +176,14 @@ def probe_inputs(plan: BuildPlan, named: Named, batch: Batch) -> ProbeInputs:
         if not (probed and layer.spatial):
             features.append(None)
             continue
-        found = [probe_features(_as_image_maps(np.asarray(maps, np.float32))) for maps in named.activations[k]]
+        given = (computed or {}).get(k)
+        if given is None:
+            found = [probe_features(_as_image_maps(np.asarray(maps, np.float32))) for maps in named.activations[k]]
+        else:  # as probe_features gives them: no pooled maps for a map of one row
+            means, pooled = given
+            found = [(means[i:i + 1], pooled[i] if pooled.shape[1] > 1 else None) for i in range(len(means))]
         features.append([(means, pooled if targets.mask_source else None) for means, pooled in found])
-    return ProbeInputs(batch.indices, features, batch_masks(plan, named, batch))
+    return ProbeInputs(batch.indices, features, batch_masks(plan, named, batch) if masks is None else masks)
 
 
 def probe_inputs_bytes(plan: BuildPlan) -> int:
@@ -375,8 +386,7 @@ def in_process(plan: BuildPlan, probe, batches: Sequence[Batch],
         kept = BatchStore(folder)
         for batch in batches:
             named = probe(batch.images, total)
-            measure_batch(plan, sums, named, batch)
-            kept.put(batch.start, probe_inputs(plan, named, batch))
+            kept.put(batch.start, measure_batch(plan, sums, named, batch))
             if on_batch is not None:
                 on_batch(batch, named)
         check_sums(sums, plan)

@@ -96,7 +96,7 @@ class LayerAccumulator:
 
     def add(self, maps: np.ndarray, masks: np.ndarray | MaskGrids | None, image_indices, folds,
             measures: bool = True, labels: np.ndarray | None = None, importance: np.ndarray | None = None,
-            cams: np.ndarray | None = None) -> None:
+            cams: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """Accumulate N x H x W x C activations of images `image_indices`, in folds `folds`, with
         N x SH x SW masks (class k stored as k + 1, `MaskClasses`; or `MaskGrids` of them, which a batch's
         layers share) or None. `targets.feed` is the way
@@ -108,6 +108,10 @@ class LayerAccumulator:
         stores, always finite) are ranked for the channel IoU without a conversion. `importance`
         (N x C) is each image's Taylor importance of every channel (`attribution.cam_and_taylor`), and
         `cams` (N x H x W) its Grad-CAM map, scored against the masks' focus class (localisation.py).
+
+        With `measures`, returns what it computed that the leave-out probes read of each image
+        (`linear_probes.probe_features`): the channel means (N x C float64) and the maps pooled to
+        the probe's grid (N x g x g x C float32).
         """
         fold = np.asarray(folds, np.int64)
         if fold.size and (fold.min() < 0 or fold.max() >= self.fold_count):
@@ -132,7 +136,7 @@ class LayerAccumulator:
             np.add.at(self.attributed, fold, 1)
             np.add.at(self.taylor, fold, np.nan_to_num(np.asarray(importance, np.float64).reshape(n, c)))
         if not measures:
-            return
+            return None
 
         # In-place on one scratch array: these passes over every value are most of the statistics' cost.
         scratch = np.subtract(flat, means[:, None, :].astype(np.float32))
@@ -178,6 +182,7 @@ class LayerAccumulator:
                         pooled_mask[k].reshape(rows, pooled_mask.shape[-1]))
             if labels is not None:
                 add_to_fold(self.class_folds, int(fold[k]), means[k:k + 1].astype(np.float32), labels[k:k + 1])
+        return means, pooled
 
     def _localise(self, cams: np.ndarray, masks: np.ndarray, fold: np.ndarray) -> None:
         scored = layer_scores(cams, masks, self.classes.count, self.classes.focus)

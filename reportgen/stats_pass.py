@@ -244,9 +244,9 @@ def accumulate(worker: Worker, shard: tuple[int, int]) -> dict:
         with took.part("model (sums' pass)"):
             named = worker.probe(batch.images, len(plan.targets))
         with took.part("accumulators"):
-            measure_batch(plan, found, named, batch)
+            inputs = measure_batch(plan, found, named, batch)
         with took.part("keeping the probes' inputs"):
-            kept.put(batch.start, probe_inputs(plan, named, batch))
+            kept.put(batch.start, inputs)
     found[SECONDS_KEY] = took
     return found
 
@@ -460,12 +460,12 @@ def worker_layout(runner: str, options: tuple[str, ...] = (), workers: int | Non
 
 def beam_helpers(beam):
     """The steps every pipeline here is made of: `merged_by_key` (each key's accumulators merged,
-    measure.merge), `as_one` (every (key, value) as one dict, one element, so one step consumes it all)."""
+    measure.merge, those kept apart read first), `as_one` (every (key, value) as one dict, one element, so one step consumes it all)."""
 
     def merged_by_key(pcoll, name: str):
         return (pcoll
                 | f"{name} by key" >> beam.GroupByKey()
-                | f"{name} merged" >> beam.MapTuple(lambda key, parts: (key, merge(parts))))
+                | f"{name} merged" >> beam.MapTuple(lambda key, parts: (key, merge(map(_with_kept_loaded, parts)))))
 
     def as_one(pcoll, name: str):
         return (pcoll
@@ -505,8 +505,11 @@ class ResultSink:
     each (key, value) of a collection to a file of its own, where it is made, and passes on (key, Kept).
 
     The statistics' sums are hundreds of MB, and each of the runner's shuffles decodes and encodes what
-    crosses it (the DirectRunner's run in the client's process): gathered as one result, the sums
-    crossed two more shuffles after the one that merged them, a third of the pass's wall time."""
+    crosses it (the DirectRunner's run in the client's process): as values, each shard's sums crossed
+    the shuffle that merged them, and the merged sums two more, a third of the pass's wall time. Kept
+    apart, only paths cross; `merged_by_key` reads what it merges. The workers and the client must
+    see the results folder: this machine's temporary folder for the local runners, the runner's
+    `temp_location` (gs://, s3://, ...) for the others."""
 
     folder: str
 
@@ -640,7 +643,8 @@ def run_beam(setup: PassSetup, runner: str = "DirectRunner", options: tuple[str,
         # task): the fits meet each task of the second pass through a CoGroupByKey.
         kept = dataclasses.replace(setup, kept=_probe_inputs_folder(setup.plan))
         shards_in = pipeline | "Shards" >> beam.Create(list(enumerate(parts)))
-        sums = merged_by_key(shards_in | "Sums of a shard" >> beam.ParDo(SumsDoFn(kept)), "Sums")
+        sums = merged_by_key(shards_in | "Sums of a shard" >> beam.ParDo(SumsDoFn(kept))
+                             | sink.apart(beam, "Shard sums"), "Sums")
         # Each layer fitted where its sums are; only the fits, a few MB, come together.
         fits = (as_one(sums | "Fit probes" >> beam.FlatMapTuple(layer_fit), "Fits")
                 | "To every shard" >> beam.FlatMap(fan_out))

@@ -124,20 +124,21 @@ class Targets:
 
 def feed(accumulator: stats.LayerAccumulator, maps: np.ndarray, indices, targets: Targets,
          masks, importance: np.ndarray | None = None, cams: np.ndarray | None = None, *,
-         spatial: bool) -> None:
+         spatial: bool) -> tuple[np.ndarray, np.ndarray] | None:
     """Add N images' outputs of one layer (N x ... x C) to its accumulator: the one way in (measure.measure_batch).
 
     `masks` are the images' mask classes (N x H x W, class k stored as k + 1, or mask_classes.MaskGrids of them),
     as `targets.mask_source` says they are made, or None; `importance` (N x C) the images' Taylor importances and
     `cams` (N x h x w) their Grad-CAM maps, or None where the layer is not attributed.
     Layers that are not `spatial` (plan.MeasuredLayer) get the descriptive numbers and the importance only.
+    Returns the images' channel means and pooled maps where it measured them (stats.LayerAccumulator.add).
     """
     indices = np.asarray(indices, np.int64)
     if not spatial:
         accumulator.add(maps.reshape(len(maps), -1, 1, maps.shape[-1]), None, indices, targets.folds[indices],
                         measures=False, importance=importance)
-        return
-    accumulator.add(maps, masks if targets.mask_source else None, indices, targets.folds[indices],
+        return None
+    return accumulator.add(maps, masks if targets.mask_source else None, indices, targets.folds[indices],
                     measures=targets.measures, labels=targets.onehot(indices), importance=importance,
                     cams=cams if targets.mask_source else None)
 

@@ -3,6 +3,7 @@ work is split over workers, and `--stats-images` makes every number of the site 
 
 import dataclasses
 import json
+import pickle
 import re
 
 import keras
@@ -119,11 +120,43 @@ def test_in_process_and_beam_give_identical_statistics(small_pass, tmp_path):
 
 
 def test_beam_over_worker_processes_equals_in_process(small_pass, tmp_path):
-    """Two worker processes: the batches split between them, their accumulators merged."""
+    """Two worker processes: the batches split between them, their accumulators merged. The sums cross
+    the runner's shuffles as paths: each shard's and each merged layer's are files of their own, and
+    the one result holds their paths, not the sums."""
     setup, items, reference = small_pass
     beam = stats_pass.run_beam(setup, workers=2, options=("direct_running_mode=multi_processing",),
                                results_folder=str(tmp_path))
     _assert_same(beam, reference)
+    shard_files = list(tmp_path.glob("Shard sums-*.pickle"))
+    merged_files = list(tmp_path.glob("Sums-*.pickle"))
+    keys = len([key for key in reference.layers]) + 1  # and the CKA, at least
+    assert len(shard_files) >= 2 * keys and len(merged_files) >= keys
+    result = pickle.loads((tmp_path / "result.pickle").read_bytes())
+    assert all(isinstance(value, stats_pass.Kept) for value in result["sums"].values())
+    assert len(pickle.dumps(result["sums"])) < sum(path.stat().st_size for path in merged_files) / 4
+
+
+def test_measuring_returns_what_the_probes_read_of_the_batch(small_pass):
+    """measure_batch hands back the means and pooled maps its accumulators computed: the same as
+    probe_inputs computes them from the probe's outputs alone."""
+    setup, items, reference = small_pass
+    probe = stats_pass.load_probe(setup.model, setup.plan)
+    batch = measure.batches_of(setup.plan, items)[0]
+    named = probe(batch.images, len(items))
+    returned = measure.measure_batch(setup.plan, {}, named, batch)
+    computed = measure.probe_inputs(setup.plan, named, batch)
+    np.testing.assert_array_equal(returned.indices, computed.indices)
+    np.testing.assert_array_equal(returned.masks, computed.masks)
+    probed = 0
+    for mine, theirs in zip(returned.features, computed.features):
+        assert (mine is None) == (theirs is None)
+        for (means, pooled), (their_means, their_pooled) in zip(mine or [], theirs or []):
+            np.testing.assert_allclose(means, their_means, rtol=1e-12)
+            assert (pooled is None) == (their_pooled is None)
+            if pooled is not None:
+                np.testing.assert_allclose(pooled, their_pooled, rtol=1e-6, atol=1e-7)
+                probed += 1
+    assert probed >= 3 * len(batch.images)  # the tiny model's spatial layers, every image
 
 
 def test_with_the_prediction_standing_in_beam_equals_in_process(small_pass, tmp_path):
