@@ -12,9 +12,10 @@ probe fitted without its fold. The second pass reads what the first kept of each
 workers' local disk (the maps pooled to the probe's grid: a few MB an image, `measure.probe_inputs`),
 so the model runs once over each image; a worker that cannot see what was kept (another machine)
 runs the model again. Each pass is a pipeline that ends in one step
-writing one result, checked on arrival; only accumulators cross its shuffles, summed per shard
-inside the DoFn, so no runner's way with combiners (the Dask runner lifts none) and no bundle size
-decides how much crosses. The DirectRunner in multi-processing mode on the machine's cores is the
+writing one result, checked on arrival. Only accumulators are made, summed per shard inside the
+DoFn, so no runner's way with combiners (the Dask runner lifts none) and no bundle size decides how
+much there is; and they cross the shuffles as paths: a worker writes each into the results folder
+(`ResultSink.apart`) and the step that merges them reads them. The DirectRunner in multi-processing mode on the machine's cores is the
 default; `--runner dask` with `--beam-option dask_client_address=HOST:PORT` runs on a Dask cluster,
 and `--runner` with `--beam-option` pass standard options through for Flink, Spark or Dataflow.
 
