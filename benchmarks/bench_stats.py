@@ -1,7 +1,7 @@
 """Budgets of the statistics pass (`--stats-images`), measured side by side in one run.
 
     python benchmarks/bench_stats.py [--images 240] [--small 24] [--batch-size 5] [--skip-memory] [--skip-dask]
-                                     [--skip-throughput]
+                                     [--skip-throughput] [--large N]
 
 Prints:
 - throughput of the statistics pass on Beam (the embedded DirectRunner, two worker processes) over
@@ -15,6 +15,9 @@ Prints:
 - peak memory of `reportgen build --images 10 --stats-images N` at --small and --images, summed over
   the whole process tree (Beam's worker processes included); and the peak of each Dask worker
   during the pass at both sizes. Budget: at most 1.2x.
+- with --large N (2400, say): the same build's peak memory from a folder of N rendered synthetic pets
+  and their trimaps (`--image-dir`, `--trimap-dir`: the test split has only 240), against the same
+  folder's first --images; about half an hour at 2,400.
 Each figure comes from a fresh process.
 """
 
@@ -92,6 +95,27 @@ def timed_probe(what: str, images: int, batch: int, options: tuple[str, ...] = (
     return {**json.loads(out.strip().splitlines()[-1]), "peaks": peaks}
 
 
+def render_folder(folder: Path, count: int) -> None:
+    """`count` synthetic pets as JPEG files with their trimaps as PNG files of the same names, rendered
+    on every core (a seed of their own, apart from the data set's splits)."""
+    import multiprocessing
+
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "trimaps").mkdir()
+    with multiprocessing.Pool() as pool:
+        for index, example in enumerate(pool.imap(_render_one, range(count), chunksize=16)):
+            Image.fromarray(example.image).save(folder / "images" / f"pet_{index:05d}.jpg", quality=90)
+            Image.fromarray(example.trimap).save(folder / "trimaps" / f"pet_{index:05d}.png")
+
+
+def _render_one(index: int):
+    from reportgen.datasets.synthetic_pets import render
+
+    return render.render_example(seed=2400, index=index)
+
+
 def main() -> None:
     # SIGTERM unwinds like Ctrl-C, so the Dask cluster started here is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -102,6 +126,7 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true", help="no memory figures of whole builds")
     parser.add_argument("--skip-dask", action="store_true", help="no Dask cluster")
     parser.add_argument("--skip-throughput", action="store_true", help="no timed passes (memory figures only)")
+    parser.add_argument("--large", type=int, default=0, help="also the memory over a folder of this many images")
     args = parser.parse_args()
     reportgen = str(BIN / "reportgen")
     with tempfile.TemporaryDirectory(prefix="reportgen-bench-") as work:
@@ -123,6 +148,14 @@ def main() -> None:
                                             "--out", f"{work}/site{count}", "-q"])
             sites[count] = Path(work) / f"site{count}"
             sites[count] = (folder_mb(sites[count]), *largest_layer_page(sites[count]))
+        folder_peaks = {}
+        if args.large:
+            render_folder(Path(work) / "pets", args.large)
+            for count in (args.images, args.large):
+                _, folder_peaks[count] = run_measured(
+                    [reportgen, "build", "--images", "10", "--stats-images", str(count),
+                     "--image-dir", f"{work}/pets/images", "--trimap-dir", f"{work}/pets/trimaps",
+                     "--out", f"{work}/folder{count}", "-q"])
     n = args.images
     if direct:
         print(f"forward pass alone, {n} images:           {forward['seconds']:6.1f} s")
@@ -137,6 +170,10 @@ def main() -> None:
               "(budget at least 0.8 x)")
         small, large = max(dask[args.small]["peaks"]), max(dask[n]["peaks"])
         print(f"peak memory of a Dask worker, {args.small} / {n} images: {small:6.0f} / {large:6.0f} MB  "
+              f"(ratio {large / small:.2f}; budget at most 1.2)")
+    if folder_peaks:
+        small, large = folder_peaks[args.images], folder_peaks[args.large]
+        print(f"peak memory from a folder, --stats-images {args.images} / {args.large}: {small:6.0f} / {large:6.0f} MB  "
               f"(ratio {large / small:.2f}; budget at most 1.2)")
     if args.skip_memory:
         return

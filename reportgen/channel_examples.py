@@ -37,14 +37,19 @@ class ChannelTopK:
     def add(self, maps: np.ndarray, image_indices) -> None:
         """N x H x W x C finite activations of images `image_indices`."""
         n, h, w, c = maps.shape
-        flat = maps.reshape(n, h * w, c)
-        where = flat.argmax(axis=1)  # n x C
-        peak = np.take_along_axis(flat, where[:, None, :], axis=1)[:, 0, :]
+        self.add_by_channel(np.ascontiguousarray(maps.reshape(n, h * w, c).transpose(0, 2, 1)), w, image_indices)
+
+    def add_by_channel(self, by_channel: np.ndarray, width: int, image_indices) -> None:
+        """`add` of the maps as N x C x (H x W): each channel's map a row of its pixels, `width` to a map
+        row (the layout in which the accumulator ranks them)."""
+        n, c, _ = by_channel.shape
+        where = by_channel.argmax(axis=2)  # n x C
+        peak = np.take_along_axis(by_channel, where[:, :, None], axis=2)[:, :, 0]
         images = np.broadcast_to(np.asarray(image_indices, np.int64)[:, None], (n, c))
         self._keep(np.concatenate([self.values, peak.T.astype(np.float32)], axis=1),
                    np.concatenate([self.images, images.T], axis=1),
-                   np.concatenate([self.rows, (where // w).T.astype(np.int32)], axis=1),
-                   np.concatenate([self.cols, (where % w).T.astype(np.int32)], axis=1))
+                   np.concatenate([self.rows, (where // width).T.astype(np.int32)], axis=1),
+                   np.concatenate([self.cols, (where % width).T.astype(np.int32)], axis=1))
 
     def _keep(self, values, images, rows, cols) -> None:
         # Highest value first, then the lowest image index; empty slots (image -1, -inf) last.

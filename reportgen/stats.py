@@ -13,6 +13,8 @@ intervals (intervals.py).
 
 from __future__ import annotations
 
+import functools
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,10 +30,40 @@ from reportgen.mask_classes import OXFORD, MaskClasses, MaskGrids
 
 def order_keys(values: np.ndarray) -> np.ndarray:
     """Values as float16, mapped to uint16 keys in the same order: equal values get equal keys."""
-    bits = np.ascontiguousarray(values, dtype=np.float16).view(np.uint16)
-    keys = bits ^ (((bits >> 15) * np.uint16(0x7FFF)) | np.uint16(0x8000))
+    bits = np.ascontiguousarray(as_float16(values)).view(np.uint16)
+    # Negative values have every bit flipped, the others only the sign bit: 0xFFFF or 0x8000 to xor.
+    flips = np.right_shift(bits.view(np.int16), 15).view(np.uint16)
+    np.bitwise_or(flips, np.uint16(0x8000), out=flips)
+    keys = np.bitwise_xor(bits, flips, out=flips)
     keys[keys == 0x7FFF] = 0x8000  # -0 ranks with +0
     return keys
+
+
+def as_float16(values: np.ndarray) -> np.ndarray:
+    """Values rounded to float16, as numpy's `astype(np.float16)` rounds them (to nearest, ties to even):
+    through TensorFlow's cast, which is vectorised, where numpy's is a loop of about 5 ns a value (most
+    of the channel IoU's cost). The processes that measure maps hold TensorFlow already."""
+    if values.dtype == np.float16:
+        return values
+    import tensorflow as tf
+
+    return tf.cast(np.ascontiguousarray(values, np.float32), tf.float16).numpy()
+
+
+@functools.cache
+def sort_kind() -> str:
+    """The faster of numpy's sorts on 16-bit keys on this CPU (both give the same array): its default
+    is vectorised where the CPU has AVX-512 and then several times as fast as its radix sort, which is
+    the faster one elsewhere."""
+    keys = np.random.default_rng(0).integers(0, 1 << 16, (64, 4096), dtype=np.uint16)
+    seconds = {}
+    for kind in ("quicksort", "stable"):
+        np.sort(keys, axis=1, kind=kind)
+        started = time.perf_counter()
+        for _ in range(3):
+            np.sort(keys, axis=1, kind=kind)
+        seconds[kind] = time.perf_counter() - started
+    return min(seconds, key=seconds.get)
 
 
 def participation_ratio(covariance: np.ndarray) -> float:
@@ -105,7 +137,7 @@ class LayerAccumulator:
         With `measures` False only the descriptive sums and the ranking strength are kept. Without
         masks the mask-free measures (nTV, effective area, covariance) are kept and the mask ones are
         undefined; `labels` (N x K one-hot) add the class probe's sums. float16 maps (what the spill
-        stores, always finite) are ranked for the channel IoU without a conversion. `importance`
+        stores) must be finite. `importance`
         (N x C) is each image's Taylor importance of every channel (`attribution.cam_and_taylor`), and
         `cams` (N x H x W) its Grad-CAM map, scored against the masks' focus class (localisation.py).
 
@@ -116,21 +148,22 @@ class LayerAccumulator:
         fold = np.asarray(folds, np.int64)
         if fold.size and (fold.min() < 0 or fold.max() >= self.fold_count):
             raise ValueError(f"folds {fold.tolist()} outside the accumulator's {self.fold_count}")
-        stored = maps if maps.dtype == np.float16 else None
-        maps = maps.astype(np.float32)
-        if stored is None:
-            maps = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
+        maps = np.asarray(maps, np.float32)  # float16 maps (what the spill stores) are finite
         n, h, w, c = maps.shape
+        flat = maps.reshape(n, h * w, c)
+        sums = flat.sum(axis=1, dtype=np.float64)  # n x C
+        if not np.isfinite(sums).all():  # a NaN or an infinity somewhere (float32 values cannot overflow it)
+            maps = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
+            flat = maps.reshape(n, h * w, c)
+            sums = flat.sum(axis=1, dtype=np.float64)
         np.add.at(self.images, fold, 1)
         np.add.at(self.pixels, fold, h * w)
-        flat = maps.reshape(n, h * w, c)
         magnitude = np.abs(flat)
-        sums = flat.sum(axis=1, dtype=np.float64)  # n x C
         squares = np.einsum("npc,npc->nc", flat, flat).astype(np.float64)
         means = sums / (h * w)
         np.add.at(self.total, fold, sums)
         np.add.at(self.total_sq, fold, squares)
-        np.add.at(self.near_zero, fold, np.count_nonzero(magnitude < NEAR_ZERO, axis=1))
+        np.add.at(self.near_zero, fold, count_true(magnitude < NEAR_ZERO, axis=1))
         np.add.at(self.spatial_std, fold, np.sqrt(np.maximum(squares / (h * w) - means ** 2, 0.0)))
         if importance is not None:
             np.add.at(self.attributed, fold, 1)
@@ -160,9 +193,12 @@ class LayerAccumulator:
         np.add.at(self.area_sum, fold, np.where(defined, np.exp(entropy) / (h * w), 0.0))
         np.add.at(self.area_count, fold, defined)
 
+        # Channel by channel, each image's pixels in a row: what the examples' maxima and the channel
+        # IoU's ranking read (numpy would copy the maps into this layout for each of them).
+        by_channel = np.ascontiguousarray(flat.transpose(0, 2, 1))  # n x C x pixels
         if self.examples is None:
             self.examples = ChannelTopK(c)
-        self.examples.add(maps, image_indices)
+        self.examples.add_by_channel(by_channel, w, image_indices)
         pooled = pool_to(maps, POOL_GRID)
         if masks is None:  # no mask: the sums still give the covariance (participation ratio)
             pooled_mask = np.zeros((*pooled.shape[:3], 0), np.float32)
@@ -172,8 +208,7 @@ class LayerAccumulator:
                 self._localise(cams, grids.masks, fold)
             classes = self.classes.count
             onehot = grids.onehot(h, w)  # n x h x w x K
-            self._channel_iou(flat if stored is None else stored.reshape(n, h * w, c),
-                              onehot.reshape(n, h * w, classes), fold)
+            self._channel_iou(by_channel, onehot.reshape(n, h * w, classes), fold)
             pooled_mask = onehot if pooled.shape[1:3] == (h, w) else \
                 grids.kept(("pooled", h, w), lambda: pool_to(onehot, POOL_GRID))
         rows = pooled.shape[1] * pooled.shape[2]
@@ -192,40 +227,28 @@ class LayerAccumulator:
                 self.cam_mass[fold[i]] += mass
                 self.cam_rank[fold[i]] += rank
 
-    def _channel_iou(self, values: np.ndarray, onehot: np.ndarray, fold: np.ndarray) -> None:
+    def _channel_iou(self, by_channel: np.ndarray, onehot: np.ndarray, fold: np.ndarray) -> None:
         """Area-matched thresholds per image: a channel's top-k (and bottom-k) pixels, k = the class's pixels.
 
-        Pixels are ranked by their float16 values (what the spill stores) through 16-bit keys, which
-        numpy sorts by radix in linear time: one sort per image finds every threshold of every class.
+        Pixels are ranked by their values as float16 (what the spill stores) through 16-bit keys: one
+        sort of each channel's pixels gives every class's thresholds and how many pixels reach them.
         Pixels tied with a threshold count as chosen.
         """
-        n, pixels, c = values.shape
+        n, c, pixels = by_channel.shape
         for i in range(n):
             truth = onehot[i] >= 0.5  # pixels x K
-            counts = truth.sum(axis=0)
-            keys = np.ascontiguousarray(order_keys(values[i]).T)  # C x pixels
-            ordered = np.sort(keys, axis=1, kind="stable")
-            for cls in range(onehot.shape[-1]):
-                k = int(counts[cls])
+            keys = order_keys(by_channel[i])  # C x pixels
+            ranked = _SortedRows(keys)
+            for cls, k in enumerate(count_true(truth, axis=0).tolist()):
                 if k == 0:
                     continue
                 wanted = keys[:, truth[:, cls]]  # C x k
+                top, bottom = ranked.at(pixels - k), ranked.at(k - 1)
+                hits = (count_true(wanted >= top[:, None]), count_true(wanted <= bottom[:, None]))
+                chosen = (pixels - ranked.below(top, "left"), ranked.below(bottom, "right"))
                 for polarity in (0, 1):
-                    if polarity == 0:
-                        threshold = ordered[:, pixels - k]
-                        hits = np.count_nonzero(wanted >= threshold[:, None], axis=1)
-                        tied = ordered[:, pixels - k - 1] == threshold if k < pixels else np.zeros(c, bool)
-                    else:
-                        threshold = ordered[:, k - 1]
-                        hits = np.count_nonzero(wanted <= threshold[:, None], axis=1)
-                        tied = ordered[:, k] == threshold if k < pixels else np.zeros(c, bool)
-                    chosen = np.full(c, k, np.int64)
-                    if tied.any():
-                        rows = keys[tied]
-                        side = rows >= threshold[tied, None] if polarity == 0 else rows <= threshold[tied, None]
-                        chosen[tied] = np.count_nonzero(side, axis=1)
-                    self.inter[fold[i], polarity, cls] += hits
-                    self.union[fold[i], polarity, cls] += chosen + k - hits
+                    self.inter[fold[i], polarity, cls] += hits[polarity]
+                    self.union[fold[i], polarity, cls] += chosen[polarity] + k - hits[polarity]
 
     def merge(self, other: "LayerAccumulator") -> "LayerAccumulator":
         if other.fold_count != self.fold_count:
@@ -243,6 +266,31 @@ class LayerAccumulator:
         else:
             merged.examples = self.examples if self.examples is not None else other.examples
         return merged
+
+
+def count_true(flags: np.ndarray, axis: int = -1) -> np.ndarray:
+    """How many of `flags` are true along `axis`: numpy's count_nonzero with an axis is several times
+    slower than summing the flags' bytes."""
+    return flags.view(np.uint8).sum(axis=axis, dtype=np.int64)
+
+
+class _SortedRows:
+    """Each row of C x m 16-bit keys sorted, the rows laid end to end with row r's keys raised by r << 16:
+    one increasing run, in which one searchsorted counts every row's keys below its own value."""
+
+    def __init__(self, keys: np.ndarray):
+        rows, self.width = keys.shape
+        self.base = np.arange(rows, dtype=np.uint32 if rows <= 1 << 16 else np.uint64) << 16
+        self.run = np.add(np.sort(keys, axis=1, kind=sort_kind()), self.base[:, None]).ravel()
+        self.start = np.arange(rows, dtype=np.int64) * self.width
+
+    def at(self, position: int) -> np.ndarray:
+        """Each row's key at `position` in its sorted order."""
+        return (self.run[self.start + position] - self.base).astype(np.uint16)
+
+    def below(self, keys: np.ndarray, side: str) -> np.ndarray:
+        """How many of each row's keys lie below its key in `keys` (side "right": at or below)."""
+        return np.searchsorted(self.run, self.base + keys, side=side) - self.start
 
 
 def _abs_step_sums(flat: np.ndarray, apart: int, scratch: np.ndarray, zero_every: int = 0) -> np.ndarray:

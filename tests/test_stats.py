@@ -443,3 +443,60 @@ def test_effective_area_of_the_strongest_channels_is_their_median_area(rng):
     assert expected != pytest.approx(float(np.median(area)), rel=1e-6)
     low, high = final.interval("effective_area_top_median")
     assert 0.0 <= low <= expected <= high <= 1.0
+
+
+def _area_matched_counts_by_brute_force(values, truth):
+    """Per class and polarity, over the images: the top-k (bottom-k) pixels of each channel by their
+    float16 values, k the class's pixels, ties with the k-th value chosen too; their intersection
+    with the class and the union, pixel by pixel."""
+    n, h, w, c = values.shape
+    k_classes = truth.shape[-1]
+    inter, union = np.zeros((2, k_classes, c)), np.zeros((2, k_classes, c))
+    for i in range(n):
+        flat = values[i].reshape(h * w, c).astype(np.float16).astype(np.float64)
+        for cls in range(k_classes):
+            member = truth[i].reshape(h * w, k_classes)[:, cls]
+            k = int(member.sum())
+            if k == 0:
+                continue
+            for channel in range(c):
+                ordered = np.sort(flat[:, channel])
+                for polarity, chosen in ((0, flat[:, channel] >= ordered[-k]),
+                                         (1, flat[:, channel] <= ordered[k - 1])):
+                    inter[polarity, cls, channel] += np.sum(chosen & member)
+                    union[polarity, cls, channel] += np.sum(chosen | member)
+    return inter, union
+
+
+def test_channel_iou_counts_equal_a_brute_force_count_with_ties_and_float16_rounding(rng):
+    trimaps = _blob_trimaps(4, 16, rng)
+    trimaps[:, :2] = 3  # a border class too
+    maps = np.round(rng.normal(size=(4, 16, 16, 5)), 1).astype(np.float32)  # many ties
+    maps[..., 1] = np.maximum(maps[..., 1], 0.0)  # ReLU zeros: a tie across most of the map
+    maps[..., 2] = 1.0 + rng.normal(size=maps.shape[:3]) * 1e-4  # distinct in float32, tied in float16
+    maps[..., 3] = -0.0
+    maps[0, :, :, 3] = 0.0  # -0 and +0 rank together
+    acc = _accumulator(5, 1.0, 1)
+    acc.add(maps, trimaps, list(range(4)), np.zeros(4, np.int64))
+    truth = np.stack([trimaps == k + 1 for k in range(3)], axis=-1)
+    inter, union = _area_matched_counts_by_brute_force(maps, truth)
+    np.testing.assert_array_equal(acc.inter[0], inter)
+    np.testing.assert_array_equal(acc.union[0], union)
+    assert acc.union[0, 1, 0, 2] > truth[..., 0].sum() * 2  # the float16 ties were all chosen
+
+
+def test_float16_rounding_is_numpys_on_every_kind_of_value(rng):
+    tiny = np.float32(2.0 ** -24)
+    values = np.concatenate([
+        rng.normal(size=100_000).astype(np.float32) * np.float32(10.0) ** rng.integers(-9, 6, 100_000),
+        np.array([0.0, -0.0, tiny, tiny / 2, tiny * 1.5, tiny * 2.5, 65504.0, 65519.0, 65520.0, 1e9, -1e9,
+                  1.0 + 2.0 ** -11, 1.0 + 3 * 2.0 ** -11, 6.1e-5, 5.96e-8], np.float32)])
+    with np.errstate(over="ignore"):
+        expected = values.astype(np.float16)
+    np.testing.assert_array_equal(stats.as_float16(values).view(np.uint16), expected.view(np.uint16))
+
+
+def test_both_sorts_rank_the_keys_alike(rng):
+    keys = stats.order_keys(np.round(rng.normal(size=(7, 999)), 2).astype(np.float32))
+    assert stats.sort_kind() in ("quicksort", "stable")
+    np.testing.assert_array_equal(np.sort(keys, axis=1, kind="quicksort"), np.sort(keys, axis=1, kind="stable"))
