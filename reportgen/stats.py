@@ -161,7 +161,8 @@ class LayerAccumulator:
         np.add.at(self.images, fold, 1)
         np.add.at(self.pixels, fold, h * w)
         magnitude = np.abs(rows)
-        squares = np.einsum("ncp,ncp->nc", rows, rows).astype(np.float64)
+        scratch = np.empty_like(rows)  # in-place passes: these over every value are most of the statistics' cost
+        squares = np.square(rows, out=scratch).sum(axis=2, dtype=np.float64)  # float32 products, float64 sums
         means = sums / (h * w)
         np.add.at(self.total, fold, sums)
         np.add.at(self.total_sq, fold, squares)
@@ -173,8 +174,7 @@ class LayerAccumulator:
         if not measures:
             return None
 
-        # In-place on one scratch array: these passes over every value are most of the statistics' cost.
-        scratch = np.subtract(rows, means[:, :, None].astype(np.float32))
+        np.subtract(rows, means[:, :, None].astype(np.float32), out=scratch)
         centred = np.abs(scratch, out=scratch).mean(axis=2)  # n x C
         grad = np.zeros((n, c), np.float64)
         if h > 1:  # neighbours a row apart are w apart in a channel's row
