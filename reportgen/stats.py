@@ -152,17 +152,18 @@ class LayerAccumulator:
         n, h, w, c = maps.shape
         # Each channel's map as a row of its pixels: numpy reduces along rows several times as fast as
         # across them, and the examples' maxima and the channel IoU's ranking read rows.
-        rows = np.ascontiguousarray(maps.reshape(n, h * w, c).transpose(0, 2, 1))  # n x C x pixels
-        sums = rows.sum(axis=2, dtype=np.float64)  # n x C
+        by_channel = np.ascontiguousarray(maps.reshape(n, h * w, c).transpose(0, 2, 1))  # n x C x pixels
+        sums = by_channel.sum(axis=2, dtype=np.float64)  # n x C
         if not np.isfinite(sums).all():  # a NaN or an infinity somewhere (float32 values cannot overflow it)
             maps = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
-            rows = np.nan_to_num(rows, nan=0.0, posinf=0.0, neginf=0.0, copy=False)
-            sums = rows.sum(axis=2, dtype=np.float64)
+            by_channel = np.nan_to_num(by_channel, nan=0.0, posinf=0.0, neginf=0.0)  # may be a view of maps
+            sums = by_channel.sum(axis=2, dtype=np.float64)
         np.add.at(self.images, fold, 1)
         np.add.at(self.pixels, fold, h * w)
-        magnitude = np.abs(rows)
-        scratch = np.empty_like(rows)  # in-place passes: these over every value are most of the statistics' cost
-        squares = np.square(rows, out=scratch).sum(axis=2, dtype=np.float64)  # float32 products, float64 sums
+        magnitude = np.abs(by_channel)
+        # In-place passes through one scratch array: these over every value are most of the statistics' cost.
+        scratch = np.empty_like(by_channel)
+        squares = np.square(by_channel, out=scratch).sum(axis=2, dtype=np.float64)  # float32 products
         means = sums / (h * w)
         np.add.at(self.total, fold, sums)
         np.add.at(self.total_sq, fold, squares)
@@ -174,13 +175,13 @@ class LayerAccumulator:
         if not measures:
             return None
 
-        np.subtract(rows, means[:, :, None].astype(np.float32), out=scratch)
+        np.subtract(by_channel, means[:, :, None].astype(np.float32), out=scratch)
         centred = np.abs(scratch, out=scratch).mean(axis=2)  # n x C
         grad = np.zeros((n, c), np.float64)
         if h > 1:  # neighbours a row apart are w apart in a channel's row
-            grad += _abs_step_sums(rows, w, scratch) / ((h - 1) * w)
+            grad += _abs_step_sums(by_channel, w, scratch) / ((h - 1) * w)
         if w > 1:  # neighbours in a row are 1 apart, but for the steps from a row's end to the next row's start
-            grad += _abs_step_sums(rows, 1, scratch, zero_every=w) / (h * (w - 1))
+            grad += _abs_step_sums(by_channel, 1, scratch, zero_every=w) / (h * (w - 1))
         np.add.at(self.tv_num, fold, grad)
         np.add.at(self.tv_den, fold, centred)
 
@@ -197,7 +198,7 @@ class LayerAccumulator:
 
         if self.examples is None:
             self.examples = ChannelTopK(c)
-        self.examples.add_by_channel(rows, w, image_indices)
+        self.examples.add_by_channel(by_channel, w, image_indices)
         pooled = pool_to(maps, POOL_GRID)
         if masks is None:  # no mask: the sums still give the covariance (participation ratio)
             pooled_mask = np.zeros((*pooled.shape[:3], 0), np.float32)
@@ -207,7 +208,7 @@ class LayerAccumulator:
                 self._localise(cams, grids.masks, fold)
             classes = self.classes.count
             onehot = grids.onehot(h, w)  # n x h x w x K
-            self._channel_iou(rows, onehot.reshape(n, h * w, classes), fold)
+            self._channel_iou(by_channel, onehot.reshape(n, h * w, classes), fold)
             pooled_mask = onehot if pooled.shape[1:3] == (h, w) else \
                 grids.kept(("pooled", h, w), lambda: pool_to(onehot, POOL_GRID))
         rows = pooled.shape[1] * pooled.shape[2]

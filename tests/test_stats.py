@@ -500,3 +500,15 @@ def test_both_sorts_rank_the_keys_alike(rng):
     keys = stats.order_keys(np.round(rng.normal(size=(7, 999)), 2).astype(np.float32))
     assert stats.sort_kind() in ("quicksort", "stable")
     np.testing.assert_array_equal(np.sort(keys, axis=1, kind="quicksort"), np.sort(keys, axis=1, kind="stable"))
+
+
+def test_non_finite_maps_are_measured_as_zeros_without_changing_the_callers_array(rng):
+    for shape in ((2, 6, 6, 1), (2, 1, 1, 5)):  # one channel, one pixel: the rows a channel are views of the maps
+        maps = rng.normal(size=shape).astype(np.float32)
+        maps[0].flat[0], maps[1].flat[-1] = np.nan, np.inf
+        given = maps.copy()
+        acc = _accumulator(shape[-1], 1.0, 2)
+        acc.add(maps, None, [0, 1], [0, 1])
+        np.testing.assert_array_equal(maps, given)
+        clean = np.nan_to_num(given, nan=0.0, posinf=0.0, neginf=0.0)
+        np.testing.assert_allclose(acc.total.sum(axis=0), clean.reshape(2, -1, shape[-1]).sum(axis=(0, 1)), rtol=1e-6)
