@@ -44,7 +44,9 @@ BENCH_SITE := $(or $(PAGES_SITE),build/benchmark/site)
 
 benchmark: $(VENV)/.installed test-deps
 	@test -x $(VENV)/node_modules/.bin/lighthouse || npm install --silent --no-audit --no-fund --prefix $(VENV) lighthouse@12.2.3
+	@echo "make benchmark: $$(date -u '+%Y-%m-%d %H:%M UTC'), commit $$(git rev-parse --short HEAD 2>/dev/null || echo unknown), $$(nproc) cores"
 	$(BIN)/python benchmarks/bench_build.py
+	$(BIN)/python benchmarks/bench_floor.py
 	$(BIN)/python benchmarks/bench_stats.py
 	$(BIN)/python benchmarks/bench_compare.py
 	$(BIN)/python benchmarks/bench_attribution.py

@@ -1,15 +1,21 @@
 """The default builds against their floor, and the statistics pass against the forward pass, side by side.
 
-    python benchmarks/bench_floor.py [--images 240] [--pictured 10] [--repeat 3] [--skip-site]
+    python benchmarks/bench_floor.py [--images 240] [--pictured 10] [--repeat 3] [--site-repeat 1] [--skip-site]
 
 The floor of a build is what no report of every conv layer with attribution can skip: a fresh
 process imports TensorFlow, loads the shipped model, reads the images, and for each batch of 5
 runs one forward pass returning every conv output plus one backward pass of the attribution
 target to every conv output (what Grad-CAM and the Taylor importances need at least).
 
-Prints, each figure the median of --repeat runs alternated with its floor:
+The ablation check that `make site` runs on 10 images cannot be skipped either, and it is work of
+another kind: its reruns from each layer's output onward add up to about 580 forward passes of the
+model over one image (`forward_passes` in the site's stats.json). Its floor is that many forward
+passes of the whole model, returning only its output, batched by 5.
+
+Prints, each figure the median of runs alternated with its floor:
 - `reportgen build --images 10 --stats-images all` (`make site`) against the floor over the
-  statistics images. Budget: at most 2x.
+  statistics images (budget: at most 2x), and against that floor plus the ablation check's passes
+  (--site-repeat runs: each is three minutes or more).
 - the cold `reportgen build --images 10` against the floor over its 10 images. Budget: at most 2x.
 - the statistics pass on Beam (the DirectRunner, two workers) over --images images against the
   forward pass alone on the same images, in throughput, without attribution, with it, and with it
@@ -63,6 +69,13 @@ images = np.stack([c.image for c in chosen]).astype(np.float32)
 for first in range(0, len(images), 5):
     maps, gradients = forward_and_backward(images[first:first + 5])
     [np.asarray(m) for m in maps], [np.asarray(g) for g in gradients]
+
+# The ablation check's passes, when given: whole forward passes to the output, over the images in turn.
+passes = round(float(sys.argv[2])) if len(sys.argv) > 2 else 0
+forward = tf.function(lambda batch: model(batch, training=False))
+for first in range(0, passes, 5):
+    rows = np.arange(first, min(first + 5, passes)) % len(images)
+    np.asarray(keras.tree.flatten(forward(images[rows]))[0])
 """
 
 # The statistics pass in a fresh process, timed from the images' reading to the last result.
@@ -120,6 +133,25 @@ def alternated(build: list[str], floor: list[str], repeat: int, site: Path) -> t
     return builds, floors
 
 
+def ablation_passes(site: Path) -> float:
+    """What the site's ablation check cost, in forward passes of the model over one image."""
+    layers = json.loads((site / "data" / "stats.json").read_text())["layers"]
+    return max((layer.get("ablation") or {}).get("forward_passes", 0.0) for layer in layers)
+
+
+def site_against_floors(build: list[str], floor: list[str], repeat: int, site: Path) -> None:
+    """`make site`'s build against its floor, and against its floor with the ablation check's passes."""
+    builds, floors, with_check, passes = [], [], [], 0.0
+    for _ in range(repeat):
+        shutil.rmtree(site, ignore_errors=True)
+        builds.append(timed(build))
+        passes = ablation_passes(site)
+        floors.append(timed(floor))
+        with_check.append(timed([*floor, str(passes)]))
+    say(f"make site ({' '.join(build[1:-3])})", builds, floors)
+    say(f"make site, against the floor with the ablation check's {passes:.0f} forward passes", builds, with_check)
+
+
 def say(name: str, builds: list[float], floors: list[float]) -> None:
     build, floor = statistics.median(builds), statistics.median(floors)
     print(f"{name}: {build:7.1f} s, floor {floor:6.1f} s: {build / floor:5.2f} x  (budget at most 2 x; medians of "
@@ -132,6 +164,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=240, help="statistics images (the synthetic_pets test split)")
     parser.add_argument("--pictured", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--site-repeat", type=int, default=1, help="runs of the `make site` figures")
     parser.add_argument("--skip-site", action="store_true", help="no `make site` build (the longest figure)")
     args = parser.parse_args()
     reportgen = str(BIN / "reportgen")
@@ -142,9 +175,8 @@ def main() -> None:
         site = work / "site"
         floor = [sys.executable, "-c", FLOOR]
         if not args.skip_site:
-            say(f"make site (build --images {args.pictured} --stats-images {args.images})",
-                *alternated([reportgen, "build", "--images", str(args.pictured), "--stats-images", str(args.images),
-                             "--out", str(site), "-q"], [*floor, str(args.images)], args.repeat, site))
+            site_against_floors([reportgen, "build", "--images", str(args.pictured), "--stats-images", str(args.images),
+                                 "--out", str(site), "-q"], [*floor, str(args.images)], args.site_repeat, site)
         say(f"cold build --images {args.pictured}",
             *alternated([reportgen, "build", "--images", str(args.pictured), "--out", str(site), "-q"],
                         [*floor, str(args.pictured)], args.repeat, site))
