@@ -144,18 +144,18 @@ def main() -> None:
                     dask[count] = timed_probe("dask", count, args.batch_size, option, watch=pids[1:])
         peaks, sites = {}, {}
         for count in () if args.skip_memory else (args.small, args.images):
-            _, peaks[count] = run_measured([reportgen, "build", "--images", "10", "--stats-images", str(count),
-                                            "--out", f"{work}/site{count}", "-q"])
+            peaks[count] = run_measured([reportgen, "build", "--images", "10", "--stats-images", str(count),
+                                         "--out", f"{work}/site{count}", "-q"]).tree_mb
             sites[count] = Path(work) / f"site{count}"
             sites[count] = (folder_mb(sites[count]), *largest_layer_page(sites[count]))
         folder_peaks = {}
         if args.large:
             render_folder(Path(work) / "pets", args.large)
             for count in (args.images, args.large):
-                _, folder_peaks[count] = run_measured(
+                folder_peaks[count] = run_measured(
                     [reportgen, "build", "--images", "10", "--stats-images", str(count),
                      "--image-dir", f"{work}/pets/images", "--trimap-dir", f"{work}/pets/trimaps",
-                     "--out", f"{work}/folder{count}", "-q"])
+                     "--out", f"{work}/folder{count}", "-q"]).tree_mb
     n = args.images
     if direct:
         print(f"forward pass alone, {n} images:           {forward['seconds']:6.1f} s")
