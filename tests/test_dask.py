@@ -2,13 +2,16 @@
 processes on 127.0.0.1, started here and stopped by process id, through Beam's DaskRunner."""
 
 import json
+import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import BEAM_BUILD
-from dask_cluster import local_cluster
+from dask_cluster import WORKER_CONFIG, local_cluster
 
+from reportgen import stats_pass
 from reportgen.cli import app
 
 
@@ -69,3 +72,34 @@ def test_a_malformed_scheduler_address_is_one_line(runner, tmp_path, tiny_model_
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
     assert "dask_client_address='127.0.0.1:12x' is not HOST:PORT" in line
+
+
+def _trim_warnings(records) -> list[str]:
+    return [r.getMessage() for r in records if r.levelno == logging.WARNING and "MALLOC_TRIM_THRESHOLD_" in r.getMessage()]
+
+
+def test_workers_configured_as_the_readme_asks_keep_freed_memory(dask_cluster, caplog):
+    """The README's worker configuration reaches the workers: no trim threshold, and no warning."""
+    from distributed import Client
+
+    with Client(dask_cluster, timeout=10) as client:
+        assert set(client.run(stats_pass._trim_threshold).values()) == {None}
+    with caplog.at_level(logging.WARNING):
+        assert stats_pass.worker_layout(stats_pass.DASK_RUNNER, (f"dask_client_address={dask_cluster}",)) == (2, 1)
+    assert _trim_warnings(caplog.records) == []
+
+
+def test_workers_started_with_dask_defaults_are_named_in_a_warning(tmp_path, caplog):
+    """Dask's nanny sets glibc's trim threshold in every worker it starts, which halves the accumulators'
+    speed: the build still runs, and says so once, with the value the workers have."""
+    with local_cluster(1, tmp_path, dask_defaults=True) as (address, _):
+        with caplog.at_level(logging.WARNING):
+            assert stats_pass.worker_layout(stats_pass.DASK_RUNNER, (f"dask_client_address={address}",)) == (1, 1)
+    (message,) = _trim_warnings(caplog.records)
+    assert "MALLOC_TRIM_THRESHOLD_=65536" in message and "'On a Dask cluster'" in message
+
+
+def test_the_readme_gives_the_worker_configuration_the_tests_use():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    given = readme.split("reportgen.yaml <<'EOF'", 1)[1].split("\n", 1)[1].split("\nEOF\n", 1)[0] + "\n"
+    assert given == WORKER_CONFIG
