@@ -248,13 +248,19 @@ class AttributedProbe:
         return [*results[:self._kept], *maps, *taylors, y]
 
     def predict_on_batch(self, feeds):
+        """The batch's results, run one image at a time. The backward pass holds every intermediate
+        tensor of what it is given: for the SD-UNet, 190 MB an image against 40 MB of conv outputs.
+        One at a time, `build --images 10` peaked at 1.7 GiB instead of 2.3-2.4 GiB, in the same time
+        (batches of 5). The images are independent at inference, so the results are the batch's, up to
+        float32 rounding of kernels that block by batch size."""
         import tensorflow as tf
 
         if self._traced is None:
             # No autograph: nothing here branches on tensors, and autograph writes its converted code to
             # the temporary folder, which a build leaves as it found it.
             self._traced = tf.function(self._run, reduce_retracing=True, autograph=False)
-        return [np.asarray(v) for v in self._traced(list(feeds))]
+        each = [[np.asarray(v) for v in self._traced([x[k:k + 1] for x in feeds])] for k in range(len(feeds[0]))]
+        return [np.concatenate(found) for found in zip(*each)]
 
     def __call__(self, feeds, training=False):
         return [np.asarray(v) for v in self._run(list(feeds))]
