@@ -25,6 +25,8 @@ options, the Dask cluster's size, the workers' environment and the result's one 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -430,26 +432,45 @@ def _dask_workers(options: tuple[str, ...]) -> tuple[int, int] | None:
     if not address:
         return None
     try:
-        from distributed import Client
+        from distributed.comm.addressing import get_address_host_port
     except ImportError:
         raise InputError("--runner dask needs the dask extra: pip install 'apache-beam[dask]'") from None
     try:
-        with Client(address, timeout=10) as client:
-            found = client.scheduler_info(n_workers=-1)["workers"].values()
-            # A worker that cannot import reportgen is left out here: the pass itself says so.
-            asked = client.run(_trim_threshold, on_error="ignore").values()
-            trimming = sorted({value for value in asked if isinstance(value, str)})
-    except ValueError:  # distributed's parse_host_port
+        get_address_host_port(address)
+    except ValueError:
         raise InputError(f"--beam-option dask_client_address={address!r} is not HOST:PORT") from None
+    try:
+        found, asked = _ask_dask_cluster(address)
     except OSError as error:
         raise InputError(f"cannot reach the Dask scheduler at {address}: {error}") from None
     if not found:
         raise InputError(f"the Dask scheduler at {address} has no workers")
+    trimming = sorted({value for value in asked if isinstance(value, str)})
     if trimming:
         log.warning("the Dask workers hand freed memory back at once (MALLOC_TRIM_THRESHOLD_=%s, Dask's default), "
                     "which makes the statistics pass about 1.35x slower; the README's 'On a Dask cluster' "
                     "says how to turn it off", ", ".join(trimming))
     return len(found), min(int(w.get("nthreads", 1)) for w in found)
+
+
+def _ask_dask_cluster(address: str) -> tuple[list[dict], list]:
+    """The scheduler's description of each worker, and each worker's `_trim_threshold` (a worker that
+    cannot import reportgen is left out: the pass itself says so).
+
+    An asynchronous client on an event loop of our own: a synchronous one starts its loop in a thread
+    and fails outright when that thread has not run within 10 s, which a loaded machine sometimes
+    brings about. The connection waits as Dask's configuration says (distributed.comm.timeouts.connect)."""
+    from distributed import Client
+
+    async def ask():
+        async with Client(address, asynchronous=True) as client:
+            identity = await client.scheduler.identity(n_workers=-1)
+            asked = await client.run(_trim_threshold, on_error="ignore")
+        return list(identity["workers"].values()), list(asked.values())
+
+    # In a thread of its own: the caller's thread may be running an event loop already (a notebook's).
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dask-scheduler") as pool:
+        return pool.submit(asyncio.run, ask()).result()
 
 
 def _trim_threshold() -> str | None:

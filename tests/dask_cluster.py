@@ -3,6 +3,7 @@ benchmarks: started with the `dask` command line as a user would, stopped by pro
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -43,8 +44,12 @@ def _wait_for_workers(address: str, count: int, timeout: float) -> None:
             break
         except OSError:
             time.sleep(0.3)
-    with Client(address, timeout=max(1.0, deadline - time.monotonic())) as client:
-        client.wait_for_workers(count, timeout=max(1.0, deadline - time.monotonic()))
+
+    async def wait() -> None:  # on a loop of our own: a synchronous client gives its loop thread 10 s to start
+        async with Client(address, asynchronous=True, timeout=max(1.0, deadline - time.monotonic())) as client:
+            await client.wait_for_workers(count, timeout=max(1.0, deadline - time.monotonic()))
+
+    asyncio.run(wait())
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import BEAM_BUILD
-from dask_cluster import WORKER_CONFIG, local_cluster
+from dask_cluster import WORKER_CONFIG, free_port, local_cluster
 
 from reportgen import stats_pass
 from reportgen.cli import app
@@ -74,16 +74,31 @@ def test_a_malformed_scheduler_address_is_one_line(runner, tmp_path, tiny_model_
     assert "dask_client_address='127.0.0.1:12x' is not HOST:PORT" in line
 
 
+def test_a_scheduler_nobody_listens_at_is_one_line(runner, tmp_path, tiny_model_path, pets_folder):
+    """The connection waits as Dask's configuration says, then the build stops with one line."""
+    import dask
+    import distributed  # noqa: F401  (its defaults join dask's configuration on import)
+
+    address = f"127.0.0.1:{free_port()}"
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        result = runner.invoke(app, ["build", "--model", str(tiny_model_path), "--image-dir", str(pets_folder[0]),
+                                     "--images", "2", "--stats-images", "4", "--runner", "dask",
+                                     "--beam-option", f"dask_client_address={address}", "--out", str(tmp_path / "s"),
+                                     "-q"])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert f"cannot reach the Dask scheduler at {address}: Timed out" in line
+    assert not (tmp_path / "s").exists()
+
+
 def _trim_warnings(records) -> list[str]:
     return [r.getMessage() for r in records if r.levelno == logging.WARNING and "MALLOC_TRIM_THRESHOLD_" in r.getMessage()]
 
 
 def test_workers_configured_as_the_readme_asks_keep_freed_memory(dask_cluster, caplog):
     """The README's worker configuration reaches the workers: no trim threshold, and no warning."""
-    from distributed import Client
-
-    with Client(dask_cluster, timeout=10) as client:
-        assert set(client.run(stats_pass._trim_threshold).values()) == {None}
+    found, asked = stats_pass._ask_dask_cluster(dask_cluster)
+    assert len(found) == 2 and asked == [None, None]
     with caplog.at_level(logging.WARNING):
         assert stats_pass.worker_layout(stats_pass.DASK_RUNNER, (f"dask_client_address={dask_cluster}",)) == (2, 1)
     assert _trim_warnings(caplog.records) == []
