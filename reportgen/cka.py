@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reportgen.casts import as_float32
 from reportgen.catalog import CKA_GRID
 
 
@@ -71,7 +72,7 @@ class MinibatchCKA:
 
     def add(self, layer_maps: list[np.ndarray]) -> None:
         """One batch: the N x H x W x C output of every layer, in the accumulator's layer order."""
-        rows = [np.nan_to_num(common_grid(np.asarray(m, np.float32)), nan=0.0, posinf=0.0, neginf=0.0)
+        rows = [np.nan_to_num(common_grid(as_float32(m)), nan=0.0, posinf=0.0, neginf=0.0)
                 for m in layer_maps]
         features = [r.reshape(-1, r.shape[-1]) for r in rows]
         if features[0].shape[0] < 4:

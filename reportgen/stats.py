@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from reportgen.casts import as_float16, as_float32
 from reportgen.catalog import NEAR_ZERO, POOL_GRID, POSITIVE, STATISTICS_IMAGES, TOP_IMPORTANT, layer_statistics
 from reportgen.channel_examples import ChannelTopK
 from reportgen.cka import cka
@@ -37,17 +38,6 @@ def order_keys(values: np.ndarray) -> np.ndarray:
     keys = np.bitwise_xor(bits, flips, out=flips)
     keys[keys == 0x7FFF] = 0x8000  # -0 ranks with +0
     return keys
-
-
-def as_float16(values: np.ndarray) -> np.ndarray:
-    """Values rounded to float16, as numpy's `astype(np.float16)` rounds them (to nearest, ties to even):
-    through TensorFlow's cast, which is vectorised, where numpy's is a loop of about 5 ns a value (most
-    of the channel IoU's cost). The processes that measure maps hold TensorFlow already."""
-    if values.dtype == np.float16:
-        return values
-    import tensorflow as tf
-
-    return tf.cast(np.ascontiguousarray(values, np.float32), tf.float16).numpy()
 
 
 @functools.cache
@@ -148,7 +138,8 @@ class LayerAccumulator:
         fold = np.asarray(folds, np.int64)
         if fold.size and (fold.min() < 0 or fold.max() >= self.fold_count):
             raise ValueError(f"folds {fold.tolist()} outside the accumulator's {self.fold_count}")
-        maps = np.asarray(maps, np.float32)  # float16 maps (what the spill stores) are finite
+        stored = np.asarray(maps)  # float16 maps (what the spill stores) are finite
+        maps = as_float32(stored)
         n, h, w, c = maps.shape
         # Each channel's map as a row of its pixels: numpy reduces along rows several times as fast as
         # across them, and the examples' maxima and the channel IoU's ranking read rows.
@@ -208,7 +199,10 @@ class LayerAccumulator:
                 self._localise(cams, grids.masks, fold)
             classes = self.classes.count
             onehot = grids.onehot(h, w)  # n x h x w x K
-            self._channel_iou(by_channel, onehot.reshape(n, h * w, classes), fold)
+            # Ranked by their float16 values: the stored maps' rows where they are float16, with no cast.
+            ranked_rows = by_channel if stored.dtype != np.float16 else \
+                np.ascontiguousarray(stored.reshape(n, h * w, c).transpose(0, 2, 1))
+            self._channel_iou(ranked_rows, onehot.reshape(n, h * w, classes), fold)
             pooled_mask = onehot if pooled.shape[1:3] == (h, w) else \
                 grids.kept(("pooled", h, w), lambda: pool_to(onehot, POOL_GRID))
         rows = pooled.shape[1] * pooled.shape[2]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from reportgen import stats
+from reportgen import casts, stats
 from reportgen.catalog import EXAMPLES, MAX_FOLDS, POOL_GRID, TOP_IMPORTANT, UNIT
 from reportgen.channel_examples import ChannelTopK
 from reportgen.cka import MinibatchCKA, linear_cka, unbiased_hsic
@@ -493,7 +493,32 @@ def test_float16_rounding_is_numpys_on_every_kind_of_value(rng):
                   1.0 + 2.0 ** -11, 1.0 + 3 * 2.0 ** -11, 6.1e-5, 5.96e-8], np.float32)])
     with np.errstate(over="ignore"):
         expected = values.astype(np.float16)
-    np.testing.assert_array_equal(stats.as_float16(values).view(np.uint16), expected.view(np.uint16))
+    np.testing.assert_array_equal(casts.as_float16(values).view(np.uint16), expected.view(np.uint16))
+
+
+def test_float16_widens_to_numpys_float32_on_every_value():
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).reshape(256, 256)
+    widened, expected = casts.as_float32(every), every.astype(np.float32)
+    assert widened.dtype == np.float32 and widened.shape == every.shape
+    number = ~np.isnan(expected)
+    np.testing.assert_array_equal(widened[number].view(np.uint32), expected[number].view(np.uint32))
+    assert np.isnan(widened[~number]).all() and (~number).sum() == 2 * 1023
+
+
+def test_float16_maps_are_measured_as_their_float32_values(rng):
+    """The probe gives float16 maps, which the accumulator widens by TensorFlow and ranks by their own bits:
+    every sum equals the one of the same values given as float32."""
+    trimaps = _blob_trimaps(3, 12, rng)
+    stored = (rng.normal(size=(3, 12, 12, 4)) * 3).astype(np.float16)
+    stored[..., 1] = np.maximum(stored[..., 1], 0)  # ties at zero
+    given16, given32 = _accumulator(4, 1.0, 2), _accumulator(4, 1.0, 2)
+    kept16 = given16.add(stored, trimaps, [0, 1, 2], np.array([0, 1, 1]))
+    kept32 = given32.add(stored.astype(np.float32), trimaps, [0, 1, 2], np.array([0, 1, 1]))
+    for name in ("total", "total_sq", "near_zero", "spatial_std", "tv_num", "tv_den", "area_sum", "inter", "union"):
+        np.testing.assert_array_equal(getattr(given16, name), getattr(given32, name), err_msg=name)
+    for mine, theirs in zip(kept16, kept32):
+        np.testing.assert_array_equal(mine, theirs)
+    assert given16.inter.sum() > 0
 
 
 def test_both_sorts_rank_the_keys_alike(rng):
