@@ -1,6 +1,7 @@
 """The statistics pass on a real distributed engine: a Dask cluster of one scheduler and two worker
 processes on 127.0.0.1, started here and stopped by process id, through Beam's DaskRunner."""
 
+import asyncio
 import json
 import logging
 import os
@@ -102,6 +103,14 @@ def test_workers_configured_as_the_readme_asks_keep_freed_memory(dask_cluster, c
     with caplog.at_level(logging.WARNING):
         assert stats_pass.worker_layout(stats_pass.DASK_RUNNER, (f"dask_client_address={dask_cluster}",)) == (2, 1)
     assert _trim_warnings(caplog.records) == []
+
+
+def test_the_scheduler_is_asked_from_inside_a_running_event_loop(dask_cluster):
+    """As a notebook's cell calls reportgen: its thread runs an event loop already."""
+    async def cell():
+        return stats_pass.worker_layout(stats_pass.DASK_RUNNER, (f"dask_client_address={dask_cluster}",))
+
+    assert asyncio.run(cell()) == (2, 1)
 
 
 def test_workers_started_with_dask_defaults_are_named_in_a_warning(tmp_path, caplog):
