@@ -142,12 +142,15 @@ class LayerAccumulator:
         maps = as_float32(stored)
         n, h, w, c = maps.shape
         # Each channel's map as a row of its pixels: numpy reduces along rows several times as fast as
-        # across them, and the examples' maxima and the channel IoU's ranking read rows.
-        by_channel = np.ascontiguousarray(maps.reshape(n, h * w, c).transpose(0, 2, 1))  # n x C x pixels
+        # across them, and the examples' maxima and the channel IoU's ranking read rows. The stored rows
+        # (float16 from the probe) are what the channel IoU ranks; the statistics read them widened.
+        ranked_rows = np.ascontiguousarray(stored.reshape(n, h * w, c).transpose(0, 2, 1))  # n x C x pixels
+        by_channel = as_float32(ranked_rows)  # the same array where the maps came as float32
         sums = by_channel.sum(axis=2, dtype=np.float64)  # n x C
         if not np.isfinite(sums).all():  # a NaN or an infinity somewhere (float32 values cannot overflow it)
             maps = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
             by_channel = np.nan_to_num(by_channel, nan=0.0, posinf=0.0, neginf=0.0)  # may be a view of maps
+            ranked_rows = by_channel  # float16 maps are finite: these came as float32
             sums = by_channel.sum(axis=2, dtype=np.float64)
         np.add.at(self.images, fold, 1)
         np.add.at(self.pixels, fold, h * w)
@@ -199,9 +202,6 @@ class LayerAccumulator:
                 self._localise(cams, grids.masks, fold)
             classes = self.classes.count
             onehot = grids.onehot(h, w)  # n x h x w x K
-            # Ranked by their float16 values: the stored maps' rows where they are float16, with no cast.
-            ranked_rows = by_channel if stored.dtype != np.float16 else \
-                np.ascontiguousarray(stored.reshape(n, h * w, c).transpose(0, 2, 1))
             self._channel_iou(ranked_rows, onehot.reshape(n, h * w, classes), fold)
             pooled_mask = onehot if pooled.shape[1:3] == (h, w) else \
                 grids.kept(("pooled", h, w), lambda: pool_to(onehot, POOL_GRID))
